@@ -1,0 +1,110 @@
+//! The `Origin` contract: the slow source of truth (Airtable, an SQL database, an HTTP API).
+//!
+//! An origin speaks in source shapes ([`SourceRecord`]: fields keyed by source name, links as
+//! arrays) and source field names; the cache translates from the model through the
+//! [`EntitySchema`]. One origin serves every entity, as one Airtable base serves every table.
+
+use async_trait::async_trait;
+
+use crate::{EntitySchema, FieldSchema, IndexQuery, Order, RecordId, SourceRecord};
+
+/// Why the origin could not answer. "Not found" is not an error: it is `Ok(None)` (or an id
+/// absent from a batch), and only it is ever cached as a tombstone.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    /// The source failed: unreachable, timed out, answered with an error.
+    #[error("origin failed: {0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The source refused for rate limiting; try again later.
+    #[error("origin rate limited; retry after {retry_after_ms} ms")]
+    RateLimited {
+        /// How long the source asked to wait.
+        retry_after_ms: u64,
+    },
+    /// The source does not know the entity or a field.
+    #[error("origin does not support this: {0}")]
+    Unsupported(String),
+}
+
+impl OriginError {
+    /// Wraps any error as a source failure.
+    pub fn failed(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Failed(err.into())
+    }
+}
+
+/// One equality condition in source terms.
+#[derive(Debug, Clone)]
+pub struct SourceFilter {
+    /// The field (its `source_name` is the column; its `index` says how values compare:
+    /// [`IndexKind::Lowercase`](crate::IndexKind::Lowercase) compares trimmed, lower-cased).
+    pub field: &'static FieldSchema,
+    /// The normalised value, as text (`"42"`, `"true"`, `"recE1"`).
+    pub value: String,
+}
+
+/// An index query in source terms.
+#[derive(Debug, Clone)]
+pub struct SourceQuery {
+    /// The conditions, all of which must hold.
+    pub filters: Vec<SourceFilter>,
+    /// The sort field and direction. Ties, and unsorted results, are ordered by id in the
+    /// same direction (ascending when unsorted); an absent sort value sorts first ascending.
+    pub sort: Option<(&'static FieldSchema, Order)>,
+    /// Results to skip.
+    pub offset: usize,
+    /// Results to return at most.
+    pub limit: Option<usize>,
+}
+
+impl SourceQuery {
+    /// Translates an index query to source terms; `None` when it names a field the entity
+    /// does not have.
+    pub fn from_index_query(entity: &'static EntitySchema, query: &IndexQuery) -> Option<Self> {
+        let filters = query
+            .filters
+            .iter()
+            .map(|f| {
+                entity.field(f.field).map(|field| SourceFilter {
+                    field,
+                    value: f.value.clone(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let sort = match query.sort {
+            Some(s) => Some((entity.field(s.field)?, s.order)),
+            None => None,
+        };
+        Some(Self {
+            filters,
+            sort,
+            offset: query.offset,
+            limit: query.limit,
+        })
+    }
+}
+
+/// The source of truth.
+#[async_trait]
+pub trait Origin: Send + Sync + 'static {
+    /// Fetches one record; `Ok(None)` when the source does not have it.
+    async fn fetch(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<SourceRecord>, OriginError>;
+
+    /// Fetches many records in one call; ids the source does not have are simply absent, and
+    /// the order is free.
+    async fn fetch_many(
+        &self,
+        entity: &'static EntitySchema,
+        ids: &[RecordId],
+    ) -> Result<Vec<SourceRecord>, OriginError>;
+
+    /// The records matching every filter, ordered and paged as [`SourceQuery`] says.
+    async fn query(&self, entity: &'static EntitySchema, query: &SourceQuery)
+    -> Result<Vec<SourceRecord>, OriginError>;
+
+    /// Which of `ids` the source still has, in one call (the sweep uses it).
+    async fn exists_many(&self, entity: &'static EntitySchema, ids: &[RecordId]) -> Result<Vec<RecordId>, OriginError>;
+
+    /// Deletes a record at the source; `Ok(false)` when it did not exist.
+    async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<bool, OriginError>;
+}

@@ -1,0 +1,222 @@
+//! The `Store` contract: where cached records, their indexes, tombstones and computed values
+//! live. The in-memory store and `cache-redis` implement it; [`crate::testing`] checks them.
+//!
+//! A store deals in bytes and [`IndexEntries`]; it never sees model types. Every method is one
+//! round trip on a networked store where the contract allows it (see each method).
+//!
+//! ## Consistency machinery
+//! - **Leases** (stale-set protection for record fills). Before a read-through fill the cache
+//!   takes a [`Lease`] on the ids it will fill; an upsert, invalidation or delete of an id
+//!   revokes its lease, and a fill whose lease was revoked is refused
+//!   ([`WriteOutcome::LeaseLost`]).
+//! - **Versions.** When the entity has a version field, a write carrying a version older than
+//!   the cached one is refused ([`WriteOutcome::StaleVersion`]).
+//! - **Completeness markers** (index queries). A query is answered by the store only when a
+//!   marker says the store holds every record matching its filters. Upserts and deletes keep
+//!   markers true by moving index entries; an invalidation (the store no longer knows where a
+//!   record belongs) drops every marker of its entity. A query fill is refused when any write
+//!   to the entity happened since the query missed ([`FillToken`]).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use serde::Serialize;
+
+use crate::{EntitySchema, IndexEntries, IndexQuery, RecordId};
+
+/// What a store error means for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached (connection refused, timed out, circuit breaker open).
+    #[error("cache store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with an error.
+    #[error("cache store error: {0}")]
+    Backend(String),
+    /// The request is not valid for this store (a key pattern that would leave the namespace).
+    #[error("invalid store request: {0}")]
+    Invalid(String),
+}
+
+/// The result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What the store holds for one id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The record's cached form.
+    Hit(Bytes),
+    /// The source does not have the record (negative cache entry).
+    Tombstone,
+    /// Nothing is cached.
+    Miss,
+}
+
+/// A lease on ids about to be filled from the origin: a token the fill presents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease(pub u64);
+
+/// The state of an entity's writes when a query missed: a query fill presents it, and is
+/// refused if the entity was written since. Opaque to the cache.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FillToken(pub Vec<u64>);
+
+/// One record to write with its index entries.
+#[derive(Debug, Clone)]
+pub struct RecordWrite {
+    /// The record's id.
+    pub id: RecordId,
+    /// The cached form.
+    pub body: Bytes,
+    /// The record's index entries (they replace the previous ones).
+    pub index: IndexEntries,
+    /// The record's version, when the entity has a version field.
+    pub version: Option<f64>,
+    /// The time to live, jitter already applied.
+    pub ttl: Duration,
+}
+
+/// Why a record is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// The application or a webhook says this is the record now: clears its tombstone and
+    /// revokes any lease; refused only when the cached version is newer.
+    Upsert,
+    /// A read-through fill under this lease: refused when the lease was revoked or the cached
+    /// version is newer. Does not clear a tombstone written after the lease was taken (the
+    /// lease is revoked by it).
+    Fill(Lease),
+}
+
+/// What happened to one write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// Stored. `previous` is the record's old index entries, if it was cached, so that the
+    /// caller can tell which index results it left.
+    Written {
+        /// The old index entries.
+        previous: Option<IndexEntries>,
+    },
+    /// Refused: the cached version is newer.
+    StaleVersion,
+    /// Refused: the fill's lease was revoked by a newer write.
+    LeaseLost,
+}
+
+/// How records are removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveMode {
+    /// Forget the records (the next read goes to the origin); drops the entity's completeness
+    /// markers, since where the records now belong is unknown.
+    Invalidate,
+    /// The source deleted them: remove them and their index entries and leave a tombstone
+    /// living this long. Completeness markers stay true.
+    Tombstone(Duration),
+}
+
+/// What an index query found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryLookup {
+    /// The store holds the complete result: the page of records, in order.
+    Complete(Vec<Bytes>),
+    /// The store does not know the complete result; fill it with this token.
+    Incomplete(FillToken),
+}
+
+/// Counters and gauges a store reports. Fields a store cannot know are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StoreStats {
+    /// The backend: `memory`, `redis`, `redis-cluster`.
+    pub backend: String,
+    /// Keys (entries) in this cache's namespace.
+    pub total_keys: u64,
+    /// Memory used by the store (the whole server for Redis).
+    pub memory_used_bytes: Option<u64>,
+    /// The same, for people (`1.21M`).
+    pub memory_used_human: Option<String>,
+    /// Server-wide keyspace hits.
+    pub keyspace_hits: Option<u64>,
+    /// Server-wide keyspace misses.
+    pub keyspace_misses: Option<u64>,
+    /// Connected clients.
+    pub connected_clients: Option<u64>,
+    /// Keys evicted for memory.
+    pub evicted_keys: Option<u64>,
+}
+
+/// Where cached data lives. See the [module docs](self) for the consistency machinery.
+///
+/// Methods take the entity's schema; a store derives its key layout from
+/// [`EntitySchema::entity`] and [`EntitySchema::fingerprint`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads one record: one round trip.
+    async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup>;
+
+    /// Reads many records, answering in the order of `ids`: one round trip.
+    async fn get_many(&self, entity: &EntitySchema, ids: &[RecordId]) -> StoreResult<Vec<Lookup>>;
+
+    /// Takes one lease on all `ids`, living `ttl`, replacing any earlier lease on them.
+    async fn lease(&self, entity: &EntitySchema, ids: &[RecordId], ttl: Duration) -> StoreResult<Lease>;
+
+    /// Writes records with their index entries, moving each from its old index entries to
+    /// its new ones atomically; answers in the order of `writes`.
+    async fn put(
+        &self,
+        entity: &EntitySchema,
+        writes: &[RecordWrite],
+        mode: WriteMode,
+    ) -> StoreResult<Vec<WriteOutcome>>;
+
+    /// Removes records and their index entries and revokes their leases; answers each
+    /// record's old index entries (`None` when it was not cached), in the order of `ids`.
+    async fn remove(
+        &self,
+        entity: &EntitySchema,
+        ids: &[RecordId],
+        mode: RemoveMode,
+    ) -> StoreResult<Vec<Option<IndexEntries>>>;
+
+    /// Answers an index query from the store when its result is complete: one round trip
+    /// that returns the records of the page.
+    async fn query(&self, entity: &EntitySchema, query: &IndexQuery) -> StoreResult<QueryLookup>;
+
+    /// Stores the complete result of `query`'s filters (every matching record, as the origin
+    /// gave them) and marks it complete, unless the entity was written since `token` was
+    /// issued. Records whose cached version is newer are left as they are. Returns whether the
+    /// result was marked complete.
+    async fn complete_query(
+        &self,
+        entity: &EntitySchema,
+        query: &IndexQuery,
+        token: FillToken,
+        records: &[RecordWrite],
+    ) -> StoreResult<bool>;
+
+    /// The ids of the entity's cached records, in batches of about `batch` (never a blocking
+    /// whole-keyspace command such as `KEYS`).
+    fn scan_ids<'a>(&'a self, entity: &'a EntitySchema, batch: usize) -> BoxStream<'a, StoreResult<Vec<RecordId>>>;
+
+    /// Removes the keys of this cache's namespace that match `pattern` (a glob over keys
+    /// without the namespace prefix; every key when `None`), never touching keys outside the
+    /// namespace. Answers the number of keys removed.
+    async fn flush(&self, pattern: Option<&str>) -> StoreResult<u64>;
+
+    /// Checks that the store answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Counters and gauges.
+    async fn stats(&self) -> StoreResult<StoreStats>;
+
+    /// Reads a computed value or cached response.
+    async fn get_value(&self, key: &str) -> StoreResult<Option<Bytes>>;
+
+    /// Stores a computed value or cached response under `key` with a TTL, and records it
+    /// under each of `tags` so that [`Store::purge_tags`] removes it.
+    async fn put_value(&self, key: &str, value: Bytes, ttl: Duration, tags: &[String]) -> StoreResult<()>;
+
+    /// Removes every value recorded under any of `tags`; answers how many were removed.
+    async fn purge_tags(&self, tags: &[String]) -> StoreResult<u64>;
+}
