@@ -81,11 +81,7 @@ pub fn from_source<T: DeserializeOwned>(
     serde_json::from_value(value.unwrap_or(Value::Null)).map_err(|err| ModelError::Field {
         entity,
         field: source_name.to_owned(),
-        reason: if missing {
-            "missing".to_owned()
-        } else {
-            err.to_string()
-        },
+        reason: if missing { "missing".to_owned() } else { err.to_string() },
     })
 }
 
@@ -153,7 +149,10 @@ mod tests {
         let err = from_source::<String>("users", "Name", None).unwrap_err();
         assert_eq!(err.to_string(), "users.Name: missing");
         let err = from_source::<String>("users", "Name", Some(Value::Bool(true))).unwrap_err();
-        assert_eq!(err.to_string(), "users.Name: invalid type: boolean `true`, expected a string");
+        assert_eq!(
+            err.to_string(),
+            "users.Name: invalid type: boolean `true`, expected a string"
+        );
     }
 
     #[test]
@@ -164,9 +163,12 @@ mod tests {
         }
         let link = optional_link_from_source::<User>("projects", "owner_id", Some(serde_json::json!(["recU"])));
         assert_eq!(link.unwrap().unwrap().id(), "recU");
-        let err = optional_link_from_source::<User>("projects", "owner_id", Some(serde_json::json!(["a", "b"])))
-            .unwrap_err();
-        assert!(err.to_string().starts_with("projects.owner_id: invalid length 2"), "{err}");
+        let err =
+            optional_link_from_source::<User>("projects", "owner_id", Some(serde_json::json!(["a", "b"]))).unwrap_err();
+        assert!(
+            err.to_string().starts_with("projects.owner_id: invalid length 2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -179,10 +181,41 @@ mod tests {
 
     #[test]
     fn index_values_are_normalised() {
-        assert_eq!(index_value(&" Ada@X.org ".to_owned(), IndexKind::Lowercase).as_deref(), Some("ada@x.org"));
+        assert_eq!(
+            index_value(&" Ada@X.org ".to_owned(), IndexKind::Lowercase).as_deref(),
+            Some("ada@x.org")
+        );
         assert_eq!(index_value(&None::<String>, IndexKind::Exact), None);
         assert_eq!(index_arg::<String>(" A ", IndexKind::Lowercase), "a");
         let id = RecordId::new("recE").unwrap();
         assert_eq!(index_arg::<Link<User>>(&id, IndexKind::Exact), "recE");
+    }
+
+    /// The derive works inside this crate too (through `extern crate self as cache_core`), so
+    /// its unit tests can use real models.
+    #[cfg(feature = "derive")]
+    #[test]
+    fn derive_inside_the_crate() {
+        use crate::{Cacheable, Links};
+
+        #[derive(crate::Cacheable, Debug, PartialEq)]
+        #[cache(entity = "teams")]
+        struct Team {
+            #[cache(id)]
+            id: RecordId,
+            #[indexed]
+            name: String,
+            members: Links<Team>,
+        }
+
+        let team = Team {
+            id: RecordId::new("t1").unwrap(),
+            name: "A".into(),
+            members: Links::default(),
+        };
+        let cached = team.to_cached().unwrap();
+        assert_eq!(cached, br#"{"id":"t1","name":"A","members":[]}"#);
+        assert_eq!(Team::from_cached(&cached).unwrap(), team);
+        assert_eq!(Team::by_name("A").as_index_query().filter_key(), "name=A");
     }
 }

@@ -1,33 +1,59 @@
 //! model-cache's core: a read-through cache driven by your model structs.
 //!
 //! This crate owns the model ([`Cacheable`], [`EntitySchema`], [`Link`], [`Links`],
-//! [`RecordId`]), the [`Store`] and [`Origin`] contracts, and the cache operations over them.
+//! [`RecordId`]), the [`Store`] and [`Origin`] contracts, and the cache operations over them
+//! ([`Cache`]), with the embedded in-memory store ([`MemoryStore`]).
 #![warn(missing_docs)]
 
+mod cache;
+mod clock;
+mod error;
+mod flight;
 mod id;
 pub mod keys;
 mod link;
+mod memory;
 mod model;
+mod order;
 mod origin;
 mod query;
+mod registry;
 mod schema;
+mod stats;
 mod store;
+mod sweep;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[doc(hidden)]
 pub mod __private;
 
+// The derive names this crate `::cache_core`; this lets its own unit tests derive models too.
+#[allow(unused_extern_crates)]
+extern crate self as cache_core;
+
+pub use cache::{
+    CACHE_ENABLED_ENV, Cache, CacheBuilder, DEFAULT_LEASE_TTL, DEFAULT_TTL_JITTER, IntoOrigin, IntoStore, UpsertOutcome,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{CacheError, ConfigError};
 pub use id::{FORBIDDEN_ID_CHARS, InvalidId, MAX_ID_LEN, RecordId};
 pub use link::{Link, Links};
+pub use memory::{DEFAULT_MEMORY_BUDGET, MemoryStore, MemoryStoreBuilder};
 pub use model::{CacheView, Cacheable, IndexEntries, IndexValue, ModelError, NoSort, SortField, SortKey, SourceRecord};
 pub use origin::{Origin, OriginError, SourceFilter, SourceQuery};
 pub use query::{Filter, IndexQuery, Order, Query, Sort};
+pub use registry::{EntityHandle, Registry};
 pub use schema::{
     DEFAULT_TOMBSTONE_TTL, DEFAULT_TTL, EntitySchema, EntitySchemaBuilder, FieldKind, FieldSchema, IndexKind,
 };
+pub use stats::{CacheStats, EntityStats, describe_metrics};
 pub use store::{
     FillToken, Lease, Lookup, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats,
     WriteMode, WriteOutcome,
 };
+pub use sweep::{SweepProgress, SweepReport};
 
 /// `#[derive(Cacheable)]`, `#[derive(CacheView)]` and `#[derive(IndexValue)]`.
 #[cfg(feature = "derive")]

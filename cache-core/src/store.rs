@@ -16,6 +16,14 @@
 //!   markers true by moving index entries; an invalidation (the store no longer knows where a
 //!   record belongs) drops every marker of its entity. A query fill is refused when any write
 //!   to the entity happened since the query missed ([`FillToken`]).
+//!
+//! ## What counts as a write
+//! Fill tokens are refused after a *write*: a [`WriteMode::Upsert`] put or a
+//! [`RemoveMode::Invalidate`] / [`RemoveMode::Tombstone`] remove that touched the entity.
+//! Read-through fills ([`WriteMode::Fill`], [`RemoveMode::FillTombstone`] and
+//! [`Store::complete_query`]) only copy the origin and are not writes: under steady read
+//! traffic a query fill must still succeed. A fill that raced a write is refused by its
+//! lease or its token instead.
 
 use std::time::Duration;
 
@@ -114,6 +122,16 @@ pub enum RemoveMode {
     /// The source deleted them: remove them and their index entries and leave a tombstone
     /// living this long. Completeness markers stay true.
     Tombstone(Duration),
+    /// A read-through fill learned that the source does not have the records: like
+    /// [`RemoveMode::Tombstone`], but only for the ids whose lease is still `lease`; the
+    /// others (revoked by a newer upsert, invalidation or delete) are left as they are and
+    /// answered `None`. Not a write (see the [module docs](self)).
+    FillTombstone {
+        /// The lease the fill took before asking the origin.
+        lease: Lease,
+        /// How long the tombstones live.
+        ttl: Duration,
+    },
 }
 
 /// What an index query found.
@@ -185,8 +203,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores the complete result of `query`'s filters (every matching record, as the origin
     /// gave them) and marks it complete, unless the entity was written since `token` was
-    /// issued. Records whose cached version is newer are left as they are. Returns whether the
-    /// result was marked complete.
+    /// issued. Records whose cached version is newer are left as they are; written records
+    /// lose their tombstones; cached records that the store files under these filters but
+    /// that `records` lacks are forgotten (as by [`RemoveMode::Invalidate`], without dropping
+    /// markers), so that the marked result is exactly the origin's. Returns whether the result
+    /// was marked complete.
     async fn complete_query(
         &self,
         entity: &EntitySchema,

@@ -1,1 +1,47 @@
-//! Placeholder; filled by its issue.
+//! The [`Store`](cache_core::Store) on Redis 6.2+, Valkey 7.2+ and Redis Cluster:
+//! [`RedisStore`].
+//!
+//! - **One round trip per operation on a hit**: `get` is one `MGET` (record and tombstone),
+//!   `get_many` one `MGET`, an index query (filters, sort, offset, limit) one `EVALSHA` that
+//!   checks the completeness marker, intersects the filter sets, orders, pages and returns the
+//!   records; an upsert moving a record between index entries is one atomic `EVALSHA`.
+//! - **Keys** live under a namespace (`mc` by default) with the schema fingerprint in them, so
+//!   data written under an old schema is never read; every key has a TTL. See [`KeyLayout`].
+//! - **Cluster**: every key of an entity bucket shares one hash tag, so each script touches one
+//!   slot; an entity can be spread over several buckets ([`RedisStoreBuilder::buckets`]), and
+//!   queries then run on every bucket and merge.
+//! - **Fail open**: a [circuit breaker](CircuitStatus) turns an unreachable or slow server into
+//!   fast [`StoreError::Unavailable`](cache_core::StoreError::Unavailable) answers, so the cache
+//!   serves from the origin, and closes by itself when the server is back; the connection
+//!   reconnects after a restart and scripts are reloaded after `SCRIPT FLUSH`.
+//!
+//! ```no_run
+//! use cache_redis::RedisStore;
+//!
+//! # async fn run() -> Result<(), cache_redis::ConnectError> {
+//! let store = RedisStore::builder("redis://127.0.0.1:6379")
+//!     .namespace("myapp")
+//!     .connect()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod breaker;
+mod builder;
+mod connection;
+mod layout;
+mod meta;
+mod scripts;
+mod store;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use breaker::{CircuitBreakerConfig, CircuitState, CircuitStatus};
+pub use builder::{
+    ConnectError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_RESPONSE_TIMEOUT, RedisStoreBuilder,
+};
+pub use connection::RedisConnection;
+pub use layout::{BucketKeys, KeyLayout};
+pub use store::RedisStore;

@@ -1,0 +1,1083 @@
+//! The cache operations: read-through reads, writes that keep the store and everything
+//! derived from it correct, over any [`Store`] and [`Origin`].
+//!
+//! The read path, the write path and the consistency machinery are described in the book's
+//! consistency chapter (`docs/src/consistency.md`).
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use rand::Rng;
+use tracing::Instrument;
+
+use crate::{
+    CacheError, CacheView, Cacheable, ConfigError, EntitySchema, FillToken, IndexEntries, IndexQuery, Lookup, Origin,
+    OriginError, Query, QueryLookup, RecordId, RecordWrite, Registry, RemoveMode, SourceQuery, SourceRecord, Store,
+    StoreError, WriteMode, WriteOutcome,
+    flight::{FlightGuard, FlightOf, Flights, QueryOutcome, RecordsOutcome, spawn_shared},
+    keys, order,
+    registry::EntityHandle,
+    stats::{CacheStats, StaleReason, Stats},
+    telemetry::{self, Event},
+};
+
+/// The default fraction by which TTLs are randomly lengthened or shortened, so that records
+/// cached together do not all expire together.
+pub const DEFAULT_TTL_JITTER: f64 = 0.05;
+/// The default life of a fill lease: longer than any origin call should take.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+/// The environment variable read by [`CacheBuilder::enabled_from_env`].
+pub const CACHE_ENABLED_ENV: &str = "CACHE_ENABLED";
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpsertOutcome {
+    /// The record is cached as given.
+    Stored,
+    /// Refused, not an error: the cache holds a newer version of the record.
+    Stale,
+    /// The cache is disabled; nothing was stored.
+    Disabled,
+    /// The store failed (logged as `cache_store_error`); the record may be cached in an older
+    /// form until its TTL runs out.
+    StoreFailed,
+}
+
+/// Anything that can be the cache's store: a [`Store`], or one already shared as
+/// `Arc<dyn Store>`.
+pub trait IntoStore {
+    /// The store, shared.
+    fn into_store(self) -> Arc<dyn Store>;
+}
+
+impl<S: Store> IntoStore for S {
+    fn into_store(self) -> Arc<dyn Store> {
+        Arc::new(self)
+    }
+}
+
+impl IntoStore for Arc<dyn Store> {
+    fn into_store(self) -> Arc<dyn Store> {
+        self
+    }
+}
+
+/// Anything that can be the cache's origin: an [`Origin`], or one already shared as
+/// `Arc<dyn Origin>`.
+pub trait IntoOrigin {
+    /// The origin, shared.
+    fn into_origin(self) -> Arc<dyn Origin>;
+}
+
+impl<O: Origin> IntoOrigin for O {
+    fn into_origin(self) -> Arc<dyn Origin> {
+        Arc::new(self)
+    }
+}
+
+impl IntoOrigin for Arc<dyn Origin> {
+    fn into_origin(self) -> Arc<dyn Origin> {
+        self
+    }
+}
+
+/// A read-through cache of model records in front of an origin.
+///
+/// Cheap to clone: clones share the store, the origin, the statistics and the in-flight
+/// origin calls.
+///
+/// ```no_run
+/// # use cache_core::{Cache, MemoryStore, Cacheable, RecordId};
+/// # async fn demo<P: Cacheable>(origin: impl cache_core::Origin, id: RecordId) -> Result<(), Box<dyn std::error::Error>> {
+/// let cache = Cache::builder(MemoryStore::new(), origin)
+///     .enabled_from_env()
+///     .register::<P>()
+///     .build()?;
+/// let project: Option<P> = cache.get(&id).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    origin: Arc<dyn Origin>,
+    enabled: bool,
+    registry: Registry,
+    jitter: f64,
+    lease_ttl: Duration,
+    stats: Stats,
+    flights: Arc<Flights>,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("enabled", &self.inner.enabled)
+            .field("entities", &self.inner.registry)
+            .field("ttl_jitter", &self.inner.jitter)
+            .field("lease_ttl", &self.inner.lease_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Cache`]; see [`Cache::builder`].
+#[must_use]
+pub struct CacheBuilder {
+    store: Arc<dyn Store>,
+    origin: Arc<dyn Origin>,
+    enabled: bool,
+    errors: Vec<ConfigError>,
+    entities: Vec<EntityHandle>,
+    jitter: f64,
+    lease_ttl: Duration,
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("enabled", &self.enabled)
+            .field("entities", &self.entities)
+            .field("ttl_jitter", &self.jitter)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheBuilder {
+    /// Whether the cache is used at all. A disabled cache sends every read to the origin
+    /// (counted as a bypass) and every write skips the store. Enabled by default.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Reads [`CACHE_ENABLED`](CACHE_ENABLED_ENV): `false`, `0`, `no` or `off` disable the
+    /// cache, `true`, `1`, `yes` or `on` enable it (any case); unset leaves the setting as it
+    /// is. Any other value makes [`CacheBuilder::build`] fail with
+    /// [`ConfigError::InvalidEnv`].
+    pub fn enabled_from_env(self) -> Self {
+        let value = std::env::var(CACHE_ENABLED_ENV).ok();
+        self.enabled_from_value(value.as_deref())
+    }
+
+    fn enabled_from_value(mut self, value: Option<&str>) -> Self {
+        let Some(value) = value else {
+            return self;
+        };
+        match value.trim().to_ascii_lowercase().as_str() {
+            "false" | "0" | "no" | "off" => self.enabled = false,
+            "true" | "1" | "yes" | "on" => self.enabled = true,
+            _ => self.errors.push(ConfigError::InvalidEnv {
+                var: CACHE_ENABLED_ENV,
+                value: value.to_owned(),
+                expected: "true, false, 1, 0, yes, no, on, off",
+            }),
+        }
+        self
+    }
+
+    /// Registers a model for the type-erased routers and the sweep ([`Cache::entities`]).
+    /// Typed operations work for any model, registered or not.
+    pub fn register<T: Cacheable>(mut self) -> Self {
+        self.entities.push(EntityHandle::of::<T>());
+        self
+    }
+
+    /// The fraction by which every TTL is randomly lengthened or shortened (default
+    /// [`DEFAULT_TTL_JITTER`], 5%); must be in `[0, 1)`.
+    pub fn ttl_jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// How long a fill lease lives (default [`DEFAULT_LEASE_TTL`]). An origin call slower than
+    /// this loses its lease and its result is not cached.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Builds the cache.
+    pub fn build(mut self) -> Result<Cache, ConfigError> {
+        if let Some(err) = self.errors.drain(..).next() {
+            return Err(err);
+        }
+        if !(0.0..1.0).contains(&self.jitter) {
+            return Err(ConfigError::InvalidJitter(self.jitter));
+        }
+        let mut registry = Registry::default();
+        for handle in self.entities {
+            registry.insert(handle)?;
+        }
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                store: self.store,
+                origin: self.origin,
+                enabled: self.enabled,
+                registry,
+                jitter: self.jitter,
+                lease_ttl: self.lease_ttl,
+                stats: Stats::default(),
+                flights: Arc::default(),
+            }),
+        })
+    }
+}
+
+/// How a record flight asks the origin.
+#[derive(Debug, Clone, Copy)]
+enum Fetch {
+    /// `Origin::fetch` (one id).
+    One,
+    /// `Origin::fetch_many`.
+    Many,
+}
+
+impl Fetch {
+    fn label(self) -> &'static str {
+        match self {
+            Self::One => "fetch",
+            Self::Many => "fetch_many",
+        }
+    }
+}
+
+impl Cache {
+    /// Starts configuring a cache over `store` and `origin` (each a concrete type or an
+    /// `Arc<dyn ...>`).
+    pub fn builder(store: impl IntoStore, origin: impl IntoOrigin) -> CacheBuilder {
+        CacheBuilder {
+            store: store.into_store(),
+            origin: origin.into_origin(),
+            enabled: true,
+            errors: Vec::new(),
+            entities: Vec::new(),
+            jitter: DEFAULT_TTL_JITTER,
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+
+    /// The registered models.
+    pub fn entities(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Counts of what the cache did, per entity.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The origin.
+    pub fn origin(&self) -> &Arc<dyn Origin> {
+        &self.inner.origin
+    }
+
+    /// Whether the cache is used (see [`CacheBuilder::enabled`]).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// Reads one record: from the store, or on a miss from the origin (then stored). `None`
+    /// when the source does not have it (remembered as a tombstone for the entity's
+    /// `tombstone_ttl`). An origin failure is an error and is never cached; a store failure is
+    /// logged and answered from the origin.
+    pub async fn get<T: Cacheable>(&self, id: &RecordId) -> Result<Option<T>, CacheError> {
+        let schema = T::schema();
+        let started = Instant::now();
+        telemetry::record_tags([keys::record_tag(schema.entity, id)]);
+        let out = self
+            .read_records::<T>(schema, std::slice::from_ref(id), Fetch::One, "get")
+            .await;
+        self.inner.stats.operation_done(schema.entity, "get", started.elapsed());
+        Ok(out?.into_iter().next().flatten())
+    }
+
+    /// Reads many records in one store round trip and at most one origin call: the records
+    /// found, in the order of `ids` (each id once, at its first position); ids the source does
+    /// not have are absent.
+    pub async fn get_many<T: Cacheable>(&self, ids: &[RecordId]) -> Result<Vec<T>, CacheError> {
+        let schema = T::schema();
+        let started = Instant::now();
+        let mut seen = HashSet::new();
+        let ids: Vec<RecordId> = ids.iter().filter(|id| seen.insert(*id)).cloned().collect();
+        telemetry::record_tags(ids.iter().map(|id| keys::record_tag(schema.entity, id)));
+        let out = self.read_records::<T>(schema, &ids, Fetch::Many, "get_many").await;
+        self.inner
+            .stats
+            .operation_done(schema.entity, "get_many", started.elapsed());
+        Ok(out?.into_iter().flatten().collect())
+    }
+
+    /// Runs an index query: from the store when it holds the complete result, otherwise from
+    /// the origin (whose complete, unpaged result is then stored and marked complete). Results
+    /// are ordered by the sort field, ties and unsorted results by id, in the sort's direction
+    /// (ascending when unsorted).
+    pub async fn query<T: Cacheable>(&self, query: Query<T>) -> Result<Vec<T>, CacheError> {
+        let schema = T::schema();
+        let started = Instant::now();
+        let query = query.into_index_query();
+        validate(schema, &query)?;
+        if query.filters.is_empty() {
+            telemetry::record_tags([keys::entity_tag(schema.entity)]);
+        } else {
+            telemetry::record_tags(
+                query
+                    .filters
+                    .iter()
+                    .map(|f| keys::index_tag(schema.entity, f.field, &f.value)),
+            );
+        }
+        let out = self.run_query::<T>(schema, &query).await;
+        self.inner
+            .stats
+            .operation_done(schema.entity, "query", started.elapsed());
+        out
+    }
+
+    /// [`Cache::get`], returning a view of the model.
+    pub async fn get_as<T: Cacheable, V: CacheView<T>>(&self, id: &RecordId) -> Result<Option<V>, CacheError> {
+        Ok(self.get::<T>(id).await?.map(V::from_model))
+    }
+
+    /// [`Cache::get_many`], returning views of the model.
+    pub async fn get_many_as<T: Cacheable, V: CacheView<T>>(&self, ids: &[RecordId]) -> Result<Vec<V>, CacheError> {
+        Ok(self.get_many::<T>(ids).await?.into_iter().map(V::from_model).collect())
+    }
+
+    /// [`Cache::query`], returning views of the model.
+    pub async fn query_as<T: Cacheable, V: CacheView<T>>(&self, query: Query<T>) -> Result<Vec<V>, CacheError> {
+        Ok(self.query::<T>(query).await?.into_iter().map(V::from_model).collect())
+    }
+
+    /// Reads `ids` (distinct) through the cache, answering one slot per id.
+    async fn read_records<T: Cacheable>(
+        &self,
+        schema: &'static EntitySchema,
+        ids: &[RecordId],
+        fetch: Fetch,
+        operation: &'static str,
+    ) -> Result<Vec<Option<T>>, CacheError> {
+        let inner = &self.inner;
+        let entity = schema.entity;
+        let mut slots: Vec<Option<T>> = ids.iter().map(|_| None).collect();
+        if ids.is_empty() {
+            return Ok(slots);
+        }
+        if !inner.enabled {
+            inner.stats.lookup(entity, operation, Event::Bypass, ids.len() as u64);
+            tracing::debug!(entity, operation, "cache_bypass");
+            let found = self
+                .origin_fetch(schema, ids, fetch)
+                .await
+                .map_err(CacheError::Origin)?;
+            return fill_slots(slots, ids, (0..ids.len()).collect(), &found);
+        }
+        let (misses, coalesce) = if telemetry::refresh_requested() {
+            inner.stats.lookup(entity, operation, Event::Bypass, ids.len() as u64);
+            tracing::debug!(entity, operation, "cache_bypass");
+            ((0..ids.len()).collect(), false)
+        } else {
+            (self.read_store(schema, ids, operation, &mut slots).await, true)
+        };
+        if misses.is_empty() {
+            return Ok(slots);
+        }
+        let miss_ids: Vec<RecordId> = misses.iter().map(|&i| ids[i].clone()).collect();
+        let found = self
+            .fetch_records::<T>(schema, &miss_ids, fetch, coalesce, operation)
+            .await?;
+        fill_slots(slots, ids, misses, &found)
+    }
+
+    /// Looks `ids` up in the store, filling the slots of hits; answers the positions of misses.
+    async fn read_store<T: Cacheable>(
+        &self,
+        schema: &'static EntitySchema,
+        ids: &[RecordId],
+        operation: &'static str,
+        slots: &mut [Option<T>],
+    ) -> Vec<usize> {
+        let inner = &self.inner;
+        let entity = schema.entity;
+        let lookups = if let [id] = ids {
+            inner.store.get(schema, id).await.map(|l| vec![l])
+        } else {
+            inner.store.get_many(schema, ids).await
+        };
+        let lookups = match lookups {
+            Ok(lookups) if lookups.len() == ids.len() => lookups,
+            Ok(lookups) => {
+                let err = StoreError::Backend(format!("answered {} lookups for {} ids", lookups.len(), ids.len()));
+                self.store_failed(entity, operation, &err);
+                vec![Lookup::Miss; ids.len()]
+            }
+            Err(err) => {
+                self.store_failed(entity, operation, &err);
+                vec![Lookup::Miss; ids.len()]
+            }
+        };
+        let (mut hits, mut tombstones) = (0, 0);
+        let mut misses = Vec::new();
+        for (i, lookup) in lookups.into_iter().enumerate() {
+            match lookup {
+                Lookup::Hit(bytes) => match T::from_cached(&bytes) {
+                    Ok(record) => {
+                        slots[i] = Some(record);
+                        hits += 1;
+                    }
+                    Err(err) => {
+                        tracing::warn!(entity, id = %ids[i], error = %err, "cache_unreadable");
+                        misses.push(i);
+                    }
+                },
+                Lookup::Tombstone => tombstones += 1,
+                Lookup::Miss => misses.push(i),
+            }
+        }
+        inner.stats.lookup(entity, operation, Event::Hit, hits);
+        inner.stats.lookup(entity, operation, Event::TombstoneHit, tombstones);
+        inner.stats.lookup(entity, operation, Event::Miss, misses.len() as u64);
+        if hits + tombstones > 0 {
+            tracing::debug!(entity, operation, hits, tombstones, "cache_hit");
+        }
+        misses
+    }
+
+    /// Fetches `ids` from the origin, joining the flights already fetching some of them
+    /// (`coalesce`) and starting one flight for the rest; the flight stores what it finds.
+    async fn fetch_records<T: Cacheable>(
+        &self,
+        schema: &'static EntitySchema,
+        ids: &[RecordId],
+        fetch: Fetch,
+        coalesce: bool,
+        operation: &'static str,
+    ) -> Result<HashMap<RecordId, SourceRecord>, CacheError> {
+        let entity = schema.entity;
+        let flights = if coalesce {
+            let joined = self.inner.flights.join_records(entity, ids, |rest| {
+                self.start_record_flight::<T>(schema, rest.to_vec(), fetch, true)
+            });
+            self.inner.stats.coalesced(entity, operation, joined.joined_ids);
+            if !joined.rest.is_empty() {
+                self.inner.stats.origin_call(entity, fetch.label());
+            }
+            joined.flights
+        } else {
+            self.inner.stats.origin_call(entity, fetch.label());
+            vec![self.start_record_flight::<T>(schema, ids.to_vec(), fetch, false).1]
+        };
+        let mut found = HashMap::with_capacity(ids.len());
+        for outcome in futures::future::join_all(flights).await {
+            let records = outcome.map_err(CacheError::Origin)?;
+            for id in ids {
+                if let Some(record) = records.get(id) {
+                    found.insert(id.clone(), record.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn start_record_flight<T: Cacheable>(
+        &self,
+        schema: &'static EntitySchema,
+        ids: Vec<RecordId>,
+        fetch: Fetch,
+        registered: bool,
+    ) -> (u64, crate::flight::Flight<RecordsOutcome>) {
+        let fid = self.inner.flights.next_id();
+        let guard = FlightGuard {
+            flights: Arc::clone(&self.inner.flights),
+            entity: schema.entity,
+            fid,
+            what: if registered {
+                FlightOf::Records(ids.clone())
+            } else {
+                FlightOf::Unregistered
+            },
+        };
+        let cache = self.clone();
+        let scopes = telemetry::current();
+        let work = async move {
+            let _guard = guard;
+            // The flight records (store errors, refusals) into the scope of who started it.
+            telemetry::within(scopes, cache.fill_records::<T>(schema, &ids, fetch)).await
+        };
+        (fid, spawn_shared(work.instrument(tracing::Span::current())))
+    }
+
+    /// A record flight: lease, ask the origin, store what it found (under the lease) and
+    /// tombstone what it lacks.
+    async fn fill_records<T: Cacheable>(
+        &self,
+        schema: &'static EntitySchema,
+        ids: &[RecordId],
+        fetch: Fetch,
+    ) -> RecordsOutcome {
+        let inner = &self.inner;
+        let lease = match inner.store.lease(schema, ids, inner.lease_ttl).await {
+            Ok(lease) => Some(lease),
+            Err(err) => {
+                self.store_failed(schema.entity, "lease", &err);
+                None
+            }
+        };
+        let found = self.origin_fetch(schema, ids, fetch).await?;
+        if let Some(lease) = lease {
+            self.store_fill::<T>(schema, lease, ids, &found).await;
+        }
+        Ok(Arc::new(found))
+    }
+
+    /// Asks the origin for `ids`, keeping only the records asked for.
+    async fn origin_fetch(
+        &self,
+        schema: &'static EntitySchema,
+        ids: &[RecordId],
+        fetch: Fetch,
+    ) -> Result<HashMap<RecordId, SourceRecord>, Arc<OriginError>> {
+        let started = Instant::now();
+        let fetched = match (fetch, ids) {
+            (Fetch::One, [id]) => self
+                .inner
+                .origin
+                .fetch(schema, id)
+                .await
+                .map(|r| r.into_iter().collect()),
+            _ => self.inner.origin.fetch_many(schema, ids).await,
+        };
+        self.origin_done(schema.entity, fetch.label(), started, fetched.as_ref().err());
+        let asked: HashSet<&RecordId> = ids.iter().collect();
+        Ok(fetched
+            .map_err(Arc::new)?
+            .into_iter()
+            .filter(|r| asked.contains(&r.id))
+            .map(|r| (r.id.clone(), r))
+            .collect())
+    }
+
+    async fn store_fill<T: Cacheable>(
+        &self,
+        schema: &'static EntitySchema,
+        lease: crate::Lease,
+        ids: &[RecordId],
+        found: &HashMap<RecordId, SourceRecord>,
+    ) {
+        let inner = &self.inner;
+        let entity = schema.entity;
+        let mut tags = Vec::new();
+        let writes: Vec<RecordWrite> = found
+            .values()
+            .filter_map(|source| match self.parse_write::<T>(source) {
+                Ok(write) => Some(write),
+                Err(err) => {
+                    tracing::warn!(entity, id = %source.id, error = %err, "cache_unparseable");
+                    None
+                }
+            })
+            .collect();
+        if !writes.is_empty() {
+            match inner.store.put(schema, &writes, WriteMode::Fill(lease)).await {
+                Ok(outcomes) => {
+                    let mut stored = 0;
+                    for (write, outcome) in writes.iter().zip(outcomes) {
+                        match outcome {
+                            WriteOutcome::Written { previous } => {
+                                stored += 1;
+                                if let Some(previous) = previous {
+                                    tags.extend(write_tags(schema, &write.id, Some(&previous), Some(&write.index)));
+                                }
+                            }
+                            WriteOutcome::LeaseLost => self.stale_refused(entity, &write.id, StaleReason::Lease),
+                            WriteOutcome::StaleVersion => self.stale_refused(entity, &write.id, StaleReason::Version),
+                        }
+                    }
+                    tracing::debug!(entity, stored, "cache_miss_stored");
+                }
+                Err(err) => self.store_failed(entity, "put", &err),
+            }
+        }
+        let missing: Vec<RecordId> = ids.iter().filter(|id| !found.contains_key(*id)).cloned().collect();
+        if !missing.is_empty() {
+            let mode = RemoveMode::FillTombstone {
+                lease,
+                ttl: self.jittered(schema.tombstone_ttl),
+            };
+            match inner.store.remove(schema, &missing, mode).await {
+                Ok(previous) => {
+                    for (id, previous) in missing.iter().zip(previous) {
+                        tags.push(keys::record_tag(entity, id));
+                        if let Some(previous) = previous {
+                            tags.extend(write_tags(schema, id, Some(&previous), None));
+                        }
+                    }
+                }
+                Err(err) => self.store_failed(entity, "remove", &err),
+            }
+        }
+        self.purge(schema, tags).await;
+    }
+
+    async fn run_query<T: Cacheable>(
+        &self,
+        schema: &'static EntitySchema,
+        query: &IndexQuery,
+    ) -> Result<Vec<T>, CacheError> {
+        let inner = &self.inner;
+        let entity = schema.entity;
+        if !inner.enabled {
+            inner.stats.lookup(entity, "query", Event::Bypass, 1);
+            tracing::debug!(entity, operation = "query", "cache_bypass");
+            let source = source_query(schema, query)?;
+            inner.stats.origin_call(entity, "query");
+            let started = Instant::now();
+            let records = inner.origin.query(schema, &source).await;
+            self.origin_done(entity, "query", started, records.as_ref().err());
+            return records?
+                .into_iter()
+                .map(|r| T::from_source(r).map_err(Into::into))
+                .collect();
+        }
+        let refresh = telemetry::refresh_requested();
+        let (token, upsert) = match inner.store.query(schema, query).await {
+            Ok(QueryLookup::Complete(bodies)) if !refresh => {
+                match bodies.iter().map(|b| T::from_cached(b)).collect::<Result<Vec<T>, _>>() {
+                    Ok(records) => {
+                        inner.stats.lookup(entity, "query", Event::Hit, 1);
+                        tracing::debug!(entity, operation = "query", "cache_hit");
+                        return Ok(records);
+                    }
+                    Err(err) => {
+                        tracing::warn!(entity, error = %err, "cache_unreadable");
+                        (None, false)
+                    }
+                }
+            }
+            Ok(QueryLookup::Complete(_)) => (None, true),
+            Ok(QueryLookup::Incomplete(token)) => (Some(token), false),
+            Err(err) => {
+                self.store_failed(entity, "query", &err);
+                (None, false)
+            }
+        };
+        let event = if refresh { Event::Bypass } else { Event::Miss };
+        inner.stats.lookup(entity, "query", event, 1);
+        let unpaged = query.unpaged();
+        let flight = if refresh {
+            inner.stats.origin_call(entity, "query");
+            self.start_query_flight::<T>(schema, unpaged, token, upsert, false).1
+        } else {
+            let (flight, joined) = inner.flights.join_query(entity, &unpaged, || {
+                self.start_query_flight::<T>(schema, unpaged.clone(), token, false, true)
+            });
+            if joined {
+                inner.stats.coalesced(entity, "query", 1);
+            } else {
+                inner.stats.origin_call(entity, "query");
+            }
+            flight
+        };
+        let records = flight.await.map_err(CacheError::Origin)?;
+        let mut keyed = Vec::with_capacity(records.len());
+        for source in records.iter() {
+            let record = T::from_source(source.clone())?;
+            let score = sort_score(query, &record.index_entries());
+            keyed.push((score, record));
+        }
+        let direction = query.sort.map(|s| s.order);
+        keyed.sort_by(|(a, ra), (b, rb)| order::compare(direction, (*a, ra.id()), (*b, rb.id())));
+        Ok(keyed
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit.unwrap_or(usize::MAX))
+            .map(|(_, record)| record)
+            .collect())
+    }
+
+    fn start_query_flight<T: Cacheable>(
+        &self,
+        schema: &'static EntitySchema,
+        unpaged: IndexQuery,
+        token: Option<FillToken>,
+        upsert: bool,
+        registered: bool,
+    ) -> (u64, crate::flight::Flight<QueryOutcome>) {
+        let fid = self.inner.flights.next_id();
+        let guard = FlightGuard {
+            flights: Arc::clone(&self.inner.flights),
+            entity: schema.entity,
+            fid,
+            what: if registered {
+                FlightOf::Query(unpaged.clone())
+            } else {
+                FlightOf::Unregistered
+            },
+        };
+        let cache = self.clone();
+        let scopes = telemetry::current();
+        let work = async move {
+            let _guard = guard;
+            telemetry::within(scopes, cache.fill_query::<T>(schema, &unpaged, token, upsert)).await
+        };
+        (fid, spawn_shared(work.instrument(tracing::Span::current())))
+    }
+
+    /// A query flight: ask the origin for the complete result and store it, marked complete
+    /// when the fill token still holds (or, for a refresh of a complete result, upserted).
+    async fn fill_query<T: Cacheable>(
+        &self,
+        schema: &'static EntitySchema,
+        unpaged: &IndexQuery,
+        token: Option<FillToken>,
+        upsert: bool,
+    ) -> QueryOutcome {
+        let inner = &self.inner;
+        let entity = schema.entity;
+        let source = SourceQuery::from_index_query(schema, unpaged)
+            .ok_or_else(|| Arc::new(OriginError::Unsupported(format!("a field of {unpaged:?} on {entity}"))))?;
+        let started = Instant::now();
+        let records = inner.origin.query(schema, &source).await;
+        self.origin_done(entity, "query", started, records.as_ref().err());
+        let records = records.map_err(Arc::new)?;
+        let writes: Result<Vec<RecordWrite>, _> = records.iter().map(|r| self.parse_write::<T>(r)).collect();
+        match writes {
+            Err(err) => tracing::warn!(entity, error = %err, "cache_unparseable"),
+            Ok(writes) => {
+                if let Some(token) = token {
+                    match inner.store.complete_query(schema, unpaged, token, &writes).await {
+                        Ok(true) => tracing::debug!(entity, records = writes.len(), "cache_miss_stored"),
+                        Ok(false) => {
+                            inner.stats.stale(entity, StaleReason::FillToken, 1);
+                            tracing::debug!(entity, reason = "fill_token", "cache_stale_refused");
+                        }
+                        Err(err) => self.store_failed(entity, "complete_query", &err),
+                    }
+                } else if upsert && !writes.is_empty() {
+                    self.put_upserts(schema, &writes).await;
+                }
+            }
+        }
+        Ok(Arc::new(records))
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    /// Stores `record` as the current state of the source record (after the application wrote
+    /// it to the source, or a webhook said so). A record older than the cached version is
+    /// refused as [`UpsertOutcome::Stale`], not an error. Purges every value tagged with the
+    /// record, the index values it left or entered, and its entity.
+    pub async fn upsert<T: Cacheable>(&self, record: &T) -> Result<UpsertOutcome, CacheError> {
+        let schema = T::schema();
+        let started = Instant::now();
+        let write = self.record_write(record)?;
+        let outcome = if self.inner.enabled {
+            self.inner
+                .flights
+                .detach(schema.entity, std::slice::from_ref(&write.id));
+            self.put_upserts(schema, std::slice::from_ref(&write)).await
+        } else {
+            UpsertOutcome::Disabled
+        };
+        self.inner
+            .stats
+            .operation_done(schema.entity, "upsert", started.elapsed());
+        Ok(outcome)
+    }
+
+    /// Puts upserts, purges what they change; answers the first write's outcome.
+    async fn put_upserts(&self, schema: &'static EntitySchema, writes: &[RecordWrite]) -> UpsertOutcome {
+        let entity = schema.entity;
+        let outcomes = match self.inner.store.put(schema, writes, WriteMode::Upsert).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                self.store_failed(entity, "put", &err);
+                return UpsertOutcome::StoreFailed;
+            }
+        };
+        let mut tags = Vec::new();
+        let mut first = None;
+        for (write, outcome) in writes.iter().zip(outcomes) {
+            let result = match outcome {
+                WriteOutcome::Written { previous } => {
+                    tags.extend(write_tags(schema, &write.id, previous.as_ref(), Some(&write.index)));
+                    tracing::debug!(entity, id = %write.id, "cache_upserted");
+                    UpsertOutcome::Stored
+                }
+                WriteOutcome::StaleVersion | WriteOutcome::LeaseLost => {
+                    self.stale_refused(entity, &write.id, StaleReason::Version);
+                    UpsertOutcome::Stale
+                }
+            };
+            first.get_or_insert(result);
+        }
+        self.purge(schema, tags).await;
+        first.unwrap_or(UpsertOutcome::StoreFailed)
+    }
+
+    /// Forgets a record: the next read asks the origin. Drops the completeness markers of the
+    /// entity's queries (the store no longer knows where the record belongs); prefer
+    /// [`Cache::upsert`] when the new record is at hand.
+    pub async fn invalidate<T: Cacheable>(&self, id: &RecordId) -> Result<(), CacheError> {
+        self.remove_record(T::schema(), id, false).await
+    }
+
+    /// Deletes a record at the origin, then removes it from the cache leaving a tombstone.
+    /// Answers whether the origin had it. If the origin fails, the cache is left as it was.
+    pub async fn delete<T: Cacheable>(&self, id: &RecordId) -> Result<bool, CacheError> {
+        let schema = T::schema();
+        let entity = schema.entity;
+        let started = Instant::now();
+        self.inner.stats.origin_call(entity, "delete");
+        let origin_started = Instant::now();
+        let existed = self.inner.origin.delete(schema, id).await;
+        self.origin_done(entity, "delete", origin_started, existed.as_ref().err());
+        let existed = existed?;
+        self.remove_record(schema, id, true).await?;
+        self.inner.stats.operation_done(entity, "delete", started.elapsed());
+        Ok(existed)
+    }
+
+    /// Invalidates (`tombstone = false`) or tombstones a record without touching the origin.
+    pub(crate) async fn remove_record(
+        &self,
+        schema: &'static EntitySchema,
+        id: &RecordId,
+        tombstone: bool,
+    ) -> Result<(), CacheError> {
+        if !self.inner.enabled {
+            return Ok(());
+        }
+        let entity = schema.entity;
+        let started = Instant::now();
+        let (mode, operation) = if tombstone {
+            (RemoveMode::Tombstone(self.jittered(schema.tombstone_ttl)), "tombstone")
+        } else {
+            (RemoveMode::Invalidate, "invalidate")
+        };
+        self.inner.flights.detach(entity, std::slice::from_ref(id));
+        match self.inner.store.remove(schema, std::slice::from_ref(id), mode).await {
+            Ok(previous) => {
+                let previous = previous.into_iter().next().flatten();
+                if tombstone {
+                    tracing::debug!(entity, %id, "cache_deleted");
+                } else {
+                    tracing::debug!(entity, %id, "cache_invalidated");
+                }
+                self.purge(schema, write_tags(schema, id, previous.as_ref(), None))
+                    .await;
+            }
+            Err(err) => self.store_failed(entity, "remove", &err),
+        }
+        self.inner.stats.operation_done(entity, operation, started.elapsed());
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    pub(crate) fn store_failed(&self, entity: &'static str, operation: &'static str, err: &StoreError) {
+        self.inner.stats.store_error(entity, operation);
+        tracing::warn!(entity, operation, error = %err, "cache_store_error");
+    }
+
+    pub(crate) fn origin_done(
+        &self,
+        entity: &'static str,
+        operation: &'static str,
+        started: Instant,
+        err: Option<&OriginError>,
+    ) {
+        self.inner
+            .stats
+            .origin_done(entity, operation, started.elapsed(), err.is_none());
+        if let Some(err) = err {
+            tracing::warn!(entity, operation, error = %err, "cache_origin_error");
+        }
+    }
+
+    pub(crate) fn stats_handle(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    pub(crate) fn detach_flights(&self, entity: &'static str, ids: &[RecordId]) {
+        self.inner.flights.detach(entity, ids);
+    }
+
+    fn stale_refused(&self, entity: &'static str, id: &RecordId, reason: StaleReason) {
+        self.inner.stats.stale(entity, reason, 1);
+        tracing::debug!(entity, %id, ?reason, "cache_stale_refused");
+    }
+
+    /// Purges values tagged with any of `tags`.
+    pub(crate) async fn purge(&self, schema: &'static EntitySchema, mut tags: Vec<String>) {
+        if tags.is_empty() {
+            return;
+        }
+        tags.sort();
+        tags.dedup();
+        if let Err(err) = self.inner.store.purge_tags(&tags).await {
+            self.store_failed(schema.entity, "purge_tags", &err);
+        }
+    }
+
+    fn parse_write<T: Cacheable>(&self, source: &SourceRecord) -> Result<RecordWrite, crate::ModelError> {
+        self.record_write(&T::from_source(source.clone())?)
+    }
+
+    fn record_write<T: Cacheable>(&self, record: &T) -> Result<RecordWrite, crate::ModelError> {
+        Ok(RecordWrite {
+            id: record.id().clone(),
+            body: Bytes::from(record.to_cached()?),
+            index: record.index_entries(),
+            version: record.version(),
+            ttl: self.jittered(T::schema().ttl),
+        })
+    }
+
+    /// `ttl` lengthened or shortened by a random fraction of up to the configured jitter.
+    pub(crate) fn jittered(&self, ttl: Duration) -> Duration {
+        let jitter = self.inner.jitter;
+        if jitter == 0.0 {
+            return ttl;
+        }
+        let factor = 1.0 + rand::rng().random_range(-jitter..=jitter);
+        Duration::try_from_secs_f64(ttl.as_secs_f64() * factor).unwrap_or(ttl)
+    }
+}
+
+/// The tags a write changes: the record, its entity, and every index value it left or entered.
+fn write_tags(
+    schema: &EntitySchema,
+    id: &RecordId,
+    previous: Option<&IndexEntries>,
+    current: Option<&IndexEntries>,
+) -> Vec<String> {
+    let mut tags = vec![keys::record_tag(schema.entity, id), keys::entity_tag(schema.entity)];
+    for entries in [previous, current].into_iter().flatten() {
+        for (field, value) in &entries.tags {
+            tags.push(keys::index_tag(schema.entity, field, value));
+        }
+    }
+    tags
+}
+
+/// Parses the records found for the slots at `positions`.
+fn fill_slots<T: Cacheable>(
+    mut slots: Vec<Option<T>>,
+    ids: &[RecordId],
+    positions: Vec<usize>,
+    found: &HashMap<RecordId, SourceRecord>,
+) -> Result<Vec<Option<T>>, CacheError> {
+    for i in positions {
+        if let Some(source) = found.get(&ids[i]) {
+            slots[i] = Some(T::from_source(source.clone())?);
+        }
+    }
+    Ok(slots)
+}
+
+fn sort_score(query: &IndexQuery, entries: &IndexEntries) -> f64 {
+    query
+        .sort
+        .and_then(|s| entries.score(s.field))
+        .unwrap_or(f64::NEG_INFINITY)
+}
+
+/// Checks that a query filters on indexed fields and sorts by a sortable one.
+fn validate(schema: &'static EntitySchema, query: &IndexQuery) -> Result<(), CacheError> {
+    let invalid = |reason: String| CacheError::InvalidQuery {
+        entity: schema.entity,
+        reason,
+    };
+    for filter in &query.filters {
+        match schema.field(filter.field) {
+            Some(field) if field.index.is_some() => {}
+            Some(_) => return Err(invalid(format!("`{}` is not indexed", filter.field))),
+            None => return Err(invalid(format!("no field `{}`", filter.field))),
+        }
+    }
+    if let Some(sort) = query.sort {
+        match schema.field(sort.field) {
+            Some(field) if field.sortable => {}
+            Some(_) => return Err(invalid(format!("`{}` is not sortable", sort.field))),
+            None => return Err(invalid(format!("no field `{}`", sort.field))),
+        }
+    }
+    Ok(())
+}
+
+fn source_query(schema: &'static EntitySchema, query: &IndexQuery) -> Result<SourceQuery, CacheError> {
+    SourceQuery::from_index_query(schema, query).ok_or_else(|| CacheError::InvalidQuery {
+        entity: schema.entity,
+        reason: "names a field the entity does not have".to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    fn builder() -> CacheBuilder {
+        Cache::builder(MemoryStore::new(), crate::testing::MemoryOrigin::new())
+    }
+
+    #[test]
+    fn cache_enabled_values() {
+        for (value, enabled) in [
+            ("false", false),
+            ("0", false),
+            ("No", false),
+            (" OFF ", false),
+            ("true", true),
+            ("1", true),
+            ("yes", true),
+            ("on", true),
+        ] {
+            let cache = builder()
+                .enabled(!enabled)
+                .enabled_from_value(Some(value))
+                .build()
+                .unwrap();
+            assert_eq!(cache.is_enabled(), enabled, "{value}");
+        }
+        assert!(builder().enabled_from_value(None).build().unwrap().is_enabled());
+        let err = builder().enabled_from_value(Some("nope")).build().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CACHE_ENABLED=\"nope\" is not understood: use one of true, false, 1, 0, yes, no, on, off"
+        );
+    }
+
+    #[test]
+    fn jitter_must_be_a_fraction() {
+        assert_eq!(
+            builder().ttl_jitter(1.0).build().unwrap_err(),
+            ConfigError::InvalidJitter(1.0)
+        );
+        assert!(builder().ttl_jitter(-0.1).build().is_err());
+        let cache = builder().ttl_jitter(0.05).build().unwrap();
+        let ttl = Duration::from_secs(1000);
+        let seen: HashSet<Duration> = (0..50).map(|_| cache.jittered(ttl)).collect();
+        assert!(seen.iter().all(|d| (950..=1050).contains(&d.as_secs())), "{seen:?}");
+        assert!(seen.len() > 1, "jitter varies the TTL");
+        let exact = builder().ttl_jitter(0.0).build().unwrap();
+        assert_eq!(exact.jittered(ttl), ttl);
+    }
+}

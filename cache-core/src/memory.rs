@@ -1,0 +1,888 @@
+//! The in-memory [`Store`]: the embedded default, with exactly the semantics of the Redis
+//! store (indexes, leases, versions, tombstones, completeness markers, fill tokens), checked
+//! by the same [conformance suite](crate::testing).
+//!
+//! Records, tombstones and values live in a [`moka`] cache bounded by a memory budget (each
+//! entry weighs its key and body plus a fixed overhead) with per-entry TTLs. Index structures
+//! live beside it in plain maps behind one lock; they are not counted in the budget.
+//!
+//! ## Logical keys
+//! [`Store::flush`] patterns are globs (`*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`, as Redis
+//! `SCAN MATCH`) over these keys:
+//! - `projects:r:recX`: the cached record `recX` of entity `projects`;
+//! - `projects:tomb:recX`: its tombstone;
+//! - `v:{key}`: a computed value or cached response.
+//!
+//! Flushing a record forgets its index entries and drops its entity's completeness markers.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    fmt,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use moka::{Expiry, future::Cache as Moka, notification::RemovalCause};
+
+use crate::{
+    Clock, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Lookup, QueryLookup, RecordId, RecordWrite,
+    RemoveMode, Store, StoreResult, StoreStats, SystemClock, WriteMode, WriteOutcome, order,
+};
+
+/// The default memory budget of a [`MemoryStore`]: 128 MiB.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 128 * 1024 * 1024;
+
+/// What an entry weighs beside its key and body.
+const ENTRY_OVERHEAD: usize = 96;
+
+/// The in-memory store. Cheap to clone: clones share the same data.
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_core::{ManualClock, MemoryStore};
+///
+/// let clock = ManualClock::new();
+/// let store = MemoryStore::builder()
+///     .max_capacity_bytes(64 * 1024 * 1024)
+///     .clock(clock.clone())
+///     .build();
+/// # let _ = store;
+/// // ... write with a TTL, then `clock.advance(ttl)`: the entry reads as expired.
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    entries: Moka<Key, Entry>,
+    state: tokio::sync::Mutex<State>,
+    /// Entries moka evicted (size, real-time expiry), for the index to forget under the lock.
+    evicted: Arc<Mutex<Evicted>>,
+    clock: Arc<dyn Clock>,
+    budget: u64,
+    next_lease: AtomicU64,
+    next_gen: AtomicU64,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("budget", &self.inner.budget)
+            .field("clock", &self.inner.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`MemoryStore`]; see [`MemoryStore::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    budget: u64,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryStoreBuilder {
+    /// The memory budget for records, tombstones and values, in bytes (default
+    /// [`DEFAULT_MEMORY_BUDGET`]). Beyond it the least useful entries are evicted.
+    pub fn max_capacity_bytes(mut self, bytes: u64) -> Self {
+        self.budget = bytes;
+        self
+    }
+
+    /// The clock TTLs are checked against (default: the system clock). Tests pass a
+    /// [`ManualClock`](crate::ManualClock) and advance it past a TTL instead of sleeping.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        let evicted: Arc<Mutex<Evicted>> = Arc::default();
+        let sink = Arc::clone(&evicted);
+        let entries = Moka::builder()
+            .max_capacity(self.budget)
+            .weigher(|key: &Key, entry: &Entry| {
+                let weight = key.weight() + entry.body_len() + ENTRY_OVERHEAD;
+                u32::try_from(weight).unwrap_or(u32::MAX)
+            })
+            .expire_after(EntryExpiry)
+            .eviction_listener(move |key, entry, cause| {
+                // Our own removals and replacements already updated the index.
+                if matches!(cause, RemovalCause::Expired | RemovalCause::Size) {
+                    sink.lock().unwrap_or_else(PoisonError::into_inner).push((key, entry));
+                }
+            })
+            .build();
+        MemoryStore {
+            inner: Arc::new(Inner {
+                entries,
+                state: tokio::sync::Mutex::default(),
+                evicted,
+                clock: self.clock,
+                budget: self.budget,
+                next_lease: AtomicU64::new(1),
+                next_gen: AtomicU64::new(1),
+            }),
+        }
+    }
+}
+
+impl MemoryStore {
+    /// A store with the default budget and the system clock.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Starts configuring a store.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            budget: DEFAULT_MEMORY_BUDGET,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+type Evicted = Vec<(Arc<Key>, Entry)>;
+
+/// A logical key (see the [module docs](self)).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Record(String, RecordId),
+    Tombstone(String, RecordId),
+    Value(String),
+}
+
+impl Key {
+    fn record(entity: &EntitySchema, id: &RecordId) -> Self {
+        Self::Record(entity.entity.to_owned(), id.clone())
+    }
+
+    fn tombstone(entity: &EntitySchema, id: &RecordId) -> Self {
+        Self::Tombstone(entity.entity.to_owned(), id.clone())
+    }
+
+    fn weight(&self) -> usize {
+        match self {
+            Self::Record(e, id) | Self::Tombstone(e, id) => e.len() + id.as_str().len(),
+            Self::Value(k) => k.len(),
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Record(entity, id) => write!(f, "{entity}:r:{id}"),
+            Self::Tombstone(entity, id) => write!(f, "{entity}:tomb:{id}"),
+            Self::Value(key) => write!(f, "v:{key}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    kind: Kind,
+    ttl: Duration,
+    expires_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Record {
+        body: Bytes,
+        version: Option<f64>,
+        /// Which write this is, so that a late eviction notice never unindexes a newer write.
+        generation: u64,
+    },
+    Tombstone,
+    Value {
+        body: Bytes,
+        tags: Arc<[String]>,
+    },
+}
+
+impl Entry {
+    fn body_len(&self) -> usize {
+        match &self.kind {
+            Kind::Record { body, .. } | Kind::Value { body, .. } => body.len(),
+            Kind::Tombstone => 0,
+        }
+    }
+}
+
+struct EntryExpiry;
+
+impl Expiry<Key, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _key: &Key, entry: &Entry, _created_at: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &Key,
+        entry: &Entry,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    entities: HashMap<String, EntityState>,
+    /// Value keys by tag.
+    value_tags: HashMap<String, HashSet<String>>,
+}
+
+#[derive(Default)]
+struct EntityState {
+    /// Bumped by every invalidation: completeness markers of an older epoch are void.
+    epoch: u64,
+    /// Bumped by every write (upsert, invalidation, tombstone); fills are not writes.
+    seq: u64,
+    /// The index entries of every record the index knows, by id.
+    indexed: BTreeMap<RecordId, Indexed>,
+    /// Ids by (field, value).
+    tags: HashMap<(String, String), BTreeSet<RecordId>>,
+    /// Complete results by filter key: the epoch they were marked in, and their filters.
+    markers: HashMap<String, (u64, Vec<(String, String)>)>,
+    /// Leases by id: (lease, expiry).
+    leases: HashMap<RecordId, (u64, Instant)>,
+    /// Lease count above which expired leases are dropped.
+    lease_cleanup_at: usize,
+}
+
+struct Indexed {
+    entries: IndexEntries,
+    generation: u64,
+}
+
+impl EntityState {
+    fn token(&self) -> FillToken {
+        FillToken(vec![self.epoch, self.seq])
+    }
+
+    fn lease_holds(&self, id: &RecordId, lease: Lease, now: Instant) -> bool {
+        self.leases
+            .get(id)
+            .is_some_and(|&(held, expires)| held == lease.0 && expires > now)
+    }
+
+    /// Replaces a record's index entries; answers the old ones.
+    fn index(&mut self, id: &RecordId, entries: IndexEntries, generation: u64) -> Option<IndexEntries> {
+        let previous = self.unindex(id);
+        for (field, value) in &entries.tags {
+            self.tags
+                .entry((field.clone(), value.clone()))
+                .or_default()
+                .insert(id.clone());
+        }
+        self.indexed.insert(id.clone(), Indexed { entries, generation });
+        previous
+    }
+
+    fn unindex(&mut self, id: &RecordId) -> Option<IndexEntries> {
+        let old = self.indexed.remove(id)?;
+        for (field, value) in &old.entries.tags {
+            let key = (field.clone(), value.clone());
+            if let Some(set) = self.tags.get_mut(&key) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.tags.remove(&key);
+                }
+            }
+        }
+        Some(old.entries)
+    }
+
+    /// The ids the index files under every filter of `query`, in no particular order.
+    fn matching(&self, filters: &[(String, String)]) -> Vec<RecordId> {
+        let Some((first, rest)) = filters.split_first() else {
+            return self.indexed.keys().cloned().collect();
+        };
+        let Some(base) = self.tags.get(first) else {
+            return Vec::new();
+        };
+        base.iter()
+            .filter(|id| rest.iter().all(|f| self.tags.get(f).is_some_and(|s| s.contains(*id))))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a complete result contains (or, after a move, may contain) this record.
+    fn covered(&self, entries: &IndexEntries) -> bool {
+        self.markers.values().any(|(epoch, filters)| {
+            *epoch == self.epoch && filters.iter().all(|(f, v)| entries.tag(f) == Some(v.as_str()))
+        })
+    }
+
+    fn invalidate_markers(&mut self) {
+        self.epoch += 1;
+        self.markers.clear();
+    }
+}
+
+fn filters_of(query: &IndexQuery) -> Vec<(String, String)> {
+    query
+        .filters
+        .iter()
+        .map(|f| (f.field.to_owned(), f.value.clone()))
+        .collect()
+}
+
+impl Inner {
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    async fn live(&self, key: &Key) -> Option<Entry> {
+        let entry = self.entries.get(key).await?;
+        (entry.expires_at > self.now()).then_some(entry)
+    }
+
+    async fn lookup(&self, entity: &EntitySchema, id: &RecordId) -> Lookup {
+        if let Some(Entry {
+            kind: Kind::Record { body, .. },
+            ..
+        }) = self.live(&Key::record(entity, id)).await
+        {
+            return Lookup::Hit(body);
+        }
+        if self.live(&Key::tombstone(entity, id)).await.is_some() {
+            return Lookup::Tombstone;
+        }
+        Lookup::Miss
+    }
+
+    async fn cached_version(&self, entity: &EntitySchema, id: &RecordId) -> Option<f64> {
+        match self.live(&Key::record(entity, id)).await?.kind {
+            Kind::Record { version, .. } => version,
+            _ => None,
+        }
+    }
+
+    /// Locks the state, first forgetting what moka evicted.
+    async fn lock(&self) -> tokio::sync::MutexGuard<'_, State> {
+        let mut state = self.state.lock().await;
+        let evicted = std::mem::take(&mut *self.evicted.lock().unwrap_or_else(PoisonError::into_inner));
+        for (key, entry) in evicted {
+            match (&*key, entry.kind) {
+                (Key::Record(entity, id), Kind::Record { generation, .. }) => {
+                    let Some(es) = state.entities.get_mut(entity) else {
+                        continue;
+                    };
+                    let current = es.indexed.get(id).filter(|i| i.generation == generation);
+                    // A record in a complete result keeps its index entries: the query then
+                    // finds its body missing and answers Incomplete instead of a partial page.
+                    if current.is_some_and(|i| !es.covered(&i.entries)) {
+                        es.unindex(id);
+                    }
+                }
+                // Only when no newer value took the key (a replacement is not an eviction).
+                (Key::Value(k), Kind::Value { tags, .. }) if !self.entries.contains_key(&*key) => {
+                    forget_value_tags(&mut state.value_tags, k, &tags);
+                }
+                _ => {}
+            }
+        }
+        state
+    }
+
+    async fn write_record(
+        &self,
+        es: &mut EntityState,
+        entity: &EntitySchema,
+        write: &RecordWrite,
+    ) -> Option<IndexEntries> {
+        let generation = self.next_gen.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry {
+            kind: Kind::Record {
+                body: write.body.clone(),
+                version: write.version,
+                generation,
+            },
+            ttl: write.ttl,
+            expires_at: self.now() + write.ttl,
+        };
+        self.entries.insert(Key::record(entity, &write.id), entry).await;
+        self.entries.invalidate(&Key::tombstone(entity, &write.id)).await;
+        es.index(&write.id, write.index.clone(), generation)
+    }
+}
+
+fn forget_value_tags(value_tags: &mut HashMap<String, HashSet<String>>, key: &str, tags: &[String]) {
+    for tag in tags {
+        if let Some(keys) = value_tags.get_mut(tag) {
+            keys.remove(key);
+            if keys.is_empty() {
+                value_tags.remove(tag);
+            }
+        }
+    }
+}
+
+fn is_newer(cached: Option<f64>, incoming: Option<f64>) -> bool {
+    matches!((cached, incoming), (Some(cached), Some(incoming)) if cached > incoming)
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup> {
+        Ok(self.inner.lookup(entity, id).await)
+    }
+
+    async fn get_many(&self, entity: &EntitySchema, ids: &[RecordId]) -> StoreResult<Vec<Lookup>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.inner.lookup(entity, id).await);
+        }
+        Ok(out)
+    }
+
+    async fn lease(&self, entity: &EntitySchema, ids: &[RecordId], ttl: Duration) -> StoreResult<Lease> {
+        let inner = &self.inner;
+        let mut state = inner.lock().await;
+        let es = state.entities.entry(entity.entity.to_owned()).or_default();
+        let now = inner.now();
+        let lease = inner.next_lease.fetch_add(1, Ordering::Relaxed);
+        for id in ids {
+            es.leases.insert(id.clone(), (lease, now + ttl));
+        }
+        if es.leases.len() > es.lease_cleanup_at.max(1024) {
+            es.leases.retain(|_, (_, expires)| *expires > now);
+            es.lease_cleanup_at = es.leases.len() * 2;
+        }
+        Ok(Lease(lease))
+    }
+
+    async fn put(
+        &self,
+        entity: &EntitySchema,
+        writes: &[RecordWrite],
+        mode: WriteMode,
+    ) -> StoreResult<Vec<WriteOutcome>> {
+        let inner = &self.inner;
+        let mut state = inner.lock().await;
+        let es = state.entities.entry(entity.entity.to_owned()).or_default();
+        let now = inner.now();
+        let mut out = Vec::with_capacity(writes.len());
+        for write in writes {
+            if let WriteMode::Fill(lease) = mode
+                && !es.lease_holds(&write.id, lease, now)
+            {
+                out.push(WriteOutcome::LeaseLost);
+                continue;
+            }
+            if is_newer(inner.cached_version(entity, &write.id).await, write.version) {
+                out.push(WriteOutcome::StaleVersion);
+                continue;
+            }
+            let previous = inner.write_record(es, entity, write).await;
+            es.leases.remove(&write.id);
+            if mode == WriteMode::Upsert {
+                es.seq += 1;
+            }
+            out.push(WriteOutcome::Written { previous });
+        }
+        Ok(out)
+    }
+
+    async fn remove(
+        &self,
+        entity: &EntitySchema,
+        ids: &[RecordId],
+        mode: RemoveMode,
+    ) -> StoreResult<Vec<Option<IndexEntries>>> {
+        let inner = &self.inner;
+        let mut state = inner.lock().await;
+        let es = state.entities.entry(entity.entity.to_owned()).or_default();
+        let now = inner.now();
+        let mut out = Vec::with_capacity(ids.len());
+        let mut wrote = false;
+        for id in ids {
+            let tombstone_ttl = match mode {
+                RemoveMode::FillTombstone { lease, ttl } => {
+                    if !es.lease_holds(id, lease, now) {
+                        out.push(None);
+                        continue;
+                    }
+                    Some(ttl)
+                }
+                RemoveMode::Tombstone(ttl) => {
+                    wrote = true;
+                    Some(ttl)
+                }
+                RemoveMode::Invalidate => {
+                    wrote = true;
+                    None
+                }
+            };
+            es.leases.remove(id);
+            inner.entries.invalidate(&Key::record(entity, id)).await;
+            if let Some(ttl) = tombstone_ttl {
+                let entry = Entry {
+                    kind: Kind::Tombstone,
+                    ttl,
+                    expires_at: now + ttl,
+                };
+                inner.entries.insert(Key::tombstone(entity, id), entry).await;
+            }
+            out.push(es.unindex(id));
+        }
+        if wrote {
+            es.seq += 1;
+        }
+        if mode == RemoveMode::Invalidate {
+            es.invalidate_markers();
+        }
+        Ok(out)
+    }
+
+    async fn query(&self, entity: &EntitySchema, query: &IndexQuery) -> StoreResult<QueryLookup> {
+        let inner = &self.inner;
+        let mut state = inner.lock().await;
+        let es = state.entities.entry(entity.entity.to_owned()).or_default();
+        let token = es.token();
+        if es
+            .markers
+            .get(&query.filter_key())
+            .is_none_or(|(epoch, _)| *epoch != es.epoch)
+        {
+            return Ok(QueryLookup::Incomplete(token));
+        }
+        let direction = query.sort.map(|s| s.order);
+        let score = |id: &RecordId| {
+            query
+                .sort
+                .and_then(|s| es.indexed.get(id).and_then(|i| i.entries.score(s.field)))
+                .unwrap_or(f64::NEG_INFINITY)
+        };
+        let mut ids: Vec<(f64, RecordId)> = es
+            .matching(&filters_of(query))
+            .into_iter()
+            .map(|id| (score(&id), id))
+            .collect();
+        ids.sort_by(|a, b| order::compare(direction, (a.0, &a.1), (b.0, &b.1)));
+        let page = ids
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit.unwrap_or(usize::MAX));
+        let mut bodies = Vec::new();
+        for (_, id) in page {
+            match inner.live(&Key::record(entity, &id)).await {
+                Some(Entry {
+                    kind: Kind::Record { body, .. },
+                    ..
+                }) => bodies.push(body),
+                _ => return Ok(QueryLookup::Incomplete(token)),
+            }
+        }
+        Ok(QueryLookup::Complete(bodies))
+    }
+
+    async fn complete_query(
+        &self,
+        entity: &EntitySchema,
+        query: &IndexQuery,
+        token: FillToken,
+        records: &[RecordWrite],
+    ) -> StoreResult<bool> {
+        let inner = &self.inner;
+        let mut state = inner.lock().await;
+        let es = state.entities.entry(entity.entity.to_owned()).or_default();
+        if es.token() != token {
+            return Ok(false);
+        }
+        let filters = filters_of(query);
+        let given: HashSet<&RecordId> = records.iter().map(|r| &r.id).collect();
+        for id in es.matching(&filters) {
+            if !given.contains(&id) {
+                inner.entries.invalidate(&Key::record(entity, &id)).await;
+                es.unindex(&id);
+            }
+        }
+        for write in records {
+            if !is_newer(inner.cached_version(entity, &write.id).await, write.version) {
+                inner.write_record(es, entity, write).await;
+            }
+        }
+        let epoch = es.epoch;
+        es.markers.insert(query.filter_key(), (epoch, filters));
+        Ok(true)
+    }
+
+    fn scan_ids<'a>(&'a self, entity: &'a EntitySchema, batch: usize) -> BoxStream<'a, StoreResult<Vec<RecordId>>> {
+        let batch = batch.max(1);
+        stream::unfold(Some(None::<RecordId>), move |cursor| async move {
+            let after = cursor?;
+            let candidates: Vec<RecordId> = {
+                let state = self.inner.lock().await;
+                let es = state.entities.get(entity.entity)?;
+                let range = match &after {
+                    Some(after) => es
+                        .indexed
+                        .range::<RecordId, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+                    None => es.indexed.range::<RecordId, _>(..),
+                };
+                range.take(batch).map(|(id, _)| id.clone()).collect()
+            };
+            let last = candidates.last().cloned()?;
+            let mut ids = Vec::with_capacity(candidates.len());
+            for id in candidates {
+                if self.inner.live(&Key::record(entity, &id)).await.is_some() {
+                    ids.push(id);
+                }
+            }
+            Some((Ok(ids), Some(Some(last))))
+        })
+        .filter(|batch| futures::future::ready(!matches!(batch, Ok(ids) if ids.is_empty())))
+        .boxed()
+    }
+
+    async fn flush(&self, pattern: Option<&str>) -> StoreResult<u64> {
+        let inner = &self.inner;
+        let mut state = inner.lock().await;
+        let now = inner.now();
+        let matcher = pattern.map(Glob::new);
+        let keys: Vec<(Arc<Key>, Entry)> = inner
+            .entries
+            .iter()
+            .filter(|(key, _)| matcher.as_ref().is_none_or(|m| m.matches(&key.to_string())))
+            .collect();
+        let mut removed = 0;
+        for (key, entry) in keys {
+            inner.entries.invalidate(&*key).await;
+            if entry.expires_at > now {
+                removed += 1;
+            }
+            match (&*key, &entry.kind) {
+                (Key::Record(entity, id), _) => {
+                    if let Some(es) = state.entities.get_mut(entity) {
+                        es.unindex(id);
+                        es.invalidate_markers();
+                    }
+                }
+                (Key::Value(k), Kind::Value { tags, .. }) => forget_value_tags(&mut state.value_tags, k, tags),
+                _ => {}
+            }
+        }
+        if pattern.is_none() {
+            // Keep epochs and sequences: a fill token issued before the flush stays void.
+            for es in state.entities.values_mut() {
+                es.indexed.clear();
+                es.tags.clear();
+                es.leases.clear();
+                es.invalidate_markers();
+                es.seq += 1;
+            }
+            state.value_tags.clear();
+        }
+        Ok(removed)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        let inner = &self.inner;
+        inner.entries.run_pending_tasks().await;
+        let now = inner.now();
+        let total_keys = inner.entries.iter().filter(|(_, e)| e.expires_at > now).count() as u64;
+        let used = inner.entries.weighted_size();
+        Ok(StoreStats {
+            backend: "memory".to_owned(),
+            total_keys,
+            memory_used_bytes: Some(used),
+            memory_used_human: Some(human_bytes(used)),
+            ..StoreStats::default()
+        })
+    }
+
+    async fn get_value(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        Ok(match self.inner.live(&Key::Value(key.to_owned())).await {
+            Some(Entry {
+                kind: Kind::Value { body, .. },
+                ..
+            }) => Some(body),
+            _ => None,
+        })
+    }
+
+    async fn put_value(&self, key: &str, value: Bytes, ttl: Duration, tags: &[String]) -> StoreResult<()> {
+        let inner = &self.inner;
+        let mut state = inner.lock().await;
+        let k = Key::Value(key.to_owned());
+        if let Some(Entry {
+            kind: Kind::Value { tags: old, .. },
+            ..
+        }) = inner.entries.get(&k).await
+        {
+            forget_value_tags(&mut state.value_tags, key, &old);
+        }
+        for tag in tags {
+            state.value_tags.entry(tag.clone()).or_default().insert(key.to_owned());
+        }
+        let entry = Entry {
+            kind: Kind::Value {
+                body: value,
+                tags: tags.into(),
+            },
+            ttl,
+            expires_at: inner.now() + ttl,
+        };
+        inner.entries.insert(k, entry).await;
+        Ok(())
+    }
+
+    async fn purge_tags(&self, tags: &[String]) -> StoreResult<u64> {
+        let inner = &self.inner;
+        let mut state = inner.lock().await;
+        let mut keys = BTreeSet::new();
+        for tag in tags {
+            if let Some(found) = state.value_tags.remove(tag) {
+                keys.extend(found);
+            }
+        }
+        let mut removed = 0;
+        for key in keys {
+            if let Some(entry) = inner.entries.remove(&Key::Value(key.clone())).await {
+                if let Kind::Value { tags, .. } = &entry.kind {
+                    forget_value_tags(&mut state.value_tags, &key, tags);
+                }
+                if entry.expires_at > inner.now() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Bytes as Redis's `used_memory_human` shows them: `912B`, `1.21K`, `3.50M`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
+}
+
+/// A glob pattern with Redis `SCAN MATCH` syntax.
+struct Glob(Vec<char>);
+
+impl Glob {
+    fn new(pattern: &str) -> Self {
+        Self(pattern.chars().collect())
+    }
+
+    fn matches(&self, text: &str) -> bool {
+        let text: Vec<char> = text.chars().collect();
+        glob_match(&self.0, &text)
+    }
+}
+
+fn glob_match(pattern: &[char], text: &[char]) -> bool {
+    let Some((&p, rest)) = pattern.split_first() else {
+        return text.is_empty();
+    };
+    match p {
+        '*' => (0..=text.len()).any(|skip| glob_match(rest, &text[skip..])),
+        '?' => !text.is_empty() && glob_match(rest, &text[1..]),
+        '[' => {
+            let Some((&c, text_rest)) = text.split_first() else {
+                return false;
+            };
+            let (matched, after) = class_match(rest, c);
+            matched && glob_match(after, text_rest)
+        }
+        '\\' if !rest.is_empty() => text.first() == Some(&rest[0]) && glob_match(&rest[1..], &text[1..]),
+        _ => text.first() == Some(&p) && glob_match(rest, &text[1..]),
+    }
+}
+
+/// Matches `c` against a character class whose body starts at `pattern` (just after `[`);
+/// answers whether it matched and the pattern after the closing `]`.
+fn class_match(pattern: &[char], c: char) -> (bool, &[char]) {
+    let (negate, mut i) = match pattern.first() {
+        Some('^') => (true, 1),
+        _ => (false, 0),
+    };
+    let mut matched = false;
+    while i < pattern.len() && pattern[i] != ']' {
+        if pattern[i] == '\\' && i + 1 < pattern.len() {
+            matched |= pattern[i + 1] == c;
+            i += 2;
+        } else if i + 2 < pattern.len() && pattern[i + 1] == '-' && pattern[i + 2] != ']' {
+            let (lo, hi) = if pattern[i] <= pattern[i + 2] {
+                (pattern[i], pattern[i + 2])
+            } else {
+                (pattern[i + 2], pattern[i])
+            };
+            matched |= (lo..=hi).contains(&c);
+            i += 3;
+        } else {
+            matched |= pattern[i] == c;
+            i += 1;
+        }
+    }
+    // An unclosed class runs to the end of the pattern, as in Redis.
+    let after = if i < pattern.len() {
+        &pattern[i + 1..]
+    } else {
+        &pattern[i..]
+    };
+    (matched != negate, after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob() {
+        let m = |p: &str, t: &str| Glob::new(p).matches(t);
+        assert!(m("*", "projects:r:recX"));
+        assert!(m("projects:*", "projects:r:recX"));
+        assert!(!m("projects:*", "users:r:recX"));
+        assert!(m("projects:r:rec?", "projects:r:recX"));
+        assert!(!m("projects:r:rec?", "projects:r:recXY"));
+        assert!(m("*:tomb:*", "projects:tomb:rec1"));
+        assert!(m("v:[ab]*", "v:b-key"));
+        assert!(!m("v:[^ab]*", "v:b-key"));
+        assert!(m("v:[a-c]", "v:b"));
+        assert!(m("v:\\*", "v:*"));
+        assert!(!m("v:\\*", "v:x"));
+        assert!(m("", ""));
+        assert!(!m("", "x"));
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(912), "912B");
+        assert_eq!(human_bytes(1239), "1.21K");
+        assert_eq!(human_bytes(3 * 1024 * 1024 + 512 * 1024), "3.50M");
+    }
+}

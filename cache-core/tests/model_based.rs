@@ -1,0 +1,289 @@
+//! Property tests: random sequences of reads and writes against a cache answer exactly what the
+//! origin says, and concurrent misses of any shape make one origin call.
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use cache_core::{Cacheable, Order, Query, RecordId, testing::OriginMethod};
+use common::*;
+use proptest::prelude::*;
+
+const IDS: u8 = 8;
+
+fn rid(i: u8) -> RecordId {
+    id(&format!("recP{i}"))
+}
+
+fn event(i: u8) -> String {
+    format!("recE{i}")
+}
+
+fn status() -> impl Strategy<Value = Status> {
+    prop_oneof![Just(Status::Draft), Just(Status::Submitted), Just(Status::Judged)]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Get(u8),
+    GetMany(Vec<u8>),
+    Query {
+        status: Option<Status>,
+        event: Option<u8>,
+        sort: Option<Order>,
+        offset: u8,
+        limit: Option<u8>,
+    },
+    /// The application writes the record at the source, then upserts it.
+    Upsert { id: u8, event: u8, status: Status, points: i8 },
+    /// The application changes (or not) the record at the source, then invalidates it.
+    Invalidate { id: u8, change: Option<(Status, i8)> },
+    Delete(u8),
+    /// Time passes (TTLs and tombstones expire).
+    Advance { hours: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let i = 0..IDS;
+    prop_oneof![
+        3 => i.clone().prop_map(Op::Get),
+        2 => prop::collection::vec(0..IDS, 0..6).prop_map(Op::GetMany),
+        3 => (
+            prop::option::of(status()),
+            prop::option::of(0..2u8),
+            prop::option::of(prop_oneof![Just(Order::Asc), Just(Order::Desc)]),
+            0..4u8,
+            prop::option::of(0..4u8),
+        )
+            .prop_map(|(status, event, sort, offset, limit)| Op::Query { status, event, sort, offset, limit }),
+        3 => (i.clone(), 0..2u8, status(), -3..4i8).prop_map(|(id, event, status, points)| Op::Upsert {
+            id,
+            event,
+            status,
+            points
+        }),
+        1 => (i.clone(), prop::option::of((status(), -3..4i8))).prop_map(|(id, change)| Op::Invalidate { id, change }),
+        1 => i.prop_map(Op::Delete),
+        1 => (1..10u8).prop_map(|hours| Op::Advance { hours }),
+    ]
+}
+
+/// The source of truth as the test sees it, and the answers it expects.
+#[derive(Default)]
+struct Model {
+    records: BTreeMap<RecordId, Project>,
+    version: i64,
+}
+
+impl Model {
+    fn expected_query(&self, q: &Query<Project>) -> Vec<RecordId> {
+        let iq = q.as_index_query();
+        let mut rows: Vec<&Project> = self
+            .records
+            .values()
+            .filter(|p| iq.filters.iter().all(|f| p.index_entries().tag(f.field) == Some(f.value.as_str())))
+            .collect();
+        rows.sort_by(|a, b| {
+            let key = |p: &Project| if iq.sort.is_some() { p.points } else { 0 };
+            let asc = key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id));
+            match iq.sort.map(|s| s.order) {
+                Some(Order::Desc) => asc.reverse(),
+                _ => asc,
+            }
+        });
+        rows.into_iter()
+            .skip(iq.offset)
+            .take(iq.limit.unwrap_or(usize::MAX))
+            .map(|p| p.id.clone())
+            .collect()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let h = harness();
+    let mut model = Model::default();
+    // Start with some records at the source.
+    for i in 0..IDS / 2 {
+        model.version += 1;
+        let p = project(&format!("recP{i}"), &event(i % 2), Status::Submitted, i64::from(i), model.version);
+        h.origin.put(&p).expect("renders");
+        model.records.insert(p.id.clone(), p);
+    }
+    for op in ops {
+        match op {
+            Op::Get(i) => {
+                let got = h.cache.get::<Project>(&rid(i)).await.expect("get");
+                prop_assert_eq!(got.as_ref(), model.records.get(&rid(i)), "get {}", i);
+            }
+            Op::GetMany(list) => {
+                let asked: Vec<RecordId> = list.iter().map(|i| rid(*i)).collect();
+                let got: Vec<RecordId> = h
+                    .cache
+                    .get_many::<Project>(&asked)
+                    .await
+                    .expect("get_many")
+                    .into_iter()
+                    .map(|p| p.id)
+                    .collect();
+                let mut expected = Vec::new();
+                for id in asked {
+                    if model.records.contains_key(&id) && !expected.contains(&id) {
+                        expected.push(id);
+                    }
+                }
+                prop_assert_eq!(got, expected, "get_many {:?}", list);
+            }
+            Op::Query {
+                status,
+                event: ev,
+                sort,
+                offset,
+                limit,
+            } => {
+                let mut q = Query::<Project>::all();
+                if let Some(s) = status {
+                    q = q.and(Project::by_status(&s));
+                }
+                if let Some(e) = ev {
+                    q = q.and(Project::by_event(&id(&event(e))));
+                }
+                if let Some(order) = sort {
+                    q = q.sort(ProjectSort::Points, order);
+                }
+                q = q.offset(usize::from(offset));
+                if let Some(l) = limit {
+                    q = q.limit(usize::from(l));
+                }
+                let expected = model.expected_query(&q);
+                let got: Vec<RecordId> = h
+                    .cache
+                    .query(q.clone())
+                    .await
+                    .expect("query")
+                    .into_iter()
+                    .map(|p| p.id)
+                    .collect();
+                prop_assert_eq!(got, expected, "{:?}", q);
+            }
+            Op::Upsert {
+                id: i,
+                event: e,
+                status,
+                points,
+            } => {
+                model.version += 1;
+                let p = project(&format!("recP{i}"), &event(e), status, i64::from(points), model.version);
+                h.origin.put(&p).expect("renders");
+                h.cache.upsert(&p).await.expect("upsert");
+                model.records.insert(p.id.clone(), p);
+            }
+            Op::Invalidate { id: i, change } => {
+                if let (Some((status, points)), Some(p)) = (change, model.records.get_mut(&rid(i))) {
+                    model.version += 1;
+                    p.status = status;
+                    p.points = i64::from(points);
+                    p.version = model.version;
+                    h.origin.put(&*p).expect("renders");
+                }
+                h.cache.invalidate::<Project>(&rid(i)).await.expect("invalidate");
+            }
+            Op::Delete(i) => {
+                let existed = h.cache.delete::<Project>(&rid(i)).await.expect("delete");
+                prop_assert_eq!(existed, model.records.remove(&rid(i)).is_some(), "delete {}", i);
+            }
+            Op::Advance { hours } => h.clock.advance(HOUR * u32::from(hours)),
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_answer_is_what_the_origin_says(ops in prop::collection::vec(op(), 1..40)) {
+        runtime().block_on(run(ops))?;
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Miss {
+    Get(u8),
+    GetMany(Vec<u8>),
+    Query { status: Status, pages: Vec<(u8, u8)> },
+}
+
+fn miss() -> impl Strategy<Value = Miss> {
+    prop_oneof![
+        (0..IDS).prop_map(Miss::Get),
+        prop::collection::btree_set(0..IDS, 1..5).prop_map(|s| Miss::GetMany(s.into_iter().collect())),
+        (status(), prop::collection::vec((0..4u8, 1..4u8), 1..4)).prop_map(|(status, pages)| Miss::Query { status, pages }),
+    ]
+}
+
+async fn stampede(n: usize, miss: Miss) -> Result<(), TestCaseError> {
+    let h = harness();
+    for i in 0..IDS / 2 {
+        let status = if i % 2 == 0 { Status::Submitted } else { Status::Draft };
+        h.origin
+            .put(&project(&format!("recP{i}"), "recE1", status, i64::from(i), 1))
+            .expect("renders");
+    }
+    let (method, per_reader) = match &miss {
+        Miss::Get(_) => (OriginMethod::Fetch, 1),
+        Miss::GetMany(list) => (OriginMethod::FetchMany, list.len() as u64),
+        Miss::Query { .. } => (OriginMethod::Query, 1),
+    };
+    let hold = h.origin.hold(method);
+    let readers: Vec<_> = (0..n)
+        .map(|k| {
+            let cache = h.cache.clone();
+            let miss = miss.clone();
+            tokio::spawn(async move {
+                let found: Vec<Project> = match miss {
+                    Miss::Get(i) => cache.get::<Project>(&rid(i)).await?.into_iter().collect(),
+                    Miss::GetMany(list) => cache.get_many(&list.iter().map(|i| rid(*i)).collect::<Vec<_>>()).await?,
+                    Miss::Query { status, pages } => {
+                        let (offset, limit) = pages[k % pages.len()];
+                        let q = Project::by_status(&status)
+                            .asc(ProjectSort::Points)
+                            .offset(usize::from(offset))
+                            .limit(usize::from(limit));
+                        cache.query(q).await?
+                    }
+                };
+                Ok::<_, cache_core::CacheError>(found.into_iter().map(|p| p.id).collect::<Vec<_>>())
+            })
+        })
+        .collect();
+    let joined = (n as u64 - 1) * per_reader;
+    tokio::time::timeout(Duration::from_secs(10), hold_until(&h, &hold, 1, "projects", joined))
+        .await
+        .map_err(|_| TestCaseError::fail("the misses did not all join one origin call"))?;
+    hold.release();
+    let mut answers = Vec::new();
+    for r in readers {
+        answers.push(r.await.expect("no panic").expect("no error"));
+    }
+    prop_assert_eq!(h.origin.count(method), 1, "one origin call for {} misses", n);
+    if !matches!(miss, Miss::Query { .. }) {
+        prop_assert!(answers.windows(2).all(|w| w[0] == w[1]), "every reader got the same answer");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn concurrent_misses_make_one_origin_call(n in 2usize..12, miss in miss()) {
+        runtime().block_on(stampede(n, miss))?;
+    }
+}

@@ -1,0 +1,210 @@
+//! Response cache keys: `{prefix}{resource}:{id}:{sub}:params_{hash}:{version}`.
+//!
+//! The readable parts (resource, id, sub) let people find and flush entries by pattern
+//! (`http:events:recE1:*`). The hash covers the full path as well as the sorted query string
+//! and the declared `Vary` headers, so that two URLs never share an entry even when a route's
+//! readable parts are configured alike.
+
+use cache_core::keys::encode_component;
+use http::{HeaderMap, HeaderName};
+use xxhash_rust::xxh3::Xxh3;
+
+/// The query string with its parameters sorted (by name, then value; order otherwise kept),
+/// empty parameters dropped: `b=2&a=1&a=0` becomes `a=0&a=1&b=2`.
+///
+/// ```
+/// assert_eq!(cache_http::response_cache::canonical_query("b=2&a=1&&a=0"), "a=0&a=1&b=2");
+/// ```
+pub fn canonical_query(query: &str) -> String {
+    let mut pairs: Vec<(&str, &str)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect();
+    pairs.sort_unstable();
+    let mut out = String::with_capacity(query.len());
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(name);
+        out.push('=');
+        out.push_str(value);
+    }
+    out
+}
+
+/// The parts of one request that make its key.
+pub(crate) struct KeyInput<'a> {
+    pub(crate) prefix: &'a str,
+    pub(crate) resource: &'a str,
+    pub(crate) id: &'a str,
+    pub(crate) sub: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    pub(crate) vary: &'a [HeaderName],
+    pub(crate) headers: &'a HeaderMap,
+}
+
+impl KeyInput<'_> {
+    pub(crate) fn key(&self) -> String {
+        let mut hasher = Xxh3::new();
+        // Each part is followed by a byte that cannot occur in it, so parts cannot run into
+        // each other.
+        hasher.update(self.path.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(canonical_query(self.query.unwrap_or("")).as_bytes());
+        hasher.update(b"\n");
+        for name in self.vary {
+            hasher.update(name.as_str().as_bytes());
+            hasher.update(b":");
+            for value in self.headers.get_all(name) {
+                hasher.update(value.as_bytes());
+                hasher.update(b"\x00");
+            }
+            hasher.update(b"\n");
+        }
+        format!(
+            "{}{}:{}:{}:params_{:016x}:{}",
+            self.prefix,
+            part(self.resource),
+            part(self.id),
+            part(self.sub),
+            hasher.digest(),
+            part(self.version)
+        )
+    }
+}
+
+fn part(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.is_empty() {
+        "_".into()
+    } else {
+        encode_component(value)
+    }
+}
+
+/// The readable parts of a request's key taken from its path, for what the route did not
+/// configure: `/events/recE1/projects` gives `events`, `recE1`, `projects`.
+///
+/// With a route's path parameters (the layer is on a route), the id is their values joined
+/// by `,` and the sub-resource is the literal segments of the matched route after the first;
+/// without them (the layer is on a router), the id is the second segment and the
+/// sub-resource the ones after it.
+pub(crate) fn default_parts(
+    path: &str,
+    matched: Option<&str>,
+    params: &[(String, String)],
+) -> (String, String, String) {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let resource = segments.first().copied().unwrap_or("").to_owned();
+    match matched {
+        Some(matched) if !params.is_empty() => {
+            let literals: Vec<&str> = matched
+                .split('/')
+                .filter(|s| !s.is_empty() && !s.starts_with('{'))
+                .collect();
+            let id = params.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(",");
+            let sub = literals.iter().skip(1).copied().collect::<Vec<_>>().join(".");
+            (resource, id, sub)
+        }
+        _ => {
+            let id = segments.get(1).copied().unwrap_or("").to_owned();
+            let sub = segments.iter().skip(2).copied().collect::<Vec<_>>().join(".");
+            (resource, id, sub)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(path: &str, query: Option<&str>) -> String {
+        KeyInput {
+            prefix: "http:",
+            resource: "events",
+            id: "recE1",
+            sub: "projects",
+            version: "v1",
+            path,
+            query,
+            vary: &[],
+            headers: &HeaderMap::new(),
+        }
+        .key()
+    }
+
+    #[test]
+    fn query_order_does_not_matter() {
+        assert_eq!(key("/e", Some("a=1&b=2")), key("/e", Some("b=2&a=1")));
+        assert_ne!(key("/e", Some("a=1&b=2")), key("/e", Some("a=2&b=1")));
+        assert_eq!(key("/e", None), key("/e", Some("")));
+        assert_ne!(key("/e", None), key("/f", None), "the path is in the hash");
+    }
+
+    #[test]
+    fn key_layout() {
+        let k = key("/events/recE1/projects", Some("sort=points"));
+        assert!(k.starts_with("http:events:recE1:projects:params_"), "{k}");
+        assert!(k.ends_with(":v1"), "{k}");
+        assert_eq!(k.len(), "http:events:recE1:projects:params_".len() + 16 + ":v1".len());
+    }
+
+    #[test]
+    fn vary_headers_are_in_the_key() {
+        let vary = [HeaderName::from_static("accept-language")];
+        let mut fr = HeaderMap::new();
+        fr.insert("accept-language", "fr".parse().unwrap());
+        let mut en = HeaderMap::new();
+        en.insert("accept-language", "en".parse().unwrap());
+        let with = |headers: &HeaderMap| {
+            KeyInput {
+                prefix: "",
+                resource: "r",
+                id: "",
+                sub: "",
+                version: "v1",
+                path: "/r",
+                query: None,
+                vary: &vary,
+                headers,
+            }
+            .key()
+        };
+        assert_ne!(with(&fr), with(&en));
+        assert!(with(&fr).starts_with("r:_:_:params_"));
+    }
+
+    #[test]
+    fn default_parts_from_the_route_or_the_path() {
+        let params = vec![("id".to_owned(), "recE1".to_owned())];
+        assert_eq!(
+            default_parts("/events/recE1/projects", Some("/events/{id}/projects"), &params),
+            ("events".into(), "recE1".into(), "projects".into())
+        );
+        assert_eq!(
+            default_parts("/events/recE1/projects/top", None, &[]),
+            ("events".into(), "recE1".into(), "projects.top".into())
+        );
+        assert_eq!(default_parts("/", None, &[]), ("".into(), "".into(), "".into()));
+    }
+
+    #[test]
+    fn components_cannot_inject_separators() {
+        let k = KeyInput {
+            prefix: "http:",
+            resource: "a:b",
+            id: "*",
+            sub: "",
+            version: "v1",
+            path: "/",
+            query: None,
+            vary: &[],
+            headers: &HeaderMap::new(),
+        }
+        .key();
+        assert!(k.starts_with("http:a%3Ab:%2A:_:params_"), "{k}");
+    }
+}

@@ -1,0 +1,256 @@
+//! The telemetry layer: opens a [`Telemetry`] scope per request and reports what the request
+//! read from the cache in response headers (`X-Cache`, `X-Origin-Calls`).
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use cache_http::CacheTelemetryLayer;
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(CacheTelemetryLayer::new().origin_calls_header(http::HeaderName::from_static("x-airtable-hits")));
+//! ```
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use cache_core::telemetry::{self, Telemetry, TelemetrySnapshot};
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use tower::{Layer, Service};
+
+use crate::metrics::REQUEST_DURATION_SECONDS;
+
+/// `X-Cache`: `HIT`, `MISS` or `BYPASS`.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// The default name of the origin-calls header.
+pub const X_ORIGIN_CALLS: HeaderName = HeaderName::from_static("x-origin-calls");
+
+/// How the cache served a request, as reported in `X-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Every cache read of the request hit (or the response came from the response cache).
+    Hit,
+    /// At least one read went to the origin.
+    Miss,
+    /// The cache was skipped (`Cache-Control: no-cache`, a disabled cache) or not used.
+    Bypass,
+}
+
+impl CacheStatus {
+    /// What the request's telemetry says; `from_response_cache` when the response was served
+    /// whole from the response cache.
+    pub fn of(snapshot: &TelemetrySnapshot, refresh: bool, from_response_cache: bool) -> Self {
+        if from_response_cache {
+            Self::Hit
+        } else if refresh || snapshot.bypasses > 0 {
+            Self::Bypass
+        } else if snapshot.misses > 0 || snapshot.origin_calls > 0 {
+            Self::Miss
+        } else if snapshot.hits > 0 || snapshot.tombstone_hits > 0 {
+            Self::Hit
+        } else {
+            Self::Bypass
+        }
+    }
+
+    /// `HIT`, `MISS` or `BYPASS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Bypass => "BYPASS",
+        }
+    }
+}
+
+impl fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a request's `Cache-Control` has the `no-cache` directive.
+pub(crate) fn wants_refresh(headers: &HeaderMap) -> bool {
+    has_directive(headers, "no-cache")
+}
+
+/// Whether a `Cache-Control` header has `directive` (case-insensitive, with or without an
+/// argument).
+pub(crate) fn has_directive(headers: &HeaderMap, directive: &str) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.split('=').next().unwrap_or("").trim())
+        .any(|d| d.eq_ignore_ascii_case(directive))
+}
+
+/// Marks a response served whole from the response cache (a response extension), so that the
+/// telemetry layer reports `X-Cache: HIT` though no record was read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServedFromResponseCache;
+
+/// Adds telemetry headers to every response; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct CacheTelemetryLayer {
+    origin_calls_header: HeaderName,
+}
+
+impl CacheTelemetryLayer {
+    /// The layer, reporting origin calls in `X-Origin-Calls`.
+    pub fn new() -> Self {
+        Self {
+            origin_calls_header: X_ORIGIN_CALLS,
+        }
+    }
+
+    /// Reports origin calls in another header (`X-Airtable-Hits`).
+    pub fn origin_calls_header(mut self, name: HeaderName) -> Self {
+        self.origin_calls_header = name;
+        self
+    }
+}
+
+impl Default for CacheTelemetryLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for CacheTelemetryLayer {
+    type Service = CacheTelemetry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheTelemetry {
+            inner,
+            origin_calls_header: self.origin_calls_header.clone(),
+        }
+    }
+}
+
+/// The service of [`CacheTelemetryLayer`].
+#[derive(Debug, Clone)]
+pub struct CacheTelemetry<S> {
+    inner: S,
+    origin_calls_header: HeaderName,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheTelemetry<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: 'static,
+    S::Error: 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = CacheTelemetryFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let refresh = wants_refresh(req.headers());
+        let method = req.method().clone();
+        let t = Telemetry::new().refresh(refresh);
+        if refresh {
+            tracing::debug!(method = %method, path = %req.uri().path(), "cache_bypass");
+        }
+        let started = Instant::now();
+        let inner = telemetry::scope(t.clone(), self.inner.call(req));
+        let header = self.origin_calls_header.clone();
+        CacheTelemetryFuture {
+            inner: Box::pin(async move {
+                let mut response = inner.await?;
+                let snapshot = t.snapshot();
+                let served = response.extensions_mut().remove::<ServedFromResponseCache>().is_some();
+                let status = CacheStatus::of(&snapshot, refresh, served);
+                let headers = response.headers_mut();
+                headers.insert(X_CACHE, HeaderValue::from_static(status.as_str()));
+                headers.insert(header, HeaderValue::from(snapshot.origin_calls));
+                metrics::histogram!(
+                    REQUEST_DURATION_SECONDS,
+                    "method" => method.as_str().to_owned(),
+                    "status" => response.status().as_str().to_owned(),
+                    "cache" => status.as_str(),
+                )
+                .record(started.elapsed().as_secs_f64());
+                Ok(response)
+            }),
+        }
+    }
+}
+
+/// The future of [`CacheTelemetry`]. Boxed: it runs the inner future inside the core's
+/// telemetry scope, whose future type cannot be named.
+pub struct CacheTelemetryFuture<B, E> {
+    inner: BoxFuture<'static, Result<Response<B>, E>>,
+}
+
+impl<B, E> Future for CacheTelemetryFuture<B, E> {
+    type Output = Result<Response<B>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<B, E> fmt::Debug for CacheTelemetryFuture<B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheTelemetryFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(hits: u64, misses: u64, bypasses: u64, origin_calls: u64) -> TelemetrySnapshot {
+        TelemetrySnapshot {
+            hits,
+            misses,
+            bypasses,
+            origin_calls,
+            ..TelemetrySnapshot::default()
+        }
+    }
+
+    #[test]
+    fn status_rules() {
+        assert_eq!(CacheStatus::of(&snapshot(3, 0, 0, 0), false, false), CacheStatus::Hit);
+        assert_eq!(CacheStatus::of(&snapshot(3, 1, 0, 1), false, false), CacheStatus::Miss);
+        assert_eq!(
+            CacheStatus::of(&snapshot(0, 0, 2, 1), false, false),
+            CacheStatus::Bypass
+        );
+        assert_eq!(
+            CacheStatus::of(&snapshot(0, 0, 0, 0), false, false),
+            CacheStatus::Bypass
+        );
+        assert_eq!(CacheStatus::of(&snapshot(0, 0, 0, 0), true, false), CacheStatus::Bypass);
+        assert_eq!(CacheStatus::of(&snapshot(0, 0, 0, 0), false, true), CacheStatus::Hit);
+        let tombstone = TelemetrySnapshot {
+            tombstone_hits: 1,
+            ..TelemetrySnapshot::default()
+        };
+        assert_eq!(CacheStatus::of(&tombstone, false, false), CacheStatus::Hit);
+    }
+
+    #[test]
+    fn cache_control_directives() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_refresh(&h));
+        h.insert(header::CACHE_CONTROL, "max-age=0, No-Cache".parse().unwrap());
+        assert!(wants_refresh(&h));
+        h.insert(header::CACHE_CONTROL, "no-store".parse().unwrap());
+        assert!(!wants_refresh(&h));
+        assert!(has_directive(&h, "no-store"));
+    }
+}

@@ -1,0 +1,265 @@
+//! What every HTTP test needs: models, a cache over the in-memory store and origin, a store
+//! that can be taken down, and a real server on a free loopback port.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use bytes::Bytes;
+use cache_core::{
+    Cache, Cacheable, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Link, Lookup, MemoryStore, QueryLookup,
+    RecordId, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats, WriteMode, WriteOutcome,
+    testing::MemoryOrigin,
+};
+use cache_http::{CacheTelemetryLayer, ResponseCacheLayer};
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+pub const SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
+pub const TOKEN: &str = "admin-token-0123456789-abcdefghijklmnop";
+
+/// A hackathon. No version field: webhooks order its deliveries by timestamp alone.
+#[derive(Cacheable, Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[cache(entity = "events", source_table = "Events")]
+pub struct Event {
+    #[cache(id)]
+    #[schemars(with = "String")]
+    pub id: RecordId,
+    pub name: String,
+}
+
+/// A project competing in one event (column `event_id`, indexed: `Project::by_event`).
+#[derive(Cacheable, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cache(entity = "projects", source_table = "Projects")]
+pub struct Project {
+    #[cache(id)]
+    pub id: RecordId,
+    pub name: String,
+    pub event: Link<Event>,
+    #[sortable]
+    pub points: i64,
+    #[cache(version)]
+    pub version: i64,
+}
+
+pub fn id(s: &str) -> RecordId {
+    RecordId::new(s).expect("a valid id")
+}
+
+pub fn project(pid: &str, event: &str, points: i64, version: i64) -> Project {
+    Project {
+        id: id(pid),
+        name: format!("Project {pid}"),
+        event: Link::new(id(event)),
+        points,
+        version,
+    }
+}
+
+/// A store in memory that can be taken down (every call fails as unavailable) and refuses
+/// flush patterns with a backslash, as a networked store refuses patterns that would escape
+/// its namespace.
+#[derive(Debug, Default)]
+pub struct TestStore {
+    inner: MemoryStore,
+    down: AtomicBool,
+}
+
+impl TestStore {
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> StoreResult<()> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("connection refused (test)".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for TestStore {
+    async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup> {
+        self.check()?;
+        self.inner.get(entity, id).await
+    }
+
+    async fn get_many(&self, entity: &EntitySchema, ids: &[RecordId]) -> StoreResult<Vec<Lookup>> {
+        self.check()?;
+        self.inner.get_many(entity, ids).await
+    }
+
+    async fn lease(&self, entity: &EntitySchema, ids: &[RecordId], ttl: Duration) -> StoreResult<Lease> {
+        self.check()?;
+        self.inner.lease(entity, ids, ttl).await
+    }
+
+    async fn put(
+        &self,
+        entity: &EntitySchema,
+        writes: &[RecordWrite],
+        mode: WriteMode,
+    ) -> StoreResult<Vec<WriteOutcome>> {
+        self.check()?;
+        self.inner.put(entity, writes, mode).await
+    }
+
+    async fn remove(
+        &self,
+        entity: &EntitySchema,
+        ids: &[RecordId],
+        mode: RemoveMode,
+    ) -> StoreResult<Vec<Option<IndexEntries>>> {
+        self.check()?;
+        self.inner.remove(entity, ids, mode).await
+    }
+
+    async fn query(&self, entity: &EntitySchema, query: &IndexQuery) -> StoreResult<QueryLookup> {
+        self.check()?;
+        self.inner.query(entity, query).await
+    }
+
+    async fn complete_query(
+        &self,
+        entity: &EntitySchema,
+        query: &IndexQuery,
+        token: FillToken,
+        records: &[RecordWrite],
+    ) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.complete_query(entity, query, token, records).await
+    }
+
+    fn scan_ids<'a>(&'a self, entity: &'a EntitySchema, batch: usize) -> BoxStream<'a, StoreResult<Vec<RecordId>>> {
+        self.inner.scan_ids(entity, batch)
+    }
+
+    async fn flush(&self, pattern: Option<&str>) -> StoreResult<u64> {
+        self.check()?;
+        if pattern.is_some_and(|p| p.contains('\\')) {
+            return Err(StoreError::Invalid("the pattern would leave the namespace".into()));
+        }
+        self.inner.flush(pattern).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.check()?;
+        self.inner.ping().await
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        self.check()?;
+        self.inner.stats().await
+    }
+
+    async fn get_value(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        self.check()?;
+        self.inner.get_value(key).await
+    }
+
+    async fn put_value(&self, key: &str, value: Bytes, ttl: Duration, tags: &[String]) -> StoreResult<()> {
+        self.check()?;
+        self.inner.put_value(key, value, ttl, tags).await
+    }
+
+    async fn purge_tags(&self, tags: &[String]) -> StoreResult<u64> {
+        self.check()?;
+        self.inner.purge_tags(tags).await
+    }
+}
+
+/// A cache over a [`TestStore`] and a [`MemoryOrigin`] holding two events and three
+/// projects: P1 (10 points) and P2 (5) in E1, P3 (7) in E2.
+pub struct Harness {
+    pub cache: Cache,
+    pub origin: MemoryOrigin,
+    pub store: Arc<TestStore>,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        let origin = MemoryOrigin::new();
+        for (eid, name) in [("recE1", "Hack One"), ("recE2", "Hack Two")] {
+            origin
+                .put(&Event {
+                    id: id(eid),
+                    name: name.into(),
+                })
+                .unwrap();
+        }
+        origin.put(&project("recP1", "recE1", 10, 1)).unwrap();
+        origin.put(&project("recP2", "recE1", 5, 1)).unwrap();
+        origin.put(&project("recP3", "recE2", 7, 1)).unwrap();
+        let store = Arc::new(TestStore::default());
+        let cache = Cache::builder(Arc::clone(&store) as Arc<dyn Store>, origin.clone())
+            .ttl_jitter(0.0)
+            .register::<Event>()
+            .register::<Project>()
+            .build()
+            .unwrap();
+        Self { cache, origin, store }
+    }
+
+    /// The demo application: `GET /events/{id}` (no response cache) and
+    /// `GET /events/{id}/projects` (response-cached, 60 s), under the telemetry layer.
+    pub fn app(&self) -> Router {
+        self.app_with(ResponseCacheLayer::new(&self.cache).ttl(Duration::from_secs(60)))
+    }
+
+    pub fn app_with(&self, layer: ResponseCacheLayer) -> Router {
+        Router::new()
+            .route("/events/{id}", get(get_event))
+            .route("/events/{id}/projects", get(list_projects).layer(layer))
+            .with_state(self.cache.clone())
+            .layer(CacheTelemetryLayer::new())
+    }
+}
+
+async fn get_event(State(cache): State<Cache>, Path(eid): Path<String>) -> Response {
+    let Ok(eid) = RecordId::new(eid) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    match cache.get::<Event>(&eid).await {
+        Ok(Some(event)) => Json(event).into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(err) => (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
+    }
+}
+
+async fn list_projects(State(cache): State<Cache>, Path(eid): Path<String>) -> Response {
+    let Ok(eid) = RecordId::new(eid) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    match cache.query(Project::by_event(&eid).desc(ProjectSort::Points)).await {
+        Ok(projects) => Json(projects).into_response(),
+        Err(err) => (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
+    }
+}
+
+/// Serves `router` on a free loopback port; answers its base URL. The listener is bound
+/// before this returns, so requests can be sent at once.
+pub async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).map(|v| v.to_str().unwrap())
+}

@@ -1,0 +1,545 @@
+//! The response cache over real HTTP and through `oneshot`: what is stored, what is served,
+//! the headers of each, and the purges that keep stored responses true.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use bytes::Bytes;
+use cache_core::{Cache, Store, testing::OriginMethod};
+use cache_http::{CacheTelemetryLayer, ResponseCacheLayer};
+use common::{Harness, Project, header, id, project, serve};
+use http::{HeaderName, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+fn names(projects: &[Project]) -> Vec<&str> {
+    projects.iter().map(|p| p.id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn stores_then_serves_with_key_age_ttl_and_etag() {
+    let h = Harness::new();
+    let base = serve(h.app()).await;
+    let client = reqwest::Client::new();
+    let url = format!("{base}/events/recE1/projects");
+
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-cache"), Some("MISS"));
+    assert_eq!(header(&first, "x-origin-calls"), Some("1"));
+    assert!(
+        header(&first, "x-cache-key").is_none(),
+        "not served from the response cache"
+    );
+    let etag = header(&first, "etag")
+        .expect("fresh cacheable responses carry an ETag")
+        .to_owned();
+    let first_body: Vec<Project> = first.json().await.unwrap();
+    assert_eq!(names(&first_body), ["recP1", "recP2"]);
+    let record_reads = h.cache.stats().entity("projects");
+
+    let second = client.get(&url).send().await.unwrap();
+    assert_eq!(second.status(), 200);
+    assert_eq!(header(&second, "x-cache"), Some("HIT"));
+    assert_eq!(header(&second, "x-origin-calls"), Some("0"));
+    let key = header(&second, "x-cache-key").unwrap();
+    assert!(key.starts_with("http:events:recE1:projects:params_"), "{key}");
+    assert!(key.ends_with(":v1"), "{key}");
+    assert_eq!(header(&second, "x-cache-age"), Some("0"));
+    assert_eq!(header(&second, "x-cache-ttl"), Some("60"));
+    assert_eq!(header(&second, "etag"), Some(etag.as_str()));
+    assert_eq!(header(&second, "content-type"), Some("application/json"));
+    assert_eq!(second.json::<Vec<Project>>().await.unwrap(), first_body);
+    assert_eq!(h.origin.count(OriginMethod::Query), 1);
+    assert_eq!(
+        h.cache.stats().entity("projects"),
+        record_reads,
+        "the handler did not run: no record was read"
+    );
+}
+
+#[tokio::test]
+async fn if_none_match_answers_304() {
+    let h = Harness::new();
+    let base = serve(h.app()).await;
+    let client = reqwest::Client::new();
+    let url = format!("{base}/events/recE1/projects");
+
+    // A fresh response can be answered 304 too: no-cache skips the lookup.
+    let etag = client.get(&url).send().await.unwrap().headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let fresh = client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header(&fresh, "x-cache"), Some("BYPASS"));
+    assert_eq!(header(&fresh, "etag"), Some(etag.as_str()));
+
+    let cached = client.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header(&cached, "x-cache"), Some("HIT"));
+    assert_eq!(header(&cached, "etag"), Some(etag.as_str()));
+    assert!(header(&cached, "x-cache-key").is_some());
+    assert!(cached.bytes().await.unwrap().is_empty());
+
+    let other = client
+        .get(&url)
+        .header("if-none-match", "\"stale\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    assert!(!other.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_points_change_purges_the_list() {
+    let h = Harness::new();
+    let base = serve(h.app()).await;
+    let client = reqwest::Client::new();
+    let url = format!("{base}/events/recE1/projects");
+    client.get(&url).send().await.unwrap();
+    assert!(header(&client.get(&url).send().await.unwrap(), "x-cache-key").is_some());
+
+    // P2 overtakes P1.
+    h.cache.upsert(&project("recP2", "recE1", 50, 2)).await.unwrap();
+
+    let after = client.get(&url).send().await.unwrap();
+    assert!(header(&after, "x-cache-key").is_none(), "the stored list was purged");
+    assert_eq!(names(&after.json::<Vec<Project>>().await.unwrap()), ["recP2", "recP1"]);
+    let again = client.get(&url).send().await.unwrap();
+    assert!(header(&again, "x-cache-key").is_some(), "and stored again");
+    assert_eq!(names(&again.json::<Vec<Project>>().await.unwrap()), ["recP2", "recP1"]);
+}
+
+#[tokio::test]
+async fn a_new_project_joining_purges_the_list_and_others_do_not() {
+    let h = Harness::new();
+    let app = h.app();
+    let get = |path: &'static str| app.clone().oneshot(Request::get(path).body(Body::empty()).unwrap());
+    get("/events/recE1/projects").await.unwrap();
+    get("/events/recE2/projects").await.unwrap();
+
+    // A project of the other event changes: the list of E1 does not depend on it.
+    h.cache.upsert(&project("recP3", "recE2", 8, 2)).await.unwrap();
+    let e1 = get("/events/recE1/projects").await.unwrap();
+    assert!(e1.headers().contains_key("x-cache-key"), "E1's list is still stored");
+    let e2 = get("/events/recE2/projects").await.unwrap();
+    assert!(!e2.headers().contains_key("x-cache-key"), "E2's list was purged");
+
+    // P3 moves to E1: it enters E1's list.
+    h.cache.upsert(&project("recP3", "recE1", 8, 3)).await.unwrap();
+    let e1 = get("/events/recE1/projects").await.unwrap();
+    assert!(!e1.headers().contains_key("x-cache-key"));
+    let body = e1.into_body().collect().await.unwrap().to_bytes();
+    let projects: Vec<Project> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(names(&projects), ["recP1", "recP3", "recP2"]);
+
+    // A brand new project joins E1.
+    get("/events/recE1/projects").await.unwrap();
+    h.cache.upsert(&project("recP4", "recE1", 1, 1)).await.unwrap();
+    let e1 = get("/events/recE1/projects").await.unwrap();
+    assert!(!e1.headers().contains_key("x-cache-key"));
+    let body = e1.into_body().collect().await.unwrap().to_bytes();
+    let projects: Vec<Project> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(names(&projects), ["recP1", "recP3", "recP2", "recP4"]);
+}
+
+#[tokio::test]
+async fn a_deleted_project_leaves_the_list() {
+    let h = Harness::new();
+    let app = h.app();
+    let get = || {
+        app.clone()
+            .oneshot(Request::get("/events/recE1/projects").body(Body::empty()).unwrap())
+    };
+    get().await.unwrap();
+    let handle = *h.cache.entities().get("projects").unwrap();
+    handle.remove(&h.cache, &id("recP2"), true).await.unwrap();
+    let response = get().await.unwrap();
+    assert!(!response.headers().contains_key("x-cache-key"));
+}
+
+#[tokio::test]
+async fn query_parameters_are_keyed_in_any_order() {
+    let h = Harness::new();
+    let app = h.app();
+    let get = |uri: &'static str| app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap());
+    get("/events/recE1/projects?a=1&b=2").await.unwrap();
+    let swapped = get("/events/recE1/projects?b=2&a=1").await.unwrap();
+    assert!(swapped.headers().contains_key("x-cache-key"));
+    let other = get("/events/recE1/projects?a=2&b=2").await.unwrap();
+    assert!(!other.headers().contains_key("x-cache-key"));
+    let bare = get("/events/recE1/projects").await.unwrap();
+    assert!(!bare.headers().contains_key("x-cache-key"));
+}
+
+#[tokio::test]
+async fn authorization_and_cookies_bypass_unless_the_route_opts_in() {
+    for (name, value) in [("authorization", "Bearer abc"), ("cookie", "session=1")] {
+        let h = Harness::new();
+        let app = h.app();
+        for _ in 0..2 {
+            let response = app
+                .clone()
+                .oneshot(
+                    Request::get("/events/recE1/projects")
+                        .header(name, value)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert!(!response.headers().contains_key("x-cache-key"), "{name}");
+            assert!(
+                !response.headers().contains_key("etag"),
+                "{name}: not a cacheable response"
+            );
+        }
+        let anonymous = app
+            .clone()
+            .oneshot(Request::get("/events/recE1/projects").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(
+            !anonymous.headers().contains_key("x-cache-key"),
+            "nothing was stored for {name}"
+        );
+
+        let opted_in = h.app_with(
+            ResponseCacheLayer::new(&h.cache)
+                .prefix(format!("optin-{name}:"))
+                .allow_authenticated(true),
+        );
+        for expect_hit in [false, true] {
+            let response = opted_in
+                .clone()
+                .oneshot(
+                    Request::get("/events/recE1/projects")
+                        .header(name, value)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.headers().contains_key("x-cache-key"), expect_hit, "{name}");
+        }
+    }
+}
+
+/// A router whose one route counts its calls and answers what `respond` builds.
+fn counting(layer: ResponseCacheLayer, respond: fn() -> Response) -> (Router, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let app = Router::new()
+        .route(
+            "/r",
+            get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move { respond() }
+            })
+            .layer(layer),
+        )
+        .layer(CacheTelemetryLayer::new());
+    (app, calls)
+}
+
+async fn twice(app: &Router) -> (Response, Response) {
+    let a = app
+        .clone()
+        .oneshot(Request::get("/r").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let b = app
+        .clone()
+        .oneshot(Request::get("/r").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    (a, b)
+}
+
+#[tokio::test]
+async fn what_is_never_stored() {
+    let h = Harness::new();
+    let cases: [(&str, fn() -> Response); 7] = [
+        ("set-cookie", || ([("set-cookie", "a=1")], "body").into_response()),
+        ("vary *", || ([("vary", "*")], "body").into_response()),
+        ("no-store", || ([("cache-control", "no-store")], "body").into_response()),
+        ("private", || {
+            ([("cache-control", "private, max-age=60")], "body").into_response()
+        }),
+        ("404", || (StatusCode::NOT_FOUND, "missing").into_response()),
+        ("201", || (StatusCode::CREATED, "made").into_response()),
+        ("streaming", || {
+            let chunks = futures::stream::iter([
+                Ok::<_, std::io::Error>(Bytes::from_static(b"a")),
+                Ok(Bytes::from_static(b"b")),
+            ]);
+            Body::from_stream(chunks).into_response()
+        }),
+    ];
+    for (case, respond) in cases {
+        let (app, calls) = counting(ResponseCacheLayer::new(&h.cache).prefix(format!("{case}:")), respond);
+        let (first, second) = twice(&app).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "{case}: the handler ran twice");
+        assert!(!second.headers().contains_key("x-cache-key"), "{case}");
+        assert_eq!(first.status(), second.status(), "{case}");
+        let body = second.into_body().collect().await.unwrap().to_bytes();
+        assert!(!body.is_empty(), "{case}: passed through whole");
+    }
+
+    // The same handler with a plain body is stored: the cases above fail for their reason.
+    let (app, calls) = counting(ResponseCacheLayer::new(&h.cache).prefix("plain:"), || {
+        "body".into_response()
+    });
+    let (_, second) = twice(&app).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    assert!(
+        second.headers()["x-cache-key"]
+            .to_str()
+            .unwrap()
+            .starts_with("plain:r:_:_:params_")
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_pass_through() {
+    let h = Harness::new();
+    let big = || "x".repeat(2048).into_response();
+    let (app, calls) = counting(ResponseCacheLayer::new(&h.cache).max_body_bytes(1024), big);
+    let (_, second) = twice(&app).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(second.into_body().collect().await.unwrap().to_bytes().len(), 2048);
+
+    let (app, calls) = counting(
+        ResponseCacheLayer::new(&h.cache).max_body_bytes(4096).prefix("roomy:"),
+        big,
+    );
+    let (_, second) = twice(&app).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(second.into_body().collect().await.unwrap().to_bytes().len(), 2048);
+}
+
+#[tokio::test]
+async fn declared_vary_headers_key_variants_side_by_side() {
+    let h = Harness::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let app: Router = Router::new()
+        .route(
+            "/greeting",
+            get(move |headers: http::HeaderMap| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let lang = headers
+                        .get("accept-language")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("en");
+                    let text = if lang == "fr" { "bonjour" } else { "hello" };
+                    ([("vary", "Accept-Language")], text)
+                }
+            })
+            .layer(ResponseCacheLayer::new(&h.cache).vary(HeaderName::from_static("accept-language"))),
+        )
+        .layer(CacheTelemetryLayer::new());
+    let get = |lang: &'static str| {
+        app.clone().oneshot(
+            Request::get("/greeting")
+                .header("accept-language", lang)
+                .body(Body::empty())
+                .unwrap(),
+        )
+    };
+    let text =
+        |r: Response| async { String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap() };
+    assert_eq!(text(get("fr").await.unwrap()).await, "bonjour");
+    assert_eq!(text(get("en").await.unwrap()).await, "hello");
+    let fr = get("fr").await.unwrap();
+    assert_eq!(fr.headers()["x-cache"], "HIT");
+    assert_eq!(text(fr).await, "bonjour");
+    let en = get("en").await.unwrap();
+    assert_eq!(en.headers()["x-cache"], "HIT");
+    assert_eq!(text(en).await, "hello");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn undeclared_vary_headers_are_checked_on_lookup() {
+    let h = Harness::new();
+    let app: Router = Router::new()
+        .route(
+            "/flavour",
+            get(|headers: http::HeaderMap| async move {
+                let flavour = headers
+                    .get("x-flavour")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("plain")
+                    .to_owned();
+                ([("vary", "X-Flavour")], flavour)
+            })
+            .layer(ResponseCacheLayer::new(&h.cache)),
+        )
+        .layer(CacheTelemetryLayer::new());
+    let get = |flavour: &'static str| {
+        app.clone().oneshot(
+            Request::get("/flavour")
+                .header("x-flavour", flavour)
+                .body(Body::empty())
+                .unwrap(),
+        )
+    };
+    get("mint").await.unwrap();
+    let lemon = get("lemon").await.unwrap();
+    assert!(
+        !lemon.headers().contains_key("x-cache-key"),
+        "mint is not served to lemon"
+    );
+    assert_eq!(&lemon.into_body().collect().await.unwrap().to_bytes()[..], b"lemon");
+    let lemon = get("lemon").await.unwrap();
+    assert!(lemon.headers().contains_key("x-cache-key"));
+    assert_eq!(&lemon.into_body().collect().await.unwrap().to_bytes()[..], b"lemon");
+}
+
+#[tokio::test]
+async fn head_is_answered_from_the_cache_but_never_fills_it() {
+    let h = Harness::new();
+    let base = serve(h.app()).await;
+    let client = reqwest::Client::new();
+    let url = format!("{base}/events/recE1/projects");
+
+    let head = client.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(header(&head, "x-cache-key").is_none());
+    let get = client.get(&url).send().await.unwrap();
+    assert!(header(&get, "x-cache-key").is_none(), "the HEAD stored nothing");
+    let length = get.bytes().await.unwrap().len();
+
+    let head = client.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(header(&head, "x-cache-key").is_some());
+    assert_eq!(header(&head, "content-length"), Some(length.to_string().as_str()));
+    assert!(head.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn invalidation_by_tag_and_by_pattern() {
+    let h = Harness::new();
+    let layer = ResponseCacheLayer::new(&h.cache).ttl(Duration::from_secs(60));
+    let app = h.app_with(layer.clone());
+    let get = |uri: &'static str| app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap());
+    let stored = |uri: &'static str| async move { get(uri).await.unwrap().headers().contains_key("x-cache-key") };
+
+    get("/events/recE1/projects").await.unwrap();
+    get("/events/recE2/projects").await.unwrap();
+    let removed = layer
+        .invalidate_tags(&[cache_core::keys::index_tag("projects", "event", "recE1")])
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert!(!stored("/events/recE1/projects").await);
+    assert!(stored("/events/recE2/projects").await);
+
+    let removed = layer.invalidate_pattern(Some("events:recE2:*")).await.unwrap();
+    assert_eq!(removed, 1);
+    assert!(!stored("/events/recE2/projects").await);
+    assert!(stored("/events/recE1/projects").await);
+
+    assert_eq!(layer.invalidate_pattern(None).await.unwrap(), 2);
+    assert!(!stored("/events/recE1/projects").await);
+    // Records are not responses: the flush left them.
+    assert!(h.store.get_value("nothing").await.unwrap().is_none());
+    assert_eq!(
+        h.cache.stats().entity("projects").origin_calls,
+        2,
+        "records still cached"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_store_serves_from_the_handler() {
+    let h = Harness::new();
+    let app = h.app();
+    h.store.set_down(true);
+    let response = app
+        .oneshot(Request::get("/events/recE1/projects").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(!response.headers().contains_key("x-cache-key"));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let projects: Vec<Project> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(names(&projects), ["recP1", "recP2"]);
+}
+
+#[tokio::test]
+async fn a_version_bump_misses_old_entries() {
+    let h = Harness::new();
+    let v1 = h.app_with(ResponseCacheLayer::new(&h.cache));
+    let v2 = h.app_with(ResponseCacheLayer::new(&h.cache).version("v2"));
+    let get = |app: &Router| {
+        app.clone()
+            .oneshot(Request::get("/events/recE1/projects").body(Body::empty()).unwrap())
+    };
+    get(&v1).await.unwrap();
+    assert!(get(&v1).await.unwrap().headers().contains_key("x-cache-key"));
+    let bumped = get(&v2).await.unwrap();
+    assert!(!bumped.headers().contains_key("x-cache-key"));
+    let bumped = get(&v2).await.unwrap();
+    assert!(bumped.headers()["x-cache-key"].to_str().unwrap().ends_with(":v2"));
+}
+
+#[tokio::test]
+async fn the_layer_works_on_a_whole_router() {
+    let h = Harness::new();
+    let cache: Cache = h.cache.clone();
+    let app: Router = Router::new()
+        .route(
+            "/events/{id}/projects",
+            get(
+                move |axum::extract::Path(eid): axum::extract::Path<String>| async move {
+                    let projects = cache.query(Project::by_event(&id(&eid))).await.unwrap();
+                    axum::Json(projects)
+                },
+            ),
+        )
+        .layer(ResponseCacheLayer::new(&h.cache))
+        .layer(CacheTelemetryLayer::new());
+    let get = || {
+        app.clone()
+            .oneshot(Request::get("/events/recE1/projects").body(Body::empty()).unwrap())
+    };
+    get().await.unwrap();
+    let hit = get().await.unwrap();
+    assert!(
+        hit.headers()["x-cache-key"]
+            .to_str()
+            .unwrap()
+            .starts_with("http:events:recE1:projects:")
+    );
+    h.cache.upsert(&project("recP1", "recE1", 11, 2)).await.unwrap();
+    assert!(
+        !get().await.unwrap().headers().contains_key("x-cache-key"),
+        "purged through the router layer too"
+    );
+}

@@ -1,0 +1,457 @@
+//! The webhook router over real HTTP and through `oneshot`: every status, what each changes
+//! (and does not), ordering and duplicates.
+
+mod common;
+
+use axum::{Router, body::Body};
+use bytes::Bytes;
+use cache_core::{Cache, Store, StoreStats, testing::OriginMethod};
+use cache_http::{
+    ConfigError, SecretError,
+    webhook::{self, WebhookConfig},
+};
+use common::{Event, Harness, Project, SECRET, header, id, serve};
+use http::{HeaderName, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn router(cache: &Cache) -> Router {
+    webhook::routes(WebhookConfig::new(cache.clone(), SECRET)).unwrap()
+}
+
+fn event_payload(name: &str, timestamp: &str) -> Value {
+    json!({
+        "table": "Events",
+        "record_id": "recE1",
+        "timestamp": timestamp,
+        "record": {"id": "recE1", "name": name}
+    })
+}
+
+fn project_payload(points: i64, version: i64, timestamp: &str) -> Value {
+    json!({
+        "table": "Projects",
+        "record_id": "recP2",
+        "timestamp": timestamp,
+        "record": {"id": "recP2", "name": "Project recP2", "event_id": ["recE1"], "points": points, "version": version}
+    })
+}
+
+async fn post(
+    app: &Router,
+    secret: Option<&str>,
+    content_type: Option<&str>,
+    body: impl Into<Body>,
+) -> (StatusCode, Value) {
+    let mut req = Request::post("/webhooks/airtable");
+    if let Some(secret) = secret {
+        req = req.header("x-airtable-secret", secret);
+    }
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let response = app.clone().oneshot(req.body(body.into()).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn deliver(app: &Router, payload: &Value) -> (StatusCode, Value) {
+    post(app, Some(SECRET), Some("application/json"), payload.to_string()).await
+}
+
+/// Everything a delivery could have changed.
+async fn state(h: &Harness) -> (StoreStats, usize, cache_core::CacheStats) {
+    (h.store.stats().await.unwrap(), h.origin.total_calls(), h.cache.stats())
+}
+
+#[tokio::test]
+async fn an_upsert_over_http_updates_the_cache_without_the_origin() {
+    let h = Harness::new();
+    let app = h.app().merge(router(&h.cache));
+    let base = serve(app).await;
+    let client = reqwest::Client::new();
+
+    // A cached list that the delivery must purge.
+    client
+        .get(format!("{base}/events/recE1/projects"))
+        .send()
+        .await
+        .unwrap();
+    let calls = h.origin.total_calls();
+
+    let response = client
+        .post(format!("{base}/webhooks/airtable"))
+        .header("x-airtable-secret", SECRET)
+        .json(&project_payload(50, 2, "2025-01-01T00:00:00Z"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"applied": true, "entity": "projects", "record_id": "recP2", "action": "upsert"})
+    );
+    assert_eq!(h.origin.total_calls(), calls, "the origin was not asked");
+
+    let cached = h.cache.get::<Project>(&id("recP2")).await.unwrap().unwrap();
+    assert_eq!((cached.points, cached.version), (50, 2));
+    assert_eq!(h.origin.total_calls(), calls, "read from the cache");
+    let list = client
+        .get(format!("{base}/events/recE1/projects"))
+        .send()
+        .await
+        .unwrap();
+    assert!(header(&list, "x-cache-key").is_none(), "the stored list was purged");
+    let list: Vec<Project> = list.json().await.unwrap();
+    assert_eq!(list[0].id, id("recP2"));
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_secret_is_401_and_changes_nothing() {
+    let h = Harness::new();
+    let app = router(&h.cache);
+    let before = state(&h).await;
+    let payload = event_payload("Hijacked", "2030-01-01T00:00:00Z").to_string();
+    for secret in [None, Some("wrong"), Some(&SECRET[..SECRET.len() - 1]), Some("")] {
+        let (status, body) = post(&app, secret, Some("application/json"), payload.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{secret:?}");
+        assert_eq!(body["error"], "missing or wrong webhook secret");
+    }
+    // 401 comes first: even a body that is not JSON is not looked at.
+    let (status, _) = post(&app, Some("wrong"), Some("text/plain"), "x").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(state(&h).await, before, "store, origin and counters untouched");
+    assert_eq!(before.0.total_keys, 0);
+
+    let event = h.cache.get::<Event>(&id("recE1")).await.unwrap().unwrap();
+    assert_eq!(event.name, "Hack One", "the origin's record, not the payload's");
+
+    // The secret header is configurable.
+    let custom = webhook::routes::<()>(
+        WebhookConfig::new(h.cache.clone(), SECRET).secret_header(HeaderName::from_static("x-hook-token")),
+    )
+    .unwrap();
+    let (status, _) = post(&custom, Some(SECRET), Some("application/json"), payload.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the default header no longer counts");
+    let response = custom
+        .oneshot(
+            Request::post("/webhooks/airtable")
+                .header("x-hook-token", SECRET)
+                .header("content-type", "application/json")
+                .body(Body::from(payload))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_unknown_table_is_400_naming_it() {
+    let h = Harness::new();
+    let before = state(&h).await;
+    let (status, body) = deliver(
+        &router(&h.cache),
+        &json!({"table": "Judges", "record_id": "recJ1", "timestamp": "2025-01-01T00:00:00Z", "record": {}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["table"], "Judges");
+    assert!(body["error"].as_str().unwrap().contains("Judges"));
+    assert_eq!(body["known_tables"], json!(["Events", "Projects"]));
+    assert_eq!(state(&h).await, before);
+}
+
+#[tokio::test]
+async fn a_record_that_does_not_parse_is_422_with_its_path() {
+    let h = Harness::new();
+    let app = router(&h.cache);
+    let before = state(&h).await;
+
+    let mut payload = project_payload(1, 1, "2025-01-01T00:00:00Z");
+    payload["record"]["points"] = json!("lots");
+    let (status, body) = deliver(&app, &payload).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["path"], "record.points");
+    assert_eq!(body["entity"], "projects");
+    assert!(!body["reason"].as_str().unwrap().is_empty());
+
+    let mut payload = project_payload(1, 1, "2025-01-01T00:00:00Z");
+    payload["record"]["event_id"] = json!(["recE1", "recE2"]);
+    let (status, body) = deliver(&app, &payload).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["path"], "record.event_id");
+
+    let mut payload = project_payload(1, 1, "2025-01-01T00:00:00Z");
+    payload["record"]["id"] = json!("recOther");
+    let (status, body) = deliver(&app, &payload).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["path"], "record.id");
+
+    let (status, body) = deliver(
+        &app,
+        &json!({"table": "Projects", "record_id": "recP2", "timestamp": "soon"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["path"], "timestamp");
+
+    let (status, body) = deliver(
+        &app,
+        &json!({"table": "Projects", "record_id": "rec:P2", "timestamp": "2025-01-01T00:00:00Z", "record": {}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["path"], "record_id");
+
+    let (status, body) = deliver(
+        &app,
+        &json!({"table": "Projects", "record_id": "recP2", "timestamp": "2025-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an upsert without its record");
+    assert_eq!(body["path"], "record");
+
+    assert_eq!(state(&h).await, before);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413() {
+    let h = Harness::new();
+    let app: Router = webhook::routes(WebhookConfig::new(h.cache.clone(), SECRET).max_body_bytes(256)).unwrap();
+    let mut payload = event_payload("x", "2025-01-01T00:00:00Z");
+    payload["record"]["padding"] = json!("p".repeat(300));
+    let (status, body) = deliver(&app, &payload).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["limit"], 256);
+    assert!(body["error"].is_string());
+
+    // Without a Content-Length (chunked), the limit still holds.
+    let chunks = payload
+        .to_string()
+        .into_bytes()
+        .chunks(64)
+        .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+        .collect::<Vec<_>>();
+    let (status, _) = post(
+        &app,
+        Some(SECRET),
+        Some("application/json"),
+        Body::from_stream(futures::stream::iter(chunks)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let (status, _) = deliver(&app, &event_payload("small", "2025-01-01T00:00:00Z")).await;
+    assert_eq!(status, StatusCode::OK, "under the limit");
+
+    // The default limit is 1 MiB, over real HTTP.
+    let base = serve(router(&h.cache)).await;
+    let mut big = event_payload("x", "2025-01-01T00:00:00Z");
+    big["record"]["padding"] = json!("p".repeat(1 << 20));
+    let response = reqwest::Client::new()
+        .post(format!("{base}/webhooks/airtable"))
+        .header("x-airtable-secret", SECRET)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.json::<Value>().await.unwrap()["limit"], 1 << 20);
+}
+
+#[tokio::test]
+async fn non_json_is_415_and_malformed_json_is_400() {
+    let h = Harness::new();
+    let app = router(&h.cache);
+    let before = state(&h).await;
+    let payload = event_payload("x", "2025-01-01T00:00:00Z").to_string();
+    for ct in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+        let (status, body) = post(&app, Some(SECRET), ct, payload.clone()).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}");
+        assert!(body["error"].as_str().unwrap().contains("JSON"));
+    }
+    for bad in ["{", "{\"table\": \"Events\",}", "[1, 2", ""] {
+        let (status, body) = post(&app, Some(SECRET), Some("application/json; charset=utf-8"), bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert!(body["error"].as_str().unwrap().starts_with("malformed JSON"));
+    }
+    assert_eq!(state(&h).await, before);
+}
+
+#[tokio::test]
+async fn older_deliveries_are_acknowledged_and_ignored() {
+    let h = Harness::new();
+    let app = router(&h.cache);
+    let (status, body) = deliver(&app, &event_payload("Newest", "2025-01-01T12:00:00Z")).await;
+    assert_eq!((status, body["applied"].clone()), (StatusCode::OK, json!(true)));
+
+    // Delivered late: older than what was applied.
+    let (status, body) = deliver(&app, &event_payload("Older", "2025-01-01T11:59:59Z")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["applied"], false);
+    assert_eq!(body["reason"], "stale");
+    let mut delete = event_payload("", "2025-01-01T11:00:00+00:00");
+    delete["action"] = json!("delete");
+    let (status, body) = deliver(&app, &delete).await;
+    assert_eq!((status, body["reason"].clone()), (StatusCode::OK, json!("stale")));
+
+    let event = h.cache.get::<Event>(&id("recE1")).await.unwrap().unwrap();
+    assert_eq!(event.name, "Newest");
+    assert_eq!(h.origin.total_calls(), 0);
+
+    // Offsets are compared as instants: 13:00+01:00 is 12:00Z, not newer.
+    let (_, body) = deliver(&app, &event_payload("Same instant", "2025-01-01T13:00:00+01:00")).await;
+    assert_eq!(
+        body["applied"], true,
+        "an equal timestamp is applied (a duplicate is harmless)"
+    );
+    let (_, body) = deliver(&app, &event_payload("Later", "2025-01-01T12:00:01Z")).await;
+    assert_eq!(body["applied"], true);
+    assert_eq!(h.cache.get::<Event>(&id("recE1")).await.unwrap().unwrap().name, "Later");
+}
+
+#[tokio::test]
+async fn an_older_version_is_refused_by_the_core() {
+    let h = Harness::new();
+    let app = router(&h.cache);
+    let (_, body) = deliver(&app, &project_payload(30, 3, "2025-01-01T00:00:00Z")).await;
+    assert_eq!(body["applied"], true);
+    // A later delivery carrying an older version (the sender read a stale copy).
+    let (status, body) = deliver(&app, &project_payload(20, 2, "2025-01-01T00:05:00Z")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["applied"], false);
+    assert_eq!(body["reason"], "stale");
+    let cached = h.cache.get::<Project>(&id("recP2")).await.unwrap().unwrap();
+    assert_eq!((cached.points, cached.version), (30, 3));
+    assert_eq!(h.cache.stats().entity("projects").stale_refusals, 1);
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_are_harmless() {
+    let h = Harness::new();
+    let app = router(&h.cache);
+    let payload = project_payload(42, 2, "2025-01-01T00:00:00Z");
+    let first = deliver(&app, &payload).await;
+    let second = deliver(&app, &payload).await;
+    assert_eq!(first, second);
+    assert_eq!(first.0, StatusCode::OK);
+    let cached = h.cache.get::<Project>(&id("recP2")).await.unwrap().unwrap();
+    assert_eq!((cached.points, cached.version), (42, 2));
+    assert_eq!(h.origin.total_calls(), 0);
+    let listed = h.cache.query(Project::by_event(&id("recE1"))).await.unwrap();
+    assert_eq!(listed.iter().filter(|p| p.id == id("recP2")).count(), 1, "indexed once");
+}
+
+#[tokio::test]
+async fn a_delete_tombstones_without_deleting_at_the_origin() {
+    let h = Harness::new();
+    let app = router(&h.cache);
+    h.cache.get::<Project>(&id("recP2")).await.unwrap();
+    let payload =
+        json!({"table": "Projects", "record_id": "recP2", "timestamp": "2025-01-01T00:00:00Z", "action": "delete"});
+    let (status, body) = deliver(&app, &payload).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"applied": true, "entity": "projects", "record_id": "recP2", "action": "delete"})
+    );
+    let calls = h.origin.total_calls();
+    assert_eq!(h.cache.get::<Project>(&id("recP2")).await.unwrap(), None, "tombstoned");
+    assert_eq!(h.origin.total_calls(), calls, "answered by the tombstone");
+    assert_eq!(h.origin.count(OriginMethod::Delete), 0);
+    assert!(
+        h.origin.source::<Project>(&id("recP2")).is_some(),
+        "the source was not asked to delete"
+    );
+    let (status, _) = deliver(&app, &payload).await;
+    assert_eq!(status, StatusCode::OK, "a duplicate delete is harmless");
+}
+
+#[tokio::test]
+async fn a_failing_store_is_503_so_the_sender_retries() {
+    let h = Harness::new();
+    let app = router(&h.cache);
+    h.store.set_down(true);
+    let (status, body) = deliver(&app, &project_payload(1, 2, "2025-01-01T00:00:00Z")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body["error"].is_string());
+    h.store.set_down(false);
+    let (status, _) = deliver(&app, &project_payload(1, 2, "2025-01-01T00:00:00Z")).await;
+    assert_eq!(status, StatusCode::OK, "the retry succeeds");
+}
+
+#[tokio::test]
+async fn schema_and_health_routes() {
+    let h = Harness::new();
+    let base = serve(router(&h.cache)).await;
+    let client = reqwest::Client::new();
+    let schema: Value = client
+        .get(format!("{base}/webhooks/airtable/schema"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(schema["title"], "model-cache webhook payload");
+    assert_eq!(schema["required"], json!(["table", "record_id", "timestamp"]));
+
+    let health = client.get(format!("{base}/webhooks/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<Value>().await.unwrap()["status"], "ok");
+    h.store.set_down(true);
+    let health = client.get(format!("{base}/webhooks/health")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    assert_eq!(health.json::<Value>().await.unwrap()["store"], "unavailable");
+}
+
+#[tokio::test]
+async fn the_path_is_configurable() {
+    let h = Harness::new();
+    let app: Router = webhook::routes(WebhookConfig::new(h.cache.clone(), SECRET).path("/hooks/source")).unwrap();
+    let response = app
+        .clone()
+        .oneshot(
+            Request::post("/hooks/source")
+                .header("x-airtable-secret", SECRET)
+                .header("content-type", "application/json")
+                .body(Body::from(event_payload("Moved", "2025-01-01T00:00:00Z").to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    for path in ["/hooks/source/schema", "/hooks/health"] {
+        let response = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+}
+
+#[test]
+fn refuses_to_build_without_a_proper_secret() {
+    let h = Harness::new();
+    let build = |secret: &str| webhook::routes::<()>(WebhookConfig::new(h.cache.clone(), secret)).map(|_| ());
+    assert!(matches!(
+        build(""),
+        Err(ConfigError::Secret(SecretError::Missing { .. }))
+    ));
+    assert!(matches!(
+        build("   "),
+        Err(ConfigError::Secret(SecretError::Missing { .. }))
+    ));
+    assert!(matches!(
+        build("short"),
+        Err(ConfigError::Secret(SecretError::TooShort { .. }))
+    ));
+    assert!(build(SECRET).is_ok());
+    let bad_path = webhook::routes::<()>(WebhookConfig::new(h.cache.clone(), SECRET).path("hooks"));
+    assert!(matches!(bad_path, Err(ConfigError::Path { .. })));
+}

@@ -1,0 +1,315 @@
+//! The key layout: every key name the store reads or writes, built in one place.
+//!
+//! An entity's keys live in *buckets*. Every key of one bucket shares one Redis Cluster hash
+//! tag, so a multi-key script touches one slot only; an entity spread over several buckets is
+//! spread over several slots (and so nodes).
+//!
+//! ```text
+//! mc:{projects}:1a2b3c4d:r:recP1            record (the cached JSON; `redis-cli GET` reads it)
+//! mc:{projects}:1a2b3c4d:tomb:recP1         tombstone
+//! mc:{projects}:1a2b3c4d:lease:recP1        lease token of a fill in flight
+//! mc:{projects}:1a2b3c4d:m                  HASH id -> the record's index entries and version
+//! mc:{projects}:1a2b3c4d:ids                ZSET id -> 0: every record with index entries
+//! mc:{projects}:1a2b3c4d:t:event:recE1      SET of ids whose `event` is `recE1`
+//! mc:{projects}:1a2b3c4d:s:points           ZSET id -> score of `points`
+//! mc:{projects}:1a2b3c4d:c:9f86d081884c7d65 completeness marker of one filter set (= epoch)
+//! mc:{projects}:1a2b3c4d:epoch              invalidation epoch
+//! mc:{projects}:1a2b3c4d:seq                write sequence (fill tokens)
+//! mc:v:<key>                                computed value / cached response
+//! mc:tag:<tag>                              SET of the value keys recorded under a tag
+//! ```
+//!
+//! With `n > 1` buckets the hash tag is `{projects.2/4}` (bucket 2 of 4): the bucket count is
+//! part of the layout, so changing it never reads a bucket filled under another split.
+
+use std::fmt::Write as _;
+
+use cache_core::{EntitySchema, IndexQuery, RecordId, keys::encode_component};
+
+use crate::ConnectError;
+
+/// Characters a namespace cannot contain: glob syntax (a namespace is a literal `SCAN MATCH`
+/// prefix) and hash-tag braces.
+const FORBIDDEN_NAMESPACE_CHARS: &[char] = &['*', '?', '[', ']', '\\', '{', '}'];
+
+/// Checks a namespace: non-empty, no whitespace, control characters, glob syntax or braces.
+pub(crate) fn validate_namespace(namespace: &str) -> Result<(), ConnectError> {
+    let bad = namespace
+        .chars()
+        .find(|&ch| ch.is_whitespace() || ch.is_control() || FORBIDDEN_NAMESPACE_CHARS.contains(&ch));
+    match bad {
+        _ if namespace.is_empty() => Err(ConnectError::Namespace("a namespace cannot be empty".to_owned())),
+        Some(ch) => Err(ConnectError::Namespace(format!(
+            "a namespace cannot contain {ch:?} (glob syntax, braces, whitespace)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Checks a flush pattern (a glob over keys without the namespace prefix).
+///
+/// The store matches `{namespace}:{pattern}`: the namespace is a literal prefix, so a glob can
+/// only narrow it. What is refused is what could make the prefix stop being literal or the
+/// pattern ambiguous: `\` escapes (a trailing one would escape into nothing), unbalanced `[`
+/// classes, whitespace and control characters, and the empty pattern.
+pub(crate) fn validate_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("an empty flush pattern matches nothing; use `None` to flush the namespace".to_owned());
+    }
+    if let Some(ch) = pattern.chars().find(|&ch| ch.is_whitespace() || ch.is_control()) {
+        return Err(format!("a flush pattern cannot contain {ch:?}"));
+    }
+    if pattern.contains('\\') {
+        return Err("a flush pattern cannot contain `\\` escapes".to_owned());
+    }
+    let mut open = false;
+    for ch in pattern.chars() {
+        match ch {
+            '[' if !open => open = true,
+            ']' if open => open = false,
+            '[' | ']' => return Err(format!("unbalanced `[` `]` in flush pattern {pattern:?}")),
+            _ => {}
+        }
+    }
+    if open {
+        return Err(format!("unbalanced `[` in flush pattern {pattern:?}"));
+    }
+    Ok(())
+}
+
+/// An entity's keys: one [`BucketKeys`] per bucket. Built by
+/// [`RedisStore::key_layout`](crate::RedisStore::key_layout).
+#[derive(Debug, Clone)]
+pub struct KeyLayout {
+    namespace: String,
+    entity: String,
+    fingerprint: String,
+    buckets: u32,
+}
+
+impl KeyLayout {
+    pub(crate) fn new(namespace: &str, schema: &EntitySchema, buckets: u32) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            entity: encode_component(schema.entity).into_owned(),
+            fingerprint: schema.fingerprint_hex(),
+            buckets,
+        }
+    }
+
+    /// How many buckets the entity is spread over.
+    pub fn bucket_count(&self) -> u32 {
+        self.buckets
+    }
+
+    /// The bucket an id lives in: `xxh3(id) % buckets`.
+    pub fn bucket_of(&self, id: &RecordId) -> u32 {
+        if self.buckets == 1 {
+            return 0;
+        }
+        (xxhash_rust::xxh3::xxh3_64(id.as_str().as_bytes()) % u64::from(self.buckets)) as u32
+    }
+
+    /// The keys of bucket `bucket` (`0..bucket_count()`).
+    pub fn bucket(&self, bucket: u32) -> BucketKeys {
+        let mut prefix = String::with_capacity(self.namespace.len() + self.entity.len() + 24);
+        let _ = write!(prefix, "{}:{{{}", self.namespace, self.entity);
+        if self.buckets > 1 {
+            let _ = write!(prefix, ".{bucket}/{}", self.buckets);
+        }
+        let _ = write!(prefix, "}}:{}", self.fingerprint);
+        BucketKeys { prefix }
+    }
+
+    /// The keys of the bucket `id` lives in.
+    pub fn for_id(&self, id: &RecordId) -> BucketKeys {
+        self.bucket(self.bucket_of(id))
+    }
+
+    /// Every bucket's keys, in bucket order.
+    pub fn buckets(&self) -> Vec<BucketKeys> {
+        (0..self.buckets).map(|b| self.bucket(b)).collect()
+    }
+
+    /// A `SCAN MATCH` pattern covering the record keys of every bucket. It may also match
+    /// another entity's keys in contrived cases (an entity named `a.1/2`), so callers check each
+    /// key with [`KeyLayout::record_id`].
+    pub fn record_pattern(&self) -> String {
+        if self.buckets == 1 {
+            format!("{}:r:*", self.bucket(0).prefix)
+        } else {
+            format!(
+                "{}:{{{}.*/{}}}:{}:r:*",
+                self.namespace, self.entity, self.buckets, self.fingerprint
+            )
+        }
+    }
+
+    /// The id in a record key of this entity, if `key` is one.
+    pub fn record_id(&self, key: &str) -> Option<RecordId> {
+        let rest = key.strip_prefix(&self.namespace)?.strip_prefix(":{")?;
+        let rest = rest.strip_prefix(self.entity.as_str())?;
+        let (tag_rest, rest) = rest.split_once('}')?;
+        if self.buckets == 1 {
+            if !tag_rest.is_empty() {
+                return None;
+            }
+        } else {
+            let (bucket, count) = tag_rest.strip_prefix('.')?.split_once('/')?;
+            if count != self.buckets.to_string() || bucket.parse::<u32>().ok()? >= self.buckets {
+                return None;
+            }
+        }
+        let id = rest
+            .strip_prefix(':')?
+            .strip_prefix(self.fingerprint.as_str())?
+            .strip_prefix(":r:")?;
+        RecordId::new(id).ok()
+    }
+}
+
+/// The keys of one bucket of one entity; see the [module docs](self) for the layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketKeys {
+    prefix: String,
+}
+
+impl BucketKeys {
+    /// The common prefix, hash tag included: `mc:{projects}:1a2b3c4d`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A record: `...:r:{id}`.
+    pub fn record(&self, id: &RecordId) -> String {
+        format!("{}:r:{id}", self.prefix)
+    }
+
+    /// A tombstone: `...:tomb:{id}`.
+    pub fn tombstone(&self, id: &RecordId) -> String {
+        format!("{}:tomb:{id}", self.prefix)
+    }
+
+    /// A lease: `...:lease:{id}`.
+    pub fn lease(&self, id: &RecordId) -> String {
+        format!("{}:lease:{id}", self.prefix)
+    }
+
+    /// The hash of every record's index entries and version: `...:m`.
+    pub fn meta(&self) -> String {
+        format!("{}:m", self.prefix)
+    }
+
+    /// The sorted set of every record with index entries (all scores 0, so ordered by id):
+    /// `...:ids`.
+    pub fn ids(&self) -> String {
+        format!("{}:ids", self.prefix)
+    }
+
+    /// The set of ids whose `field` has `value`: `...:t:{field}:{encoded value}`.
+    pub fn tag(&self, field: &str, value: &str) -> String {
+        format!(
+            "{}:t:{}:{}",
+            self.prefix,
+            encode_component(field),
+            encode_component(value)
+        )
+    }
+
+    /// The sorted set of ids by `field`: `...:s:{field}`.
+    pub fn sort(&self, field: &str) -> String {
+        format!("{}:s:{}", self.prefix, encode_component(field))
+    }
+
+    /// The completeness marker of `query`'s filters: `...:c:{xxh3 of the filter key}`.
+    pub fn marker(&self, query: &IndexQuery) -> String {
+        let hash = xxhash_rust::xxh3::xxh3_64(query.filter_key().as_bytes());
+        format!("{}:c:{hash:016x}", self.prefix)
+    }
+
+    /// The invalidation epoch: `...:epoch`.
+    pub fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
+    /// The write sequence: `...:seq`.
+    pub fn seq(&self) -> String {
+        format!("{}:seq", self.prefix)
+    }
+
+    /// The keys every entity script declares, in the order the scripts read them
+    /// (`KEYS[1..4]`): seq, meta, ids, epoch.
+    pub(crate) fn script_keys(&self) -> [String; 4] {
+        [self.seq(), self.meta(), self.ids(), self.epoch()]
+    }
+}
+
+/// A computed value or cached response: `{namespace}:v:{encoded key}`.
+pub(crate) fn value_key(namespace: &str, key: &str) -> String {
+    format!("{namespace}:v:{}", encode_component(key))
+}
+
+/// The set of value keys recorded under a tag: `{namespace}:tag:{encoded tag}`.
+pub(crate) fn tag_set_key(namespace: &str, tag: &str) -> String {
+    format!("{namespace}:tag:{}", encode_component(tag))
+}
+
+#[cfg(test)]
+mod tests {
+    use cache_core::FieldSchema;
+
+    use super::*;
+
+    fn schema() -> EntitySchema {
+        EntitySchema::builder("projects")
+            .field(FieldSchema::scalar("name", "String"))
+            .build()
+    }
+
+    #[test]
+    fn one_bucket_keys_share_the_entity_tag() {
+        let layout = KeyLayout::new("mc", &schema(), 1);
+        let fp = schema().fingerprint_hex();
+        let id = RecordId::new("recP1").unwrap();
+        let keys = layout.for_id(&id);
+        assert_eq!(keys.record(&id), format!("mc:{{projects}}:{fp}:r:recP1"));
+        assert_eq!(
+            keys.tag("email", "a b*"),
+            format!("mc:{{projects}}:{fp}:t:email:a%20b%2A")
+        );
+        assert_eq!(layout.record_id(&keys.record(&id)), Some(id.clone()));
+        assert_eq!(layout.record_id(&keys.tombstone(&id)), None);
+        assert_eq!(layout.record_pattern(), format!("mc:{{projects}}:{fp}:r:*"));
+    }
+
+    #[test]
+    fn buckets_are_part_of_the_tag() {
+        let layout = KeyLayout::new("mc", &schema(), 4);
+        let fp = schema().fingerprint_hex();
+        assert_eq!(layout.bucket(2).prefix(), format!("mc:{{projects.2/4}}:{fp}"));
+        let id = RecordId::new("recP1").unwrap();
+        let key = layout.for_id(&id).record(&id);
+        assert_eq!(layout.record_id(&key), Some(id));
+        let other = KeyLayout::new("mc", &schema(), 2);
+        assert_eq!(other.record_id(&key), None, "another bucket count is another layout");
+        let spread: std::collections::HashSet<u32> = (0..100)
+            .map(|i| layout.bucket_of(&RecordId::new(format!("rec{i}")).unwrap()))
+            .collect();
+        assert_eq!(spread.len(), 4);
+    }
+
+    #[test]
+    fn namespaces_and_patterns_are_checked() {
+        assert!(validate_namespace("mc").is_ok());
+        assert!(validate_namespace("app:cache").is_ok());
+        for bad in ["", "m c", "mc*", "{mc}", "mc\\"] {
+            assert!(validate_namespace(bad).is_err(), "{bad:?}");
+        }
+        for good in ["*", "{projects}*", "v:*", "tag:[ab]*", "?x"] {
+            assert!(validate_pattern(good).is_ok(), "{good:?}");
+        }
+        for bad in ["", "a\\", "\\*", "[a", "a]", "a b", "a\n"] {
+            assert!(validate_pattern(bad).is_err(), "{bad:?}");
+        }
+    }
+}

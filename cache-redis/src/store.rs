@@ -1,0 +1,989 @@
+//! [`RedisStore`]: the [`Store`] contract on Redis, Valkey or Redis Cluster.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cache_core::{
+    EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Lookup, Order, QueryLookup, RecordId, RecordWrite,
+    RemoveMode, Store, StoreError, StoreResult, StoreStats, WriteMode, WriteOutcome,
+};
+use futures::{
+    StreamExt,
+    future::try_join_all,
+    stream::{self, BoxStream},
+};
+use redis::{RedisError, Script, ScriptInvocation, Value};
+
+use crate::{
+    CircuitBreakerConfig, CircuitStatus, KeyLayout, RedisStoreBuilder,
+    breaker::{Admission, CircuitBreaker},
+    connection::{Node, RedisConnection, is_unavailable, store_error},
+    layout::{BucketKeys, tag_set_key, validate_pattern, value_key},
+    meta,
+    scripts::Scripts,
+};
+
+/// Keys per `SCAN` step when flushing or counting.
+const SCAN_COUNT: usize = 1000;
+
+/// The [`Store`] on Redis / Valkey (one server) or Redis Cluster.
+///
+/// ```no_run
+/// use cache_redis::RedisStore;
+///
+/// # async fn run() -> Result<(), cache_redis::ConnectError> {
+/// let store = RedisStore::builder("redis://127.0.0.1:6379").namespace("mc").connect().await?;
+/// let cluster = RedisStore::cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+///     .buckets(8)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+///
+/// Cheap to clone: clones share the connection, the scripts and the circuit breaker.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: RedisConnection,
+    namespace: String,
+    buckets: u32,
+    scripts: Scripts,
+    breaker: CircuitBreaker,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("connection", &self.inner.conn)
+            .field("namespace", &self.inner.namespace)
+            .field("buckets", &self.inner.buckets)
+            .field("circuit", &self.inner.breaker.status())
+            .finish()
+    }
+}
+
+/// A redis error as a store error.
+fn re(err: RedisError) -> StoreError {
+    store_error(&err)
+}
+
+fn backend(what: impl Into<String>) -> StoreError {
+    StoreError::Backend(what.into())
+}
+
+/// A duration as script milliseconds (at least 1: `PX 0` is an error).
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// How long a bucket's shared keys (index sets, meta, counters, markers) live: at least as
+/// long as any record written with them, and at least the entity's TTL.
+fn index_ttl(entity: &EntitySchema, writes: &[RecordWrite]) -> u64 {
+    writes.iter().map(|w| ms(w.ttl)).fold(ms(entity.ttl), u64::max)
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn as_u64(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_bytes(value: Value) -> Option<Bytes> {
+    match value {
+        Value::BulkString(b) => Some(Bytes::from(b)),
+        _ => None,
+    }
+}
+
+fn as_array(value: Value, what: &str) -> StoreResult<Vec<Value>> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(backend(format!("{what}: unexpected reply {other:?}"))),
+    }
+}
+
+/// Groups item indices by the bucket of their id, buckets in order.
+fn by_bucket<'a>(layout: &KeyLayout, ids: impl Iterator<Item = &'a RecordId>) -> BTreeMap<u32, Vec<usize>> {
+    let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, id) in ids.enumerate() {
+        groups.entry(layout.bucket_of(id)).or_default().push(i);
+    }
+    groups
+}
+
+/// One bucket's answer to a query: its sequence, and when its marker holds, its rows
+/// `(id, score, body)`, the body `None` when the record expired or was evicted.
+struct Page {
+    seq: u64,
+    rows: Option<Vec<(String, f64, Option<Bytes>)>>,
+}
+
+/// The bodies of a page, or `None` when one of its records is gone.
+fn bodies(rows: impl IntoIterator<Item = (String, f64, Option<Bytes>)>) -> Option<Vec<Bytes>> {
+    rows.into_iter().map(|(_, _, body)| body).collect()
+}
+
+impl RedisStore {
+    /// Starts configuring a store on one server: `redis://[user:password@]host:port[/db]`,
+    /// `rediss://` (feature `tls`), `valkey://`, `valkeys://`.
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(vec![url.into()], false)
+    }
+
+    /// Starts configuring a store on a Redis Cluster, given some of its nodes (the others are
+    /// discovered).
+    pub fn cluster<I, S>(urls: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisStoreBuilder::new(urls.into_iter().map(Into::into).collect(), true)
+    }
+
+    /// Connects to one server with the defaults (namespace `mc`, one bucket).
+    pub async fn connect(url: impl Into<String>) -> Result<Self, crate::ConnectError> {
+        Self::builder(url).connect().await
+    }
+
+    pub(crate) fn from_parts(
+        conn: RedisConnection,
+        namespace: String,
+        buckets: u32,
+        scripts: Scripts,
+        breaker: CircuitBreakerConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                conn,
+                namespace,
+                buckets,
+                scripts,
+                breaker: CircuitBreaker::new(breaker),
+            }),
+        }
+    }
+
+    /// The key namespace.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The number of buckets each entity is spread over.
+    pub fn bucket_count(&self) -> u32 {
+        self.inner.buckets
+    }
+
+    /// The key names of an entity (for tests, debugging and the docs).
+    pub fn key_layout(&self, entity: &EntitySchema) -> KeyLayout {
+        KeyLayout::new(&self.inner.namespace, entity, self.inner.buckets)
+    }
+
+    /// The key of a computed value or cached response.
+    pub fn value_key(&self, key: &str) -> String {
+        value_key(&self.inner.namespace, key)
+    }
+
+    /// The underlying connection, for benchmarks (a raw `GET` on it is the physical limit a
+    /// cache hit is compared with) and diagnostics. Commands on it bypass the circuit breaker.
+    pub fn connection(&self) -> RedisConnection {
+        self.inner.conn.clone()
+    }
+
+    /// The circuit breaker's state and counters.
+    pub fn circuit(&self) -> CircuitStatus {
+        self.inner.breaker.status()
+    }
+
+    fn conn(&self) -> RedisConnection {
+        self.inner.conn.clone()
+    }
+
+    /// Runs one operation through the circuit breaker.
+    async fn guarded<T>(&self, op: &'static str, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        let breaker = &self.inner.breaker;
+        let admission = breaker.admit()?;
+        let mut probe = ProbeGuard {
+            breaker,
+            armed: matches!(admission, Admission::Probe),
+        };
+        if probe.armed
+            && let Err(err) = self.probe().await
+        {
+            probe.armed = false;
+            breaker.failure(&err);
+            return Err(err);
+        }
+        let result = work.await;
+        probe.armed = false;
+        match &result {
+            Ok(_) => breaker.success(),
+            Err(err @ StoreError::Unavailable(_)) => {
+                tracing::warn!(name: "redis_store_error", event = "redis_store_error", op, error = %err, "redis unavailable");
+                breaker.failure(err);
+            }
+            Err(err) => {
+                tracing::warn!(name: "redis_store_error", event = "redis_store_error", op, error = %err, "redis operation failed");
+                breaker.success();
+            }
+        }
+        result
+    }
+
+    /// The half-open probe: a `PING`, tried twice because the first command after an outage
+    /// may only find the dead connection (and start the reconnect the second one uses).
+    async fn probe(&self) -> StoreResult<()> {
+        let mut last = None;
+        for _ in 0..2 {
+            match redis::cmd("PING").query_async::<()>(&mut self.conn()).await {
+                Ok(()) => return Ok(()),
+                Err(err) if is_unavailable(&err) => last = Some(err),
+                Err(err) => return Err(re(err)),
+            }
+        }
+        Err(last.map_or_else(|| StoreError::Unavailable("probe failed".to_owned()), re))
+    }
+
+    fn entity_invocation<'s>(script: &'s Script, keys: &BucketKeys) -> ScriptInvocation<'s> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys.script_keys() {
+            invocation.key(key);
+        }
+        invocation.arg(keys.prefix());
+        invocation
+    }
+
+    fn check_query(entity: &EntitySchema, query: &IndexQuery) -> StoreResult<()> {
+        for filter in &query.filters {
+            if entity.field(filter.field).is_none_or(|f| f.index.is_none()) {
+                return Err(StoreError::Invalid(format!(
+                    "{}.{} is not indexed",
+                    entity.entity, filter.field
+                )));
+            }
+        }
+        if let Some(sort) = query.sort
+            && entity.field(sort.field).is_none_or(|f| !f.sortable)
+        {
+            return Err(StoreError::Invalid(format!(
+                "{}.{} is not sortable",
+                entity.entity, sort.field
+            )));
+        }
+        Ok(())
+    }
+
+    /// The ordering zset and tag sets a query reads, after the four common keys.
+    fn query_keys(keys: &BucketKeys, query: &IndexQuery) -> Vec<String> {
+        let mut out = Vec::with_capacity(query.filters.len() + 1);
+        out.push(match query.sort {
+            Some(sort) => keys.sort(sort.field),
+            None => keys.ids(),
+        });
+        out.extend(query.filters.iter().map(|f| keys.tag(f.field, &f.value)));
+        out
+    }
+
+    async fn query_bucket(
+        &self,
+        keys: &BucketKeys,
+        query: &IndexQuery,
+        ittl: u64,
+        offset: usize,
+        count: Option<usize>,
+    ) -> StoreResult<Page> {
+        let mut invocation = Self::entity_invocation(&self.inner.scripts.query, keys);
+        invocation.key(keys.marker(query));
+        for key in Self::query_keys(keys, query) {
+            invocation.key(key);
+        }
+        let desc = matches!(query.sort, Some(s) if s.order == Order::Desc);
+        invocation
+            .arg(ittl)
+            .arg(if desc { "1" } else { "0" })
+            .arg(to_i64(offset))
+            .arg(count.map_or(-1, to_i64));
+        let reply: Value = invocation.invoke_async(&mut self.conn()).await.map_err(re)?;
+        let mut items = as_array(reply, "query")?.into_iter();
+        let complete = items.next().as_ref().and_then(as_u64) == Some(1);
+        let seq = items
+            .next()
+            .as_ref()
+            .and_then(as_u64)
+            .ok_or_else(|| backend("query: reply without a sequence"))?;
+        if !complete {
+            return Ok(Page { seq, rows: None });
+        }
+        let mut rows = Vec::with_capacity(items.len() / 3);
+        while let (Some(id), Some(score), Some(body)) = (items.next(), items.next(), items.next()) {
+            let id: String = redis::from_redis_value(id).map_err(|e| backend(e.to_string()))?;
+            let score: String = redis::from_redis_value(score).map_err(|e| backend(e.to_string()))?;
+            let score = score
+                .parse::<f64>()
+                .map_err(|_| backend(format!("query: score {score:?} is not a number")))?;
+            rows.push((id, score, as_bytes(body)));
+        }
+        Ok(Page { seq, rows: Some(rows) })
+    }
+
+    async fn scan_node(
+        &self,
+        node: &Node,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> StoreResult<(u64, Vec<String>)> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(count);
+        let reply = self.inner.conn.on_node(node, cmd).await.map_err(re)?;
+        redis::from_redis_value(reply).map_err(|e| backend(e.to_string()))
+    }
+
+    /// Visits every key matching `pattern` on every master, one `SCAN` page at a time.
+    async fn scan_all<F, Fut>(&self, pattern: &str, mut visit: F) -> StoreResult<()>
+    where
+        F: FnMut(Node, Vec<String>) -> Fut,
+        Fut: Future<Output = StoreResult<()>>,
+    {
+        for node in self.inner.conn.masters().await.map_err(re)? {
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = self.scan_node(&node, cursor, pattern, SCAN_COUNT).await?;
+                if !keys.is_empty() {
+                    visit(node.clone(), keys).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+
+    async fn unlink(&self, keys: Vec<String>) -> StoreResult<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        // On a cluster the client splits a multi-key UNLINK by slot and sums the answers.
+        redis::cmd("UNLINK")
+            .arg(keys)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(re)
+    }
+
+    async fn count_keys(&self) -> StoreResult<u64> {
+        let mut total = 0u64;
+        let pattern = format!("{}:*", self.inner.namespace);
+        self.scan_all(&pattern, |_, keys| {
+            total += keys.len() as u64;
+            async { Ok(()) }
+        })
+        .await?;
+        Ok(total)
+    }
+
+    async fn server_info(&self) -> StoreResult<Vec<String>> {
+        let nodes = self.inner.conn.masters().await.map_err(re)?;
+        try_join_all(nodes.iter().map(|node| async move {
+            let reply = self.inner.conn.on_node(node, redis::cmd("INFO")).await.map_err(re)?;
+            redis::from_redis_value::<String>(reply).map_err(|e| backend(e.to_string()))
+        }))
+        .await
+    }
+}
+
+/// Puts the breaker back to open when a probe's future is dropped before it finished.
+struct ProbeGuard<'a> {
+    breaker: &'a CircuitBreaker,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.abandon_probe();
+        }
+    }
+}
+
+/// Sums the `INFO` sections of every master into store stats.
+fn stats_from_info(backend: &str, infos: &[String], total_keys: u64) -> StoreStats {
+    let field = |name: &str| -> Option<u64> {
+        let mut sum = None;
+        for info in infos {
+            let value = info
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if let Some(v) = value {
+                sum = Some(sum.unwrap_or(0) + v);
+            }
+        }
+        sum
+    };
+    let memory = field("used_memory");
+    let memory_human = if infos.len() == 1 {
+        infos[0]
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory_human:"))
+            .map(|v| v.trim().to_owned())
+    } else {
+        memory.map(human_bytes)
+    };
+    StoreStats {
+        backend: backend.to_owned(),
+        total_keys,
+        memory_used_bytes: memory,
+        memory_used_human: memory_human,
+        keyspace_hits: field("keyspace_hits"),
+        keyspace_misses: field("keyspace_misses"),
+        connected_clients: field("connected_clients"),
+        evicted_keys: field("evicted_keys"),
+    }
+}
+
+/// Bytes for people, as Redis writes `used_memory_human` (`1.21M`).
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, f64); 4] = [
+        ("T", 1024.0 * 1024.0 * 1024.0 * 1024.0),
+        ("G", 1024.0 * 1024.0 * 1024.0),
+        ("M", 1024.0 * 1024.0),
+        ("K", 1024.0),
+    ];
+    #[allow(clippy::cast_precision_loss)]
+    let n = bytes as f64;
+    UNITS
+        .iter()
+        .find(|(_, size)| n >= *size)
+        .map_or_else(|| format!("{bytes}B"), |(unit, size)| format!("{:.2}{unit}", n / size))
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup> {
+        let keys = self.key_layout(entity).for_id(id);
+        self.guarded("get", async {
+            let (record, tombstone): (Option<Bytes>, Option<Bytes>) = redis::cmd("MGET")
+                .arg(keys.record(id))
+                .arg(keys.tombstone(id))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(re)?;
+            Ok(match (record, tombstone) {
+                (Some(body), _) => Lookup::Hit(body),
+                (None, Some(_)) => Lookup::Tombstone,
+                (None, None) => Lookup::Miss,
+            })
+        })
+        .await
+    }
+
+    async fn get_many(&self, entity: &EntitySchema, ids: &[RecordId]) -> StoreResult<Vec<Lookup>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let layout = self.key_layout(entity);
+        let mut cmd = redis::cmd("MGET");
+        for id in ids {
+            let keys = layout.for_id(id);
+            cmd.arg(keys.record(id)).arg(keys.tombstone(id));
+        }
+        self.guarded("get_many", async {
+            // One MGET; on a cluster the client splits it by slot (one command per bucket).
+            let values: Vec<Option<Bytes>> = cmd.query_async(&mut self.conn()).await.map_err(re)?;
+            if values.len() != ids.len() * 2 {
+                return Err(backend("get_many: MGET answered the wrong number of values"));
+            }
+            let mut values = values.into_iter();
+            let mut out = Vec::with_capacity(ids.len());
+            while let (Some(record), Some(tombstone)) = (values.next(), values.next()) {
+                out.push(match (record, tombstone) {
+                    (Some(body), _) => Lookup::Hit(body),
+                    (None, Some(_)) => Lookup::Tombstone,
+                    (None, None) => Lookup::Miss,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn lease(&self, entity: &EntitySchema, ids: &[RecordId], ttl: Duration) -> StoreResult<Lease> {
+        let token = rand::random::<u64>();
+        if ids.is_empty() {
+            return Ok(Lease(token));
+        }
+        let layout = self.key_layout(entity);
+        let groups = by_bucket(&layout, ids.iter());
+        self.guarded("lease", async {
+            try_join_all(groups.iter().map(|(&bucket, members)| {
+                let keys = layout.bucket(bucket);
+                let mut invocation = Self::entity_invocation(&self.inner.scripts.lease, &keys);
+                invocation.arg(token).arg(ms(ttl));
+                for &i in members {
+                    invocation.arg(ids[i].as_str());
+                }
+                async move { invocation.invoke_async::<Value>(&mut self.conn()).await.map_err(re) }
+            }))
+            .await?;
+            Ok(Lease(token))
+        })
+        .await
+    }
+
+    async fn put(
+        &self,
+        entity: &EntitySchema,
+        writes: &[RecordWrite],
+        mode: WriteMode,
+    ) -> StoreResult<Vec<WriteOutcome>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let layout = self.key_layout(entity);
+        let ittl = index_ttl(entity, writes);
+        let (mode, token) = match mode {
+            WriteMode::Upsert => ("upsert", String::new()),
+            WriteMode::Fill(Lease(token)) => ("fill", token.to_string()),
+        };
+        let groups = by_bucket(&layout, writes.iter().map(|w| &w.id));
+        self.guarded("put", async {
+            let answers = try_join_all(groups.iter().map(|(&bucket, members)| {
+                let keys = layout.bucket(bucket);
+                let mut invocation = Self::entity_invocation(&self.inner.scripts.put, &keys);
+                invocation.arg(mode).arg(&token).arg(ittl);
+                for &i in members {
+                    let w = &writes[i];
+                    invocation
+                        .arg(w.id.as_str())
+                        .arg(w.body.as_ref())
+                        .arg(ms(w.ttl))
+                        .arg(meta::version_arg(w.version))
+                        .arg(meta::encode(&w.index, w.version));
+                }
+                async move {
+                    let reply: Value = invocation.invoke_async(&mut self.conn()).await.map_err(re)?;
+                    as_array(reply, "put")
+                }
+            }))
+            .await?;
+            let mut out = vec![WriteOutcome::StaleVersion; writes.len()];
+            for ((_, members), answer) in groups.iter().zip(answers) {
+                if answer.len() != members.len() * 2 {
+                    return Err(backend("put: script answered the wrong number of outcomes"));
+                }
+                let mut answer = answer.into_iter();
+                for &i in members {
+                    let (Some(status), Some(previous)) = (answer.next(), answer.next()) else {
+                        unreachable!("length checked above")
+                    };
+                    out[i] = match as_u64(&status) {
+                        Some(0) => WriteOutcome::Written {
+                            previous: as_bytes(previous)
+                                .map(|m| meta::decode(&m))
+                                .transpose()
+                                .map_err(backend)?,
+                        },
+                        Some(1) => WriteOutcome::StaleVersion,
+                        Some(2) => WriteOutcome::LeaseLost,
+                        _ => return Err(backend(format!("put: unknown outcome {status:?}"))),
+                    };
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn remove(
+        &self,
+        entity: &EntitySchema,
+        ids: &[RecordId],
+        mode: RemoveMode,
+    ) -> StoreResult<Vec<Option<IndexEntries>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let layout = self.key_layout(entity);
+        let ittl = index_ttl(entity, &[]);
+        let (mode, tomb_ttl, token) = match mode {
+            RemoveMode::Invalidate => ("invalidate", 1, String::new()),
+            RemoveMode::Tombstone(ttl) => ("tombstone", ms(ttl), String::new()),
+            RemoveMode::FillTombstone { lease, ttl } => ("fill-tombstone", ms(ttl), lease.0.to_string()),
+        };
+        let groups = by_bucket(&layout, ids.iter());
+        self.guarded("remove", async {
+            let answers = try_join_all(groups.iter().map(|(&bucket, members)| {
+                let keys = layout.bucket(bucket);
+                let mut invocation = Self::entity_invocation(&self.inner.scripts.remove, &keys);
+                invocation.arg(mode).arg(tomb_ttl).arg(ittl).arg(&token);
+                for &i in members {
+                    invocation.arg(ids[i].as_str());
+                }
+                async move {
+                    let reply: Value = invocation.invoke_async(&mut self.conn()).await.map_err(re)?;
+                    as_array(reply, "remove")
+                }
+            }))
+            .await?;
+            let mut out = vec![None; ids.len()];
+            for ((_, members), answer) in groups.iter().zip(answers) {
+                if answer.len() != members.len() {
+                    return Err(backend("remove: script answered the wrong number of entries"));
+                }
+                for (&i, previous) in members.iter().zip(answer) {
+                    out[i] = as_bytes(previous)
+                        .map(|m| meta::decode(&m))
+                        .transpose()
+                        .map_err(backend)?;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn query(&self, entity: &EntitySchema, query: &IndexQuery) -> StoreResult<QueryLookup> {
+        Self::check_query(entity, query)?;
+        let layout = self.key_layout(entity);
+        let ittl = index_ttl(entity, &[]);
+        self.guarded("query", async {
+            if layout.bucket_count() == 1 {
+                let page = self
+                    .query_bucket(&layout.bucket(0), query, ittl, query.offset, query.limit)
+                    .await?;
+                return Ok(match page.rows.and_then(bodies) {
+                    Some(bodies) => QueryLookup::Complete(bodies),
+                    None => QueryLookup::Incomplete(FillToken(vec![page.seq])),
+                });
+            }
+            // Every bucket answers its first offset + limit rows; merged in order, they hold
+            // the page.
+            let count = query.limit.map(|l| l.saturating_add(query.offset));
+            let pages = try_join_all(
+                layout
+                    .buckets()
+                    .iter()
+                    .map(|keys| self.query_bucket(keys, query, ittl, 0, count)),
+            )
+            .await?;
+            let seqs: Vec<u64> = pages.iter().map(|p| p.seq).collect();
+            let mut rows = Vec::new();
+            for page in pages {
+                match page.rows {
+                    Some(page_rows) => rows.extend(page_rows),
+                    None => return Ok(QueryLookup::Incomplete(FillToken(seqs))),
+                }
+            }
+            let desc = matches!(query.sort, Some(s) if s.order == Order::Desc);
+            rows.sort_by(|a, b| {
+                let order = a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0));
+                if desc { order.reverse() } else { order }
+            });
+            let page = rows
+                .into_iter()
+                .skip(query.offset)
+                .take(query.limit.unwrap_or(usize::MAX));
+            Ok(match bodies(page) {
+                Some(bodies) => QueryLookup::Complete(bodies),
+                None => QueryLookup::Incomplete(FillToken(seqs)),
+            })
+        })
+        .await
+    }
+
+    async fn complete_query(
+        &self,
+        entity: &EntitySchema,
+        query: &IndexQuery,
+        token: FillToken,
+        records: &[RecordWrite],
+    ) -> StoreResult<bool> {
+        Self::check_query(entity, query)?;
+        let layout = self.key_layout(entity);
+        if token.0.len() != layout.bucket_count() as usize {
+            // A token from another layout (or another store) can never be current here.
+            return Ok(false);
+        }
+        let ittl = index_ttl(entity, records);
+        let groups = by_bucket(&layout, records.iter().map(|w| &w.id));
+        self.guarded("complete_query", async {
+            let answers = try_join_all((0..layout.bucket_count()).map(|bucket| {
+                let keys = layout.bucket(bucket);
+                let mut invocation = Self::entity_invocation(&self.inner.scripts.complete, &keys);
+                invocation.key(keys.marker(query));
+                for filter in &query.filters {
+                    invocation.key(keys.tag(filter.field, &filter.value));
+                }
+                invocation.arg(token.0[bucket as usize]).arg(ittl);
+                for &i in groups.get(&bucket).map(Vec::as_slice).unwrap_or_default() {
+                    let w = &records[i];
+                    invocation
+                        .arg(w.id.as_str())
+                        .arg(w.body.as_ref())
+                        .arg(ms(w.ttl))
+                        .arg(meta::version_arg(w.version))
+                        .arg(meta::encode(&w.index, w.version));
+                }
+                async move {
+                    let reply: Value = invocation.invoke_async(&mut self.conn()).await.map_err(re)?;
+                    Ok::<_, StoreError>(as_u64(&reply) == Some(1))
+                }
+            }))
+            .await?;
+            Ok(answers.into_iter().all(|complete| complete))
+        })
+        .await
+    }
+
+    fn scan_ids<'a>(&'a self, entity: &'a EntitySchema, batch: usize) -> BoxStream<'a, StoreResult<Vec<RecordId>>> {
+        /// Where the scan is: masters left, the master being scanned and its cursor, ids
+        /// found but not yet handed out.
+        struct Scan {
+            nodes: Option<std::vec::IntoIter<Node>>,
+            node: Option<Node>,
+            cursor: u64,
+            exhausted: bool,
+            failed: bool,
+            pending: Vec<RecordId>,
+        }
+        let layout = self.key_layout(entity);
+        let pattern = layout.record_pattern();
+        let batch = batch.max(1);
+        let start = Scan {
+            nodes: None,
+            node: None,
+            cursor: 0,
+            exhausted: false,
+            failed: false,
+            pending: Vec::new(),
+        };
+        stream::unfold(start, move |mut scan| {
+            let layout = layout.clone();
+            let pattern = pattern.clone();
+            async move {
+                if scan.failed {
+                    return None;
+                }
+                if !scan.exhausted && scan.pending.len() < batch {
+                    let step = self
+                        .guarded("scan_ids", async {
+                            if scan.nodes.is_none() {
+                                scan.nodes = Some(self.inner.conn.masters().await.map_err(re)?.into_iter());
+                            }
+                            while !scan.exhausted && scan.pending.len() < batch {
+                                let node = match scan.node.clone() {
+                                    Some(node) => node,
+                                    None => match scan.nodes.as_mut().and_then(Iterator::next) {
+                                        Some(node) => {
+                                            scan.node = Some(node.clone());
+                                            scan.cursor = 0;
+                                            node
+                                        }
+                                        None => {
+                                            scan.exhausted = true;
+                                            break;
+                                        }
+                                    },
+                                };
+                                let (next, keys) = self.scan_node(&node, scan.cursor, &pattern, batch).await?;
+                                scan.pending.extend(keys.iter().filter_map(|k| layout.record_id(k)));
+                                scan.cursor = next;
+                                if next == 0 {
+                                    scan.node = None;
+                                }
+                            }
+                            Ok(())
+                        })
+                        .await;
+                    if let Err(err) = step {
+                        scan.failed = true;
+                        return Some((Err(err), scan));
+                    }
+                }
+                if scan.pending.is_empty() {
+                    return None;
+                }
+                let rest = scan.pending.split_off(batch.min(scan.pending.len()));
+                let ids = std::mem::replace(&mut scan.pending, rest);
+                Some((Ok(ids), scan))
+            }
+        })
+        .boxed()
+    }
+
+    async fn flush(&self, pattern: Option<&str>) -> StoreResult<u64> {
+        if let Some(pattern) = pattern {
+            validate_pattern(pattern).map_err(StoreError::Invalid)?;
+        }
+        let pattern = format!("{}:{}", self.inner.namespace, pattern.unwrap_or("*"));
+        self.guarded("flush", async {
+            let mut removed = 0;
+            for node in self.inner.conn.masters().await.map_err(re)? {
+                let mut cursor = 0;
+                loop {
+                    let (next, keys) = self.scan_node(&node, cursor, &pattern, SCAN_COUNT).await?;
+                    removed += self.unlink(keys).await?;
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.guarded("ping", async {
+            redis::cmd("PING").query_async::<()>(&mut self.conn()).await.map_err(re)
+        })
+        .await
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        self.guarded("stats", async {
+            let infos = self.server_info().await?;
+            let total_keys = self.count_keys().await?;
+            let backend = if self.inner.conn.is_cluster() {
+                "redis-cluster"
+            } else {
+                "redis"
+            };
+            Ok(stats_from_info(backend, &infos, total_keys))
+        })
+        .await
+    }
+
+    async fn get_value(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        let key = self.value_key(key);
+        self.guarded("get_value", async {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(re)
+        })
+        .await
+    }
+
+    async fn put_value(&self, key: &str, value: Bytes, ttl: Duration, tags: &[String]) -> StoreResult<()> {
+        let key = self.value_key(key);
+        let tag_sets: Vec<String> = tags.iter().map(|t| tag_set_key(&self.inner.namespace, t)).collect();
+        let ttl = ms(ttl);
+        self.guarded("put_value", async {
+            if !self.inner.conn.is_cluster() {
+                let mut invocation = self.inner.scripts.put_value.key(&key);
+                for set in &tag_sets {
+                    invocation.key(set);
+                }
+                invocation.arg(value.as_ref()).arg(ttl);
+                return invocation
+                    .invoke_async::<Value>(&mut self.conn())
+                    .await
+                    .map(drop)
+                    .map_err(re);
+            }
+            // On a cluster the value and each tag set live in their own slots.
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(value.as_ref())
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut self.conn())
+                .await
+                .map_err(re)?;
+            try_join_all(tag_sets.iter().map(|set| {
+                let mut invocation = self.inner.scripts.tag_value.key(set);
+                invocation.arg(&key).arg(ttl);
+                async move { invocation.invoke_async::<Value>(&mut self.conn()).await.map_err(re) }
+            }))
+            .await
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn purge_tags(&self, tags: &[String]) -> StoreResult<u64> {
+        if tags.is_empty() {
+            return Ok(0);
+        }
+        let tag_sets: Vec<String> = tags.iter().map(|t| tag_set_key(&self.inner.namespace, t)).collect();
+        let value_prefix = format!("{}:v:", self.inner.namespace);
+        self.guarded("purge_tags", async {
+            let members = try_join_all(tag_sets.iter().map(|set| async move {
+                redis::cmd("SMEMBERS")
+                    .arg(set)
+                    .query_async::<Vec<String>>(&mut self.conn())
+                    .await
+                    .map_err(re)
+            }))
+            .await?;
+            let values: HashSet<&String> = members
+                .iter()
+                .flatten()
+                .filter(|k| k.starts_with(&value_prefix))
+                .collect();
+            let removed = self.unlink(values.into_iter().cloned().collect()).await?;
+            // Remove exactly what was read: a value recorded since keeps its registration.
+            try_join_all(tag_sets.iter().zip(&members).filter(|(_, m)| !m.is_empty()).map(
+                |(set, members)| async move {
+                    redis::cmd("SREM")
+                        .arg(set)
+                        .arg(members)
+                        .query_async::<u64>(&mut self.conn())
+                        .await
+                        .map_err(re)
+                },
+            ))
+            .await?;
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_matches_redis() {
+        assert_eq!(human_bytes(900), "900B");
+        assert_eq!(human_bytes(1_268_000), "1.21M");
+        assert_eq!(human_bytes(2048), "2.00K");
+    }
+
+    #[test]
+    fn stats_sum_masters() {
+        let a = "# Memory\r\nused_memory:1024\r\nused_memory_human:1.00K\r\nkeyspace_hits:3\r\nconnected_clients:2\r\n";
+        let b = "used_memory:2048\r\nkeyspace_hits:4\r\nconnected_clients:1\r\nevicted_keys:0\r\n";
+        let one = stats_from_info("redis", &[a.to_owned()], 7);
+        assert_eq!(one.memory_used_human.as_deref(), Some("1.00K"));
+        assert_eq!(one.evicted_keys, None);
+        let both = stats_from_info("redis-cluster", &[a.to_owned(), b.to_owned()], 9);
+        assert_eq!(both.memory_used_bytes, Some(3072));
+        assert_eq!(both.memory_used_human.as_deref(), Some("3.00K"));
+        assert_eq!(both.keyspace_hits, Some(7));
+        assert_eq!(both.connected_clients, Some(3));
+        assert_eq!(both.total_keys, 9);
+    }
+}

@@ -1,0 +1,547 @@
+//! Real servers for tests (feature `testing`): [`RedisServer`] and [`RedisCluster`].
+//!
+//! Each spawns `redis-server` (the binary named by `REDIS_SERVER_BIN`, default `redis-server`;
+//! `redis-cli` from `REDIS_CLI_BIN` for the cluster) on free loopback ports, with no
+//! persistence and a temporary directory, waits until it answers, and kills it on drop. A test
+//! owns its servers, so tests run in parallel and never touch a shared server. Failures panic
+//! with the server's log.
+//!
+//! ```no_run
+//! use cache_redis::{RedisStore, testing::RedisServer};
+//!
+//! # async fn run() {
+//! let server = RedisServer::start();
+//! let store = RedisStore::builder(server.url()).connect().await.unwrap();
+//! # }
+//! ```
+
+use std::{
+    any::Any,
+    future::Future,
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, TcpListener, TcpStream},
+    ops::Deref,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, PoisonError, Weak},
+    thread,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cache_core::{
+    EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Lookup, QueryLookup, RecordId, RecordWrite, RemoveMode,
+    Store, StoreResult, StoreStats, WriteMode, WriteOutcome,
+};
+use futures::stream::BoxStream;
+use tempfile::TempDir;
+
+use crate::RedisStore;
+
+/// How long a server may take to answer after being spawned.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a cluster may take to reach `cluster_state:ok`.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn server_bin() -> String {
+    std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+fn cli_bin() -> String {
+    std::env::var("REDIS_CLI_BIN").unwrap_or_else(|_| "redis-cli".to_owned())
+}
+
+/// A loopback port nobody listens on now (for a second listener, such as `--tls-port`).
+pub fn free_port() -> u16 {
+    free_port_for(false)
+}
+
+/// A loopback port nobody listens on; with `bus`, port + 10000 (the cluster bus) is free too.
+fn free_port_for(bus: bool) -> u16 {
+    loop {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a loopback port");
+        let port = listener.local_addr().expect("local address").port();
+        if !bus {
+            return port;
+        }
+        let Some(bus_port) = port.checked_add(10_000) else {
+            continue;
+        };
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, bus_port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Sends one inline command on a fresh connection and reads the first reply line.
+fn inline_command(port: u16, command: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_millis(200))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(format!("{command}\r\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(line)
+}
+
+/// A `redis-server` process owned by a test.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free loopback port.
+    pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (`["--maxmemory", "10mb"]`).
+    pub fn start_with_args(args: &[&str]) -> Self {
+        Self::start_inner(args, false)
+    }
+
+    fn start_inner(args: &[&str], bus: bool) -> Self {
+        let mut last_log = String::new();
+        // Another process may take the port between choosing and binding it: try a few.
+        for _ in 0..5 {
+            let mut server = Self {
+                port: free_port_for(bus),
+                dir: tempfile::tempdir().expect("create a temporary directory"),
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
+                child: None,
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("redis-server did not start on a free port; last log:\n{last_log}");
+    }
+
+    /// Spawns the process and waits until it answers `PING`. `Err` carries the log when the
+    /// port was taken; other failures panic.
+    fn spawn(&mut self) -> Result<(), String> {
+        let bin = server_bin();
+        let log_file = self.log_path();
+        let child = Command::new(&bin)
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log_file)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {bin:?} (set REDIS_SERVER_BIN to a redis-server or valkey-server binary): {e}")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Ok(line) = inline_command(self.port, "PING")
+                && line.starts_with("+PONG")
+            {
+                return Ok(());
+            }
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).is_some();
+            if exited {
+                self.child = None;
+                let log = self.log();
+                if log.contains("Address already in use") {
+                    return Err(log);
+                }
+                panic!("redis-server on port {} exited at startup; log:\n{log}", self.port);
+            }
+            if Instant::now() > deadline {
+                self.fail("did not answer PING in time");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// Panics with `what` and the server's log.
+    pub fn fail(&self, what: &str) -> ! {
+        panic!("redis-server on port {}: {what}; log:\n{}", self.port, self.log())
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no log: {e})"))
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's working directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the server (the port is kept for [`RedisServer::start_again`]).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped server again on the same port (with an empty dataset).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        if let Err(log) = self.spawn() {
+            panic!("port {} was taken while the server was down; log:\n{log}", self.port);
+        }
+    }
+
+    /// Kills the server and starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// A redis-rs client for the server, for test set-up and inspection.
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap_or_else(|e| self.fail(&format!("client: {e}")))
+    }
+
+    /// Runs one command on a fresh blocking connection; panics (with the log) on error.
+    pub fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let mut conn = self
+            .client()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| self.fail(&format!("connect: {e}")));
+        cmd.query(&mut conn)
+            .unwrap_or_else(|e| self.fail(&format!("command failed: {e}")))
+    }
+
+    /// Runs `work` and answers the commands clients sent the server meanwhile (lower-case
+    /// names, in order; commands run by scripts are not counted). Uses `MONITOR`, and an `ECHO`
+    /// sent afterwards to know that every earlier command was seen.
+    ///
+    /// Only meaningful when nothing else talks to the server during `work`.
+    pub async fn count_commands<F: Future>(&self, work: F) -> (F::Output, Vec<String>) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+        let addr = (Ipv4Addr::LOCALHOST, self.port);
+        let mut monitor = tokio::io::BufReader::new(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .unwrap_or_else(|e| self.fail(&format!("monitor connect: {e}"))),
+        );
+        monitor
+            .get_mut()
+            .write_all(b"MONITOR\r\n")
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("MONITOR: {e}")));
+        let mut line = String::new();
+        monitor
+            .read_line(&mut line)
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("MONITOR: {e}")));
+        assert!(line.starts_with("+OK"), "MONITOR answered {line:?}");
+
+        let output = work.await;
+
+        let marker = format!("count-commands-{:016x}", rand::random::<u64>());
+        let mut echo = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("echo connect: {e}")));
+        echo.write_all(format!("ECHO {marker}\r\n").as_bytes())
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("ECHO: {e}")));
+        let mut reply = [0u8; 64];
+        let _ = echo.read(&mut reply).await;
+
+        let mut commands = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            line.clear();
+            match tokio::time::timeout_at(deadline, monitor.read_line(&mut line)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => self.fail("MONITOR did not show the end marker"),
+            }
+            if line.contains(&marker) {
+                break;
+            }
+            if let Some(name) = monitored_command(&line) {
+                commands.push(name);
+            }
+        }
+        (output, commands)
+    }
+}
+
+/// The command of a `MONITOR` line sent by a client (`None` for one run by a script):
+/// `+1700000000.123456 [0 127.0.0.1:5555] "mget" "a"`.
+fn monitored_command(line: &str) -> Option<String> {
+    let open = line.find('[')?;
+    let close = open + line[open..].find(']')?;
+    if line[open + 1..close].ends_with(" lua") {
+        return None;
+    }
+    let rest = line[close + 1..].trim_start().strip_prefix('"')?;
+    Some(rest[..rest.find('"')?].to_ascii_lowercase())
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A Redis Cluster of masters (no replicas) owned by a test.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts a cluster of three masters.
+    pub fn start() -> Self {
+        Self::start_with_masters(3)
+    }
+
+    /// Starts a cluster of `masters` masters (at least 3, as `redis-cli --cluster create`
+    /// requires), joins them and waits until every node reports `cluster_state:ok`.
+    pub fn start_with_masters(masters: usize) -> Self {
+        assert!(masters >= 3, "redis-cli creates clusters of 3 masters or more");
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|_| RedisServer::start_inner(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"], true))
+            .collect();
+        let cluster = Self { nodes };
+        let output = Command::new(cli_bin())
+            .arg("--cluster")
+            .arg("create")
+            .args(cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli (set REDIS_CLI_BIN): {e}"));
+        if !output.status.success() {
+            cluster.fail(&format!(
+                "redis-cli --cluster create failed:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        for node in &cluster.nodes {
+            loop {
+                let info: String = node.query(redis::cmd("CLUSTER").arg("INFO"));
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    cluster.fail(&format!("node {} never reached cluster_state:ok:\n{info}", node.port));
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        cluster
+    }
+
+    /// Panics with `what` and every node's log.
+    pub fn fail(&self, what: &str) -> ! {
+        let logs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("--- node {} ---\n{}", n.port, n.log()))
+            .collect();
+        panic!("redis cluster: {what}\n{}", logs.join("\n"))
+    }
+
+    /// The nodes' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+}
+
+/// A namespace no other test uses: `t-` and 16 random hex digits.
+pub fn unique_namespace() -> String {
+    format!("t-{:016x}", rand::random::<u64>())
+}
+
+/// The server (or cluster) the tests running now share, each under its own namespace:
+/// started by the first, stopped when the last store on it is dropped.
+fn shared<T>(slot: &Mutex<Weak<T>>, start: impl FnOnce() -> T) -> Arc<T> {
+    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(running) = slot.upgrade() {
+        return running;
+    }
+    let started = Arc::new(start());
+    *slot = Arc::downgrade(&started);
+    started
+}
+
+static SHARED_SERVER: Mutex<Weak<RedisServer>> = Mutex::new(Weak::new());
+static SHARED_CLUSTER: Mutex<Weak<RedisCluster>> = Mutex::new(Weak::new());
+
+/// A store under a fresh namespace on a server shared with the tests running at the same
+/// time, spreading entities over `buckets`. The server lives as long as a store on it does.
+pub async fn store_on_shared_server(buckets: u32) -> TestStore {
+    let server = shared(&SHARED_SERVER, RedisServer::start);
+    let store = RedisStore::builder(server.url())
+        .namespace(unique_namespace())
+        .buckets(buckets)
+        .connect()
+        .await
+        .unwrap_or_else(|e| server.fail(&format!("connect: {e}")));
+    TestStore {
+        store,
+        _servers: server,
+    }
+}
+
+/// [`store_on_shared_server`] on a shared three-master cluster.
+pub async fn store_on_shared_cluster(buckets: u32) -> TestStore {
+    let cluster = shared(&SHARED_CLUSTER, RedisCluster::start);
+    let store = RedisStore::cluster(cluster.urls())
+        .namespace(unique_namespace())
+        .buckets(buckets)
+        .connect()
+        .await
+        .unwrap_or_else(|e| cluster.fail(&format!("connect: {e}")));
+    TestStore {
+        store,
+        _servers: cluster,
+    }
+}
+
+/// A [`RedisStore`] that keeps the servers it runs on alive; it dereferences to the store and
+/// is a [`Store`] itself (for the conformance suite's factories).
+pub struct TestStore {
+    store: RedisStore,
+    _servers: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for TestStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.store.fmt(f)
+    }
+}
+
+impl Deref for TestStore {
+    type Target = RedisStore;
+
+    fn deref(&self) -> &RedisStore {
+        &self.store
+    }
+}
+
+#[async_trait]
+impl Store for TestStore {
+    async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup> {
+        self.store.get(entity, id).await
+    }
+
+    async fn get_many(&self, entity: &EntitySchema, ids: &[RecordId]) -> StoreResult<Vec<Lookup>> {
+        self.store.get_many(entity, ids).await
+    }
+
+    async fn lease(&self, entity: &EntitySchema, ids: &[RecordId], ttl: Duration) -> StoreResult<Lease> {
+        self.store.lease(entity, ids, ttl).await
+    }
+
+    async fn put(
+        &self,
+        entity: &EntitySchema,
+        writes: &[RecordWrite],
+        mode: WriteMode,
+    ) -> StoreResult<Vec<WriteOutcome>> {
+        self.store.put(entity, writes, mode).await
+    }
+
+    async fn remove(
+        &self,
+        entity: &EntitySchema,
+        ids: &[RecordId],
+        mode: RemoveMode,
+    ) -> StoreResult<Vec<Option<IndexEntries>>> {
+        self.store.remove(entity, ids, mode).await
+    }
+
+    async fn query(&self, entity: &EntitySchema, query: &IndexQuery) -> StoreResult<QueryLookup> {
+        self.store.query(entity, query).await
+    }
+
+    async fn complete_query(
+        &self,
+        entity: &EntitySchema,
+        query: &IndexQuery,
+        token: FillToken,
+        records: &[RecordWrite],
+    ) -> StoreResult<bool> {
+        self.store.complete_query(entity, query, token, records).await
+    }
+
+    fn scan_ids<'a>(&'a self, entity: &'a EntitySchema, batch: usize) -> BoxStream<'a, StoreResult<Vec<RecordId>>> {
+        self.store.scan_ids(entity, batch)
+    }
+
+    async fn flush(&self, pattern: Option<&str>) -> StoreResult<u64> {
+        self.store.flush(pattern).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.store.ping().await
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        self.store.stats().await
+    }
+
+    async fn get_value(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        self.store.get_value(key).await
+    }
+
+    async fn put_value(&self, key: &str, value: Bytes, ttl: Duration, tags: &[String]) -> StoreResult<()> {
+        self.store.put_value(key, value, ttl, tags).await
+    }
+
+    async fn purge_tags(&self, tags: &[String]) -> StoreResult<u64> {
+        self.store.purge_tags(tags).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_monitor_lines() {
+        assert_eq!(
+            monitored_command(r#"+1700000000.123456 [0 127.0.0.1:5555] "MGET" "a" "b""#).as_deref(),
+            Some("mget")
+        );
+        assert_eq!(monitored_command(r#"+1700000000.123456 [0 lua] "GET" "a""#), None);
+    }
+}
