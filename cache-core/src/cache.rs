@@ -90,7 +90,9 @@ impl IntoOrigin for Arc<dyn Origin> {
 /// A read-through cache of model records in front of an origin.
 ///
 /// Cheap to clone: clones share the store, the origin, the statistics and the in-flight
-/// origin calls.
+/// origin calls. Reads run their origin calls as Tokio tasks (so that a call completes for
+/// everyone waiting on it even if its first caller goes away): use the cache inside a Tokio
+/// runtime.
 ///
 /// ```no_run
 /// # use cache_core::{Cache, MemoryStore, Cacheable, RecordId};
@@ -382,6 +384,7 @@ impl Cache {
         if !inner.enabled {
             inner.stats.lookup(entity, operation, Event::Bypass, ids.len() as u64);
             tracing::debug!(entity, operation, "cache_bypass");
+            inner.stats.origin_call(entity, fetch.label());
             let found = self
                 .origin_fetch(schema, ids, fetch)
                 .await

@@ -1,6 +1,7 @@
 //! Every cache operation on the memory store with a memory origin: reads, tombstones, TTLs,
 //! queries and their completeness, writes and what they purge, the disabled cache, telemetry,
 //! the registry and the sweep.
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
 mod common;
 
@@ -451,6 +452,7 @@ async fn a_disabled_cache_goes_straight_to_the_origin() {
         (8, 0, 0),
         "records and queries"
     );
+    assert_eq!(stats.origin_calls, 6);
     let upserted = h
         .cache
         .upsert(&project("recP1", "recE1", Status::Judged, 1, 9))
@@ -687,15 +689,26 @@ async fn a_failing_store_is_answered_around_from_the_origin() {
         assert!(h.cache.get::<Project>(&id("recP1")).await.unwrap().is_some());
         let many = h.cache.get_many::<Project>(&ids(&["recP2", "recP1"])).await.unwrap();
         assert_eq!(ids_of(&many), ["recP2", "recP1"]);
-        let q = h.cache.query(Project::by_event(&id("recE1")).asc(ProjectSort::Points)).await.unwrap();
+        let q = h
+            .cache
+            .query(Project::by_event(&id("recE1")).asc(ProjectSort::Points))
+            .await
+            .unwrap();
         assert_eq!(ids_of(&q), ["recP2", "recP5", "recP3", "recP1"]);
-        let upserted = h.cache.upsert(&project("recP1", "recE1", Status::Judged, 1, 2)).await.unwrap();
+        let upserted = h
+            .cache
+            .upsert(&project("recP1", "recE1", Status::Judged, 1, 2))
+            .await
+            .unwrap();
         assert_eq!(upserted, UpsertOutcome::StoreFailed);
         h.cache.invalidate::<Project>(&id("recP1")).await.unwrap();
         assert!(h.cache.delete::<Project>(&id("recP5")).await.unwrap());
     })
     .await;
-    assert!(h.origin.source::<Project>(&id("recP5")).is_none(), "the delete reached the origin");
+    assert!(
+        h.origin.source::<Project>(&id("recP5")).is_none(),
+        "the delete reached the origin"
+    );
     let stats = h.cache.stats().entity("projects");
     assert!(stats.store_errors >= 6, "{stats:?}");
     assert_eq!(t.snapshot().store_errors, stats.store_errors);
@@ -704,5 +717,9 @@ async fn a_failing_store_is_answered_around_from_the_origin() {
     h.store.set_down(false);
     h.cache.get::<Project>(&id("recP2")).await.unwrap();
     h.cache.get::<Project>(&id("recP2")).await.unwrap();
-    assert_eq!(h.cache.stats().entity("projects").hits, 1, "the store serves again once it is back");
+    assert_eq!(
+        h.cache.stats().entity("projects").hits,
+        1,
+        "the store serves again once it is back"
+    );
 }

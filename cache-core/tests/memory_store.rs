@@ -1,6 +1,194 @@
 //! The in-memory store: the conformance suite, and what needs its injected clock or its key
 //! layout.
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
+use std::time::Duration;
+
+use bytes::Bytes;
+use cache_core::{
+    IndexEntries, IndexQuery, Lookup, ManualClock, MemoryStore, QueryLookup, RecordId, RecordWrite, RemoveMode, Store,
+    WriteMode, WriteOutcome,
+    testing::conformance::{projects, users},
+};
+
+// Every check of the suite, one test each, on a fresh store.
 mod conformance {
     cache_core::store_conformance_tests!(async { cache_core::MemoryStore::new() });
+}
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn id(s: &str) -> RecordId {
+    RecordId::new(s).unwrap()
+}
+
+fn record(rid: &str, event: &str, ttl: Duration) -> RecordWrite {
+    RecordWrite {
+        id: id(rid),
+        body: Bytes::from(format!(r#"{{"id":"{rid}","event":"{event}"}}"#)),
+        index: IndexEntries {
+            tags: vec![("event".into(), event.into())],
+            scores: vec![("points".into(), 1.0)],
+        },
+        version: None,
+        ttl,
+    }
+}
+
+fn on_clock() -> (MemoryStore, ManualClock) {
+    let clock = ManualClock::new();
+    (MemoryStore::builder().clock(clock.clone()).build(), clock)
+}
+
+fn by_event(event: &str) -> IndexQuery {
+    IndexQuery::all().filter("event", event.to_owned())
+}
+
+async fn token(store: &MemoryStore, q: &IndexQuery) -> cache_core::FillToken {
+    match store.query(projects(), q).await.unwrap() {
+        QueryLookup::Incomplete(t) => t,
+        QueryLookup::Complete(_) => panic!("expected incomplete"),
+    }
+}
+
+#[tokio::test]
+async fn records_tombstones_values_and_leases_expire_on_the_injected_clock() {
+    let (store, clock) = on_clock();
+    let p = projects();
+    store
+        .put(p, &[record("p1", "e1", 10 * SEC)], WriteMode::Upsert)
+        .await
+        .unwrap();
+    store
+        .remove(p, &[id("p2")], RemoveMode::Tombstone(20 * SEC))
+        .await
+        .unwrap();
+    store
+        .put_value("k", Bytes::from_static(b"v"), 30 * SEC, &[])
+        .await
+        .unwrap();
+    let lease = store.lease(p, &[id("p3")], 5 * SEC).await.unwrap();
+
+    clock.advance(6 * SEC);
+    let late = store
+        .put(p, &[record("p3", "e1", 10 * SEC)], WriteMode::Fill(lease))
+        .await
+        .unwrap();
+    assert_eq!(late, vec![WriteOutcome::LeaseLost], "an expired lease no longer holds");
+    assert!(matches!(store.get(p, &id("p1")).await.unwrap(), Lookup::Hit(_)));
+
+    clock.advance(5 * SEC);
+    assert_eq!(store.get(p, &id("p1")).await.unwrap(), Lookup::Miss, "after 11s of 10s");
+    assert_eq!(store.get(p, &id("p2")).await.unwrap(), Lookup::Tombstone);
+    assert!(store.get_value("k").await.unwrap().is_some());
+
+    clock.advance(10 * SEC);
+    assert_eq!(store.get(p, &id("p2")).await.unwrap(), Lookup::Miss, "after 21s of 20s");
+    assert!(store.get_value("k").await.unwrap().is_some());
+    clock.advance(10 * SEC);
+    assert_eq!(store.get_value("k").await.unwrap(), None, "after 31s of 30s");
+    assert_eq!(
+        store.stats().await.unwrap().total_keys,
+        0,
+        "expired entries are not counted"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_record_makes_its_complete_result_incomplete_until_refilled() {
+    let (store, clock) = on_clock();
+    let p = projects();
+    let q = by_event("e1");
+    let t = token(&store, &q).await;
+    let records = [record("p1", "e1", 100 * SEC), record("p2", "e1", 10 * SEC)];
+    assert!(store.complete_query(p, &q, t, &records).await.unwrap());
+    assert!(matches!(store.query(p, &q).await.unwrap(), QueryLookup::Complete(page) if page.len() == 2));
+    clock.advance(11 * SEC);
+    let t = token(&store, &q).await;
+    let refill = [record("p1", "e1", 100 * SEC), record("p2", "e1", 100 * SEC)];
+    assert!(store.complete_query(p, &q, t, &refill).await.unwrap());
+    assert!(matches!(store.query(p, &q).await.unwrap(), QueryLookup::Complete(page) if page.len() == 2));
+}
+
+#[tokio::test]
+async fn eviction_under_the_budget_never_gives_a_partial_answer() {
+    let store = MemoryStore::builder().max_capacity_bytes(8 * 1024).build();
+    let p = projects();
+    let q = IndexQuery::all();
+    let records: Vec<RecordWrite> = (0..400)
+        .map(|i| record(&format!("p{i:03}"), "e1", 3600 * SEC))
+        .collect();
+    let t = token(&store, &q).await;
+    assert!(store.complete_query(p, &q, t, &records).await.unwrap());
+    let stats = store.stats().await.unwrap();
+    assert!(stats.memory_used_bytes.unwrap() <= 8 * 1024, "{stats:?}");
+    let mut cached = 0;
+    for r in &records {
+        if matches!(store.get(p, &r.id).await.unwrap(), Lookup::Hit(_)) {
+            cached += 1;
+        }
+    }
+    assert!(cached < records.len(), "the budget evicted some records");
+    match store.query(p, &q).await.unwrap() {
+        QueryLookup::Incomplete(_) => {}
+        QueryLookup::Complete(page) => panic!("a complete answer of {} of 400 records", page.len()),
+    }
+}
+
+#[tokio::test]
+async fn flush_patterns_match_the_logical_keys() {
+    let store = MemoryStore::new();
+    let (p, u) = (projects(), users());
+    let q = by_event("e1");
+    let t = token(&store, &q).await;
+    store
+        .complete_query(
+            p,
+            &q,
+            t,
+            &[record("p1", "e1", 3600 * SEC), record("p2", "e1", 3600 * SEC)],
+        )
+        .await
+        .unwrap();
+    store
+        .remove(p, &[id("p3")], RemoveMode::Tombstone(3600 * SEC))
+        .await
+        .unwrap();
+    store
+        .put(u, &[record("u1", "x", 3600 * SEC)], WriteMode::Upsert)
+        .await
+        .unwrap();
+    store
+        .put_value("resp:/projects", Bytes::from_static(b"[]"), 3600 * SEC, &["t".into()])
+        .await
+        .unwrap();
+
+    assert_eq!(store.flush(Some("conformance_projects:r:p1")).await.unwrap(), 1);
+    assert_eq!(store.get(p, &id("p1")).await.unwrap(), Lookup::Miss);
+    assert!(
+        matches!(store.query(p, &q).await.unwrap(), QueryLookup::Incomplete(_)),
+        "flushing a record drops its entity's markers"
+    );
+    assert_eq!(store.flush(Some("*:tomb:*")).await.unwrap(), 1);
+    assert_eq!(store.get(p, &id("p3")).await.unwrap(), Lookup::Miss);
+    assert_eq!(store.flush(Some("v:resp:*")).await.unwrap(), 1);
+    assert_eq!(store.get_value("resp:/projects").await.unwrap(), None);
+    assert!(matches!(store.get(p, &id("p2")).await.unwrap(), Lookup::Hit(_)));
+    assert!(matches!(store.get(u, &id("u1")).await.unwrap(), Lookup::Hit(_)));
+    assert_eq!(store.flush(Some("conformance_*:r:*")).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn stats_report_the_memory_backend() {
+    let store = MemoryStore::new();
+    store
+        .put(projects(), &[record("p1", "e1", 3600 * SEC)], WriteMode::Upsert)
+        .await
+        .unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.backend, "memory");
+    assert_eq!(stats.total_keys, 1);
+    assert!(stats.memory_used_bytes.unwrap() > 0);
+    assert!(stats.memory_used_human.unwrap().ends_with('B'));
+    assert_eq!(stats.keyspace_hits, None);
 }

@@ -1,5 +1,6 @@
 //! Property tests: random sequences of reads and writes against a cache answer exactly what the
 //! origin says, and concurrent misses of any shape make one origin call.
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
 mod common;
 
@@ -35,12 +36,22 @@ enum Op {
         limit: Option<u8>,
     },
     /// The application writes the record at the source, then upserts it.
-    Upsert { id: u8, event: u8, status: Status, points: i8 },
+    Upsert {
+        id: u8,
+        event: u8,
+        status: Status,
+        points: i8,
+    },
     /// The application changes (or not) the record at the source, then invalidates it.
-    Invalidate { id: u8, change: Option<(Status, i8)> },
+    Invalidate {
+        id: u8,
+        change: Option<(Status, i8)>,
+    },
     Delete(u8),
     /// Time passes (TTLs and tombstones expire).
-    Advance { hours: u8 },
+    Advance {
+        hours: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -81,7 +92,11 @@ impl Model {
         let mut rows: Vec<&Project> = self
             .records
             .values()
-            .filter(|p| iq.filters.iter().all(|f| p.index_entries().tag(f.field) == Some(f.value.as_str())))
+            .filter(|p| {
+                iq.filters
+                    .iter()
+                    .all(|f| p.index_entries().tag(f.field) == Some(f.value.as_str()))
+            })
             .collect();
         rows.sort_by(|a, b| {
             let key = |p: &Project| if iq.sort.is_some() { p.points } else { 0 };
@@ -112,7 +127,13 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     // Start with some records at the source.
     for i in 0..IDS / 2 {
         model.version += 1;
-        let p = project(&format!("recP{i}"), &event(i % 2), Status::Submitted, i64::from(i), model.version);
+        let p = project(
+            &format!("recP{i}"),
+            &event(i % 2),
+            Status::Submitted,
+            i64::from(i),
+            model.version,
+        );
         h.origin.put(&p).expect("renders");
         model.records.insert(p.id.clone(), p);
     }
@@ -224,7 +245,8 @@ fn miss() -> impl Strategy<Value = Miss> {
     prop_oneof![
         (0..IDS).prop_map(Miss::Get),
         prop::collection::btree_set(0..IDS, 1..5).prop_map(|s| Miss::GetMany(s.into_iter().collect())),
-        (status(), prop::collection::vec((0..4u8, 1..4u8), 1..4)).prop_map(|(status, pages)| Miss::Query { status, pages }),
+        (status(), prop::collection::vec((0..4u8, 1..4u8), 1..4))
+            .prop_map(|(status, pages)| Miss::Query { status, pages }),
     ]
 }
 
@@ -249,7 +271,11 @@ async fn stampede(n: usize, miss: Miss) -> Result<(), TestCaseError> {
             tokio::spawn(async move {
                 let found: Vec<Project> = match miss {
                     Miss::Get(i) => cache.get::<Project>(&rid(i)).await?.into_iter().collect(),
-                    Miss::GetMany(list) => cache.get_many(&list.iter().map(|i| rid(*i)).collect::<Vec<_>>()).await?,
+                    Miss::GetMany(list) => {
+                        cache
+                            .get_many(&list.iter().map(|i| rid(*i)).collect::<Vec<_>>())
+                            .await?
+                    }
                     Miss::Query { status, pages } => {
                         let (offset, limit) = pages[k % pages.len()];
                         let q = Project::by_status(&status)
@@ -274,7 +300,10 @@ async fn stampede(n: usize, miss: Miss) -> Result<(), TestCaseError> {
     }
     prop_assert_eq!(h.origin.count(method), 1, "one origin call for {} misses", n);
     if !matches!(miss, Miss::Query { .. }) {
-        prop_assert!(answers.windows(2).all(|w| w[0] == w[1]), "every reader got the same answer");
+        prop_assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "every reader got the same answer"
+        );
     }
     Ok(())
 }

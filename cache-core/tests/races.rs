@@ -1,6 +1,7 @@
 //! Races made deterministic: origin calls held at a gate while writes run (stale-set
 //! protection), and concurrent misses waiting on one origin call (stampede protection).
 //! Nothing here sleeps: tests wait for the held calls and the joined misses to be counted.
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
 mod common;
 
@@ -146,6 +147,29 @@ async fn a_miss_after_a_write_does_not_join_a_flight_that_began_before_it() {
     assert_eq!(before.await.unwrap().unwrap().unwrap().display_name, "Ada");
     assert_eq!(after.await.unwrap().unwrap().unwrap().display_name, "Ada L.");
     assert_eq!(h.cache.stats().entity("users").coalesced, 0);
+}
+
+#[tokio::test]
+async fn a_query_after_a_write_does_not_join_a_query_that_began_before_it() {
+    let h = harness();
+    h.seed(&users_seed());
+    let hold = h.origin.hold(OriginMethod::Query);
+    let spawn_query = || {
+        let cache = h.cache.clone();
+        tokio::spawn(async move { cache.query(User::by_email("ada@example.com")).await })
+    };
+    let before = spawn_query();
+    within("the first query is held", hold.arrived(1)).await;
+
+    let moved = user("recU1", "Ada", "ada@new.example.com");
+    h.origin.put(&moved).unwrap();
+    h.cache.upsert(&moved).await.unwrap();
+    let after = spawn_query();
+    within("the second query asks the origin itself", hold.arrived(2)).await;
+    hold.release();
+
+    assert_eq!(ids_of(&before.await.unwrap().unwrap()), ["recU1"]);
+    assert!(after.await.unwrap().unwrap().is_empty(), "it saw the upsert");
 }
 
 // ------------------------------------------------------------------ stampedes

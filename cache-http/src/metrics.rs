@@ -1,7 +1,7 @@
 //! Prometheus metrics: the exporter (installed once per process) and `GET /metrics`.
 //!
 //! The core emits `model_cache_*` metrics (hits, misses, origin calls and latencies per entity
-//! and operation) through the [`metrics`](::metrics) facade; this module installs the
+//! and operation) through the `metrics` facade; this module installs the
 //! recorder that renders them, and defines what the HTTP layer measures itself.
 
 use std::sync::OnceLock;
@@ -40,13 +40,31 @@ static HANDLE: OnceLock<Result<PrometheusHandle, MetricsError>> = OnceLock::new(
 pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
                 .map_err(|e| MetricsError(e.to_string()))?
                 .install_recorder()
-                .map_err(|e| MetricsError(e.to_string()))
+                .map_err(|e| MetricsError(e.to_string()))?;
+            describe();
+            Ok(handle)
         })
         .clone()
+}
+
+/// Registers the help text and units of the core's metrics and of this crate's.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    cache_core::describe_metrics();
+    describe_counter!(
+        RESPONSE_CACHE_TOTAL,
+        "Response cache lookups and stores by outcome: hit, miss, stored, not_modified, skipped."
+    );
+    describe_counter!(WEBHOOK_DELIVERIES_TOTAL, "Webhook deliveries by outcome.");
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency, by method, status and X-Cache."
+    );
 }
 
 /// `GET /metrics` in the Prometheus text format, installing the recorder if it is not yet.

@@ -1,5 +1,7 @@
 //! The admin router over real HTTP and through `oneshot`: authentication, statistics,
 //! flushing, purging and the schema.
+// Helpers outside `#[test]` functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

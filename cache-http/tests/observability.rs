@@ -1,5 +1,7 @@
 //! Metrics at `GET /metrics` and the stable names of the `tracing` events, for one scenario
 //! touching every part of the crate.
+// Helpers outside `#[test]` functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! The response cache over real HTTP and through `oneshot`: what is stored, what is served,
 //! the headers of each, and the purges that keep stored responses true.
+// Helpers outside `#[test]` functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -247,8 +249,11 @@ async fn authorization_and_cookies_bypass_unless_the_route_opts_in() {
     }
 }
 
+/// Builds a handler's response.
+type Respond = fn() -> Response;
+
 /// A router whose one route counts its calls and answers what `respond` builds.
-fn counting(layer: ResponseCacheLayer, respond: fn() -> Response) -> (Router, Arc<AtomicUsize>) {
+fn counting(layer: ResponseCacheLayer, respond: Respond) -> (Router, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
     let app = Router::new()
@@ -281,7 +286,7 @@ async fn twice(app: &Router) -> (Response, Response) {
 #[tokio::test]
 async fn what_is_never_stored() {
     let h = Harness::new();
-    let cases: [(&str, fn() -> Response); 7] = [
+    let cases: [(&str, Respond); 7] = [
         ("set-cookie", || ([("set-cookie", "a=1")], "body").into_response()),
         ("vary *", || ([("vary", "*")], "body").into_response()),
         ("no-store", || ([("cache-control", "no-store")], "body").into_response()),
@@ -541,5 +546,40 @@ async fn the_layer_works_on_a_whole_router() {
     assert!(
         !get().await.unwrap().headers().contains_key("x-cache-key"),
         "purged through the router layer too"
+    );
+}
+
+#[tokio::test]
+async fn no_cache_refreshes_records_without_the_telemetry_layer() {
+    let h = Harness::new();
+    let cache: Cache = h.cache.clone();
+    let app: Router = Router::new().route(
+        "/events/{id}/projects",
+        get(
+            move |axum::extract::Path(eid): axum::extract::Path<String>| async move {
+                axum::Json(cache.query(Project::by_event(&id(&eid))).await.unwrap())
+            },
+        )
+        .layer(ResponseCacheLayer::new(&h.cache)),
+    );
+    let get = |no_cache: bool| {
+        let mut req = Request::get("/events/recE1/projects");
+        if no_cache {
+            req = req.header("cache-control", "no-cache");
+        }
+        app.clone().oneshot(req.body(Body::empty()).unwrap())
+    };
+    get(false).await.unwrap();
+    assert_eq!(h.origin.count(OriginMethod::Query), 1);
+    let refreshed = get(true).await.unwrap();
+    assert!(!refreshed.headers().contains_key("x-cache-key"));
+    assert_eq!(
+        h.origin.count(OriginMethod::Query),
+        2,
+        "the query skipped the store too"
+    );
+    assert!(
+        get(false).await.unwrap().headers().contains_key("x-cache-key"),
+        "and stored afresh"
     );
 }

@@ -1,4 +1,6 @@
 //! `X-Cache` and `X-Origin-Calls` over real HTTP and through `oneshot`.
+// Helpers outside `#[test]` functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -127,5 +129,6 @@ async fn a_disabled_cache_is_a_bypass() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-cache"], "BYPASS");
+    assert_eq!(response.headers()["x-origin-calls"], "2");
     assert_eq!(h.origin.total_calls(), 2, "both reads went to the origin");
 }

@@ -1,5 +1,7 @@
 //! The webhook router over real HTTP and through `oneshot`: every status, what each changes
 //! (and does not), ordering and duplicates.
+// Helpers outside `#[test]` functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,26 +1,5 @@
-//! The key layout: every key name the store reads or writes, built in one place.
-//!
-//! An entity's keys live in *buckets*. Every key of one bucket shares one Redis Cluster hash
-//! tag, so a multi-key script touches one slot only; an entity spread over several buckets is
-//! spread over several slots (and so nodes).
-//!
-//! ```text
-//! mc:{projects}:1a2b3c4d:r:recP1            record (the cached JSON; `redis-cli GET` reads it)
-//! mc:{projects}:1a2b3c4d:tomb:recP1         tombstone
-//! mc:{projects}:1a2b3c4d:lease:recP1        lease token of a fill in flight
-//! mc:{projects}:1a2b3c4d:m                  HASH id -> the record's index entries and version
-//! mc:{projects}:1a2b3c4d:ids                ZSET id -> 0: every record with index entries
-//! mc:{projects}:1a2b3c4d:t:event:recE1      SET of ids whose `event` is `recE1`
-//! mc:{projects}:1a2b3c4d:s:points           ZSET id -> score of `points`
-//! mc:{projects}:1a2b3c4d:c:9f86d081884c7d65 completeness marker of one filter set (= epoch)
-//! mc:{projects}:1a2b3c4d:epoch              invalidation epoch
-//! mc:{projects}:1a2b3c4d:seq                write sequence (fill tokens)
-//! mc:v:<key>                                computed value / cached response
-//! mc:tag:<tag>                              SET of the value keys recorded under a tag
-//! ```
-//!
-//! With `n > 1` buckets the hash tag is `{projects.2/4}` (bucket 2 of 4): the bucket count is
-//! part of the layout, so changing it never reads a bucket filled under another split.
+//! The key layout: every key name the store reads or writes, built in one place. See
+//! [`KeyLayout`].
 
 use std::fmt::Write as _;
 
@@ -79,6 +58,28 @@ pub(crate) fn validate_pattern(pattern: &str) -> Result<(), String> {
 
 /// An entity's keys: one [`BucketKeys`] per bucket. Built by
 /// [`RedisStore::key_layout`](crate::RedisStore::key_layout).
+///
+/// Keys live in *buckets*. Every key of one bucket shares one Redis Cluster hash
+/// tag, so a multi-key script touches one slot only; an entity spread over several buckets is
+/// spread over several slots (and so nodes).
+///
+/// ```text
+/// mc:{projects}:1a2b3c4d:r:recP1            record (the cached JSON; `redis-cli GET` reads it)
+/// mc:{projects}:1a2b3c4d:tomb:recP1         tombstone
+/// mc:{projects}:1a2b3c4d:lease:recP1        lease token of a fill in flight
+/// mc:{projects}:1a2b3c4d:m                  HASH id -> the record's index entries and version
+/// mc:{projects}:1a2b3c4d:ids                ZSET id -> 0: every record with index entries
+/// mc:{projects}:1a2b3c4d:t:event:recE1      SET of ids whose `event` is `recE1`
+/// mc:{projects}:1a2b3c4d:s:points           ZSET id -> score of `points`
+/// mc:{projects}:1a2b3c4d:c:9f86d081884c7d65 completeness marker of one filter set (= epoch)
+/// mc:{projects}:1a2b3c4d:epoch              invalidation epoch
+/// mc:{projects}:1a2b3c4d:seq                write sequence (fill tokens)
+/// mc:v:<key>                                computed value / cached response
+/// mc:tag:<tag>                              SET of the value keys recorded under a tag
+/// ```
+///
+/// With `n > 1` buckets the hash tag is `{projects.2/4}` (bucket 2 of 4): the bucket count is
+/// part of the layout, so changing it never reads a bucket filled under another split.
 #[derive(Debug, Clone)]
 pub struct KeyLayout {
     namespace: String,
@@ -168,7 +169,7 @@ impl KeyLayout {
     }
 }
 
-/// The keys of one bucket of one entity; see the [module docs](self) for the layout.
+/// The keys of one bucket of one entity; see [`KeyLayout`] for the layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketKeys {
     prefix: String,

@@ -45,3 +45,6 @@ pub use builder::{
 pub use connection::RedisConnection;
 pub use layout::{BucketKeys, KeyLayout};
 pub use store::RedisStore;
+
+/// The redis-rs version the store is built on, for commands on [`RedisStore::connection`].
+pub use redis;

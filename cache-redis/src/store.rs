@@ -91,8 +91,10 @@ fn index_ttl(entity: &EntitySchema, writes: &[RecordWrite]) -> u64 {
     writes.iter().map(|w| ms(w.ttl)).fold(ms(entity.ttl), u64::max)
 }
 
+/// An offset or count as a script argument: capped at 2^53, where Lua's numbers (doubles) stop
+/// being exact, far beyond any real page.
 fn to_i64(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    i64::try_from(n).unwrap_or(i64::MAX).min(1 << 53)
 }
 
 fn as_u64(value: &Value) -> Option<u64> {
@@ -234,11 +236,23 @@ impl RedisStore {
         match &result {
             Ok(_) => breaker.success(),
             Err(err @ StoreError::Unavailable(_)) => {
-                tracing::warn!(name: "redis_store_error", event = "redis_store_error", op, error = %err, "redis unavailable");
+                tracing::warn!(
+                    name: "redis_store_error",
+                    event = "redis_store_error",
+                    op,
+                    error = %err,
+                    "redis unavailable"
+                );
                 breaker.failure(err);
             }
             Err(err) => {
-                tracing::warn!(name: "redis_store_error", event = "redis_store_error", op, error = %err, "redis operation failed");
+                tracing::warn!(
+                    name: "redis_store_error",
+                    event = "redis_store_error",
+                    op,
+                    error = %err,
+                    "redis operation failed"
+                );
                 breaker.success();
             }
         }
@@ -354,18 +368,20 @@ impl RedisStore {
         redis::from_redis_value(reply).map_err(|e| backend(e.to_string()))
     }
 
-    /// Visits every key matching `pattern` on every master, one `SCAN` page at a time.
-    async fn scan_all<F, Fut>(&self, pattern: &str, mut visit: F) -> StoreResult<()>
+    /// Runs `per_page` on every page of keys matching `pattern` on every master (`SCAN`,
+    /// never `KEYS`) and adds up what it answers.
+    async fn sum_scan<F, Fut>(&self, pattern: &str, mut per_page: F) -> StoreResult<u64>
     where
-        F: FnMut(Node, Vec<String>) -> Fut,
-        Fut: Future<Output = StoreResult<()>>,
+        F: FnMut(Vec<String>) -> Fut,
+        Fut: Future<Output = StoreResult<u64>>,
     {
+        let mut sum = 0;
         for node in self.inner.conn.masters().await.map_err(re)? {
             let mut cursor = 0;
             loop {
                 let (next, keys) = self.scan_node(&node, cursor, pattern, SCAN_COUNT).await?;
                 if !keys.is_empty() {
-                    visit(node.clone(), keys).await?;
+                    sum += per_page(keys).await?;
                 }
                 if next == 0 {
                     break;
@@ -373,7 +389,7 @@ impl RedisStore {
                 cursor = next;
             }
         }
-        Ok(())
+        Ok(sum)
     }
 
     async fn unlink(&self, keys: Vec<String>) -> StoreResult<u64> {
@@ -389,14 +405,9 @@ impl RedisStore {
     }
 
     async fn count_keys(&self) -> StoreResult<u64> {
-        let mut total = 0u64;
         let pattern = format!("{}:*", self.inner.namespace);
-        self.scan_all(&pattern, |_, keys| {
-            total += keys.len() as u64;
-            async { Ok(()) }
-        })
-        .await?;
-        Ok(total)
+        self.sum_scan(&pattern, |keys| async move { Ok(keys.len() as u64) })
+            .await
     }
 
     async fn server_info(&self) -> StoreResult<Vec<String>> {
@@ -834,22 +845,8 @@ impl Store for RedisStore {
             validate_pattern(pattern).map_err(StoreError::Invalid)?;
         }
         let pattern = format!("{}:{}", self.inner.namespace, pattern.unwrap_or("*"));
-        self.guarded("flush", async {
-            let mut removed = 0;
-            for node in self.inner.conn.masters().await.map_err(re)? {
-                let mut cursor = 0;
-                loop {
-                    let (next, keys) = self.scan_node(&node, cursor, &pattern, SCAN_COUNT).await?;
-                    removed += self.unlink(keys).await?;
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
-            }
-            Ok(removed)
-        })
-        .await
+        self.guarded("flush", self.sum_scan(&pattern, |keys| self.unlink(keys)))
+            .await
     }
 
     async fn ping(&self) -> StoreResult<()> {

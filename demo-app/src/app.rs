@@ -2,7 +2,7 @@
 //! (memory or Redis), the cache, and the HTTP application with model-cache's layers and
 //! routers.
 
-use std::{sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::Router;
 use cache_core::{Cache, ConfigError, MemoryStore, Store};
@@ -189,7 +189,7 @@ pub fn router(state: AppState, secrets: &Secrets) -> Result<Router, AppError> {
     Ok(app)
 }
 
-/// `demo-app serve`: everything above, listening on `HOST:PORT` until Ctrl-C or SIGTERM.
+/// `demo-app serve`: everything above, listening on `BIND_ADDR:PORT` until Ctrl-C or SIGTERM.
 pub async fn serve(config: &Config) -> Result<(), AppError> {
     let db = open_database(&config.database_url).await?;
     let origin = SqlOrigin::new(db, config.origin_settings());
@@ -198,18 +198,15 @@ pub async fn serve(config: &Config) -> Result<(), AppError> {
     let secrets = Secrets::from_config(config)?;
     let app = router(AppState { cache, origin }, &secrets)?;
 
-    let addr = (config.host, config.port);
+    let addr = SocketAddr::new(config.bind_addr, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AppError::Io {
-            what: format!(
-                "cannot listen on {}:{} (set PORT to another port)",
-                config.host, config.port
-            ),
+            what: format!("cannot listen on {addr} (set PORT to another port)"),
             source,
         })?;
     tracing::info!(
-        address = %format!("http://{}:{}", config.host, config.port),
+        address = %format!("http://{addr}"),
         database = %config.database_url,
         store = %config.redis_url.as_ref().map_or_else(|| "memory".to_owned(), ToString::to_string),
         cache_enabled = config.cache_enabled,

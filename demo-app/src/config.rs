@@ -71,8 +71,8 @@ pub struct Config {
     pub port: u16,
 
     /// The address the API listens on (0.0.0.0 to accept other machines).
-    #[arg(long, env = "HOST", default_value = "127.0.0.1", global = true)]
-    pub host: IpAddr,
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1", global = true)]
+    pub bind_addr: IpAddr,
 
     /// The source of truth: sqlite://PATH (created and seeded when missing) or postgres://….
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://demo.db", global = true)]
@@ -301,7 +301,7 @@ mod tests {
         assert!(err.contains("the scheme must be sqlite: or postgres:"), "{err}");
         let err = parse(&["--redis-url", "http://x"]).unwrap_err().to_string();
         assert!(err.contains("`http://` is not a Redis scheme"), "{err}");
-        let err = parse(&["--origin-latency-ms", "-5"]).unwrap_err().to_string();
+        let err = parse(&["--origin-latency-ms=-5"]).unwrap_err().to_string();
         assert!(
             err.contains("for '--origin-latency-ms <ORIGIN_LATENCY_MS>': expected whole milliseconds"),
             "{err}"

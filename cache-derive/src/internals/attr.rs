@@ -436,8 +436,7 @@ fn unknown_key(cx: &Ctxt, meta: &ParseNestedMeta<'_>, key: &str, position: Posit
         message.push_str(&format!(": `{}` is {elsewhere_is}", cache_key(key)));
     } else if let Some(close) = closest(key, keys) {
         message.push_str(&format!("; did you mean `{close}`?"));
-    } else if is_model
-        && position == Position::Field
+    } else if position == Position::Field
         && let Some(close) = closest(key, &[INDEXED, SORTABLE])
     {
         message.push_str(&format!("; did you mean `#[{close}]`?"));

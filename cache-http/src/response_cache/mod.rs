@@ -3,7 +3,7 @@
 //!
 //! A response is stored under `{prefix}{resource}:{id}:{sub}:params_{hash}:{version}` (see
 //! [`ResponseCacheLayer`] for each part) with the tags of every record and index value read
-//! while it was produced (the request's [telemetry](cache_core::telemetry) scope). The core
+//! while it was produced (the request's telemetry scope ([`cache_core::telemetry`])). The core
 //! [`Cache`] purges those tags on every upsert, invalidation and delete, so a cached
 //! `GET /events/E/projects` disappears when a project of `E` changes or a new one joins `E`.
 //!
@@ -328,6 +328,7 @@ enum Skip {
     Streaming,
     TooLarge,
     Headers,
+    BodyError,
 }
 
 impl Skip {
@@ -343,6 +344,7 @@ impl Skip {
             Self::Streaming => "streaming",
             Self::TooLarge => "too_large",
             Self::Headers => "headers",
+            Self::BodyError => "body_error",
         }
     }
 }
@@ -361,22 +363,19 @@ where
     if method != Method::GET && method != Method::HEAD {
         return inner.call(req).await.map(|r| r.map(Body::new));
     }
+    let resource = metric_resource(&config, req.extensions());
     let headers = req.headers();
     if !config.allow_authenticated
         && (headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE))
     {
-        return Ok(pass_through(inner.call(req).await?, "", Skip::Authenticated));
+        return Ok(pass_through(inner.call(req).await?, &resource, Skip::Authenticated));
     }
     if has_directive(headers, "no-store") {
-        return Ok(pass_through(inner.call(req).await?, "", Skip::RequestNoStore));
+        return Ok(pass_through(inner.call(req).await?, &resource, Skip::RequestNoStore));
     }
 
     let (mut parts, body) = req.into_parts();
     let key = request_key(&config, &mut parts).await;
-    let resource = config
-        .resource
-        .clone()
-        .unwrap_or_else(|| first_segment(parts.uri.path()));
     let refresh = wants_refresh(&parts.headers);
 
     if !refresh && let Some(envelope) = lookup(&config, &key, &parts.headers).await {
@@ -385,29 +384,15 @@ where
     metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.clone(), "outcome" => "miss").increment(1);
 
     let request_headers = parts.headers.clone();
-    let t = Telemetry::new();
+    // Refresh here too, for when no telemetry layer asked for it around this one.
+    let t = Telemetry::new().refresh(refresh);
     let response = telemetry::scope(t.clone(), inner.call(Request::from_parts(parts, body))).await?;
     if method != Method::GET {
         return Ok(pass_through(response, &resource, Skip::Method));
     }
-    if let Err(skip) = storable(&response) {
-        return Ok(pass_through(response, &resource, skip));
-    }
-    let max = config.max_body_bytes;
-    match response.body().size_hint().exact() {
-        None => return Ok(pass_through(response, &resource, Skip::Streaming)),
-        Some(len) if usize::try_from(len).map_or(true, |len| len > max) => {
-            return Ok(pass_through(response, &resource, Skip::TooLarge));
-        }
-        Some(_) => {}
-    }
-    let (mut head, body) = response.into_parts();
-    let body = match Limited::new(body, max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) => {
-            tracing::warn!(key, error = %err, "response_cache_body_error");
-            return Ok(json_response(StatusCode::BAD_GATEWAY, "the response body failed"));
-        }
+    let (mut head, body) = match buffer_storable(response, config.max_body_bytes).await {
+        Ok(buffered) => buffered,
+        Err((response, skip)) => return Ok(pass_through(response, &resource, skip)),
     };
     let etag = match head.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {
         Some(etag) => etag.to_owned(),
@@ -420,13 +405,9 @@ where
         }
     };
     let Some(kept) = Envelope::keep_headers(&head.headers, &[X_CACHE_KEY, X_CACHE_AGE, X_CACHE_TTL]) else {
-        return Ok(pass_through(
-            Response::from_parts(head, Body::from(body)),
-            &resource,
-            Skip::Headers,
-        ));
+        let response = Response::from_parts(head, Body::from(body));
+        return Ok(pass_through(response, &resource, Skip::Headers));
     };
-    let vary_names = vary_names(&head.headers);
     let tags = t.snapshot().tags;
     let envelope = Envelope {
         meta: Meta {
@@ -435,26 +416,71 @@ where
             stored_at_ms: now_ms(),
             ttl_secs: config.ttl.as_secs(),
             etag: etag.clone(),
-            vary: Envelope::vary_values(&request_headers, &vary_names),
-            tags: tags.clone(),
+            vary: Envelope::vary_values(&request_headers, &vary_names(&head.headers)),
+            tags,
         },
-        body: body.clone(),
+        body,
     };
-    match envelope.encode() {
-        Ok(bytes) => match config.store.put_value(&key, bytes, config.ttl, &tags).await {
-            Ok(()) => {
-                metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.clone(), "outcome" => "stored")
-                    .increment(1);
-                tracing::debug!(key, tags = tags.len(), "response_cache_stored");
-            }
-            Err(err) => tracing::warn!(key, error = %err, detail = "not stored", "response_cache_store_error"),
-        },
-        Err(err) => tracing::warn!(key, error = %err, detail = "not encoded", "response_cache_store_error"),
-    }
+    store(&config, &key, &resource, &envelope).await;
     if if_none_match(&request_headers, &etag) {
         return Ok(not_modified(&head.headers, &resource));
     }
-    Ok(Response::from_parts(head, Body::from(body)))
+    Ok(Response::from_parts(head, Body::from(envelope.body)))
+}
+
+/// The response's head and whole body when it may be stored; else the response untouched,
+/// with the reason.
+async fn buffer_storable<B>(
+    response: Response<B>,
+    max: usize,
+) -> Result<(http::response::Parts, Bytes), (Response<Body>, Skip)>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if let Err(skip) = storable(&response) {
+        return Err((response.map(Body::new), skip));
+    }
+    match response.body().size_hint().exact() {
+        None => return Err((response.map(Body::new), Skip::Streaming)),
+        Some(len) if usize::try_from(len).map_or(true, |len| len > max) => {
+            return Err((response.map(Body::new), Skip::TooLarge));
+        }
+        Some(_) => {}
+    }
+    let (head, body) = response.into_parts();
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok((head, collected.to_bytes())),
+        Err(err) => {
+            tracing::warn!(error = %err, "response_cache_body_error");
+            Err((
+                json_response(StatusCode::BAD_GATEWAY, "the response body failed"),
+                Skip::BodyError,
+            ))
+        }
+    }
+}
+
+/// Stores `envelope` under `key` with its tags. A failure is logged: the response is still
+/// answered.
+async fn store(config: &Config, key: &str, resource: &str, envelope: &Envelope) {
+    let tags = &envelope.meta.tags;
+    let stored = match envelope.encode() {
+        Ok(bytes) => config
+            .store
+            .put_value(key, bytes, config.ttl, tags)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    match stored {
+        Ok(()) => {
+            metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.to_owned(), "outcome" => "stored")
+                .increment(1);
+            tracing::debug!(key, tags = tags.len(), "response_cache_stored");
+        }
+        Err(error) => tracing::warn!(key, error, detail = "not stored", "response_cache_store_error"),
+    }
 }
 
 /// The key of a request; path parameters are read from the route when the layer is on one.
@@ -480,8 +506,18 @@ async fn request_key(config: &Config, parts: &mut http::request::Parts) -> Strin
     .key()
 }
 
-fn first_segment(path: &str) -> String {
-    path.split('/').find(|s| !s.is_empty()).unwrap_or("").to_owned()
+/// The `resource` label of the response cache metric: the configured resource, else the
+/// first literal segment of the matched route. Never the raw path: on a router-level layer
+/// every unmatched path would make a new time series.
+fn metric_resource(config: &Config, extensions: &http::Extensions) -> String {
+    if let Some(resource) = &config.resource {
+        return resource.clone();
+    }
+    extensions
+        .get::<MatchedPath>()
+        .and_then(|m| m.as_str().split('/').find(|s| !s.is_empty() && !s.starts_with('{')))
+        .unwrap_or("_")
+        .to_owned()
 }
 
 /// A stored response for `key` that may be served to a request with `headers`.

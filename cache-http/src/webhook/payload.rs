@@ -16,7 +16,10 @@ use serde_json::{Map, Value};
 /// }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[schemars(title = "model-cache webhook payload")]
+#[schemars(
+    title = "model-cache webhook payload",
+    description = "One change to one record at the source, posted to the model-cache webhook."
+)]
 pub struct WebhookPayload {
     /// The table at the source (`Projects`); matched against each registered model's
     /// `source_table`.
@@ -42,7 +45,6 @@ pub struct WebhookPayload {
 pub enum WebhookAction {
     /// The record was created or changed: `record` is its new state.
     #[default]
-    #[serde(alias = "create", alias = "update")]
     Upsert,
     /// The record was deleted at the source.
     Delete,

@@ -1,6 +1,6 @@
 //! What every HTTP test needs: models, a cache over the in-memory store and origin, a store
 //! that can be taken down, and a real server on a free loopback port.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::{
     sync::{
