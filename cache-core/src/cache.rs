@@ -49,6 +49,19 @@ pub enum UpsertOutcome {
     StoreFailed,
 }
 
+/// What removing a record from the cache did ([`EntityHandle::remove`](crate::EntityHandle::remove)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoveOutcome {
+    /// The record is gone from the cache (and tombstoned, when asked).
+    Removed,
+    /// The cache is disabled; nothing was touched.
+    Disabled,
+    /// The store failed (logged as `cache_store_error`); the record may still be cached until
+    /// its TTL runs out, so a webhook sender should retry.
+    StoreFailed,
+}
+
 /// Anything that can be the cache's store: a [`Store`], or one already shared as
 /// `Arc<dyn Store>`.
 pub trait IntoStore {
@@ -837,8 +850,11 @@ impl Cache {
     /// Forgets a record: the next read asks the origin. Drops the completeness markers of the
     /// entity's queries (the store no longer knows where the record belongs); prefer
     /// [`Cache::upsert`] when the new record is at hand.
+    /// A store failure is logged (`cache_store_error`) and counted, not returned: the record
+    /// then lives until its TTL runs out.
     pub async fn invalidate<T: Cacheable>(&self, id: &RecordId) -> Result<(), CacheError> {
-        self.remove_record(T::schema(), id, false).await
+        self.remove_record(T::schema(), id, false).await;
+        Ok(())
     }
 
     /// Deletes a record at the origin, then removes it from the cache leaving a tombstone.
@@ -852,7 +868,7 @@ impl Cache {
         let existed = self.inner.origin.delete(schema, id).await;
         self.origin_done(entity, "delete", origin_started, existed.as_ref().err());
         let existed = existed?;
-        self.remove_record(schema, id, true).await?;
+        self.remove_record(schema, id, true).await;
         self.inner.stats.operation_done(entity, "delete", started.elapsed());
         Ok(existed)
     }
@@ -863,9 +879,9 @@ impl Cache {
         schema: &'static EntitySchema,
         id: &RecordId,
         tombstone: bool,
-    ) -> Result<(), CacheError> {
+    ) -> RemoveOutcome {
         if !self.inner.enabled {
-            return Ok(());
+            return RemoveOutcome::Disabled;
         }
         let entity = schema.entity;
         let started = Instant::now();
@@ -875,7 +891,7 @@ impl Cache {
             (RemoveMode::Invalidate, "invalidate")
         };
         self.inner.flights.detach(entity, std::slice::from_ref(id));
-        match self.inner.store.remove(schema, std::slice::from_ref(id), mode).await {
+        let outcome = match self.inner.store.remove(schema, std::slice::from_ref(id), mode).await {
             Ok(previous) => {
                 let previous = previous.into_iter().next().flatten();
                 if tombstone {
@@ -885,11 +901,15 @@ impl Cache {
                 }
                 self.purge(schema, write_tags(schema, id, previous.as_ref(), None))
                     .await;
+                RemoveOutcome::Removed
             }
-            Err(err) => self.store_failed(entity, "remove", &err),
-        }
+            Err(err) => {
+                self.store_failed(entity, "remove", &err);
+                RemoveOutcome::StoreFailed
+            }
+        };
         self.inner.stats.operation_done(entity, operation, started.elapsed());
-        Ok(())
+        outcome
     }
 
     // ---------------------------------------------------------------- helpers

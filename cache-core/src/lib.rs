@@ -34,7 +34,8 @@ pub mod __private;
 extern crate self as cache_core;
 
 pub use cache::{
-    CACHE_ENABLED_ENV, Cache, CacheBuilder, DEFAULT_LEASE_TTL, DEFAULT_TTL_JITTER, IntoOrigin, IntoStore, UpsertOutcome,
+    CACHE_ENABLED_ENV, Cache, CacheBuilder, DEFAULT_LEASE_TTL, DEFAULT_TTL_JITTER, IntoOrigin, IntoStore,
+    RemoveOutcome, UpsertOutcome,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{CacheError, ConfigError};

@@ -5,7 +5,9 @@ use std::{collections::BTreeMap, fmt};
 
 use futures::future::BoxFuture;
 
-use crate::{Cache, CacheError, Cacheable, ConfigError, EntitySchema, RecordId, SourceRecord, UpsertOutcome};
+use crate::{
+    Cache, CacheError, Cacheable, ConfigError, EntitySchema, RecordId, RemoveOutcome, SourceRecord, UpsertOutcome,
+};
 
 type UpsertSourceFn = for<'a> fn(&'a Cache, SourceRecord) -> BoxFuture<'a, Result<UpsertOutcome, CacheError>>;
 type GetJsonFn = for<'a> fn(&'a Cache, &'a RecordId) -> BoxFuture<'a, Result<Option<serde_json::Value>, CacheError>>;
@@ -45,13 +47,9 @@ impl EntityHandle {
 
     /// Forgets a record (`tombstone = false`, as [`Cache::invalidate`]), or records that the
     /// source deleted it (`tombstone = true`: removes it and leaves a tombstone, without
-    /// asking the origin to delete anything, as a delete webhook needs).
-    pub fn remove<'a>(
-        &self,
-        cache: &'a Cache,
-        id: &'a RecordId,
-        tombstone: bool,
-    ) -> BoxFuture<'a, Result<(), CacheError>> {
+    /// asking the origin to delete anything, as a delete webhook needs). A store failure is
+    /// answered as [`RemoveOutcome::StoreFailed`], so that a webhook can ask for a retry.
+    pub fn remove<'a>(&self, cache: &'a Cache, id: &'a RecordId, tombstone: bool) -> BoxFuture<'a, RemoveOutcome> {
         Box::pin(cache.remove_record(self.schema, id, tombstone))
     }
 

@@ -600,7 +600,7 @@ async fn the_registry_acts_on_entities_named_at_run_time() {
         "{err:?}"
     );
 
-    users.remove(&h.cache, &id("recU1"), true).await.unwrap();
+    assert_eq!(users.remove(&h.cache, &id("recU1"), true).await, cache_core::RemoveOutcome::Removed);
     assert_eq!(h.cache.get::<User>(&id("recU1")).await.unwrap(), None);
     assert_eq!(
         h.origin.total_calls(),
@@ -610,7 +610,7 @@ async fn the_registry_acts_on_entities_named_at_run_time() {
 
     h.seed(&[user("recU3", "Cy", "cy@example.com")]);
     h.cache.get::<User>(&id("recU3")).await.unwrap();
-    users.remove(&h.cache, &id("recU3"), false).await.unwrap();
+    assert_eq!(users.remove(&h.cache, &id("recU3"), false).await, cache_core::RemoveOutcome::Removed);
     h.cache.get::<User>(&id("recU3")).await.unwrap();
     assert_eq!(h.origin.count(OriginMethod::Fetch), 2, "an invalidation forgets");
 }

@@ -176,7 +176,7 @@ async fn a_deleted_project_leaves_the_list() {
     };
     get().await.unwrap();
     let handle = *h.cache.entities().get("projects").unwrap();
-    handle.remove(&h.cache, &id("recP2"), true).await.unwrap();
+    assert_eq!(handle.remove(&h.cache, &id("recP2"), true).await, cache_core::RemoveOutcome::Removed);
     let response = get().await.unwrap();
     assert!(!response.headers().contains_key("x-cache-key"));
 }

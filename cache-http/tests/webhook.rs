@@ -387,6 +387,24 @@ async fn a_failing_store_is_503_so_the_sender_retries() {
 }
 
 #[tokio::test]
+async fn a_delete_while_the_store_is_down_is_503_and_the_retry_tombstones() {
+    let h = Harness::new();
+    let app = router(&h.cache);
+    h.cache.get::<Project>(&id("recP2")).await.unwrap();
+    let payload =
+        json!({"table": "Projects", "record_id": "recP2", "timestamp": "2025-01-01T00:00:00Z", "action": "delete"});
+    h.store.set_down(true);
+    let (status, body) = deliver(&app, &payload).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    h.store.set_down(false);
+    let (status, _) = deliver(&app, &payload).await;
+    assert_eq!(status, StatusCode::OK, "the retry succeeds");
+    let calls = h.origin.total_calls();
+    assert_eq!(h.cache.get::<Project>(&id("recP2")).await.unwrap(), None, "tombstoned");
+    assert_eq!(h.origin.total_calls(), calls, "answered by the tombstone");
+}
+
+#[tokio::test]
 async fn schema_and_health_routes() {
     let h = Harness::new();
     let base = serve(router(&h.cache)).await;

@@ -6,6 +6,11 @@
 //! owns its servers, so tests run in parallel and never touch a shared server. Failures panic
 //! with the server's log.
 //!
+//! A server is started through a small `sh` watchdog that holds a pipe from the test process:
+//! when the test process ends in any way (a panic, a timeout, `SIGKILL`), the pipe closes and
+//! the watchdog kills the server and removes its directory. No test run leaves a server
+//! behind.
+//!
 //! ```no_run
 //! use cache_redis::{RedisStore, testing::RedisServer};
 //!
@@ -16,25 +21,16 @@
 //! ```
 
 use std::{
-    any::Any,
     future::Future,
     io::{BufRead, BufReader, Write},
     net::{Ipv4Addr, TcpListener, TcpStream},
-    ops::Deref,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, PoisonError, Weak},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::OnceLock,
     thread,
     time::{Duration, Instant},
 };
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use cache_core::{
-    EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Lookup, QueryLookup, RecordId, RecordWrite, RemoveMode,
-    Store, StoreResult, StoreStats, WriteMode, WriteOutcome,
-};
-use futures::stream::BoxStream;
 use tempfile::TempDir;
 
 use crate::RedisStore;
@@ -84,13 +80,39 @@ fn inline_command(port: u16, command: &str) -> std::io::Result<String> {
     Ok(line)
 }
 
+/// Runs `redis-server` (`"$@"`) under a watchdog reading the test process's pipe (fd 3): on
+/// end of file it kills the server, and removes its directory unless told `keep` first (a
+/// deliberate stop that may start the server again). The shell exits when the server does.
+const WATCHDOG: &str = r#"exec 3<&0
+"$@" 3<&- </dev/null &
+pid=$!
+{ read -r how <&3; kill -9 "$pid" 2>/dev/null; [ "$how" = keep ] || rm -rf "$MODEL_CACHE_TEST_DIR"; } &
+wait "$pid"
+"#;
+
+/// A running server: its watchdog shell and the pipe that keeps it alive.
+#[derive(Debug)]
+struct Process {
+    shell: Child,
+    lifeline: ChildStdin,
+}
+
+impl Process {
+    /// Kills the server and waits until it is gone; its directory stays.
+    fn stop(mut self) {
+        let _ = self.lifeline.write_all(b"keep\n");
+        drop(self.lifeline);
+        let _ = self.shell.wait();
+    }
+}
+
 /// A `redis-server` process owned by a test.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
     dir: TempDir,
     args: Vec<String>,
-    child: Option<Child>,
+    process: Option<Process>,
 }
 
 impl RedisServer {
@@ -112,7 +134,7 @@ impl RedisServer {
                 port: free_port_for(bus),
                 dir: tempfile::tempdir().expect("create a temporary directory"),
                 args: args.iter().map(|a| (*a).to_owned()).collect(),
-                child: None,
+                process: None,
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -126,24 +148,27 @@ impl RedisServer {
     /// port was taken; other failures panic.
     fn spawn(&mut self) -> Result<(), String> {
         let bin = server_bin();
-        let log_file = self.log_path();
-        let child = Command::new(&bin)
+        let mut shell = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("redis-server-watchdog")
+            .arg(&bin)
             .arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
-            .arg(&log_file)
+            .arg(self.log_path())
             .args(&self.args)
-            .stdin(Stdio::null())
+            .env("MODEL_CACHE_TEST_DIR", self.dir.path())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {bin:?} (set REDIS_SERVER_BIN to a redis-server or valkey-server binary): {e}")
-            });
-        self.child = Some(child);
+            .unwrap_or_else(|e| panic!("cannot run sh to start {bin:?}: {e}"));
+        let lifeline = shell.stdin.take().expect("the watchdog's stdin is piped");
+        self.process = Some(Process { shell, lifeline });
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Ok(line) = inline_command(self.port, "PING")
@@ -151,14 +176,25 @@ impl RedisServer {
             {
                 return Ok(());
             }
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).is_some();
+            let exited = self
+                .process
+                .as_mut()
+                .and_then(|p| p.shell.try_wait().ok().flatten())
+                .is_some();
             if exited {
-                self.child = None;
+                if let Some(process) = self.process.take() {
+                    process.stop();
+                }
                 let log = self.log();
                 if log.contains("Address already in use") {
                     return Err(log);
                 }
-                panic!("redis-server on port {} exited at startup; log:\n{log}", self.port);
+                panic!(
+                    "{} on port {} exited at startup (set REDIS_SERVER_BIN to a redis-server or \
+                     valkey-server binary); log:\n{log}",
+                    server_bin(),
+                    self.port
+                );
             }
             if Instant::now() > deadline {
                 self.fail("did not answer PING in time");
@@ -198,20 +234,19 @@ impl RedisServer {
 
     /// Whether the process runs.
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_some()
     }
 
     /// Kills the server (the port is kept for [`RedisServer::start_again`]).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(process) = self.process.take() {
+            process.stop();
         }
     }
 
     /// Starts a stopped server again on the same port (with an empty dataset).
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "the server is running");
+        assert!(self.process.is_none(), "the server is running");
         if let Err(log) = self.spawn() {
             panic!("port {} was taken while the server was down; log:\n{log}", self.port);
         }
@@ -390,146 +425,42 @@ pub fn unique_namespace() -> String {
     format!("t-{:016x}", rand::random::<u64>())
 }
 
-/// The server (or cluster) the tests running now share, each under its own namespace:
-/// started by the first, stopped when the last store on it is dropped.
-fn shared<T>(slot: &Mutex<Weak<T>>, start: impl FnOnce() -> T) -> Arc<T> {
-    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(running) = slot.upgrade() {
-        return running;
-    }
-    let started = Arc::new(start());
-    *slot = Arc::downgrade(&started);
-    started
+static SHARED_SERVER: OnceLock<RedisServer> = OnceLock::new();
+static SHARED_CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+
+/// A server shared by every test of the process that asks for one, each under its own
+/// namespace. Started by the first; it lives until the process ends (its watchdog then stops
+/// it).
+pub fn shared_server() -> &'static RedisServer {
+    SHARED_SERVER.get_or_init(RedisServer::start)
 }
 
-static SHARED_SERVER: Mutex<Weak<RedisServer>> = Mutex::new(Weak::new());
-static SHARED_CLUSTER: Mutex<Weak<RedisCluster>> = Mutex::new(Weak::new());
+/// A three-master cluster shared like [`shared_server`].
+pub fn shared_cluster() -> &'static RedisCluster {
+    SHARED_CLUSTER.get_or_init(RedisCluster::start)
+}
 
-/// A store under a fresh namespace on a server shared with the tests running at the same
-/// time, spreading entities over `buckets`. The server lives as long as a store on it does.
-pub async fn store_on_shared_server(buckets: u32) -> TestStore {
-    let server = shared(&SHARED_SERVER, RedisServer::start);
-    let store = RedisStore::builder(server.url())
+/// A store under a fresh namespace on the [`shared_server`], spreading entities over
+/// `buckets`: a conformance-suite factory.
+pub async fn store_on_shared_server(buckets: u32) -> RedisStore {
+    let server = shared_server();
+    RedisStore::builder(server.url())
         .namespace(unique_namespace())
         .buckets(buckets)
         .connect()
         .await
-        .unwrap_or_else(|e| server.fail(&format!("connect: {e}")));
-    TestStore {
-        store,
-        _servers: server,
-    }
+        .unwrap_or_else(|e| server.fail(&format!("connect: {e}")))
 }
 
-/// [`store_on_shared_server`] on a shared three-master cluster.
-pub async fn store_on_shared_cluster(buckets: u32) -> TestStore {
-    let cluster = shared(&SHARED_CLUSTER, RedisCluster::start);
-    let store = RedisStore::cluster(cluster.urls())
+/// [`store_on_shared_server`] on the [`shared_cluster`].
+pub async fn store_on_shared_cluster(buckets: u32) -> RedisStore {
+    let cluster = shared_cluster();
+    RedisStore::cluster(cluster.urls())
         .namespace(unique_namespace())
         .buckets(buckets)
         .connect()
         .await
-        .unwrap_or_else(|e| cluster.fail(&format!("connect: {e}")));
-    TestStore {
-        store,
-        _servers: cluster,
-    }
-}
-
-/// A [`RedisStore`] that keeps the servers it runs on alive; it dereferences to the store and
-/// is a [`Store`] itself (for the conformance suite's factories).
-pub struct TestStore {
-    store: RedisStore,
-    _servers: Arc<dyn Any + Send + Sync>,
-}
-
-impl std::fmt::Debug for TestStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.store.fmt(f)
-    }
-}
-
-impl Deref for TestStore {
-    type Target = RedisStore;
-
-    fn deref(&self) -> &RedisStore {
-        &self.store
-    }
-}
-
-#[async_trait]
-impl Store for TestStore {
-    async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup> {
-        self.store.get(entity, id).await
-    }
-
-    async fn get_many(&self, entity: &EntitySchema, ids: &[RecordId]) -> StoreResult<Vec<Lookup>> {
-        self.store.get_many(entity, ids).await
-    }
-
-    async fn lease(&self, entity: &EntitySchema, ids: &[RecordId], ttl: Duration) -> StoreResult<Lease> {
-        self.store.lease(entity, ids, ttl).await
-    }
-
-    async fn put(
-        &self,
-        entity: &EntitySchema,
-        writes: &[RecordWrite],
-        mode: WriteMode,
-    ) -> StoreResult<Vec<WriteOutcome>> {
-        self.store.put(entity, writes, mode).await
-    }
-
-    async fn remove(
-        &self,
-        entity: &EntitySchema,
-        ids: &[RecordId],
-        mode: RemoveMode,
-    ) -> StoreResult<Vec<Option<IndexEntries>>> {
-        self.store.remove(entity, ids, mode).await
-    }
-
-    async fn query(&self, entity: &EntitySchema, query: &IndexQuery) -> StoreResult<QueryLookup> {
-        self.store.query(entity, query).await
-    }
-
-    async fn complete_query(
-        &self,
-        entity: &EntitySchema,
-        query: &IndexQuery,
-        token: FillToken,
-        records: &[RecordWrite],
-    ) -> StoreResult<bool> {
-        self.store.complete_query(entity, query, token, records).await
-    }
-
-    fn scan_ids<'a>(&'a self, entity: &'a EntitySchema, batch: usize) -> BoxStream<'a, StoreResult<Vec<RecordId>>> {
-        self.store.scan_ids(entity, batch)
-    }
-
-    async fn flush(&self, pattern: Option<&str>) -> StoreResult<u64> {
-        self.store.flush(pattern).await
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        self.store.ping().await
-    }
-
-    async fn stats(&self) -> StoreResult<StoreStats> {
-        self.store.stats().await
-    }
-
-    async fn get_value(&self, key: &str) -> StoreResult<Option<Bytes>> {
-        self.store.get_value(key).await
-    }
-
-    async fn put_value(&self, key: &str, value: Bytes, ttl: Duration, tags: &[String]) -> StoreResult<()> {
-        self.store.put_value(key, value, ttl, tags).await
-    }
-
-    async fn purge_tags(&self, tags: &[String]) -> StoreResult<u64> {
-        self.store.purge_tags(tags).await
-    }
+        .unwrap_or_else(|e| cluster.fail(&format!("connect: {e}")))
 }
 
 #[cfg(test)]

@@ -746,7 +746,10 @@ async fn rediss_urls_connect_over_tls() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().expect("run openssl");
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("this test makes its certificates with the openssl CLI (apt-get install openssl)");
         assert!(
             out.status.success(),
             "openssl {args:?}: {}",

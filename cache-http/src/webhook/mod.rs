@@ -35,7 +35,7 @@ use axum::{
     routing::{get, post},
 };
 use bytes::Bytes;
-use cache_core::{Cache, CacheError, EntityHandle, ModelError, RecordId, SourceRecord, UpsertOutcome};
+use cache_core::{Cache, CacheError, EntityHandle, ModelError, RecordId, RemoveOutcome, SourceRecord, UpsertOutcome};
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -394,13 +394,11 @@ impl WebhookReceiver {
 
         let outcome = match record {
             Some(record) => self.upsert(handle, record).await?,
-            None => {
-                handle
-                    .remove(&self.cache, &id, true)
-                    .await
-                    .map_err(|err| WebhookError::Internal(err.to_string()))?;
-                UpsertOutcome::Stored
-            }
+            None => match handle.remove(&self.cache, &id, true).await {
+                RemoveOutcome::Removed => UpsertOutcome::Stored,
+                RemoveOutcome::Disabled => UpsertOutcome::Disabled,
+                _ => UpsertOutcome::StoreFailed,
+            },
         };
         match outcome {
             UpsertOutcome::Stored => {

@@ -1,0 +1,1 @@
+//! The pieces of model-cache's benchmark report (`cargo bench -p model-cache-bench`).
