@@ -59,3 +59,8 @@ pub use sweep::{SweepProgress, SweepReport};
 /// `#[derive(Cacheable)]`, `#[derive(CacheView)]` and `#[derive(IndexValue)]`.
 #[cfg(feature = "derive")]
 pub use cache_derive::{CacheView, Cacheable, IndexValue};
+
+// The README's examples are compiled and run as doctests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -163,8 +163,8 @@ impl RedisServer {
             .args(&self.args)
             .env("MODEL_CACHE_TEST_DIR", self.dir.path())
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(self.output_file())
+            .stderr(self.output_file())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run sh to start {bin:?}: {e}"));
         let lifeline = shell.stdin.take().expect("the watchdog's stdin is piped");
@@ -212,9 +212,25 @@ impl RedisServer {
         panic!("redis-server on port {}: {what}; log:\n{}", self.port, self.log())
     }
 
-    /// The server's log so far.
+    /// Where the server's own output goes: errors it reports before it opens its log file (an
+    /// unknown option, a binary built without TLS).
+    fn output_file(&self) -> Stdio {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("output.log"))
+            .map_or_else(|_| Stdio::null(), Stdio::from)
+    }
+
+    /// The server's log so far (and what it printed before opening it).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no log: {e})"))
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let (output, log) = (read("output.log"), read("redis.log"));
+        if output.trim().is_empty() {
+            log
+        } else {
+            format!("{output}{log}")
+        }
     }
 
     /// `redis://127.0.0.1:{port}`.
