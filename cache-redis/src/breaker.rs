@@ -11,7 +11,7 @@
 use std::{
     sync::{
         Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -73,6 +73,8 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct CircuitBreaker {
     config: CircuitBreakerConfig,
+    /// Closed with no failure counted: the common case, decided without the lock.
+    healthy: AtomicBool,
     state: Mutex<State>,
     rejected: AtomicU64,
     opened: AtomicU64,
@@ -94,6 +96,7 @@ impl CircuitBreaker {
                 failure_threshold: config.failure_threshold.max(1),
                 ..config
             },
+            healthy: AtomicBool::new(true),
             state: Mutex::new(State::Closed { failures: 0 }),
             rejected: AtomicU64::new(0),
             opened: AtomicU64::new(0),
@@ -106,6 +109,9 @@ impl CircuitBreaker {
 
     /// Lets a call through, or refuses it with [`StoreError::Unavailable`].
     pub(crate) fn admit(&self) -> Result<Admission, StoreError> {
+        if self.healthy.load(Ordering::Acquire) {
+            return Ok(Admission::Pass);
+        }
         let mut state = self.lock();
         match *state {
             State::Closed { .. } => Ok(Admission::Pass),
@@ -124,12 +130,15 @@ impl CircuitBreaker {
 
     /// Records a call that reached a live server.
     pub(crate) fn success(&self) {
+        if self.healthy.load(Ordering::Acquire) {
+            return;
+        }
         let mut state = self.lock();
-        match *state {
-            State::Closed { failures: 0 } => {}
-            State::Closed { .. } => *state = State::Closed { failures: 0 },
+        let was = std::mem::replace(&mut *state, State::Closed { failures: 0 });
+        self.healthy.store(true, Ordering::Release);
+        match was {
+            State::Closed { .. } => {}
             State::Open { .. } | State::HalfOpen { .. } => {
-                *state = State::Closed { failures: 0 };
                 tracing::info!(
                     name: "redis_circuit_closed",
                     event = "redis_circuit_closed",
@@ -142,6 +151,7 @@ impl CircuitBreaker {
     /// Records a call that found the server unavailable.
     pub(crate) fn failure(&self, error: &StoreError) {
         let mut state = self.lock();
+        self.healthy.store(false, Ordering::Release);
         let failures = match *state {
             State::Closed { failures } | State::Open { failures, .. } | State::HalfOpen { failures } => {
                 failures.saturating_add(1)

@@ -246,8 +246,19 @@ impl BucketKeys {
 }
 
 /// A computed value or cached response: `{namespace}:v:{encoded key}`.
+///
+/// The key's `:` separators are kept (every other special character is encoded), so that a
+/// flush pattern over `v:{key}`, such as the response cache's `v:http:events:*`, matches here
+/// as it does on the in-memory store.
 pub(crate) fn value_key(namespace: &str, key: &str) -> String {
-    format!("{namespace}:v:{}", encode_component(key))
+    let mut out = format!("{namespace}:v:");
+    for (i, part) in key.split(':').enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push_str(&encode_component(part));
+    }
+    out
 }
 
 /// The set of value keys recorded under a tag: `{namespace}:tag:{encoded tag}`.

@@ -189,12 +189,7 @@ impl RedisServer {
                 if log.contains("Address already in use") {
                     return Err(log);
                 }
-                panic!(
-                    "{} on port {} exited at startup (set REDIS_SERVER_BIN to a redis-server or \
-                     valkey-server binary); log:\n{log}",
-                    server_bin(),
-                    self.port
-                );
+                panic!("{} on port {} exited at startup; log:\n{log}", server_bin(), self.port);
             }
             if Instant::now() > deadline {
                 self.fail("did not answer PING in time");

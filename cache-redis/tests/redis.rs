@@ -429,6 +429,38 @@ async fn flush_never_leaves_the_namespace() {
 }
 
 #[tokio::test]
+async fn value_keys_match_flush_patterns_as_on_the_memory_store() {
+    let server = RedisServer::start();
+    let store = store_on(&server).await;
+    let memory = cache_core::MemoryStore::new();
+    let keys = [
+        "http:events:recE1:projects:params_1:v1",
+        "http:events:recE2:_:params_2:v1",
+        "http:users:recU1:_:params_3:v1",
+        "stats:params_{x}*:1",
+    ];
+    for key in keys {
+        for s in [&store as &dyn Store, &memory] {
+            s.put_value(key, Bytes::from_static(b"1"), LONG, &[])
+                .await
+                .expect("put_value");
+        }
+    }
+    for s in [&store as &dyn Store, &memory] {
+        assert_eq!(s.flush(Some("v:http:events:*")).await.expect("flush"), 2);
+        assert_eq!(s.get_value(keys[0]).await.expect("get"), None);
+        assert!(
+            s.get_value(keys[2]).await.expect("get").is_some(),
+            "other resources stay"
+        );
+        assert!(
+            s.get_value(keys[3]).await.expect("get").is_some(),
+            "glob syntax in a key is data"
+        );
+    }
+}
+
+#[tokio::test]
 async fn stats_read_info_and_count_the_namespace() {
     let server = RedisServer::start();
     let store = store_on(&server).await;
@@ -655,7 +687,12 @@ async fn a_cache_keeps_answering_through_a_restart() {
 
 #[tokio::test]
 async fn acl_users_and_valkey_urls_connect() {
-    let server = RedisServer::start_with_args(&["--user", "alice", "on", ">s3cret", "~*", "&*", "+@all"]);
+    let users = concat!(
+        "--user alice on >s3cret ~* &* +@all ",
+        // The least a store needs (the docs list it): its namespace's keys and these commands.
+        "--user cache on >c4che ~mc:* resetchannels -@all +@read +@write +@scripting +info +time +ping",
+    );
+    let server = RedisServer::start_with_args(&users.split(' ').collect::<Vec<_>>());
     let port = server.port();
     let store = RedisStore::builder(format!("valkey://alice:s3cret@127.0.0.1:{port}"))
         .connect()
@@ -668,6 +705,23 @@ async fn acl_users_and_valkey_urls_connect() {
         .await
         .expect("whoami");
     assert_eq!(whoami, "alice");
+    let least = RedisStore::builder(format!("redis://cache:c4che@127.0.0.1:{port}"))
+        .connect()
+        .await
+        .expect("connect with the documented ACL");
+    upsert(&least, &[note("n1", "a", 1.0)]).await;
+    complete(&least, &by_tag("a"), &[note("n1", "a", 1.0)]).await;
+    assert_eq!(
+        page_ids(least.query(notes(), &by_tag("a")).await.expect("query")),
+        ["n1"]
+    );
+    least
+        .put_value("v", Bytes::from_static(b"1"), LONG, &["t".to_owned()])
+        .await
+        .expect("put_value");
+    assert_eq!(least.purge_tags(&["t".to_owned()]).await.expect("purge"), 1);
+    least.stats().await.expect("stats");
+    assert!(least.flush(None).await.expect("flush") > 0);
     let wrong = RedisStore::builder(format!("redis://alice:wrong@127.0.0.1:{port}"))
         .connect()
         .await;
