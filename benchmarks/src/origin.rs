@@ -173,7 +173,9 @@ impl Origin for CountingOrigin {
             let desc = matches!(query.sort, Some((_, Order::Desc)));
             // The cache's order: by score, ties by id, both in the sort's direction.
             found.sort_by(|(a, ra), (b, rb)| {
-                let asc = (a + 0.0).total_cmp(&(b + 0.0)).then_with(|| ra.source.id.cmp(&rb.source.id));
+                let asc = (a + 0.0)
+                    .total_cmp(&(b + 0.0))
+                    .then_with(|| ra.source.id.cmp(&rb.source.id));
                 if desc { asc.reverse() } else { asc }
             });
             found
@@ -187,7 +189,9 @@ impl Origin for CountingOrigin {
 
     async fn exists_many(&self, entity: &'static EntitySchema, ids: &[RecordId]) -> Result<Vec<RecordId>, OriginError> {
         self.inner.exists_many.fetch_add(1, Ordering::Relaxed);
-        Ok(self.read(entity, |t| ids.iter().filter(|id| t.present.contains(*id)).cloned().collect()))
+        Ok(self.read(entity, |t| {
+            ids.iter().filter(|id| t.present.contains(*id)).cloned().collect()
+        }))
     }
 
     async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<bool, OriginError> {
@@ -219,10 +223,7 @@ mod tests {
         expected.sort_by(|a, b| b.points.cmp(&a.points).then_with(|| b.id.cmp(&a.id)));
         let expected: Vec<Project> = expected.into_iter().take(5).cloned().collect();
         assert_eq!(top, expected);
-        let again = cache
-            .query(Query::<Project>::all().limit(3))
-            .await
-            .unwrap();
+        let again = cache.query(Query::<Project>::all().limit(3)).await.unwrap();
         assert_eq!(again.len(), 3);
         assert_eq!(origin.calls().query, 2);
 
@@ -231,7 +232,10 @@ mod tests {
         assert!(origin.remove(Project::schema(), &ids[0]));
         origin.put_ids(Project::schema(), [RecordId::new("recOnlyAnId").unwrap()]);
         let existing = origin
-            .exists_many(Project::schema(), &[ids[0].clone(), ids[1].clone(), RecordId::new("recOnlyAnId").unwrap()])
+            .exists_many(
+                Project::schema(),
+                &[ids[0].clone(), ids[1].clone(), RecordId::new("recOnlyAnId").unwrap()],
+            )
             .await
             .unwrap();
         assert_eq!(existing, [ids[1].clone(), RecordId::new("recOnlyAnId").unwrap()]);

@@ -108,7 +108,9 @@ pub async fn run_get(port: u16, clients: usize, requests: usize, value_size: usi
         .map_err(|e| BenchmarkError::Run(format!("cannot run {}: {e}", binary())))?;
     let wall = started.elapsed();
     if !output.status.success() {
-        return Err(BenchmarkError::Run(String::from_utf8_lossy(&output.stderr).into_owned()));
+        return Err(BenchmarkError::Run(
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let row = parse_csv(&stdout)?

@@ -195,7 +195,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -281,6 +281,9 @@ mod tests {
         let doc = "intro\n<!-- begin -->\nold\n<!-- end -->\noutro\n";
         let out = replace_between(doc, "<!-- begin -->", "<!-- end -->", "new\n").unwrap();
         assert_eq!(out, "intro\n<!-- begin -->\nnew\n<!-- end -->\noutro\n");
-        assert_eq!(replace_between("no markers", "<!-- begin -->", "<!-- end -->", "x"), None);
+        assert_eq!(
+            replace_between("no markers", "<!-- begin -->", "<!-- end -->", "x"),
+            None
+        );
     }
 }

@@ -164,6 +164,67 @@ pub struct StoreStats {
     pub evicted_keys: Option<u64>,
 }
 
+/// A lock on computing one value (see [`Store::lock_computed`]): the token its owner presents
+/// to store the value or release the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ComputeLock(pub u64);
+
+/// Where the store's purges stood when a computed value was looked up. A value computed after
+/// the lookup is stored with it, and refused when one of its tags was purged since (the
+/// value may have been computed from what the purge replaced). Opaque to the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PurgeStamp(pub u64);
+
+/// What the store holds for a computed value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputedLookup {
+    /// The stored value, if any (it may be past its logical expiry: the cache decides).
+    pub value: Option<Bytes>,
+    /// The stamp to store a recomputation with.
+    pub stamp: PurgeStamp,
+}
+
+/// A computed value to store.
+#[derive(Debug, Clone)]
+pub struct ComputedWrite {
+    /// The stored form.
+    pub value: Bytes,
+    /// How long the store keeps it.
+    pub ttl: Duration,
+    /// What it was computed from: [`Store::purge_tags`] of any of them removes it.
+    pub tags: Vec<String>,
+    /// The stamp of the lookup that preceded the computation.
+    pub stamp: PurgeStamp,
+    /// The lock the computation held, released (and its waiters woken) by the write.
+    pub lock: Option<ComputeLock>,
+}
+
+/// What [`Store::lock_computed`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockAttempt {
+    /// The caller holds the lock now.
+    Acquired(ComputeLock),
+    /// Someone else holds it: wait with [`Store::wait_computed`].
+    Held,
+}
+
+/// How a wait for someone else's computation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockWait {
+    /// The value is there.
+    Value(Bytes),
+    /// The lock was released (or had expired) without a value: the computation failed, or
+    /// its value was refused or purged. Compute it yourself.
+    Released,
+    /// The wait's bound passed first.
+    TimedOut,
+}
+
+/// How long a store remembers a purge for [`Store::put_computed`]: a computation that took
+/// longer than this (from its lookup to its write) is not stored, since a purge during it can
+/// no longer be ruled out.
+pub const PURGE_MEMORY: Duration = Duration::from_secs(600);
+
 /// Where cached data lives. See the [module docs](self) for the consistency machinery.
 ///
 /// Methods take the entity's schema; a store derives its key layout from
@@ -238,6 +299,55 @@ pub trait Store: Send + Sync + 'static {
     /// under each of `tags` so that [`Store::purge_tags`] removes it.
     async fn put_value(&self, key: &str, value: Bytes, ttl: Duration, tags: &[String]) -> StoreResult<()>;
 
-    /// Removes every value recorded under any of `tags`; answers how many were removed.
+    /// Removes every value recorded under any of `tags`; answers how many were removed. A store
+    /// that supports [`Store::put_computed`]'s refusals also remembers, for
+    /// [`PURGE_MEMORY`], that these tags were purged.
     async fn purge_tags(&self, tags: &[String]) -> StoreResult<u64>;
+
+    // ------------------------------------------------------------ computed values
+    //
+    // The defaults make any store usable for computed values, without the protections: no
+    // refusal of values computed across a purge, and no lock (every caller computes). The
+    // in-memory and Redis stores implement them all.
+
+    /// Reads a computed value, with the stamp to store its recomputation with: one round trip.
+    async fn get_computed(&self, key: &str) -> StoreResult<ComputedLookup> {
+        Ok(ComputedLookup {
+            value: self.get_value(key).await?,
+            stamp: PurgeStamp(0),
+        })
+    }
+
+    /// Stores a computed value under `key` with its tags (as [`Store::put_value`]), unless one
+    /// of its tags was purged since `write.stamp` (or the stamp is older than
+    /// [`PURGE_MEMORY`]); then releases `write.lock` if it still holds and wakes the lock's
+    /// waiters, whether the value was stored or not. Answers whether it was stored.
+    async fn put_computed(&self, key: &str, write: &ComputedWrite) -> StoreResult<bool> {
+        self.put_value(key, write.value.clone(), write.ttl, &write.tags).await?;
+        Ok(true)
+    }
+
+    /// Takes the lock on computing `key` for `ttl`, unless someone holds it (`SET NX PX`).
+    async fn lock_computed(&self, key: &str, ttl: Duration) -> StoreResult<LockAttempt> {
+        let _ = (key, ttl);
+        Ok(LockAttempt::Acquired(ComputeLock(0)))
+    }
+
+    /// Releases the lock on `key` if `lock` still holds it (a computation that failed), and
+    /// wakes its waiters, who then compute themselves.
+    async fn unlock_computed(&self, key: &str, lock: ComputeLock) -> StoreResult<()> {
+        let _ = (key, lock);
+        Ok(())
+    }
+
+    /// Waits, at most `timeout`, for the holder of the lock on `key` to store the value or
+    /// release the lock, without polling: answers at once when the value is there or nobody
+    /// holds the lock.
+    async fn wait_computed(&self, key: &str, timeout: Duration) -> StoreResult<LockWait> {
+        let _ = timeout;
+        Ok(match self.get_value(key).await? {
+            Some(value) => LockWait::Value(value),
+            None => LockWait::Released,
+        })
+    }
 }

@@ -1,0 +1,199 @@
+//! In-process single-flight for computed values: one computation per key at a time in a
+//! process; later misses wait for it.
+//!
+//! The leader runs the computation in its own task (the caller's), so the closure may borrow;
+//! if the leader goes away before finishing, its waiters are told and the next of them leads.
+//! Writes through the cache detach the flights that already read what they purge: a miss
+//! after a write must not be answered by a computation that read the data before it.
+
+use std::{
+    any::Any,
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::telemetry::Telemetry;
+
+/// An error shared with the waiters of a flight: an `Arc<E>`, type-erased.
+pub(crate) type SharedError = Arc<dyn Any + Send + Sync>;
+
+/// Where a flight is.
+#[derive(Clone)]
+pub(crate) enum FlightState {
+    Running,
+    /// The envelope every waiter answers from.
+    Value(Bytes),
+    /// The computation failed.
+    Failed(SharedError),
+    /// The leader went away, or has nothing to share: compute again.
+    Abandoned,
+}
+
+struct Entry {
+    id: u64,
+    tx: Arc<watch::Sender<FlightState>>,
+    /// What the computation read so far (its telemetry scope), for [`ComputedFlights::detach`].
+    reads: Telemetry,
+}
+
+#[derive(Default)]
+pub(crate) struct ComputedFlights {
+    next: AtomicU64,
+    map: Mutex<HashMap<String, Entry>>,
+}
+
+/// Whether the caller leads the flight of a key or waits for it.
+pub(crate) enum Role {
+    Lead(Leader),
+    Join(watch::Receiver<FlightState>),
+}
+
+impl ComputedFlights {
+    /// Joins the flight computing `key`, or starts one whose computation records into `reads`.
+    pub(crate) fn join_or_lead(self: &Arc<Self>, key: &str, reads: &Telemetry) -> Role {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = map.get(key) {
+            return Role::Join(entry.tx.subscribe());
+        }
+        Role::Lead(self.insert(&mut map, key, reads))
+    }
+
+    /// Starts a flight for `key` unless one runs.
+    pub(crate) fn try_lead(self: &Arc<Self>, key: &str, reads: &Telemetry) -> Option<Leader> {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.contains_key(key) {
+            return None;
+        }
+        Some(self.insert(&mut map, key, reads))
+    }
+
+    fn insert(self: &Arc<Self>, map: &mut HashMap<String, Entry>, key: &str, reads: &Telemetry) -> Leader {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let tx = Arc::new(watch::Sender::new(FlightState::Running));
+        map.insert(
+            key.to_owned(),
+            Entry {
+                id,
+                tx: Arc::clone(&tx),
+                reads: reads.clone(),
+            },
+        );
+        Leader {
+            flights: Arc::clone(self),
+            key: key.to_owned(),
+            id,
+            tx,
+            finished: false,
+        }
+    }
+
+    /// A purge of `tags`: later misses must not join flights that read any of them.
+    pub(crate) fn detach(&self, tags: &[String]) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.is_empty() {
+            return;
+        }
+        map.retain(|_, entry| {
+            let read = entry.reads.snapshot().tags;
+            !tags.iter().any(|t| read.binary_search(t).is_ok())
+        });
+    }
+
+    fn remove(&self, key: &str, id: u64) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.get(key).is_some_and(|e| e.id == id) {
+            map.remove(key);
+        }
+    }
+}
+
+/// The leader of a flight. Dropping it unfinished tells the waiters to compute again.
+pub(crate) struct Leader {
+    flights: Arc<ComputedFlights>,
+    key: String,
+    id: u64,
+    tx: Arc<watch::Sender<FlightState>>,
+    finished: bool,
+}
+
+impl Leader {
+    /// Ends the flight with `state` for everyone waiting.
+    pub(crate) fn finish(mut self, state: FlightState) {
+        self.end(state);
+    }
+
+    fn end(&mut self, state: FlightState) {
+        self.finished = true;
+        self.flights.remove(&self.key, self.id);
+        self.tx.send_replace(state);
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.end(FlightState::Abandoned);
+        }
+    }
+}
+
+/// Waits for a flight to end; a flight whose sender went away counts as abandoned.
+pub(crate) async fn outcome(mut rx: watch::Receiver<FlightState>) -> FlightState {
+    match rx.wait_for(|s| !matches!(s, FlightState::Running)).await {
+        Ok(state) => state.clone(),
+        Err(_) => FlightState::Abandoned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_leader_then_waiters_get_its_outcome() {
+        let flights = Arc::new(ComputedFlights::default());
+        let t = Telemetry::new();
+        let Role::Lead(leader) = flights.join_or_lead("k", &t) else {
+            panic!("the first caller leads")
+        };
+        let Role::Join(rx) = flights.join_or_lead("k", &t) else {
+            panic!("the second caller joins")
+        };
+        assert!(flights.try_lead("k", &t).is_none());
+        leader.finish(FlightState::Value(Bytes::from_static(b"v")));
+        assert!(matches!(outcome(rx).await, FlightState::Value(v) if v == "v"));
+        assert!(flights.try_lead("k", &t).is_some(), "a finished flight is gone");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_abandons() {
+        let flights = Arc::new(ComputedFlights::default());
+        let t = Telemetry::new();
+        let leader = flights.try_lead("k", &t);
+        let Role::Join(rx) = flights.join_or_lead("k", &t) else {
+            panic!("joins")
+        };
+        drop(leader);
+        assert!(matches!(outcome(rx).await, FlightState::Abandoned));
+    }
+
+    #[tokio::test]
+    async fn purges_detach_flights_that_read_their_tags() {
+        let flights = Arc::new(ComputedFlights::default());
+        let reads = Telemetry::new();
+        let _a = flights.try_lead("a", &reads);
+        let _b = flights.try_lead("b", &Telemetry::new());
+        crate::telemetry::scope(reads, async { crate::telemetry::record_tags(["projects:p1"]) }).await;
+        flights.detach(&["projects:p2".to_owned()]);
+        assert!(flights.try_lead("a", &Telemetry::new()).is_none(), "unrelated purge");
+        flights.detach(&["projects:p1".to_owned()]);
+        assert!(flights.try_lead("a", &Telemetry::new()).is_some(), "detached: a new flight starts");
+        assert!(flights.try_lead("b", &Telemetry::new()).is_none());
+    }
+}
