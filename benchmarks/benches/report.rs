@@ -7,8 +7,8 @@
 //! warm-up, so every ratio holds on a noisy machine. Writes `docs/benchmarks.md` and the
 //! figures block of `docs/src/benchmarks.md`.
 //!
-//! `MODEL_CACHE_BENCH_SCALE=0.1` runs a tenth of the samples for a quick look; only a full run
-//! (scale 1) writes the docs.
+//! `MODEL_CACHE_BENCH_SCALE=0.1` runs a tenth of the samples for a quick look and prints the
+//! report instead of writing it: only a full run (scale 1) writes the docs.
 
 use std::{
     path::{Path, PathBuf},
@@ -72,12 +72,13 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     let report = runtime.block_on(run(scale));
-    println!("\n{}\n{}", report.header(), report.table());
-    println!("{}", report.tally());
     if (scale - 1.0).abs() > f64::EPSILON {
+        println!("\n{}", report.to_markdown());
         println!("MODEL_CACHE_BENCH_SCALE={scale}: a partial run; the docs are left as they are.");
         return;
     }
+    println!("\n{}\n{}", report.header(), report.table());
+    println!("{}", report.tally());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from(".."), Path::to_path_buf);
@@ -332,6 +333,15 @@ fn share(part: Duration, whole: Duration) -> String {
     format!("{:.0}%", 100.0 * ratio(part, whole))
 }
 
+/// `a - b` with its sign: `+5.21 µs`, `−0.40 µs`.
+fn signed(a: Duration, b: Duration) -> String {
+    if a >= b {
+        format!("+{}", fmt_duration(a - b))
+    } else {
+        format!("−{}", fmt_duration(b - a))
+    }
+}
+
 /// `a - b`, signed, for people.
 fn gap(a: Duration, b: Duration) -> String {
     if a >= b {
@@ -347,6 +357,7 @@ async fn warm_line(b: &mut Bench) {
     let rounds = 3;
     let mut ours = Vec::new();
     let mut hand = Vec::new();
+    let mut puts = Vec::new();
     let mut memory_per_record = 0;
     let mut calls = 0;
     let mut loaded = 0;
@@ -358,6 +369,17 @@ async fn warm_line(b: &mut Bench) {
         hand.push(t.elapsed());
 
         b.flushdb().await;
+        let t = Instant::now();
+        for chunk in b.records.chunks(WARM_BATCH) {
+            let writes = record_writes(chunk);
+            b.store
+                .put(Project::schema(), &writes, WriteMode::Upsert)
+                .await
+                .expect("put");
+        }
+        puts.push(t.elapsed());
+
+        b.flushdb().await;
         let memory_before = b.used_memory().await;
         let calls_before = b.origin.calls().total();
         let t = Instant::now();
@@ -367,18 +389,35 @@ async fn warm_line(b: &mut Bench) {
         memory_per_record = (b.used_memory().await.saturating_sub(memory_before)) / b.records.len() as u64;
     }
     assert_eq!(loaded, b.records.len(), "warming loaded every record");
-    let (_, commands) = {
-        let id = [b.ids[0].clone()];
-        let () = redis::cmd("DEL")
-            .arg(&b.keys[0])
-            .query_async(&mut b.conn.clone())
-            .await
-            .expect("DEL");
-        b.server.count_commands(b.cache.get_many::<Project>(&id)).await
-    };
+    // The commands of one warming batch, from an empty server; then the rest, as before.
+    b.flushdb().await;
+    let (_, commands) = b
+        .server
+        .count_commands(b.cache.get_many::<Project>(&b.ids[..WARM_BATCH.min(b.ids.len())]))
+        .await;
+    b.warm().await;
+    // The client's CPU work of a read-through fill, alone: parsing the source records into
+    // models, then their cached form and index entries.
+    let sources: Vec<_> = b.records.iter().map(|r| r.to_source().expect("source shape")).collect();
+    let mut prepare = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for source in &sources {
+            let record = Project::from_source(source.clone()).expect("parse");
+            std::hint::black_box((record.to_cached().expect("encode"), record.index_entries()));
+        }
+        prepare.push(t.elapsed());
+    }
     ours.sort();
     hand.sort();
-    let (ours, hand) = (ours[rounds / 2], hand[rounds / 2]);
+    puts.sort();
+    prepare.sort();
+    let (ours, hand, put, prepare) = (
+        ours[rounds / 2],
+        hand[rounds / 2],
+        puts[rounds / 2],
+        prepare[rounds / 2],
+    );
     let n = b.records.len();
     let target = Duration::from_millis(500);
     b.lines.push(Line {
@@ -404,7 +443,18 @@ async fn warm_line(b: &mut Bench) {
                 n.div_ceil(WARM_BATCH)
             ),
             format!(
-                "Commands of one warming `get_many` of a missing record: {} (each one round trip).",
+                "Where the time goes: `Store::put` alone of the same records (upserts, batches of {WARM_BATCH}, \
+                 encoding included): {} — the atomic script moving each record into its index entries; the \
+                 client's CPU work of the fills alone (parsing {} source records, encoding them, computing their \
+                 index entries): {}; the rest (the store read that finds them missing, the leases, the origin \
+                 calls, cloning source records): {}.",
+                fmt_duration(put),
+                thousands(n as u64),
+                fmt_duration(prepare),
+                gap(ours, put + prepare)
+            ),
+            format!(
+                "Commands of one warming batch of {WARM_BATCH} missing records: {} (each one round trip).",
                 commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
             ),
             "The hand-written baseline pipelines, per batch of 500, `SET … PX` of each record, `HSET` of its \
@@ -412,11 +462,26 @@ async fn warm_line(b: &mut Bench) {
              per shared key, in one round trip: no version check, no lease, no atomicity."
                 .to_owned(),
             format!(
-                "`used_memory` grew by {} bytes per record during model-cache's warm-up (see line 7).",
+                "`used_memory` grew by {} bytes per record during model-cache's warm-up (see line 7); this counts \
+                 the fills' lease keys too, which live until the lease TTL (30 s) ends.",
                 thousands(memory_per_record)
             ),
         ],
     });
+}
+
+/// What `Store::put` takes for `records`, as the cache builds it.
+fn record_writes(records: &[Project]) -> Vec<RecordWrite> {
+    records
+        .iter()
+        .map(|r| RecordWrite {
+            id: r.id.clone(),
+            body: Bytes::from(r.to_cached().expect("cached form")),
+            index: r.index_entries(),
+            version: r.version(),
+            ttl: TTL,
+        })
+        .collect()
 }
 
 /// The same records and index entries as a warm-up writes, in hand-written pipelines.
@@ -476,9 +541,14 @@ async fn memory_lines(b: &mut Bench) {
     let prefix = b.store.key_layout(Project::schema()).bucket(0).prefix().to_owned();
     let (mut meta, mut idset, mut tags, mut sorts, mut other) = (0, 0, 0, 0, 0);
     let mut other_keys = Vec::new();
+    let mut leases = 0u64;
     for key in b.scan(&format!("{prefix}:*")).await {
         let rest = &key[prefix.len()..];
         if rest.starts_with(":r:") || rest.starts_with(":tomb:") {
+            continue;
+        }
+        if rest.starts_with(":lease:") {
+            leases += 1;
             continue;
         }
         let usage = b.memory_usage(&key).await;
@@ -540,6 +610,11 @@ async fn memory_lines(b: &mut Bench) {
             "The meta hash keeps each record's index entries and version so that an upsert can move the \
              record out of its old index entries atomically, without reading the old record."
                 .to_owned(),
+            format!(
+                "Not counted: {} lease keys left by the warm-up's fills (a fill does not delete its lease; they \
+                 expire with the 30 s lease TTL).",
+                thousands(leases)
+            ),
         ],
     });
 }
@@ -553,9 +628,10 @@ async fn get_line(b: &mut Bench) {
     });
     b.decode_one = Some(decode);
     let plan = Plan::new(b.n(40_000, 2_000), 500, 2_000);
-    let (cache, conn) = (&b.cache, &b.conn);
+    let (cache, conn, store) = (&b.cache, &b.conn, &b.store);
     let bench = &*b;
-    let s = interleave(3, &plan, async |variant, i| {
+    let schema = Project::schema();
+    let s = interleave(4, &plan, async |variant, i| {
         let k = bench.spread(i);
         match variant {
             0 => {
@@ -570,7 +646,7 @@ async fn get_line(b: &mut Bench) {
                     .expect("GET");
                 assert!(std::hint::black_box(raw).is_some());
             }
-            _ => {
+            2 => {
                 let raw: (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("MGET")
                     .arg(&bench.keys[k])
                     .arg(&bench.tombs[k])
@@ -579,14 +655,20 @@ async fn get_line(b: &mut Bench) {
                     .expect("MGET");
                 assert!(std::hint::black_box(raw).0.is_some());
             }
+            _ => match store.get(schema, &bench.ids[k]).await.expect("store get") {
+                Lookup::Hit(bytes) => {
+                    std::hint::black_box::<Bytes>(bytes);
+                }
+                other => panic!("a hit, not {other:?}"),
+            },
         }
     })
     .await;
-    let (ours, raw, mget) = (s[0].summary(), s[1].summary(), s[2].summary());
+    let (ours, raw, mget, store_get) = (s[0].summary(), s[1].summary(), s[2].summary(), s[3].summary());
     let (_, commands) = b.server.count_commands(b.cache.get::<Project>(&b.ids[1])).await;
     let r = ours.p50_ratio(&raw);
     let target = 1.2;
-    let rest = ours.p50.saturating_sub(mget.p50).saturating_sub(decode.p50);
+
     b.lines.push(Line {
         number: "1".to_owned(),
         name: "`Cache::get` hit (Redis) vs raw `GET` of the same bytes".to_owned(),
@@ -606,14 +688,17 @@ async fn get_line(b: &mut Bench) {
                 commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
             ),
             format!(
-                "Where the {} between the two medians goes: the tombstone key (raw `MGET` of both keys: {}, \
-                 +{}), decoding the record into a `Project` (serde_json, measured alone: p50 {}), and the rest \
-                 ({}: key building, the circuit breaker, statistics, the telemetry scope, the `dyn Store` call).",
+                "Where the {} between the two medians goes, step by step: reading the tombstone key too (raw \
+                 `MGET` of both keys: {}, {}); `RedisStore::get` alone (key building, circuit breaker, the same \
+                 `MGET`, no decoding: {}, {} over the raw `MGET`); `Cache::get` over `RedisStore::get` ({}: \
+                 decoding the record into a `Project`, measured alone at p50 {}, plus statistics and telemetry).",
                 gap(ours.p50, raw.p50),
                 p50_p99(&mget),
-                gap(mget.p50, raw.p50),
-                fmt_duration(decode.p50),
-                fmt_duration(rest)
+                signed(mget.p50, raw.p50),
+                p50_p99(&store_get),
+                signed(store_get.p50, mget.p50),
+                signed(ours.p50, store_get.p50),
+                fmt_duration(decode.p50)
             ),
         ],
     });
@@ -646,8 +731,9 @@ async fn get_many_line(b: &mut Bench) {
         }
     });
     let plan = Plan::new(b.n(5_000, 300), 100, 200);
-    let (cache, conn) = (&b.cache, &b.conn);
-    let s = interleave(3, &plan, async |variant, i| {
+    let (cache, conn, store) = (&b.cache, &b.conn, &b.store);
+    let schema = Project::schema();
+    let s = interleave(4, &plan, async |variant, i| {
         let w = i % windows.len();
         match variant {
             0 => {
@@ -662,7 +748,7 @@ async fn get_many_line(b: &mut Bench) {
                     .expect("MGET");
                 assert_eq!(std::hint::black_box(raw).len(), MANY);
             }
-            _ => {
+            2 => {
                 let raw: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
                     .arg(&window_both[w])
                     .query_async(&mut conn.clone())
@@ -670,10 +756,14 @@ async fn get_many_line(b: &mut Bench) {
                     .expect("MGET");
                 assert_eq!(std::hint::black_box(raw).len(), 2 * MANY);
             }
+            _ => {
+                let found = store.get_many(schema, &window_ids[w]).await.expect("store get_many");
+                assert!(std::hint::black_box(found).iter().all(|l| matches!(l, Lookup::Hit(_))));
+            }
         }
     })
     .await;
-    let (ours, raw, both) = (s[0].summary(), s[1].summary(), s[2].summary());
+    let (ours, raw, both, store_many) = (s[0].summary(), s[1].summary(), s[2].summary(), s[3].summary());
     let (_, commands) = b
         .server
         .count_commands(b.cache.get_many::<Project>(&window_ids[0]))
@@ -701,14 +791,19 @@ async fn get_many_line(b: &mut Bench) {
                 if commands.len() == 1 { "" } else { "s" }
             ),
             format!(
-                "Where the {} between the medians goes: the {MANY} tombstone keys (raw `MGET` of all {} keys: {}, \
-                 +{}), decoding {MANY} records (measured alone: p50 {}), and the rest ({}).",
+                "Where the {} between the medians goes, step by step: reading the {MANY} tombstone keys too (raw \
+                 `MGET` of all {} keys: {}, {}); `RedisStore::get_many` alone (building {} key names, the same \
+                 `MGET`, no decoding: {}, {}); `Cache::get_many` over it ({}: decoding {MANY} records, measured \
+                 alone at p50 {}, plus de-duplicating the ids, statistics and telemetry).",
                 gap(ours.p50, raw.p50),
                 2 * MANY,
                 p50_p99(&both),
-                gap(both.p50, raw.p50),
-                fmt_duration(decode.p50),
-                fmt_duration(ours.p50.saturating_sub(both.p50).saturating_sub(decode.p50))
+                signed(both.p50, raw.p50),
+                2 * MANY,
+                p50_p99(&store_many),
+                signed(store_many.p50, both.p50),
+                signed(ours.p50, store_many.p50),
+                fmt_duration(decode.p50)
             ),
         ],
     });
@@ -1210,17 +1305,10 @@ async fn sweep_line(b: &mut Bench) {
     let schema = Project::schema();
     let started = Instant::now();
     for chunk in records.chunks(PUT_BATCH) {
-        let writes: Vec<RecordWrite> = chunk
-            .iter()
-            .map(|r| RecordWrite {
-                id: r.id.clone(),
-                body: Bytes::from(r.to_cached().expect("cached form")),
-                index: r.index_entries(),
-                version: r.version(),
-                ttl: TTL,
-            })
-            .collect();
-        store.put(schema, &writes, WriteMode::Upsert).await.expect("put");
+        store
+            .put(schema, &record_writes(chunk), WriteMode::Upsert)
+            .await
+            .expect("put");
     }
     let filled = started.elapsed();
     let origin = CountingOrigin::new();
@@ -1501,6 +1589,7 @@ async fn http_lines(b: &mut Bench) {
     let on_calls = demo.origin_on.calls().total() - on_before;
     let off_calls = demo.origin_off.calls().total() - off_before;
     let seeded = demo.seeded;
+    drop(client);
     drop(demo);
 
     let summaries: Vec<Summary> = results.iter().map(|r| r.latencies.summary()).collect();

@@ -131,6 +131,7 @@ struct Inner {
     lease_ttl: Duration,
     stats: Stats,
     flights: Arc<Flights>,
+    computed: crate::compute::ComputeState,
 }
 
 impl fmt::Debug for Cache {
@@ -154,6 +155,7 @@ pub struct CacheBuilder {
     entities: Vec<EntityHandle>,
     jitter: f64,
     lease_ttl: Duration,
+    pub(crate) compute: crate::compute::ComputeSetup,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -243,6 +245,7 @@ impl CacheBuilder {
                 lease_ttl: self.lease_ttl,
                 stats: Stats::default(),
                 flights: Arc::default(),
+                computed: self.compute.build(),
             }),
         })
     }
@@ -278,6 +281,7 @@ impl Cache {
             entities: Vec::new(),
             jitter: DEFAULT_TTL_JITTER,
             lease_ttl: DEFAULT_LEASE_TTL,
+            compute: crate::compute::ComputeSetup::default(),
         }
     }
 
@@ -934,6 +938,10 @@ impl Cache {
         }
     }
 
+    pub(crate) fn compute_state(&self) -> &crate::compute::ComputeState {
+        &self.inner.computed
+    }
+
     pub(crate) fn stats_handle(&self) -> &Stats {
         &self.inner.stats
     }
@@ -954,6 +962,7 @@ impl Cache {
         }
         tags.sort();
         tags.dedup();
+        self.inner.computed.detach(&tags).await;
         if let Err(err) = self.inner.store.purge_tags(&tags).await {
             self.store_failed(schema.entity, "purge_tags", &err);
         }

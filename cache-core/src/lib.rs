@@ -7,6 +7,7 @@
 
 mod cache;
 mod clock;
+pub mod compute;
 mod error;
 mod flight;
 mod id;
@@ -38,6 +39,7 @@ pub use cache::{
     RemoveOutcome, UpsertOutcome,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use compute::{ComputeOptions, Computed, ComputedStats, ManualRandom, RandomSource, SystemRandom};
 pub use error::{CacheError, ConfigError};
 pub use id::{FORBIDDEN_ID_CHARS, InvalidId, MAX_ID_LEN, RecordId};
 pub use link::{Link, Links};
@@ -51,8 +53,9 @@ pub use schema::{
 };
 pub use stats::{CacheStats, EntityStats, describe_metrics};
 pub use store::{
-    FillToken, Lease, Lookup, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats,
-    WriteMode, WriteOutcome,
+    ComputeLock, ComputedLookup, ComputedWrite, FillToken, Lease, LockAttempt, LockWait, Lookup, PURGE_MEMORY,
+    PurgeStamp, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats, WriteMode,
+    WriteOutcome,
 };
 pub use sweep::{SweepProgress, SweepReport};
 

@@ -35,6 +35,8 @@ use crate::{
     RemoveMode, Store, StoreResult, StoreStats, SystemClock, WriteMode, WriteOutcome, order,
 };
 
+mod computed;
+
 /// The default memory budget of a [`MemoryStore`]: 128 MiB.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 128 * 1024 * 1024;
 
@@ -69,6 +71,7 @@ struct Inner {
     budget: u64,
     next_lease: AtomicU64,
     next_gen: AtomicU64,
+    purges: computed::PurgeCounter,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -130,6 +133,7 @@ impl MemoryStoreBuilder {
                 budget: self.budget,
                 next_lease: AtomicU64::new(1),
                 next_gen: AtomicU64::new(1),
+                purges: computed::PurgeCounter::default(),
             }),
         }
     }
@@ -247,6 +251,8 @@ struct State {
     entities: HashMap<String, EntityState>,
     /// Value keys by tag.
     value_tags: HashMap<String, HashSet<String>>,
+    /// Compute locks and purge marks.
+    computed: computed::ComputedState,
 }
 
 #[derive(Default)]
@@ -753,6 +759,8 @@ impl Store for MemoryStore {
     async fn purge_tags(&self, tags: &[String]) -> StoreResult<u64> {
         let inner = &self.inner;
         let mut state = inner.lock().await;
+        let now = inner.now();
+        state.computed.purged(tags, now, &inner.purges);
         let mut keys = BTreeSet::new();
         for tag in tags {
             if let Some(found) = state.value_tags.remove(tag) {
@@ -771,6 +779,26 @@ impl Store for MemoryStore {
             }
         }
         Ok(removed)
+    }
+
+    async fn get_computed(&self, key: &str) -> StoreResult<crate::ComputedLookup> {
+        self.computed_get(key).await
+    }
+
+    async fn put_computed(&self, key: &str, write: &crate::ComputedWrite) -> StoreResult<bool> {
+        self.computed_put(key, write).await
+    }
+
+    async fn lock_computed(&self, key: &str, ttl: Duration) -> StoreResult<crate::LockAttempt> {
+        self.computed_lock(key, ttl).await
+    }
+
+    async fn unlock_computed(&self, key: &str, lock: crate::ComputeLock) -> StoreResult<()> {
+        self.computed_unlock(key, lock).await
+    }
+
+    async fn wait_computed(&self, key: &str, timeout: Duration) -> StoreResult<crate::LockWait> {
+        self.computed_wait(key, timeout).await
     }
 }
 

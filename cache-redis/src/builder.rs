@@ -13,6 +13,7 @@ use crate::{
     connection::{Node, RedisConnection},
     layout::validate_namespace,
     scripts::Scripts,
+    wait::WaitConnections,
 };
 
 /// The default namespace: every key starts with `mc:`.
@@ -137,7 +138,8 @@ impl RedisStoreBuilder {
         for url in &self.urls {
             check_url(url)?;
         }
-        let conn = if self.cluster {
+        // `waits`: dedicated connections for blocking waits on computed values (`wait.rs`).
+        let (conn, waits) = if self.cluster {
             let builder = ClusterClientBuilder::new(self.urls.iter().map(String::as_str));
             #[cfg(feature = "tls")]
             let builder = match &self.root_certificate {
@@ -155,20 +157,22 @@ impl RedisStoreBuilder {
                 .max_retry_wait(200)
                 .build()
                 .map_err(ConnectError::Connect)?;
-            RedisConnection::Cluster(client.get_async_connection().await.map_err(ConnectError::Connect)?)
+            let waits = WaitConnections::cluster(client.clone(), self.connect_timeout);
+            let conn = client.get_async_connection().await.map_err(ConnectError::Connect)?;
+            (RedisConnection::Cluster(conn), waits)
         } else {
             let client = self.client().map_err(ConnectError::Connect)?;
+            let waits = WaitConnections::single(client.clone(), self.connect_timeout);
             // No reconnect retries inside a call: while the server is down each call fails
             // at once and the circuit breaker decides when to try again.
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(self.connect_timeout))
                 .set_response_timeout(Some(self.response_timeout))
                 .set_number_of_retries(0);
-            RedisConnection::Single(
-                ConnectionManager::new_with_config(client, config)
-                    .await
-                    .map_err(ConnectError::Connect)?,
-            )
+            let conn = ConnectionManager::new_with_config(client, config)
+                .await
+                .map_err(ConnectError::Connect)?;
+            (RedisConnection::Single(conn), waits)
         };
         check_version(&conn).await?;
         let scripts = Scripts::new();
@@ -184,6 +188,7 @@ impl RedisStoreBuilder {
             self.buckets,
             scripts,
             self.breaker,
+            waits,
         ))
     }
 }

@@ -76,6 +76,10 @@ pub(crate) fn validate_pattern(pattern: &str) -> Result<(), String> {
 /// mc:{projects}:1a2b3c4d:seq                write sequence (fill tokens)
 /// mc:v:<key>                                computed value / cached response
 /// mc:tag:<tag>                              SET of the value keys recorded under a tag
+/// mc:purged:{mc:tag:<tag>}                  when the tag was last purged (refuses values
+///                                           computed across the purge)
+/// mc:lock:{mc:v:<key>}                      lock on computing a value; `:waiters:<token>`
+///                                           counts its waiters, `:wake:<token>` wakes them
 /// ```
 ///
 /// With `n > 1` buckets the hash tag is `{projects.2/4}` (bucket 2 of 4): the bucket count is
@@ -264,6 +268,20 @@ pub(crate) fn value_key(namespace: &str, key: &str) -> String {
 /// The set of value keys recorded under a tag: `{namespace}:tag:{encoded tag}`.
 pub(crate) fn tag_set_key(namespace: &str, tag: &str) -> String {
     format!("{namespace}:tag:{}", encode_component(tag))
+}
+
+/// The lock on computing the value under `key`: `{namespace}:lock:{<value key>}`. The waiters
+/// of the computation holding token `T` count in `...:waiters:T` and are woken through the list
+/// `...:wake:T`. The hash tag is the value key itself (which has no braces), so the lock and
+/// its wake-ups live in the value's cluster slot.
+pub(crate) fn lock_key(namespace: &str, key: &str) -> String {
+    format!("{namespace}:lock:{{{}}}", value_key(namespace, key))
+}
+
+/// When a tag was last purged (server microseconds): `{namespace}:purged:{<tag set key>}`, in
+/// the tag set's slot.
+pub(crate) fn purge_mark_key(namespace: &str, tag: &str) -> String {
+    format!("{namespace}:purged:{{{}}}", tag_set_key(namespace, tag))
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ mod layout;
 mod meta;
 mod scripts;
 mod store;
+mod wait;
 
 #[cfg(feature = "testing")]
 pub mod testing;

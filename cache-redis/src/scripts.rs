@@ -23,6 +23,16 @@ macro_rules! value_script {
     };
 }
 
+macro_rules! computed_script {
+    ($file:literal) => {
+        concat!(
+            include_str!("lua/util.lua"),
+            include_str!("lua/computed.lua"),
+            include_str!(concat!("lua/", $file))
+        )
+    };
+}
+
 /// Every script the store runs.
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -33,6 +43,14 @@ pub(crate) struct Scripts {
     pub(crate) complete: Script,
     pub(crate) put_value: Script,
     pub(crate) tag_value: Script,
+    pub(crate) purge_tag: Script,
+    pub(crate) computed_get: Script,
+    pub(crate) computed_put: Script,
+    pub(crate) computed_tag: Script,
+    pub(crate) computed_drop: Script,
+    pub(crate) computed_unlock: Script,
+    pub(crate) computed_wait: Script,
+    pub(crate) computed_unwait: Script,
 }
 
 impl Scripts {
@@ -45,10 +63,18 @@ impl Scripts {
             complete: Script::new(entity_script!("complete.lua")),
             put_value: Script::new(value_script!("put_value.lua")),
             tag_value: Script::new(value_script!("tag_value.lua")),
+            purge_tag: Script::new(value_script!("purge_tag.lua")),
+            computed_get: Script::new(value_script!("computed_get.lua")),
+            computed_put: Script::new(computed_script!("computed_put.lua")),
+            computed_tag: Script::new(value_script!("computed_tag.lua")),
+            computed_drop: Script::new(value_script!("computed_drop.lua")),
+            computed_unlock: Script::new(computed_script!("computed_unlock.lua")),
+            computed_wait: Script::new(value_script!("computed_wait.lua")),
+            computed_unwait: Script::new(value_script!("computed_unwait.lua")),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 7] {
+    pub(crate) fn all(&self) -> [&Script; 15] {
         [
             &self.put,
             &self.remove,
@@ -57,6 +83,14 @@ impl Scripts {
             &self.complete,
             &self.put_value,
             &self.tag_value,
+            &self.purge_tag,
+            &self.computed_get,
+            &self.computed_put,
+            &self.computed_tag,
+            &self.computed_drop,
+            &self.computed_unlock,
+            &self.computed_wait,
+            &self.computed_unwait,
         ]
     }
 }

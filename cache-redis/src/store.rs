@@ -10,8 +10,9 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use cache_core::{
-    EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Lookup, Order, QueryLookup, RecordId, RecordWrite,
-    RemoveMode, Store, StoreError, StoreResult, StoreStats, WriteMode, WriteOutcome,
+    ComputeLock, ComputedLookup, ComputedWrite, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, LockAttempt,
+    LockWait, Lookup, Order, QueryLookup, RecordId, RecordWrite, RemoveMode, Store, StoreError, StoreResult,
+    StoreStats, WriteMode, WriteOutcome,
 };
 use futures::{
     StreamExt,
@@ -27,7 +28,10 @@ use crate::{
     layout::{BucketKeys, tag_set_key, validate_pattern, value_key},
     meta,
     scripts::Scripts,
+    wait::WaitConnections,
 };
+
+mod computed;
 
 /// Keys per `SCAN` step when flushing or counting.
 const SCAN_COUNT: usize = 1000;
@@ -58,6 +62,8 @@ struct Inner {
     buckets: u32,
     scripts: Scripts,
     breaker: CircuitBreaker,
+    /// Dedicated connections for waits on another instance's computed value.
+    waits: WaitConnections,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -169,6 +175,7 @@ impl RedisStore {
         buckets: u32,
         scripts: Scripts,
         breaker: CircuitBreakerConfig,
+        waits: WaitConnections,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -177,6 +184,7 @@ impl RedisStore {
                 buckets,
                 scripts,
                 breaker: CircuitBreaker::new(breaker),
+                waits,
             }),
         }
     }
@@ -743,7 +751,14 @@ impl Store for RedisStore {
                 for filter in &query.filters {
                     invocation.key(keys.tag(filter.field, &filter.value));
                 }
-                invocation.arg(token.0[bucket as usize]).arg(ittl);
+                // Every sort zset, not only the query's: the marker serves every order.
+                for field in entity.sortable_fields() {
+                    invocation.key(keys.sort(field.name));
+                }
+                invocation
+                    .arg(token.0[bucket as usize])
+                    .arg(ittl)
+                    .arg(query.filters.len());
                 for &i in groups.get(&bucket).map(Vec::as_slice).unwrap_or_default() {
                     let w = &records[i];
                     invocation
@@ -926,13 +941,12 @@ impl Store for RedisStore {
         let tag_sets: Vec<String> = tags.iter().map(|t| tag_set_key(&self.inner.namespace, t)).collect();
         let value_prefix = format!("{}:v:", self.inner.namespace);
         self.guarded("purge_tags", async {
-            let members = try_join_all(tag_sets.iter().map(|set| async move {
-                redis::cmd("SMEMBERS")
-                    .arg(set)
-                    .query_async::<Vec<String>>(&mut self.conn())
-                    .await
-                    .map_err(re)
-            }))
+            // Each tag is marked purged as its set is read (see `store/computed.rs`).
+            let members = try_join_all(
+                tags.iter()
+                    .zip(&tag_sets)
+                    .map(|(tag, set)| self.purge_tag_members(tag, set)),
+            )
             .await?;
             let values: HashSet<&String> = members
                 .iter()
@@ -955,6 +969,26 @@ impl Store for RedisStore {
             Ok(removed)
         })
         .await
+    }
+
+    async fn get_computed(&self, key: &str) -> StoreResult<ComputedLookup> {
+        self.computed_get(key).await
+    }
+
+    async fn put_computed(&self, key: &str, write: &ComputedWrite) -> StoreResult<bool> {
+        self.computed_put(key, write).await
+    }
+
+    async fn lock_computed(&self, key: &str, ttl: Duration) -> StoreResult<LockAttempt> {
+        self.computed_lock(key, ttl).await
+    }
+
+    async fn unlock_computed(&self, key: &str, lock: ComputeLock) -> StoreResult<()> {
+        self.computed_unlock(key, lock).await
+    }
+
+    async fn wait_computed(&self, key: &str, timeout: Duration) -> StoreResult<LockWait> {
+        self.computed_wait(key, timeout).await
     }
 }
 

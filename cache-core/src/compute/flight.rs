@@ -18,6 +18,7 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use super::HeldLock;
 use crate::telemetry::Telemetry;
 
 /// An error shared with the waiters of a flight: an `Arc<E>`, type-erased.
@@ -40,6 +41,9 @@ struct Entry {
     tx: Arc<watch::Sender<FlightState>>,
     /// What the computation read so far (its telemetry scope), for [`ComputedFlights::detach`].
     reads: Telemetry,
+    /// The store lock the computation holds, released when a purge detaches it: its value
+    /// will be refused, the next computation need not wait for it.
+    lock: Option<Arc<HeldLock>>,
 }
 
 #[derive(Default)]
@@ -82,6 +86,7 @@ impl ComputedFlights {
                 id,
                 tx: Arc::clone(&tx),
                 reads: reads.clone(),
+                lock: None,
             },
         );
         Leader {
@@ -93,16 +98,20 @@ impl ComputedFlights {
         }
     }
 
-    /// A purge of `tags`: later misses must not join flights that read any of them.
-    pub(crate) fn detach(&self, tags: &[String]) {
+    /// A purge of `tags`: later misses must not join flights that read any of them. Answers
+    /// the store locks those flights hold, to release.
+    pub(crate) fn detach(&self, tags: &[String]) -> Vec<Arc<HeldLock>> {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.is_empty() {
-            return;
-        }
+        let mut locks = Vec::new();
         map.retain(|_, entry| {
             let read = entry.reads.snapshot().tags;
-            !tags.iter().any(|t| read.binary_search(t).is_ok())
+            let keep = !tags.iter().any(|t| read.binary_search(t).is_ok());
+            if !keep && let Some(lock) = entry.lock.take() {
+                locks.push(lock);
+            }
+            keep
         });
+        locks
     }
 
     fn remove(&self, key: &str, id: u64) {
@@ -123,6 +132,14 @@ pub(crate) struct Leader {
 }
 
 impl Leader {
+    /// Records the store lock the computation took, for a purge to release.
+    pub(crate) fn holds(&self, lock: Arc<HeldLock>) {
+        let mut map = self.flights.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = map.get_mut(&self.key).filter(|e| e.id == self.id) {
+            entry.lock = Some(lock);
+        }
+    }
+
     /// Ends the flight with `state` for everyone waiting.
     pub(crate) fn finish(mut self, state: FlightState) {
         self.end(state);

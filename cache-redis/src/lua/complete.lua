@@ -1,36 +1,87 @@
 -- complete: stores the complete result of a filter set and marks it complete, unless the
--- bucket was written since the token. KEYS[5] = marker, KEYS[6..] = the filters' tag sets.
--- ARGV: prefix, token, index ttl (ms), then per record: id, body, ttl (ms), version, meta.
+-- bucket was written since the token. KEYS[5] = marker, KEYS[6 .. 5 + n] = the filters' tag
+-- sets, the rest = the entity's sort zsets.
+-- ARGV: prefix, token, index ttl (ms), n, then per record: id, body, ttl (ms), version, meta.
 -- Answers 1 when marked complete, 0 when refused.
-local token, ittl = ARGV[2], tonumber(ARGV[3])
+local token, ittl, last_filter = ARGV[2], tonumber(ARGV[3]), 5 + tonumber(ARGV[4])
 if counter(SEQ, ittl) ~= token then return 0 end
+
+-- Takes out of tag set `key` the records the meta hash does not file there (left by a lost
+-- meta hash: a later write could move them into the other sets of a filter) and the clean
+-- marks of earlier meta hashes.
+local function scrub(key)
+  for _, member in ipairs(redis.call('SMEMBERS', key)) do
+    if is_record(member) then
+      local meta = redis.call('HGET', META, member)
+      local filed = false
+      for _, e in ipairs(meta and cjson.decode(meta).t or {}) do
+        if tag_key(e[1], e[2]) == key then filed = true end
+      end
+      if not filed then redis.call('SREM', key, member) end
+    elseif string.sub(member, 1, 3) == ':m:' then
+      redis.call('SREM', key, member)
+    end
+  end
+end
+
+ensure_meta(ittl)
+ensure_zset(IDS, ittl)
+for i = last_filter + 1, #KEYS do
+  ensure_zset(KEYS[i], ittl)
+  extend(KEYS[i], ittl)
+end
+for i = 6, last_filter do
+  if redis.call('SISMEMBER', KEYS[i], clean) == 0 then scrub(KEYS[i]) end
+end
 local result = {}
-for i = 4, #ARGV, 5 do
+for i = 5, #ARGV, 5 do
   local id, body, ttl, version, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   result[id] = true
   local old = redis.call('HGET', META, id)
-  if not cached_is_newer(id, old, version) then
+  if cached_is_newer(id, old, version) then
+    -- Left as it is, but filed again where it says: an index key lost since it was written
+    -- lacks it.
+    move(id, old, old, ittl)
+  else
     move(id, old, meta, ittl)
     redis.call('SET', record_key(id), body, 'PX', ttl)
     redis.call('DEL', tomb_key(id), lease_key(id))
   end
 end
 -- What the bucket files under these filters but the origin did not answer is forgotten, so
--- that the marked result is exactly the origin's.
-local filed
-if #KEYS > 5 then
+-- that the marked result is exactly the origin's. Without filters that is every ordering
+-- zset's members: one may have outlived the loss of another, or of the meta hash.
+local filed = {}
+if last_filter > 5 then
   local args = {'SINTER'}
-  for i = 6, #KEYS do args[#args + 1] = KEYS[i] end
+  for i = 6, last_filter do args[#args + 1] = KEYS[i] end
   filed = redis.call(unpack(args))
 else
-  filed = redis.call('ZRANGE', IDS, 0, -1)
+  local zsets, seen = {IDS}, {}
+  for i = last_filter + 1, #KEYS do zsets[#zsets + 1] = KEYS[i] end
+  for _, key in ipairs(zsets) do
+    for _, id in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      if not seen[id] then
+        seen[id] = true
+        filed[#filed + 1] = id
+      end
+    end
+  end
 end
 for _, id in ipairs(filed) do
-  if not result[id] then
-    move(id, redis.call('HGET', META, id), nil, ittl)
-    for i = 6, #KEYS do redis.call('SREM', KEYS[i], id) end
+  if is_record(id) and not result[id] then
+    local old = redis.call('HGET', META, id)
+    if old then move(id, old, nil, ittl) end
+    for i = 6, last_filter do redis.call('SREM', KEYS[i], id) end
+    redis.call('ZREM', IDS, id)
+    for i = last_filter + 1, #KEYS do redis.call('ZREM', KEYS[i], id) end
     redis.call('DEL', record_key(id), lease_key(id))
   end
+end
+local live = live_member(KEYS[5])
+for i = 6, last_filter do
+  redis.call('SADD', KEYS[i], live, clean)
+  extend(KEYS[i], ittl)
 end
 redis.call('SET', KEYS[5], counter(EPOCH, ittl), 'PX', ittl)
 refresh(ittl)

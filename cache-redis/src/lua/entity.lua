@@ -13,6 +13,62 @@ local function sort_key(field) return prefix .. ':s:' .. field end
 
 local NO_ENTRIES = {t = {}, s = {}}
 
+-- Eviction. A server short of memory deletes whole keys (any of these under `allkeys-*`, and
+-- under `volatile-*` too since every key here has a TTL) while the markers relying on them may
+-- survive. So that a lost key reads as lost, never as empty:
+-- - the meta hash holds the field SENTINEL, whose value is the hash's incarnation; the id zset
+--   and the sort zsets hold the member SENTINEL at -inf (first ascending, last descending). A
+--   script finding one missing recreates it and drops every marker of the bucket: the key was
+--   lost (or never existed, and then the bucket has no marker to lose).
+-- - a tag set holds the live member of every marker relying on it (`live_member`), added when
+--   the marker is set: a set lost and recreated by a later write lacks it, so the marker's
+--   query is answered again only once filled again. It also holds the clean mark `:m:<meta
+--   incarnation>` while every record in it is filed there by the current meta hash (a set
+--   created since, or scrubbed by a fill): entries a lost meta hash could not take out are
+--   scrubbed before a fill relies on the set.
+-- A record id is never empty and never contains ':', so no sentinel or mark is taken for one.
+local SENTINEL = ''
+local ensured = {}
+local clean
+
+local function is_record(member)
+  return member ~= SENTINEL and not string.find(member, ':', 1, true)
+end
+
+-- The member a marker's tag sets hold while it relies on them: `:c:<hash>`.
+local function live_member(marker)
+  return string.sub(marker, #prefix + 1)
+end
+
+-- Drops every marker of the bucket: they hold the epoch they were completed in.
+local function drop_markers()
+  if redis.call('EXISTS', EPOCH) == 1 then redis.call('INCR', EPOCH) end
+end
+
+-- Checks that the meta hash was not lost, and sets `clean` to its clean mark.
+local function ensure_meta(ttl)
+  if clean then return end
+  local incarnation = redis.call('HGET', META, SENTINEL)
+  if not incarnation then
+    incarnation = clock()
+    redis.call('HSET', META, SENTINEL, incarnation)
+    extend(META, ttl)
+    drop_markers()
+  end
+  clean = ':m:' .. incarnation
+end
+
+-- Checks that an ordering zset (the ids, a sort field's) was not lost.
+local function ensure_zset(key, ttl)
+  if ensured[key] then return end
+  ensured[key] = true
+  if not redis.call('ZSCORE', key, SENTINEL) then
+    redis.call('ZADD', key, '-inf', SENTINEL)
+    extend(key, ttl)
+    drop_markers()
+  end
+end
+
 -- Moves `id` from the index entries of meta `old` (false: none) to those of meta `new`
 -- (nil: drop them), keeping the meta hash and the id zset in step.
 local function move(id, old, new, ttl)
@@ -25,6 +81,11 @@ local function move(id, old, new, ttl)
     if not tags[key] then redis.call('SREM', key, id) end
   end
   for key in pairs(tags) do
+    if redis.call('EXISTS', key) == 0 then
+      -- A set created now holds only what is filed from now on.
+      ensure_meta(ttl)
+      redis.call('SADD', key, clean)
+    end
     redis.call('SADD', key, id)
     extend(key, ttl)
   end
@@ -35,10 +96,13 @@ local function move(id, old, new, ttl)
   end
   for _, e in ipairs(n.s) do
     local key = sort_key(e[1])
+    ensure_zset(key, ttl)
     redis.call('ZADD', key, e[2], id)
     extend(key, ttl)
   end
   if new then
+    ensure_meta(ttl)
+    ensure_zset(IDS, ttl)
     redis.call('HSET', META, id, new)
     redis.call('ZADD', IDS, 0, id)
   else

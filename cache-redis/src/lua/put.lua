@@ -3,6 +3,8 @@
 --       then per record: id, body, ttl (ms), version ('' for none), meta.
 -- Answers per record: status (0 written, 1 stale version, 2 lease lost), previous meta or nil.
 local mode, token, ittl = ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- Before reading where records were filed: a lost meta hash drops the bucket's markers.
+ensure_meta(ittl)
 local out = {}
 local wrote = false
 for i = 5, #ARGV, 5 do

@@ -3,20 +3,28 @@
 -- zset), KEYS[7..] = the filters' tag sets.
 -- ARGV: prefix, index ttl (ms), descending ('1' | '0'), offset, count (-1 for all).
 -- Answers {1, seq, id, score, body, ...} when the marker holds (a body is nil when the record
--- expired or was evicted: a page holding it cannot be answered), {0, seq} otherwise.
+-- expired or was evicted: a page holding it cannot be answered), {0, seq} otherwise: no marker,
+-- or a key it relies on was evicted (see entity.lua).
 local ittl, desc = tonumber(ARGV[2]), ARGV[3] == '1'
 local offset, count = tonumber(ARGV[4]), tonumber(ARGV[5])
 local seq = counter(SEQ, ittl)
 local epoch = redis.call('GET', EPOCH)
 if not epoch or redis.call('GET', KEYS[5]) ~= epoch then return {0, seq} end
+if not redis.call('ZSCORE', KEYS[6], SENTINEL) then return {0, seq} end
+local live = live_member(KEYS[5])
+for i = 7, #KEYS do
+  if redis.call('SISMEMBER', KEYS[i], live) == 0 then return {0, seq} end
+end
 local rows
 if count == 0 then
   rows = {}
 elseif #KEYS == 6 then
-  -- No filter: page the ordering zset by rank. Equal scores are ordered by id, ZREVRANGE
-  -- reverses both, which is the contract's order (ties by id in the sort direction).
-  local stop = count < 0 and -1 or offset + count - 1
-  rows = redis.call(desc and 'ZREVRANGE' or 'ZRANGE', KEYS[6], int(offset), int(stop), 'WITHSCORES')
+  -- No filter: page the ordering zset by rank, around its sentinel (first ascending, last
+  -- descending). Equal scores are ordered by id, ZREVRANGE reverses both, which is the
+  -- contract's order (ties by id in the sort direction).
+  local start = desc and offset or offset + 1
+  local stop = count < 0 and -1 or start + count - 1
+  rows = redis.call(desc and 'ZREVRANGE' or 'ZRANGE', KEYS[6], int(start), int(stop), 'WITHSCORES')
 else
   -- Filters: ZINTER walks the smallest input and answers in (score, id) order; the tag sets
   -- weigh 0 so the score is the sort field's.
@@ -38,8 +46,10 @@ else
 end
 local out = {1, seq}
 for i = 1, #rows, 2 do
-  out[#out + 1] = rows[i]
-  out[#out + 1] = rows[i + 1]
-  out[#out + 1] = redis.call('GET', record_key(rows[i]))
+  if rows[i] ~= SENTINEL then
+    out[#out + 1] = rows[i]
+    out[#out + 1] = rows[i + 1]
+    out[#out + 1] = redis.call('GET', record_key(rows[i]))
+  end
 end
 return out

@@ -4,6 +4,8 @@
 -- Answers per id: the previous meta, or nil (not cached, or a fill-tombstone whose lease was
 -- revoked, which leaves the id as it is).
 local mode, tomb_ttl, ittl, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+-- Before reading where records were filed: a lost meta hash drops the bucket's markers.
+ensure_meta(ittl)
 local out = {}
 for i = 6, #ARGV do
   local id = ARGV[i]
@@ -24,8 +26,7 @@ for i = 6, #ARGV do
 end
 if mode ~= 'fill-tombstone' then
   bump(SEQ, ittl)
-  -- Drops every marker of the bucket: they hold the epoch they were completed in.
-  if mode == 'invalidate' and redis.call('EXISTS', EPOCH) == 1 then redis.call('INCR', EPOCH) end
+  if mode == 'invalidate' then drop_markers() end
 end
 refresh(ittl)
 return out
