@@ -16,10 +16,10 @@ use rand::Rng;
 use tracing::Instrument;
 
 use crate::{
-    CacheError, CacheView, Cacheable, ConfigError, EntitySchema, FillToken, IndexEntries, IndexQuery, Lookup, Origin,
-    OriginError, Query, QueryLookup, RecordId, RecordWrite, Registry, RemoveMode, SourceQuery, SourceRecord, Store,
-    StoreError, WriteMode, WriteOutcome,
-    flight::{FlightGuard, FlightOf, Flights, QueryOutcome, RecordsOutcome, spawn_shared},
+    CacheError, CacheView, Cacheable, ConfigError, EntitySchema, FillToken, IndexEntries, IndexQuery, InvalidSwitch,
+    Lookup, Origin, OriginError, Query, QueryLookup, RecordId, RecordWrite, Registry, RemoveMode, SourceQuery,
+    SourceRecord, Store, StoreError, WriteMode, WriteOutcome,
+    flight::{Flight, FlightGuard, FlightOf, Flights, Found, QueryOutcome, RecordsOutcome, spawn_shared},
     keys, order,
     registry::EntityHandle,
     stats::{CacheStats, StaleReason, Stats},
@@ -190,13 +190,12 @@ impl CacheBuilder {
         let Some(value) = value else {
             return self;
         };
-        match value.trim().to_ascii_lowercase().as_str() {
-            "false" | "0" | "no" | "off" => self.enabled = false,
-            "true" | "1" | "yes" | "on" => self.enabled = true,
-            _ => self.errors.push(ConfigError::InvalidEnv {
+        match parse_switch(value) {
+            Ok(enabled) => self.enabled = enabled,
+            Err(_) => self.errors.push(ConfigError::InvalidEnv {
                 var: CACHE_ENABLED_ENV,
                 value: value.to_owned(),
-                expected: "true, false, 1, 0, yes, no, on, off",
+                expected: InvalidSwitch::EXPECTED,
             }),
         }
         self
@@ -249,6 +248,37 @@ impl CacheBuilder {
             }),
         })
     }
+}
+
+/// Reads an on/off switch as [`CacheBuilder::enabled_from_env`] reads
+/// [`CACHE_ENABLED`](CACHE_ENABLED_ENV): `true`, `1`, `yes`, `on` switch on, `false`, `0`, `no`,
+/// `off` switch off, in any case and with surrounding whitespace; anything else is an error.
+/// Fits `clap`'s `value_parser`.
+///
+/// ```
+/// assert_eq!(cache_core::parse_switch(" Off "), Ok(false));
+/// assert_eq!(cache_core::parse_switch("1"), Ok(true));
+/// assert!(cache_core::parse_switch("maybe").is_err());
+/// ```
+pub fn parse_switch(value: &str) -> Result<bool, InvalidSwitch> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(InvalidSwitch {
+            value: value.to_owned(),
+        }),
+    }
+}
+
+/// A record the origin gave, read by the model.
+enum OriginRecord {
+    /// Readable and encodable: the write that stores it (its body is what callers decode).
+    Storable(RecordWrite),
+    /// Readable, but the model cannot encode it: not stored; callers read its source form,
+    /// with these index entries.
+    Unstorable(SourceRecord, IndexEntries),
+    /// The model cannot read it.
+    Unreadable(crate::ModelError),
 }
 
 /// How a record flight asks the origin.
@@ -319,7 +349,7 @@ impl Cache {
     pub async fn get<T: Cacheable>(&self, id: &RecordId) -> Result<Option<T>, CacheError> {
         let schema = T::schema();
         let started = Instant::now();
-        telemetry::record_tags([keys::record_tag(schema.entity, id)]);
+        telemetry::record_tags(std::iter::once_with(|| keys::record_tag(schema.entity, id)));
         let out = self
             .read_records::<T>(schema, std::slice::from_ref(id), Fetch::One, "get")
             .await;
@@ -353,7 +383,7 @@ impl Cache {
         let query = query.into_index_query();
         validate(schema, &query)?;
         if query.filters.is_empty() {
-            telemetry::record_tags([keys::entity_tag(schema.entity)]);
+            telemetry::record_tags(std::iter::once_with(|| keys::entity_tag(schema.entity)));
         } else {
             telemetry::record_tags(
                 query
@@ -402,11 +432,16 @@ impl Cache {
             inner.stats.lookup(entity, operation, Event::Bypass, ids.len() as u64);
             tracing::debug!(entity, operation, "cache_bypass");
             inner.stats.origin_call(entity, fetch.label());
-            let found = self
+            let mut found = self
                 .origin_fetch(schema, ids, fetch)
                 .await
                 .map_err(CacheError::Origin)?;
-            return fill_slots(slots, ids, (0..ids.len()).collect(), &found);
+            for (slot, id) in slots.iter_mut().zip(ids) {
+                if let Some(source) = found.remove(id) {
+                    *slot = Some(T::from_source(source)?);
+                }
+            }
+            return Ok(slots);
         }
         let (misses, coalesce) = if telemetry::refresh_requested() {
             inner.stats.lookup(entity, operation, Event::Bypass, ids.len() as u64);
@@ -422,7 +457,12 @@ impl Cache {
         let found = self
             .fetch_records::<T>(schema, &miss_ids, fetch, coalesce, operation)
             .await?;
-        fill_slots(slots, ids, misses, &found)
+        for i in misses {
+            if let Some(record) = found.iter().find_map(|flight| flight.get(&ids[i])) {
+                slots[i] = Some(record.decode()?);
+            }
+        }
+        Ok(slots)
     }
 
     /// Looks `ids` up in the store, filling the slots of hits; answers the positions of misses.
@@ -481,6 +521,7 @@ impl Cache {
 
     /// Fetches `ids` from the origin, joining the flights already fetching some of them
     /// (`coalesce`) and starting one flight for the rest; the flight stores what it finds.
+    /// Answers what each of those flights found.
     async fn fetch_records<T: Cacheable>(
         &self,
         schema: &'static EntitySchema,
@@ -488,12 +529,24 @@ impl Cache {
         fetch: Fetch,
         coalesce: bool,
         operation: &'static str,
-    ) -> Result<HashMap<RecordId, SourceRecord>, CacheError> {
+    ) -> Result<Vec<Arc<HashMap<RecordId, Found>>>, CacheError> {
         let entity = schema.entity;
+        let start = |ids: Vec<RecordId>, registered: bool| {
+            let what = if registered {
+                FlightOf::Records(ids.clone())
+            } else {
+                FlightOf::Unregistered
+            };
+            let cache = self.clone();
+            self.start_flight(entity, what, async move {
+                cache.fill_records::<T>(schema, &ids, fetch).await
+            })
+        };
         let flights = if coalesce {
-            let joined = self.inner.flights.join_records(entity, ids, |rest| {
-                self.start_record_flight::<T>(schema, rest.to_vec(), fetch, true)
-            });
+            let joined = self
+                .inner
+                .flights
+                .join_records(entity, ids, |rest| start(rest.to_vec(), true));
             self.inner.stats.coalesced(entity, operation, joined.joined_ids);
             if !joined.rest.is_empty() {
                 self.inner.stats.origin_call(entity, fetch.label());
@@ -501,44 +554,35 @@ impl Cache {
             joined.flights
         } else {
             self.inner.stats.origin_call(entity, fetch.label());
-            vec![self.start_record_flight::<T>(schema, ids.to_vec(), fetch, false).1]
+            vec![start(ids.to_vec(), false).1]
         };
-        let mut found = HashMap::with_capacity(ids.len());
-        for outcome in futures::future::join_all(flights).await {
-            let records = outcome.map_err(CacheError::Origin)?;
-            for id in ids {
-                if let Some(record) = records.get(id) {
-                    found.insert(id.clone(), record.clone());
-                }
-            }
-        }
-        Ok(found)
+        futures::future::join_all(flights)
+            .await
+            .into_iter()
+            .map(|outcome| outcome.map_err(CacheError::Origin))
+            .collect()
     }
 
-    fn start_record_flight<T: Cacheable>(
+    /// Runs `work` as a flight: its own task, recording into the caller's telemetry scopes,
+    /// that unregisters `what` from the flights when it ends (even by a panic).
+    fn start_flight<O: Clone + Send + Sync + 'static>(
         &self,
-        schema: &'static EntitySchema,
-        ids: Vec<RecordId>,
-        fetch: Fetch,
-        registered: bool,
-    ) -> (u64, crate::flight::Flight<RecordsOutcome>) {
+        entity: &'static str,
+        what: FlightOf,
+        work: impl Future<Output = Result<O, Arc<OriginError>>> + Send + 'static,
+    ) -> (u64, Flight<Result<O, Arc<OriginError>>>) {
         let fid = self.inner.flights.next_id();
         let guard = FlightGuard {
             flights: Arc::clone(&self.inner.flights),
-            entity: schema.entity,
+            entity,
             fid,
-            what: if registered {
-                FlightOf::Records(ids.clone())
-            } else {
-                FlightOf::Unregistered
-            },
+            what,
         };
-        let cache = self.clone();
         let scopes = telemetry::current();
         let work = async move {
             let _guard = guard;
             // The flight records (store errors, refusals) into the scope of who started it.
-            telemetry::within(scopes, cache.fill_records::<T>(schema, &ids, fetch)).await
+            telemetry::within(scopes, work).await
         };
         (fid, spawn_shared(work.instrument(tracing::Span::current())))
     }
@@ -559,9 +603,23 @@ impl Cache {
                 None
             }
         };
-        let found = self.origin_fetch(schema, ids, fetch).await?;
+        let fetched = self.origin_fetch(schema, ids, fetch).await?;
+        let mut found = HashMap::with_capacity(fetched.len());
+        let mut writes = Vec::with_capacity(fetched.len());
+        for (id, source) in fetched {
+            let record = match self.read_source::<T>(source) {
+                OriginRecord::Storable(write) => {
+                    let body = Found::Cached(write.body.clone());
+                    writes.push(write);
+                    body
+                }
+                OriginRecord::Unstorable(source, _) => Found::Source(source),
+                OriginRecord::Unreadable(err) => Found::Unreadable(Arc::new(err)),
+            };
+            found.insert(id, record);
+        }
         if let Some(lease) = lease {
-            self.store_fill::<T>(schema, lease, ids, &found).await;
+            self.store_fill(schema, lease, ids, &found, &writes).await;
         }
         Ok(Arc::new(found))
     }
@@ -593,28 +651,42 @@ impl Cache {
             .collect())
     }
 
-    async fn store_fill<T: Cacheable>(
+    /// Reads a record the origin gave with the model, into what a flight stores and answers.
+    fn read_source<T: Cacheable>(&self, source: SourceRecord) -> OriginRecord {
+        let entity = T::schema().entity;
+        let id = source.id.clone();
+        let record = match T::from_source(source) {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(entity, %id, error = %err, "cache_unparseable");
+                return OriginRecord::Unreadable(err);
+            }
+        };
+        match self.record_write(&record) {
+            Ok(write) => OriginRecord::Storable(write),
+            Err(err) => {
+                tracing::warn!(entity, %id, error = %err, "cache_unparseable");
+                match record.to_source() {
+                    Ok(source) => OriginRecord::Unstorable(source, record.index_entries()),
+                    Err(err) => OriginRecord::Unreadable(err),
+                }
+            }
+        }
+    }
+
+    async fn store_fill(
         &self,
         schema: &'static EntitySchema,
         lease: crate::Lease,
         ids: &[RecordId],
-        found: &HashMap<RecordId, SourceRecord>,
+        found: &HashMap<RecordId, Found>,
+        writes: &[RecordWrite],
     ) {
         let inner = &self.inner;
         let entity = schema.entity;
         let mut tags = Vec::new();
-        let writes: Vec<RecordWrite> = found
-            .values()
-            .filter_map(|source| match self.parse_write::<T>(source) {
-                Ok(write) => Some(write),
-                Err(err) => {
-                    tracing::warn!(entity, id = %source.id, error = %err, "cache_unparseable");
-                    None
-                }
-            })
-            .collect();
         if !writes.is_empty() {
-            match inner.store.put(schema, &writes, WriteMode::Fill(lease)).await {
+            match inner.store.put(schema, writes, WriteMode::Fill(lease)).await {
                 Ok(outcomes) => {
                     let mut stored = 0;
                     for (write, outcome) in writes.iter().zip(outcomes) {
@@ -676,37 +748,51 @@ impl Cache {
                 .collect();
         }
         let refresh = telemetry::refresh_requested();
-        let (token, upsert) = match inner.store.query(schema, query).await {
-            Ok(QueryLookup::Complete(bodies)) if !refresh => {
-                match bodies.iter().map(|b| T::from_cached(b)).collect::<Result<Vec<T>, _>>() {
+        // Whatever the store answers, the result is refilled through the fill token, as a miss
+        // is: a write during the origin call refuses the refill.
+        let token = match inner.store.query(schema, query).await {
+            Ok(QueryLookup::Complete { page, token }) if !refresh => {
+                match page.iter().map(|b| T::from_cached(b)).collect::<Result<Vec<T>, _>>() {
                     Ok(records) => {
                         inner.stats.lookup(entity, "query", Event::Hit, 1);
                         tracing::debug!(entity, operation = "query", "cache_hit");
                         return Ok(records);
                     }
                     Err(err) => {
+                        // The refill replaces the bodies the model cannot read.
                         tracing::warn!(entity, error = %err, "cache_unreadable");
-                        (None, false)
+                        Some(token)
                     }
                 }
             }
-            Ok(QueryLookup::Complete(_)) => (None, true),
-            Ok(QueryLookup::Incomplete(token)) => (Some(token), false),
+            Ok(QueryLookup::Complete { token, .. } | QueryLookup::Incomplete(token)) => Some(token),
             Err(err) => {
                 self.store_failed(entity, "query", &err);
-                (None, false)
+                None
             }
         };
         let event = if refresh { Event::Bypass } else { Event::Miss };
         inner.stats.lookup(entity, "query", event, 1);
+        let start = |unpaged: IndexQuery, registered: bool| {
+            let what = if registered {
+                FlightOf::Query(unpaged.clone())
+            } else {
+                FlightOf::Unregistered
+            };
+            let cache = self.clone();
+            self.start_flight(entity, what, async move {
+                cache.fill_query::<T>(schema, &unpaged, token).await
+            })
+        };
         let unpaged = query.unpaged();
         let flight = if refresh {
+            // A refresh neither joins a flight that began before it nor is joined.
             inner.stats.origin_call(entity, "query");
-            self.start_query_flight::<T>(schema, unpaged, token, upsert, false).1
+            start(unpaged, false).1
         } else {
-            let (flight, joined) = inner.flights.join_query(entity, &unpaged, || {
-                self.start_query_flight::<T>(schema, unpaged.clone(), token, false, true)
-            });
+            let (flight, joined) = inner
+                .flights
+                .join_query(entity, &unpaged, || start(unpaged.clone(), true));
             if joined {
                 inner.stats.coalesced(entity, "query", 1);
             } else {
@@ -714,59 +800,26 @@ impl Cache {
             }
             flight
         };
-        let records = flight.await.map_err(CacheError::Origin)?;
-        let mut keyed = Vec::with_capacity(records.len());
-        for source in records.iter() {
-            let record = T::from_source(source.clone())?;
-            let score = sort_score(query, &record.index_entries());
-            keyed.push((score, record));
+        let found = flight.await.map_err(CacheError::Origin)?;
+        // A record the model cannot read fails the query, in the page or not.
+        if let Some(Found::Unreadable(err)) = found.iter().find(|f| matches!(f, Found::Unreadable(_))) {
+            return Err(CacheError::Model(err.shared_copy()));
         }
-        let direction = query.sort.map(|s| s.order);
-        keyed.sort_by(|(a, ra), (b, rb)| order::compare(direction, (*a, ra.id()), (*b, rb.id())));
-        Ok(keyed
-            .into_iter()
+        found
+            .iter()
             .skip(query.offset)
             .take(query.limit.unwrap_or(usize::MAX))
-            .map(|(_, record)| record)
-            .collect())
+            .map(Found::decode)
+            .collect()
     }
 
-    fn start_query_flight<T: Cacheable>(
-        &self,
-        schema: &'static EntitySchema,
-        unpaged: IndexQuery,
-        token: Option<FillToken>,
-        upsert: bool,
-        registered: bool,
-    ) -> (u64, crate::flight::Flight<QueryOutcome>) {
-        let fid = self.inner.flights.next_id();
-        let guard = FlightGuard {
-            flights: Arc::clone(&self.inner.flights),
-            entity: schema.entity,
-            fid,
-            what: if registered {
-                FlightOf::Query(unpaged.clone())
-            } else {
-                FlightOf::Unregistered
-            },
-        };
-        let cache = self.clone();
-        let scopes = telemetry::current();
-        let work = async move {
-            let _guard = guard;
-            telemetry::within(scopes, cache.fill_query::<T>(schema, &unpaged, token, upsert)).await
-        };
-        (fid, spawn_shared(work.instrument(tracing::Span::current())))
-    }
-
-    /// A query flight: ask the origin for the complete result and store it, marked complete
-    /// when the fill token still holds (or, for a refresh of a complete result, upserted).
+    /// A query flight: ask the origin for the complete result, store it marked complete when
+    /// the fill token still holds, and answer it in the query's order.
     async fn fill_query<T: Cacheable>(
         &self,
         schema: &'static EntitySchema,
         unpaged: &IndexQuery,
         token: Option<FillToken>,
-        upsert: bool,
     ) -> QueryOutcome {
         let inner = &self.inner;
         let entity = schema.entity;
@@ -776,25 +829,42 @@ impl Cache {
         let records = inner.origin.query(schema, &source).await;
         self.origin_done(entity, "query", started, records.as_ref().err());
         let records = records.map_err(Arc::new)?;
-        let writes: Result<Vec<RecordWrite>, _> = records.iter().map(|r| self.parse_write::<T>(r)).collect();
-        match writes {
-            Err(err) => tracing::warn!(entity, error = %err, "cache_unparseable"),
-            Ok(writes) => {
-                if let Some(token) = token {
-                    match inner.store.complete_query(schema, unpaged, token, &writes).await {
-                        Ok(true) => tracing::debug!(entity, records = writes.len(), "cache_miss_stored"),
-                        Ok(false) => {
-                            inner.stats.stale(entity, StaleReason::FillToken, 1);
-                            tracing::debug!(entity, reason = "fill_token", "cache_stale_refused");
-                        }
-                        Err(err) => self.store_failed(entity, "complete_query", &err),
-                    }
-                } else if upsert && !writes.is_empty() {
-                    self.put_upserts(schema, &writes).await;
+        let mut rows = Vec::with_capacity(records.len());
+        let mut writes = Vec::with_capacity(records.len());
+        let mut complete = true;
+        for source in records {
+            let id = source.id.clone();
+            let (score, found) = match self.read_source::<T>(source) {
+                OriginRecord::Storable(write) => {
+                    let row = (sort_score(unpaged, &write.index), Found::Cached(write.body.clone()));
+                    writes.push(write);
+                    row
                 }
+                OriginRecord::Unstorable(source, index) => {
+                    complete = false;
+                    (sort_score(unpaged, &index), Found::Source(source))
+                }
+                OriginRecord::Unreadable(err) => {
+                    complete = false;
+                    (f64::NEG_INFINITY, Found::Unreadable(Arc::new(err)))
+                }
+            };
+            rows.push((score, id, found));
+        }
+        // Only the origin's whole result can be marked complete.
+        if let (true, Some(token)) = (complete, token) {
+            match inner.store.complete_query(schema, unpaged, token, &writes).await {
+                Ok(true) => tracing::debug!(entity, records = writes.len(), "cache_miss_stored"),
+                Ok(false) => {
+                    inner.stats.stale(entity, StaleReason::FillToken, 1);
+                    tracing::debug!(entity, reason = "fill_token", "cache_stale_refused");
+                }
+                Err(err) => self.store_failed(entity, "complete_query", &err),
             }
         }
-        Ok(Arc::new(records))
+        let direction = unpaged.sort.map(|s| s.order);
+        rows.sort_by(|a, b| order::compare_scored((a.0, &a.1), (b.0, &b.1), direction));
+        Ok(Arc::new(rows.into_iter().map(|(_, _, found)| found).collect()))
     }
 
     // ---------------------------------------------------------------- writes
@@ -968,10 +1038,6 @@ impl Cache {
         }
     }
 
-    fn parse_write<T: Cacheable>(&self, source: &SourceRecord) -> Result<RecordWrite, crate::ModelError> {
-        self.record_write(&T::from_source(source.clone())?)
-    }
-
     fn record_write<T: Cacheable>(&self, record: &T) -> Result<RecordWrite, crate::ModelError> {
         Ok(RecordWrite {
             id: record.id().clone(),
@@ -1007,21 +1073,6 @@ fn write_tags(
         }
     }
     tags
-}
-
-/// Parses the records found for the slots at `positions`.
-fn fill_slots<T: Cacheable>(
-    mut slots: Vec<Option<T>>,
-    ids: &[RecordId],
-    positions: Vec<usize>,
-    found: &HashMap<RecordId, SourceRecord>,
-) -> Result<Vec<Option<T>>, CacheError> {
-    for i in positions {
-        if let Some(source) = found.get(&ids[i]) {
-            slots[i] = Some(T::from_source(source.clone())?);
-        }
-    }
-    Ok(slots)
 }
 
 fn sort_score(query: &IndexQuery, entries: &IndexEntries) -> f64 {
@@ -1094,6 +1145,10 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "CACHE_ENABLED=\"nope\" is not understood: use one of true, false, 1, 0, yes, no, on, off"
+        );
+        assert_eq!(
+            parse_switch("nope").unwrap_err().to_string(),
+            "\"nope\" is not understood: use one of true, false, 1, 0, yes, no, on, off"
         );
     }
 

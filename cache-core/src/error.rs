@@ -49,6 +49,19 @@ impl From<OriginError> for CacheError {
     }
 }
 
+/// A value that is not an on/off switch ([`parse_switch`](crate::parse_switch)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not understood: use one of {}", Self::EXPECTED)]
+pub struct InvalidSwitch {
+    /// The value given.
+    pub value: String,
+}
+
+impl InvalidSwitch {
+    /// The values a switch accepts.
+    pub const EXPECTED: &'static str = "true, false, 1, 0, yes, no, on, off";
+}
+
 /// Why a [`CacheBuilder`](crate::CacheBuilder) could not build a cache.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]

@@ -13,14 +13,37 @@ use std::{
     },
 };
 
+use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use crate::{IndexQuery, OriginError, RecordId, SourceRecord};
+use crate::{CacheError, Cacheable, IndexQuery, ModelError, OriginError, RecordId, SourceRecord};
 
 /// What a record flight found: the records the origin has, by id.
-pub(crate) type RecordsOutcome = Result<Arc<HashMap<RecordId, SourceRecord>>, Arc<OriginError>>;
-/// What a query flight found: every record matching the filters.
-pub(crate) type QueryOutcome = Result<Arc<Vec<SourceRecord>>, Arc<OriginError>>;
+pub(crate) type RecordsOutcome = Result<Arc<HashMap<RecordId, Found>>, Arc<OriginError>>;
+/// What a query flight found: every record matching the filters, in the query's order.
+pub(crate) type QueryOutcome = Result<Arc<Vec<Found>>, Arc<OriginError>>;
+
+/// One record a flight found, in the form every caller waiting on the flight reads it from:
+/// the flight parses the origin's answer once, and nobody copies it.
+#[derive(Debug, Clone)]
+pub(crate) enum Found {
+    /// Its cached form, as the flight stores it: a caller decodes it as a hit would.
+    Cached(Bytes),
+    /// A record the model reads but cannot encode (so it is not stored), in its source form.
+    Source(SourceRecord),
+    /// A record the model cannot read: every caller gets the model's error.
+    Unreadable(Arc<ModelError>),
+}
+
+impl Found {
+    pub(crate) fn decode<T: Cacheable>(&self) -> Result<T, CacheError> {
+        match self {
+            Self::Cached(body) => Ok(T::from_cached(body)?),
+            Self::Source(source) => Ok(T::from_source(source.clone())?),
+            Self::Unreadable(err) => Err(CacheError::Model(err.shared_copy())),
+        }
+    }
+}
 
 pub(crate) type Flight<T> = Shared<BoxFuture<'static, T>>;
 

@@ -2,7 +2,9 @@
 //!
 //! This crate owns the model ([`Cacheable`], [`EntitySchema`], [`Link`], [`Links`],
 //! [`RecordId`]), the [`Store`] and [`Origin`] contracts, and the cache operations over them
-//! ([`Cache`]), with the embedded in-memory store ([`MemoryStore`]).
+//! ([`Cache`]), with the embedded in-memory store ([`MemoryStore`]). Results that are not
+//! records (aggregates, statistics) are cached as [computed values](compute) ([`Computed`],
+//! [`Cache::get_or_compute`]), invalidated by the records they read.
 #![warn(missing_docs)]
 
 mod cache;
@@ -15,7 +17,7 @@ pub mod keys;
 mod link;
 mod memory;
 mod model;
-mod order;
+pub mod order;
 mod origin;
 mod query;
 mod registry;
@@ -36,11 +38,11 @@ extern crate self as cache_core;
 
 pub use cache::{
     CACHE_ENABLED_ENV, Cache, CacheBuilder, DEFAULT_LEASE_TTL, DEFAULT_TTL_JITTER, IntoOrigin, IntoStore,
-    RemoveOutcome, UpsertOutcome,
+    RemoveOutcome, UpsertOutcome, parse_switch,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compute::{ComputeOptions, Computed, ComputedStats, ManualRandom, RandomSource, SystemRandom};
-pub use error::{CacheError, ConfigError};
+pub use error::{CacheError, ConfigError, InvalidSwitch};
 pub use id::{FORBIDDEN_ID_CHARS, InvalidId, MAX_ID_LEN, RecordId};
 pub use link::{Link, Links};
 pub use memory::{DEFAULT_MEMORY_BUDGET, MemoryStore, MemoryStoreBuilder};
@@ -55,7 +57,7 @@ pub use stats::{CacheStats, EntityStats, describe_metrics};
 pub use store::{
     ComputeLock, ComputedLookup, ComputedWrite, FillToken, Lease, LockAttempt, LockWait, Lookup, PURGE_MEMORY,
     PurgeStamp, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats, WriteMode,
-    WriteOutcome,
+    WriteOutcome, human_bytes,
 };
 pub use sweep::{SweepProgress, SweepReport};
 

@@ -8,7 +8,8 @@
 //!
 //! ## Logical keys
 //! [`Store::flush`] patterns are globs (`*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`, as Redis
-//! `SCAN MATCH`) over these keys:
+//! `SCAN MATCH`: [`keys::glob_match`]; the patterns Redis refuses are refused,
+//! [`keys::validate_pattern`]) over these keys:
 //! - `projects:r:recX`: the cached record `recX` of entity `projects`;
 //! - `projects:tomb:recX`: its tombstone;
 //! - `v:{key}`: a computed value or cached response.
@@ -32,10 +33,11 @@ use moka::{Expiry, future::Cache as Moka, notification::RemovalCause};
 
 use crate::{
     Clock, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Lookup, QueryLookup, RecordId, RecordWrite,
-    RemoveMode, Store, StoreResult, StoreStats, SystemClock, WriteMode, WriteOutcome, order,
+    RemoveMode, Store, StoreResult, StoreStats, SystemClock, WriteMode, WriteOutcome, human_bytes, keys, order,
 };
 
 mod computed;
+mod watermark;
 
 /// The default memory budget of a [`MemoryStore`]: 128 MiB.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 128 * 1024 * 1024;
@@ -162,21 +164,22 @@ impl Default for MemoryStore {
 
 type Evicted = Vec<(Arc<Key>, Entry)>;
 
-/// A logical key (see the [module docs](self)).
+/// A logical key (see the [module docs](self)). Entity names are the schemas' own
+/// (`&'static`): a lookup allocates nothing for them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    Record(String, RecordId),
-    Tombstone(String, RecordId),
+    Record(&'static str, RecordId),
+    Tombstone(&'static str, RecordId),
     Value(String),
 }
 
 impl Key {
     fn record(entity: &EntitySchema, id: &RecordId) -> Self {
-        Self::Record(entity.entity.to_owned(), id.clone())
+        Self::Record(entity.entity, id.clone())
     }
 
     fn tombstone(entity: &EntitySchema, id: &RecordId) -> Self {
-        Self::Tombstone(entity.entity.to_owned(), id.clone())
+        Self::Tombstone(entity.entity, id.clone())
     }
 
     fn weight(&self) -> usize {
@@ -248,7 +251,7 @@ impl Expiry<Key, Entry> for EntryExpiry {
 
 #[derive(Default)]
 struct State {
-    entities: HashMap<String, EntityState>,
+    entities: HashMap<&'static str, EntityState>,
     /// Value keys by tag.
     value_tags: HashMap<String, HashSet<String>>,
     /// Compute locks and purge marks.
@@ -317,16 +320,52 @@ impl EntityState {
     }
 
     /// The ids the index files under every filter of `query`, in no particular order.
-    fn matching(&self, filters: &[(String, String)]) -> Vec<RecordId> {
+    fn matching(&self, filters: &[(String, String)]) -> Vec<&RecordId> {
         let Some((first, rest)) = filters.split_first() else {
-            return self.indexed.keys().cloned().collect();
+            return self.indexed.keys().collect();
         };
         let Some(base) = self.tags.get(first) else {
             return Vec::new();
         };
         base.iter()
             .filter(|id| rest.iter().all(|f| self.tags.get(f).is_some_and(|s| s.contains(*id))))
-            .cloned()
+            .collect()
+    }
+
+    /// The page of `query` as the index has it: its ids in order, each with the generation of
+    /// the write the index filed. Only the page is sorted, not every matching record.
+    fn page(&self, query: &IndexQuery) -> Vec<(RecordId, u64)> {
+        let mut rows: Vec<(f64, &RecordId, u64)> = self
+            .matching(&filters_of(query))
+            .into_iter()
+            .filter_map(|id| {
+                // Every id filed under a tag is indexed (`index` and `unindex` keep both).
+                let indexed = self.indexed.get(id)?;
+                let score = query.sort.and_then(|s| indexed.entries.score(s.field));
+                Some((score.unwrap_or(f64::NEG_INFINITY), id, indexed.generation))
+            })
+            .collect();
+        let direction = query.sort.map(|s| s.order);
+        let by_order = |a: &(f64, &RecordId, u64), b: &(f64, &RecordId, u64)| {
+            order::compare_scored((a.0, a.1), (b.0, b.1), direction)
+        };
+        let end = query
+            .limit
+            .map_or(rows.len(), |limit| query.offset.saturating_add(limit).min(rows.len()));
+        if query.offset >= end {
+            return Vec::new();
+        }
+        if end < rows.len() {
+            rows.select_nth_unstable_by(end, by_order);
+            rows.truncate(end);
+        }
+        if query.offset > 0 {
+            rows.select_nth_unstable_by(query.offset, by_order);
+        }
+        let page = &mut rows[query.offset..];
+        page.sort_unstable_by(by_order);
+        page.iter()
+            .map(|&(_, id, generation)| (id.clone(), generation))
             .collect()
     }
 
@@ -463,7 +502,7 @@ impl Store for MemoryStore {
     async fn lease(&self, entity: &EntitySchema, ids: &[RecordId], ttl: Duration) -> StoreResult<Lease> {
         let inner = &self.inner;
         let mut state = inner.lock().await;
-        let es = state.entities.entry(entity.entity.to_owned()).or_default();
+        let es = state.entities.entry(entity.entity).or_default();
         let now = inner.now();
         let lease = inner.next_lease.fetch_add(1, Ordering::Relaxed);
         for id in ids {
@@ -484,7 +523,7 @@ impl Store for MemoryStore {
     ) -> StoreResult<Vec<WriteOutcome>> {
         let inner = &self.inner;
         let mut state = inner.lock().await;
-        let es = state.entities.entry(entity.entity.to_owned()).or_default();
+        let es = state.entities.entry(entity.entity).or_default();
         let now = inner.now();
         let mut out = Vec::with_capacity(writes.len());
         for write in writes {
@@ -516,7 +555,7 @@ impl Store for MemoryStore {
     ) -> StoreResult<Vec<Option<IndexEntries>>> {
         let inner = &self.inner;
         let mut state = inner.lock().await;
-        let es = state.entities.entry(entity.entity.to_owned()).or_default();
+        let es = state.entities.entry(entity.entity).or_default();
         let now = inner.now();
         let mut out = Vec::with_capacity(ids.len());
         let mut wrote = false;
@@ -540,13 +579,17 @@ impl Store for MemoryStore {
             };
             es.leases.remove(id);
             inner.entries.invalidate(&Key::record(entity, id)).await;
-            if let Some(ttl) = tombstone_ttl {
-                let entry = Entry {
-                    kind: Kind::Tombstone,
-                    ttl,
-                    expires_at: now + ttl,
-                };
-                inner.entries.insert(Key::tombstone(entity, id), entry).await;
+            match tombstone_ttl {
+                Some(ttl) => {
+                    let entry = Entry {
+                        kind: Kind::Tombstone,
+                        ttl,
+                        expires_at: now + ttl,
+                    };
+                    inner.entries.insert(Key::tombstone(entity, id), entry).await;
+                }
+                // The source has the record again (re-created): the next read must ask it.
+                None => inner.entries.invalidate(&Key::tombstone(entity, id)).await,
             }
             out.push(es.unindex(id));
         }
@@ -561,44 +604,34 @@ impl Store for MemoryStore {
 
     async fn query(&self, entity: &EntitySchema, query: &IndexQuery) -> StoreResult<QueryLookup> {
         let inner = &self.inner;
-        let mut state = inner.lock().await;
-        let es = state.entities.entry(entity.entity.to_owned()).or_default();
-        let token = es.token();
-        if es
-            .markers
-            .get(&query.filter_key())
-            .is_none_or(|(epoch, _)| *epoch != es.epoch)
-        {
-            return Ok(QueryLookup::Incomplete(token));
-        }
-        let direction = query.sort.map(|s| s.order);
-        let score = |id: &RecordId| {
-            query
-                .sort
-                .and_then(|s| es.indexed.get(id).and_then(|i| i.entries.score(s.field)))
-                .unwrap_or(f64::NEG_INFINITY)
+        // The page is chosen under the lock and its bodies read after it is released, so that
+        // a hit does not hold every other caller through its reads.
+        let (token, page) = {
+            let mut state = inner.lock().await;
+            let es = state.entities.entry(entity.entity).or_default();
+            let token = es.token();
+            if es
+                .markers
+                .get(&query.filter_key())
+                .is_none_or(|(epoch, _)| *epoch != es.epoch)
+            {
+                return Ok(QueryLookup::Incomplete(token));
+            }
+            (token, es.page(query))
         };
-        let mut ids: Vec<(f64, RecordId)> = es
-            .matching(&filters_of(query))
-            .into_iter()
-            .map(|id| (score(&id), id))
-            .collect();
-        ids.sort_by(|a, b| order::compare(direction, (a.0, &a.1), (b.0, &b.1)));
-        let page = ids
-            .into_iter()
-            .skip(query.offset)
-            .take(query.limit.unwrap_or(usize::MAX));
-        let mut bodies = Vec::new();
-        for (_, id) in page {
-            match inner.live(&Key::record(entity, &id)).await {
+        let mut bodies = Vec::with_capacity(page.len());
+        for (id, filed) in &page {
+            match inner.live(&Key::record(entity, id)).await {
+                // Exactly the write the page was chosen by: the page is one snapshot.
                 Some(Entry {
-                    kind: Kind::Record { body, .. },
+                    kind: Kind::Record { body, generation, .. },
                     ..
-                }) => bodies.push(body),
+                }) if generation == *filed => bodies.push(body),
+                // Expired, evicted, or written since: never a partial or mixed page.
                 _ => return Ok(QueryLookup::Incomplete(token)),
             }
         }
-        Ok(QueryLookup::Complete(bodies))
+        Ok(QueryLookup::Complete { page: bodies, token })
     }
 
     async fn complete_query(
@@ -610,17 +643,21 @@ impl Store for MemoryStore {
     ) -> StoreResult<bool> {
         let inner = &self.inner;
         let mut state = inner.lock().await;
-        let es = state.entities.entry(entity.entity.to_owned()).or_default();
+        let es = state.entities.entry(entity.entity).or_default();
         if es.token() != token {
             return Ok(false);
         }
         let filters = filters_of(query);
         let given: HashSet<&RecordId> = records.iter().map(|r| &r.id).collect();
-        for id in es.matching(&filters) {
-            if !given.contains(&id) {
-                inner.entries.invalidate(&Key::record(entity, &id)).await;
-                es.unindex(&id);
-            }
+        let dropped: Vec<RecordId> = es
+            .matching(&filters)
+            .into_iter()
+            .filter(|id| !given.contains(id))
+            .cloned()
+            .collect();
+        for id in dropped {
+            inner.entries.invalidate(&Key::record(entity, &id)).await;
+            es.unindex(&id);
         }
         for write in records {
             if !is_newer(inner.cached_version(entity, &write.id).await, write.version) {
@@ -661,14 +698,16 @@ impl Store for MemoryStore {
     }
 
     async fn flush(&self, pattern: Option<&str>) -> StoreResult<u64> {
+        if let Some(pattern) = pattern {
+            keys::validate_pattern(pattern)?;
+        }
         let inner = &self.inner;
         let mut state = inner.lock().await;
         let now = inner.now();
-        let matcher = pattern.map(Glob::new);
         let keys: Vec<(Arc<Key>, Entry)> = inner
             .entries
             .iter()
-            .filter(|(key, _)| matcher.as_ref().is_none_or(|m| m.matches(&key.to_string())))
+            .filter(|(key, _)| pattern.is_none_or(|p| keys::glob_match(p, &key.to_string())))
             .collect();
         let mut removed = 0;
         for (key, entry) in keys {
@@ -781,6 +820,10 @@ impl Store for MemoryStore {
         Ok(removed)
     }
 
+    async fn advance_watermark(&self, key: &str, value: i64, ttl: Duration) -> StoreResult<bool> {
+        self.watermark_advance(key, value, ttl).await
+    }
+
     async fn get_computed(&self, key: &str) -> StoreResult<crate::ComputedLookup> {
         self.computed_get(key).await
     }
@@ -802,115 +845,49 @@ impl Store for MemoryStore {
     }
 }
 
-/// Bytes as Redis's `used_memory_human` shows them: `912B`, `1.21K`, `3.50M`.
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
-    if bytes < 1024 {
-        return format!("{bytes}B");
-    }
-    #[allow(clippy::cast_precision_loss)]
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.2}{}", UNITS[unit])
-}
-
-/// A glob pattern with Redis `SCAN MATCH` syntax.
-struct Glob(Vec<char>);
-
-impl Glob {
-    fn new(pattern: &str) -> Self {
-        Self(pattern.chars().collect())
-    }
-
-    fn matches(&self, text: &str) -> bool {
-        let text: Vec<char> = text.chars().collect();
-        glob_match(&self.0, &text)
-    }
-}
-
-fn glob_match(pattern: &[char], text: &[char]) -> bool {
-    let Some((&p, rest)) = pattern.split_first() else {
-        return text.is_empty();
-    };
-    match p {
-        '*' => (0..=text.len()).any(|skip| glob_match(rest, &text[skip..])),
-        '?' => !text.is_empty() && glob_match(rest, &text[1..]),
-        '[' => {
-            let Some((&c, text_rest)) = text.split_first() else {
-                return false;
-            };
-            let (matched, after) = class_match(rest, c);
-            matched && glob_match(after, text_rest)
-        }
-        '\\' if !rest.is_empty() => text.first() == Some(&rest[0]) && glob_match(&rest[1..], &text[1..]),
-        _ => text.first() == Some(&p) && glob_match(rest, &text[1..]),
-    }
-}
-
-/// Matches `c` against a character class whose body starts at `pattern` (just after `[`);
-/// answers whether it matched and the pattern after the closing `]`.
-fn class_match(pattern: &[char], c: char) -> (bool, &[char]) {
-    let (negate, mut i) = match pattern.first() {
-        Some('^') => (true, 1),
-        _ => (false, 0),
-    };
-    let mut matched = false;
-    while i < pattern.len() && pattern[i] != ']' {
-        if pattern[i] == '\\' && i + 1 < pattern.len() {
-            matched |= pattern[i + 1] == c;
-            i += 2;
-        } else if i + 2 < pattern.len() && pattern[i + 1] == '-' && pattern[i + 2] != ']' {
-            let (lo, hi) = if pattern[i] <= pattern[i + 2] {
-                (pattern[i], pattern[i + 2])
-            } else {
-                (pattern[i + 2], pattern[i])
-            };
-            matched |= (lo..=hi).contains(&c);
-            i += 3;
-        } else {
-            matched |= pattern[i] == c;
-            i += 1;
-        }
-    }
-    // An unclosed class runs to the end of the pattern, as in Redis.
-    let after = if i < pattern.len() {
-        &pattern[i + 1..]
-    } else {
-        &pattern[i..]
-    };
-    (matched != negate, after)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Order, Sort};
 
     #[test]
-    fn glob() {
-        let m = |p: &str, t: &str| Glob::new(p).matches(t);
-        assert!(m("*", "projects:r:recX"));
-        assert!(m("projects:*", "projects:r:recX"));
-        assert!(!m("projects:*", "users:r:recX"));
-        assert!(m("projects:r:rec?", "projects:r:recX"));
-        assert!(!m("projects:r:rec?", "projects:r:recXY"));
-        assert!(m("*:tomb:*", "projects:tomb:rec1"));
-        assert!(m("v:[ab]*", "v:b-key"));
-        assert!(!m("v:[^ab]*", "v:b-key"));
-        assert!(m("v:[a-c]", "v:b"));
-        assert!(m("v:\\*", "v:*"));
-        assert!(!m("v:\\*", "v:x"));
-        assert!(m("", ""));
-        assert!(!m("", "x"));
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(912), "912B");
-        assert_eq!(human_bytes(1239), "1.21K");
-        assert_eq!(human_bytes(3 * 1024 * 1024 + 512 * 1024), "3.50M");
+    fn a_page_is_the_slice_of_the_whole_order() {
+        let mut es = EntityState::default();
+        let ids: Vec<RecordId> = (0..40).map(|i| RecordId::new(format!("r{i:02}")).unwrap()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let entries = IndexEntries {
+                tags: vec![("even".into(), (i % 2 == 0).to_string())],
+                scores: vec![("points".into(), f64::from(u8::try_from(i % 7).unwrap()))],
+            };
+            es.index(id, entries, i as u64);
+        }
+        for filter in [None, Some("true")] {
+            for sort in [None, Some(Order::Asc), Some(Order::Desc)] {
+                let mut query = IndexQuery::all();
+                if let Some(value) = filter {
+                    query = query.filter("even", value.to_owned());
+                }
+                query.sort = sort.map(|order| Sort { field: "points", order });
+                let whole: Vec<(RecordId, u64)> = es.page(&query);
+                assert!(whole.is_sorted_by(|a, b| {
+                    let score = |g: u64| if sort.is_some() { (g % 7) as f64 } else { 0.0 };
+                    order::compare_scored((score(a.1), &a.0), (score(b.1), &b.0), sort).is_lt()
+                }));
+                for offset in [0, 1, 5, 19, 20, 45] {
+                    for limit in [None, Some(0), Some(1), Some(3), Some(50)] {
+                        let mut paged = query.clone();
+                        paged.offset = offset;
+                        paged.limit = limit;
+                        let expected: Vec<_> = whole
+                            .iter()
+                            .skip(offset)
+                            .take(limit.unwrap_or(usize::MAX))
+                            .cloned()
+                            .collect();
+                        assert_eq!(es.page(&paged), expected, "{paged:?}");
+                    }
+                }
+            }
+        }
     }
 }

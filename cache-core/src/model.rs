@@ -133,6 +133,30 @@ pub enum ModelError {
     },
 }
 
+impl ModelError {
+    /// The same error for another caller of one origin call (each gets its own): `Field`
+    /// exactly; `Cached` and `Serialize` with their `serde_json` source rebuilt from its message
+    /// (which keeps its text, not its position accessors).
+    pub(crate) fn shared_copy(&self) -> Self {
+        let rebuilt = |source: &serde_json::Error| <serde_json::Error as serde::de::Error>::custom(source);
+        match self {
+            Self::Field { entity, field, reason } => Self::Field {
+                entity,
+                field: field.clone(),
+                reason: reason.clone(),
+            },
+            Self::Cached { entity, source } => Self::Cached {
+                entity,
+                source: rebuilt(source),
+            },
+            Self::Serialize { entity, source } => Self::Serialize {
+                entity,
+                source: rebuilt(source),
+            },
+        }
+    }
+}
+
 /// A field type that can be `#[indexed]` for exact-match queries.
 ///
 /// Implemented for strings, integers, `bool`, `char`, [`RecordId`], [`Link<T>`] and
@@ -259,7 +283,7 @@ pub trait SortKey {
     fn sort_score(&self) -> f64;
 }
 
-macro_rules! sort_numbers {
+macro_rules! sort_integers {
     ($($t:ty),*) => {$(
         impl SortKey for $t {
             #[allow(clippy::cast_lossless, clippy::cast_precision_loss)]
@@ -269,7 +293,21 @@ macro_rules! sort_numbers {
         }
     )*};
 }
-sort_numbers!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize, f32, f64);
+sort_integers!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
+
+/// A NaN scores `-inf`, as an absent value does: it has no place in an order, Redis refuses it
+/// as a score, and a store that kept it would order it apart from the origin.
+macro_rules! sort_floats {
+    ($($t:ty),*) => {$(
+        impl SortKey for $t {
+            #[allow(clippy::cast_lossless)]
+            fn sort_score(&self) -> f64 {
+                if self.is_nan() { f64::NEG_INFINITY } else { *self as f64 }
+            }
+        }
+    )*};
+}
+sort_floats!(f32, f64);
 
 impl<T: SortKey> SortKey for Option<T> {
     fn sort_score(&self) -> f64 {
@@ -292,5 +330,37 @@ impl SortKey for time::OffsetDateTime {
     #[allow(clippy::cast_precision_loss)]
     fn sort_score(&self) -> f64 {
         (self.unix_timestamp_nanos() / 1_000_000) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_copy_reads_as_the_original() {
+        let field = ModelError::Field {
+            entity: "users",
+            field: "Display Name".to_owned(),
+            reason: "expected a string".to_owned(),
+        };
+        assert_eq!(field.shared_copy().to_string(), field.to_string());
+        let source = serde_json::from_slice::<u8>(b"[").unwrap_err();
+        let cached = ModelError::Cached {
+            entity: "users",
+            source,
+        };
+        assert_eq!(cached.shared_copy().to_string(), cached.to_string());
+    }
+
+    #[test]
+    fn nan_scores_as_an_absent_value() {
+        assert_eq!(f64::NAN.sort_score(), f64::NEG_INFINITY);
+        assert_eq!((-f64::NAN).sort_score(), f64::NEG_INFINITY);
+        assert_eq!(f32::NAN.sort_score(), f64::NEG_INFINITY);
+        assert_eq!(Some(f64::NAN).sort_score(), f64::NEG_INFINITY);
+        assert_eq!(1.5f32.sort_score(), 1.5);
+        assert_eq!(f64::INFINITY.sort_score(), f64::INFINITY);
+        assert_eq!(7u8.sort_score(), 7.0);
     }
 }

@@ -6,10 +6,12 @@ use std::{collections::BTreeMap, fmt};
 use futures::future::BoxFuture;
 
 use crate::{
-    Cache, CacheError, Cacheable, ConfigError, EntitySchema, RecordId, RemoveOutcome, SourceRecord, UpsertOutcome,
+    Cache, CacheError, Cacheable, ConfigError, EntitySchema, ModelError, RecordId, RemoveOutcome, SourceRecord,
+    UpsertOutcome,
 };
 
 type UpsertSourceFn = for<'a> fn(&'a Cache, SourceRecord) -> BoxFuture<'a, Result<UpsertOutcome, CacheError>>;
+type CheckSourceFn = fn(&SourceRecord) -> Result<(), ModelError>;
 type GetJsonFn = for<'a> fn(&'a Cache, &'a RecordId) -> BoxFuture<'a, Result<Option<serde_json::Value>, CacheError>>;
 
 /// One registered model: its schema and the operations that need its Rust type.
@@ -17,6 +19,7 @@ type GetJsonFn = for<'a> fn(&'a Cache, &'a RecordId) -> BoxFuture<'a, Result<Opt
 pub struct EntityHandle {
     schema: &'static EntitySchema,
     upsert_source: UpsertSourceFn,
+    check_source: CheckSourceFn,
     get_json: GetJsonFn,
 }
 
@@ -26,6 +29,7 @@ impl EntityHandle {
         Self {
             schema: T::schema(),
             upsert_source: upsert_source::<T>,
+            check_source: check_source::<T>,
             get_json: get_json::<T>,
         }
     }
@@ -43,6 +47,12 @@ impl EntityHandle {
         record: SourceRecord,
     ) -> BoxFuture<'a, Result<UpsertOutcome, CacheError>> {
         (self.upsert_source)(cache, record)
+    }
+
+    /// Checks that a record in its source shape parses as the model, touching nothing: a
+    /// webhook checks a delivery before it claims the delivery's place in the record's order.
+    pub fn check_source(&self, record: &SourceRecord) -> Result<(), ModelError> {
+        (self.check_source)(record)
     }
 
     /// Forgets a record (`tombstone = false`, as [`Cache::invalidate`]), or records that the
@@ -82,6 +92,10 @@ fn upsert_source<T: Cacheable>(
         let model = T::from_source(record)?;
         cache.upsert(&model).await
     })
+}
+
+fn check_source<T: Cacheable>(record: &SourceRecord) -> Result<(), ModelError> {
+    T::from_source(record.clone()).map(drop)
 }
 
 fn get_json<'a, T: Cacheable>(

@@ -16,6 +16,11 @@
 //!   markers true by moving index entries; an invalidation (the store no longer knows where a
 //!   record belongs) drops every marker of its entity. A query fill is refused when any write
 //!   to the entity happened since the query missed ([`FillToken`]).
+//! - **Purge marks** (computed values). A purge remembers when each of its tags was purged; a
+//!   computed value is refused when one of its tags was purged after the lookup that preceded
+//!   its computation ([`Store::put_computed`], [`PurgeStamp`]).
+//! - **Compute locks** (computed values). One instance computes a missing value while the
+//!   others wait for it without polling ([`Store::lock_computed`], [`Store::wait_computed`]).
 //!
 //! ## What counts as a write
 //! Fill tokens are refused after a *write*: a [`WriteMode::Upsert`] put or a
@@ -137,8 +142,15 @@ pub enum RemoveMode {
 /// What an index query found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryLookup {
-    /// The store holds the complete result: the page of records, in order.
-    Complete(Vec<Bytes>),
+    /// The store holds the complete result.
+    Complete {
+        /// The page of records, in order.
+        page: Vec<Bytes>,
+        /// The token to fill the result with when the cache cannot use the page (a
+        /// `no-cache` refresh, a body it cannot read): a refill is a fill like any other,
+        /// refused after a write.
+        token: FillToken,
+    },
     /// The store does not know the complete result; fill it with this token.
     Incomplete(FillToken),
 }
@@ -162,6 +174,27 @@ pub struct StoreStats {
     pub connected_clients: Option<u64>,
     /// Keys evicted for memory.
     pub evicted_keys: Option<u64>,
+}
+
+/// Bytes for people, as Redis writes `used_memory_human` ([`StoreStats::memory_used_human`]).
+///
+/// ```
+/// assert_eq!(cache_core::human_bytes(912), "912B");
+/// assert_eq!(cache_core::human_bytes(1_268_000), "1.21M");
+/// ```
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
 }
 
 /// A lock on computing one value (see [`Store::lock_computed`]): the token its owner presents
@@ -259,7 +292,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Option<IndexEntries>>>;
 
     /// Answers an index query from the store when its result is complete: one round trip
-    /// that returns the records of the page.
+    /// that returns the records of the page. Either way it answers the entity's current
+    /// [`FillToken`], so that a refill of a complete result is refused after a write too.
     async fn query(&self, entity: &EntitySchema, query: &IndexQuery) -> StoreResult<QueryLookup>;
 
     /// Stores the complete result of `query`'s filters (every matching record, as the origin
@@ -303,6 +337,26 @@ pub trait Store: Send + Sync + 'static {
     /// that supports [`Store::put_computed`]'s refusals also remembers, for
     /// [`PURGE_MEMORY`], that these tags were purged.
     async fn purge_tags(&self, tags: &[String]) -> StoreResult<u64>;
+
+    /// Raises the watermark under `key` to `value` unless it holds a higher one, atomically:
+    /// answers whether it now holds `value` (it was missing, lower or equal; equal answers
+    /// `true`, so that a retried claim succeeds again). The watermark then lives `ttl`. It is a
+    /// value without tags (read by [`Store::get_value`] as the decimal integer); a value under
+    /// `key` that is not an integer counts as missing. After concurrent calls the key holds the
+    /// highest of their values, and each call answered `false` exactly when a higher one was
+    /// there first.
+    ///
+    /// The default reads and writes without that atomicity; the in-memory and Redis stores
+    /// implement it atomically.
+    async fn advance_watermark(&self, key: &str, value: i64, ttl: Duration) -> StoreResult<bool> {
+        let current = self.get_value(key).await?;
+        let current = current.and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<i64>().ok());
+        if current.is_some_and(|current| current > value) {
+            return Ok(false);
+        }
+        self.put_value(key, Bytes::from(value.to_string()), ttl, &[]).await?;
+        Ok(true)
+    }
 
     // ------------------------------------------------------------ computed values
     //

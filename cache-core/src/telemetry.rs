@@ -78,6 +78,25 @@ pub struct TelemetrySnapshot {
     pub tags: Vec<String>,
 }
 
+/// The counters of a [`Telemetry`] without its tags: cheap enough to read on every request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TelemetryCounts {
+    /// See [`TelemetrySnapshot::hits`].
+    pub hits: u64,
+    /// See [`TelemetrySnapshot::misses`].
+    pub misses: u64,
+    /// See [`TelemetrySnapshot::bypasses`].
+    pub bypasses: u64,
+    /// See [`TelemetrySnapshot::origin_calls`].
+    pub origin_calls: u64,
+    /// See [`TelemetrySnapshot::tombstone_hits`].
+    pub tombstone_hits: u64,
+    /// See [`TelemetrySnapshot::store_errors`].
+    pub store_errors: u64,
+    /// See [`TelemetrySnapshot::coalesced`].
+    pub coalesced: u64,
+}
+
 /// One thing a cache operation records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Event {
@@ -106,6 +125,21 @@ impl Telemetry {
     /// Whether this recorder asks for a refresh.
     pub fn is_refresh(&self) -> bool {
         self.inner.refresh.load(Ordering::Relaxed)
+    }
+
+    /// What was counted so far, without copying the tags.
+    pub fn counts(&self) -> TelemetryCounts {
+        let c = &self.inner;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TelemetryCounts {
+            hits: load(&c.hits),
+            misses: load(&c.misses),
+            bypasses: load(&c.bypasses),
+            origin_calls: load(&c.origin_calls),
+            tombstone_hits: load(&c.tombstone_hits),
+            store_errors: load(&c.store_errors),
+            coalesced: load(&c.coalesced),
+        }
     }
 
     /// What was recorded so far.
@@ -144,9 +178,10 @@ impl Telemetry {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn add_tags<'a>(&self, tags: impl Iterator<Item = &'a str>) {
+    fn add_tags<S: AsRef<str>>(&self, tags: impl IntoIterator<Item = S>) {
         let mut set = self.inner.tags.lock().unwrap_or_else(PoisonError::into_inner);
         for tag in tags {
+            let tag = tag.as_ref();
             if !set.contains(tag) {
                 set.insert(tag.to_owned());
             }
@@ -165,19 +200,22 @@ pub async fn scope<F: Future>(telemetry: Telemetry, fut: F) -> F::Output {
 }
 
 /// Records that the current work depends on values tagged `tags` (for computed values and
-/// response caches built on the scope). Does nothing outside a scope.
+/// response caches built on the scope). Does nothing outside a scope: pass a lazy iterator
+/// (`std::iter::once_with`, `map`) and no tag is built there.
 pub fn record_tags<I, S>(tags: I)
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    let _ = SCOPES.try_with(|stack| {
-        if stack.is_empty() {
-            return;
-        }
-        let tags: Vec<S> = tags.into_iter().collect();
-        for t in stack.iter() {
-            t.add_tags(tags.iter().map(AsRef::as_ref));
+    let _ = SCOPES.try_with(|stack| match &stack[..] {
+        [] => {}
+        [only] => only.add_tags(tags),
+        // Several scopes read the tags: build them once.
+        many => {
+            let tags: Vec<S> = tags.into_iter().collect();
+            for t in many {
+                t.add_tags(&tags);
+            }
         }
     });
 }
@@ -241,6 +279,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn counts_agree_with_the_snapshot() {
+        let t = Telemetry::new();
+        scope(t.clone(), async {
+            count(Event::Hit, 2);
+            count(Event::OriginCall, 1);
+            record_tags(["projects:recP1"]);
+        })
+        .await;
+        let (counts, snapshot) = (t.counts(), t.snapshot());
+        assert_eq!((counts.hits, counts.origin_calls), (2, 1));
+        assert_eq!(
+            (counts.misses, counts.bypasses, counts.tombstone_hits),
+            (snapshot.misses, snapshot.bypasses, snapshot.tombstone_hits)
+        );
+    }
+
+    #[tokio::test]
     async fn the_same_recorder_nested_counts_once() {
         let t = Telemetry::new();
         scope(t.clone(), scope(t.clone(), async { count(Event::Hit, 1) })).await;
@@ -253,6 +308,26 @@ mod tests {
         let outer = Telemetry::new().refresh(true);
         let seen = scope(outer, scope(Telemetry::new(), async { refresh_requested() })).await;
         assert!(seen);
+    }
+
+    #[tokio::test]
+    async fn tags_are_built_only_inside_a_scope_and_once() {
+        let built = AtomicU64::new(0);
+        let tag = || {
+            built.fetch_add(1, Ordering::Relaxed);
+            "projects:recP1".to_owned()
+        };
+        record_tags(std::iter::once_with(tag));
+        assert_eq!(built.load(Ordering::Relaxed), 0, "outside a scope");
+        let (outer, inner) = (Telemetry::new(), Telemetry::new());
+        scope(outer.clone(), async {
+            record_tags(std::iter::once_with(tag));
+            scope(inner.clone(), async { record_tags(std::iter::once_with(tag)) }).await;
+        })
+        .await;
+        assert_eq!(built.load(Ordering::Relaxed), 2, "once per call, however many scopes");
+        assert_eq!(outer.snapshot().tags, ["projects:recP1"]);
+        assert_eq!(inner.snapshot().tags, ["projects:recP1"]);
     }
 
     #[tokio::test]

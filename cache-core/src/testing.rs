@@ -1,8 +1,12 @@
 //! Test support (feature `testing`): the [store conformance suite](conformance) every
-//! [`Store`](crate::Store) runs, and [`MemoryOrigin`], an origin in memory that counts its
-//! calls, fails on demand and holds calls at a gate so that races are deterministic.
+//! [`Store`](crate::Store) runs, [`MemoryOrigin`], an origin in memory that counts its calls,
+//! fails on demand and holds calls at a gate so that races are deterministic, and
+//! [`FailingStore`], a store that can be taken down.
 
 pub mod conformance;
+mod failing;
+
+pub use failing::FailingStore;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -347,7 +351,7 @@ impl MemoryOrigin {
             .unwrap_or_default()
         });
         let direction = query.sort.map(|(_, o)| o);
-        matching.sort_by(|a, b| order::compare(direction, (a.0, &a.1.source.id), (b.0, &b.1.source.id)));
+        matching.sort_by(|a, b| order::compare_scored((a.0, &a.1.source.id), (b.0, &b.1.source.id), direction));
         matching
             .into_iter()
             .skip(query.offset)

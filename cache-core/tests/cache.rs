@@ -264,6 +264,40 @@ async fn invalidation_makes_queries_ask_the_origin_again() {
 }
 
 #[tokio::test]
+async fn an_unreadable_complete_result_is_refilled_from_the_origin() {
+    use cache_core::{Cacheable, RecordWrite, WriteMode};
+    let h = harness();
+    h.seed(&projects_seed());
+    let q = || Project::by_event(&id("recE1")).asc(ProjectSort::Points);
+    let expected = ids_of(&h.cache.query(q()).await.unwrap());
+    // A body the model cannot read (written by another version of the model), filed where the
+    // record belongs: the complete result still holds it.
+    let schema = Project::schema();
+    let garbage = RecordWrite {
+        id: id("recP3"),
+        body: Bytes::from_static(b"{\"not\":\"a project\"}"),
+        index: projects_seed()[2].index_entries(),
+        version: None,
+        ttl: TTL,
+    };
+    h.memory.put(schema, &[garbage], WriteMode::Upsert).await.unwrap();
+    h.origin.reset_calls();
+
+    assert_eq!(
+        ids_of(&h.cache.query(q()).await.unwrap()),
+        expected,
+        "answered from the origin"
+    );
+    assert_eq!(h.origin.count(OriginMethod::Query), 1);
+    assert_eq!(ids_of(&h.cache.query(q()).await.unwrap()), expected);
+    assert_eq!(
+        h.origin.count(OriginMethod::Query),
+        1,
+        "the refill replaced the unreadable body: the result is complete and readable again"
+    );
+}
+
+#[tokio::test]
 async fn invalid_queries_are_refused() {
     let h = harness();
     let err = h
@@ -600,7 +634,10 @@ async fn the_registry_acts_on_entities_named_at_run_time() {
         "{err:?}"
     );
 
-    assert_eq!(users.remove(&h.cache, &id("recU1"), true).await, cache_core::RemoveOutcome::Removed);
+    assert_eq!(
+        users.remove(&h.cache, &id("recU1"), true).await,
+        cache_core::RemoveOutcome::Removed
+    );
     assert_eq!(h.cache.get::<User>(&id("recU1")).await.unwrap(), None);
     assert_eq!(
         h.origin.total_calls(),
@@ -610,7 +647,10 @@ async fn the_registry_acts_on_entities_named_at_run_time() {
 
     h.seed(&[user("recU3", "Cy", "cy@example.com")]);
     h.cache.get::<User>(&id("recU3")).await.unwrap();
-    assert_eq!(users.remove(&h.cache, &id("recU3"), false).await, cache_core::RemoveOutcome::Removed);
+    assert_eq!(
+        users.remove(&h.cache, &id("recU3"), false).await,
+        cache_core::RemoveOutcome::Removed
+    );
     h.cache.get::<User>(&id("recU3")).await.unwrap();
     assert_eq!(h.origin.count(OriginMethod::Fetch), 2, "an invalidation forgets");
 }

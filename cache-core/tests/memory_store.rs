@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cache_core::{
     IndexEntries, IndexQuery, Lookup, ManualClock, MemoryStore, QueryLookup, RecordId, RecordWrite, RemoveMode, Store,
-    WriteMode, WriteOutcome,
+    StoreError, WriteMode, WriteOutcome,
     testing::conformance::{projects, users},
 };
 
@@ -47,7 +47,7 @@ fn by_event(event: &str) -> IndexQuery {
 async fn token(store: &MemoryStore, q: &IndexQuery) -> cache_core::FillToken {
     match store.query(projects(), q).await.unwrap() {
         QueryLookup::Incomplete(t) => t,
-        QueryLookup::Complete(_) => panic!("expected incomplete"),
+        QueryLookup::Complete { .. } => panic!("expected incomplete"),
     }
 }
 
@@ -102,12 +102,12 @@ async fn an_expired_record_makes_its_complete_result_incomplete_until_refilled()
     let t = token(&store, &q).await;
     let records = [record("p1", "e1", 100 * SEC), record("p2", "e1", 10 * SEC)];
     assert!(store.complete_query(p, &q, t, &records).await.unwrap());
-    assert!(matches!(store.query(p, &q).await.unwrap(), QueryLookup::Complete(page) if page.len() == 2));
+    assert!(matches!(store.query(p, &q).await.unwrap(), QueryLookup::Complete { page, .. } if page.len() == 2));
     clock.advance(11 * SEC);
     let t = token(&store, &q).await;
     let refill = [record("p1", "e1", 100 * SEC), record("p2", "e1", 100 * SEC)];
     assert!(store.complete_query(p, &q, t, &refill).await.unwrap());
-    assert!(matches!(store.query(p, &q).await.unwrap(), QueryLookup::Complete(page) if page.len() == 2));
+    assert!(matches!(store.query(p, &q).await.unwrap(), QueryLookup::Complete { page, .. } if page.len() == 2));
 }
 
 #[tokio::test]
@@ -131,7 +131,7 @@ async fn eviction_under_the_budget_never_gives_a_partial_answer() {
     assert!(cached < records.len(), "the budget evicted some records");
     match store.query(p, &q).await.unwrap() {
         QueryLookup::Incomplete(_) => {}
-        QueryLookup::Complete(page) => panic!("a complete answer of {} of 400 records", page.len()),
+        QueryLookup::Complete { page, .. } => panic!("a complete answer of {} of 400 records", page.len()),
     }
 }
 
@@ -176,6 +176,49 @@ async fn flush_patterns_match_the_logical_keys() {
     assert!(matches!(store.get(p, &id("p2")).await.unwrap(), Lookup::Hit(_)));
     assert!(matches!(store.get(u, &id("u1")).await.unwrap(), Lookup::Hit(_)));
     assert_eq!(store.flush(Some("conformance_*:r:*")).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn flush_refuses_the_patterns_redis_refuses() {
+    let store = MemoryStore::new();
+    store
+        .put(projects(), &[record("p1", "e1", 3600 * SEC)], WriteMode::Upsert)
+        .await
+        .unwrap();
+    for bad in ["", "conformance_projects:r:[p", "a b", "a\n", "p1\\"] {
+        let err = store.flush(Some(bad)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{bad:?}: {err:?}");
+    }
+    assert!(matches!(
+        store.get(projects(), &id("p1")).await.unwrap(),
+        Lookup::Hit(_)
+    ));
+    assert_eq!(store.flush(Some("conformance_projects:r:\\p1")).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn flush_pattern_matching_takes_linear_time() {
+    // A recursive glob backtracks through every way of splitting the key between the stars:
+    // this pattern against these keys would not finish in the lifetime of the test.
+    let pattern = format!("{}b", "*a".repeat(16));
+    let key = "a".repeat(120);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let removed = runtime.block_on(async {
+            let store = MemoryStore::new();
+            store
+                .put_value(&key, Bytes::from_static(b"v"), 3600 * SEC, &[])
+                .await
+                .unwrap();
+            store.flush(Some(&pattern)).await.unwrap()
+        });
+        let _ = done.send(removed);
+    });
+    let removed = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the flush finished (the glob does not backtrack exponentially)");
+    assert_eq!(removed, 0);
 }
 
 #[tokio::test]

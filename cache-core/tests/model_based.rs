@@ -6,7 +6,11 @@ mod common;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use cache_core::{Cacheable, Order, Query, RecordId, testing::OriginMethod};
+use cache_core::{
+    Cacheable, Order, Query, RecordId,
+    telemetry::{self, Telemetry},
+    testing::OriginMethod,
+};
 use common::*;
 use proptest::prelude::*;
 
@@ -34,6 +38,9 @@ enum Op {
         sort: Option<Order>,
         offset: u8,
         limit: Option<u8>,
+        /// Run inside a `Cache-Control: no-cache` scope: bypass the cache, store what the
+        /// origin says.
+        refresh: bool,
     },
     /// The application writes the record at the source, then upserts it.
     Upsert {
@@ -48,6 +55,14 @@ enum Op {
         change: Option<(Status, i8)>,
     },
     Delete(u8),
+    /// The source creates the id again (after a delete, or for the first time), and the
+    /// application invalidates it.
+    Recreate {
+        id: u8,
+        event: u8,
+        status: Status,
+        points: i8,
+    },
     /// Time passes (TTLs and tombstones expire).
     Advance {
         hours: u8,
@@ -65,8 +80,16 @@ fn op() -> impl Strategy<Value = Op> {
             prop::option::of(prop_oneof![Just(Order::Asc), Just(Order::Desc)]),
             0..4u8,
             prop::option::of(0..4u8),
+            prop::bool::weighted(0.25),
         )
-            .prop_map(|(status, event, sort, offset, limit)| Op::Query { status, event, sort, offset, limit }),
+            .prop_map(|(status, event, sort, offset, limit, refresh)| Op::Query {
+                status,
+                event,
+                sort,
+                offset,
+                limit,
+                refresh
+            }),
         3 => (i.clone(), 0..2u8, status(), -3..4i8).prop_map(|(id, event, status, points)| Op::Upsert {
             id,
             event,
@@ -74,7 +97,13 @@ fn op() -> impl Strategy<Value = Op> {
             points
         }),
         1 => (i.clone(), prop::option::of((status(), -3..4i8))).prop_map(|(id, change)| Op::Invalidate { id, change }),
-        1 => i.prop_map(Op::Delete),
+        1 => i.clone().prop_map(Op::Delete),
+        1 => (i, 0..2u8, status(), -3..4i8).prop_map(|(id, event, status, points)| Op::Recreate {
+            id,
+            event,
+            status,
+            points
+        }),
         1 => (1..10u8).prop_map(|hours| Op::Advance { hours }),
     ]
 }
@@ -167,6 +196,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 sort,
                 offset,
                 limit,
+                refresh,
             } => {
                 let mut q = Query::<Project>::all();
                 if let Some(s) = status {
@@ -183,15 +213,14 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     q = q.limit(usize::from(l));
                 }
                 let expected = model.expected_query(&q);
-                let got: Vec<RecordId> = h
-                    .cache
-                    .query(q.clone())
-                    .await
-                    .expect("query")
-                    .into_iter()
-                    .map(|p| p.id)
-                    .collect();
-                prop_assert_eq!(got, expected, "{:?}", q);
+                let run = h.cache.query(q.clone());
+                let found = if refresh {
+                    telemetry::scope(Telemetry::new().refresh(true), run).await
+                } else {
+                    run.await
+                };
+                let got: Vec<RecordId> = found.expect("query").into_iter().map(|p| p.id).collect();
+                prop_assert_eq!(got, expected, "{:?} (refresh: {})", q, refresh);
             }
             Op::Upsert {
                 id: i,
@@ -218,6 +247,20 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Delete(i) => {
                 let existed = h.cache.delete::<Project>(&rid(i)).await.expect("delete");
                 prop_assert_eq!(existed, model.records.remove(&rid(i)).is_some(), "delete {}", i);
+            }
+            Op::Recreate {
+                id: i,
+                event: e,
+                status,
+                points,
+            } => {
+                if !model.records.contains_key(&rid(i)) {
+                    model.version += 1;
+                    let p = project(&format!("recP{i}"), &event(e), status, i64::from(points), model.version);
+                    h.origin.put(&p).expect("renders");
+                    model.records.insert(p.id.clone(), p);
+                }
+                h.cache.invalidate::<Project>(&rid(i)).await.expect("invalidate");
             }
             Op::Advance { hours } => h.clock.advance(HOUR * u32::from(hours)),
         }

@@ -7,7 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use cache_core::{CacheError, Lookup, Store, testing::OriginMethod};
+use cache_core::{
+    CacheError, Lookup, Store,
+    telemetry::{self, Telemetry},
+    testing::OriginMethod,
+};
 use common::*;
 use tokio::time::timeout;
 
@@ -126,6 +130,71 @@ async fn a_query_fill_that_began_before_a_write_is_not_marked_complete() {
     assert!(old_email.is_empty(), "the stale result was not kept: {old_email:?}");
     assert_eq!(h.cache.get::<User>(&id("recU1")).await.unwrap(), Some(moved));
     assert_eq!(h.origin.count(OriginMethod::Query), 2);
+}
+
+/// Runs `query` inside a `Cache-Control: no-cache` scope on its own task.
+fn spawn_refresh<T: cache_core::Cacheable>(
+    h: &Harness,
+    query: cache_core::Query<T>,
+) -> tokio::task::JoinHandle<Result<Vec<T>, CacheError>> {
+    let cache = h.cache.clone();
+    let refresh = Telemetry::new().refresh(true);
+    tokio::spawn(telemetry::scope(refresh, async move { cache.query(query).await }))
+}
+
+#[tokio::test]
+async fn a_refresh_that_began_before_a_delete_does_not_resurrect_it() {
+    let h = harness();
+    h.seed(&[
+        project("recP1", "recE1", Status::Submitted, 10, 1),
+        project("recP2", "recE1", Status::Submitted, 20, 1),
+    ]);
+    let by_event = || Project::by_event(&id("recE1"));
+    h.cache.query(by_event()).await.unwrap();
+    let hold = h.origin.hold(OriginMethod::Query);
+    let refresh = spawn_refresh(&h, by_event());
+    within("the refresh read both projects", hold.arrived(1)).await;
+
+    assert!(h.cache.delete::<Project>(&id("recP1")).await.unwrap());
+    hold.release();
+
+    assert_eq!(
+        ids_of(&refresh.await.unwrap().unwrap()),
+        ["recP1", "recP2"],
+        "what it read"
+    );
+    h.origin.reset_calls();
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), None);
+    assert_eq!(ids_of(&h.cache.query(by_event()).await.unwrap()), ["recP2"]);
+    assert_eq!(
+        h.origin.total_calls(),
+        0,
+        "the tombstone and the complete result answered"
+    );
+    assert_eq!(h.cache.stats().entity("projects").stale_refusals, 1);
+}
+
+#[tokio::test]
+async fn a_refresh_that_began_before_an_upsert_does_not_overwrite_it() {
+    let h = harness();
+    h.seed(&users_seed());
+    h.cache.query(User::by_email("ada@example.com")).await.unwrap();
+    let hold = h.origin.hold(OriginMethod::Query);
+    let refresh = spawn_refresh(&h, User::by_email("ada@example.com"));
+    within("the refresh read Ada", hold.arrived(1)).await;
+
+    // Users have no version field: only the fill token can refuse the older read.
+    let renamed = user("recU1", "Ada L.", "ada@example.com");
+    h.origin.put(&renamed).unwrap();
+    h.cache.upsert(&renamed).await.unwrap();
+    hold.release();
+
+    assert_eq!(refresh.await.unwrap().unwrap()[0].display_name, "Ada", "what it read");
+    h.origin.reset_calls();
+    assert_eq!(h.cache.get::<User>(&id("recU1")).await.unwrap(), Some(renamed.clone()));
+    let found = h.cache.query(User::by_email("ada@example.com")).await.unwrap();
+    assert_eq!(found, [renamed]);
+    assert_eq!(h.origin.total_calls(), 0);
 }
 
 #[tokio::test]

@@ -9,8 +9,10 @@
 //! | `GET /admin/cache/schema` | the registered entities, their fields, indexes and JSON Schemas |
 //!
 //! Every route needs `Authorization: Bearer <token>`: `401` without it, `403` with a wrong
-//! one (compared in constant time). A failing store answers `503`; a pattern the store
-//! refuses (one that would reach outside the namespace) answers `400`.
+//! one (compared in constant time). A failing store answers `503`; a pattern that no store
+//! accepts ([`keys::validate_pattern`](cache_core::keys::validate_pattern): empty, with
+//! whitespace, an unbalanced `[` `]`, a trailing `\`) or longer than [`MAX_PATTERN_LEN`]
+//! answers `400`.
 //!
 //! ```
 //! use axum::Router;
@@ -31,7 +33,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{delete, get, post},
 };
-use cache_core::{Cache, EntitySchema, EntityStats, StoreStats};
+use cache_core::{Cache, EntitySchema, EntityStats, StoreError, StoreStats, keys};
 use http::{HeaderMap, StatusCode, header};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -203,22 +205,19 @@ struct FlushQuery {
     pattern: Option<String>,
 }
 
-/// Checks a flush pattern before the store sees it: the store refuses patterns that would
-/// leave its namespace; this refuses the ones no key could be meant by.
+/// Checks a flush pattern before the store sees it, with the rules every store applies
+/// ([`keys::validate_pattern`]) and a length bound.
 fn validate_pattern(pattern: &str) -> Result<(), ApiError> {
     let bad = |reason: &str| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("invalid pattern: {reason}")).with("pattern", pattern)
     };
-    if pattern.is_empty() {
-        return Err(bad("it is empty (omit `pattern` to flush the whole namespace)"));
-    }
     if pattern.len() > MAX_PATTERN_LEN {
         return Err(bad("it is too long"));
     }
-    if pattern.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad("it contains whitespace or control characters"));
-    }
-    Ok(())
+    keys::validate_pattern(pattern).map_err(|err| match err {
+        StoreError::Invalid(reason) => bad(&reason),
+        other => bad(&other.to_string()),
+    })
 }
 
 async fn flush(State(state): State<Arc<AdminState>>, Query(query): Query<FlushQuery>) -> Response {
@@ -333,5 +332,9 @@ mod tests {
         assert!(validate_pattern("").is_err());
         assert!(validate_pattern("a b").is_err());
         assert!(validate_pattern(&"x".repeat(MAX_PATTERN_LEN + 1)).is_err());
+        // The rules every store applies.
+        assert!(validate_pattern("projects:[ab").is_err());
+        assert!(validate_pattern("projects:\\").is_err());
+        assert!(validate_pattern("v:\\*").is_ok());
     }
 }

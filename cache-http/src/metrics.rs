@@ -11,11 +11,12 @@ use http::{HeaderValue, header};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Counter: response cache lookups and stores, by `resource` and `outcome`
-/// (`hit`, `miss`, `stored`, `not_modified`, `skipped`).
+/// (`hit`, `miss`, `stored`, `refused` (a tag it read was purged meanwhile), `not_modified`,
+/// `skipped`).
 pub const RESPONSE_CACHE_TOTAL: &str = "model_cache_http_response_cache_total";
-/// Counter: webhook deliveries, by `outcome` (`applied`, `stale`, `unauthorized`,
-/// `unknown_table`, `invalid_record`, `too_large`, `unsupported_media_type`, `malformed`,
-/// `error`).
+/// Counter: webhook deliveries, by `outcome` (`applied`, `stale`, `disabled`, `unauthorized`,
+/// `unknown_table`, `invalid_payload`, `invalid_record`, `too_large`, `unsupported_media_type`,
+/// `malformed`, `error`).
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "model_cache_http_webhook_deliveries_total";
 /// Histogram: request latency in seconds, by `method`, `status` and `cache`
 /// (the `X-Cache` value).
@@ -57,7 +58,7 @@ fn describe() {
     cache_core::describe_metrics();
     describe_counter!(
         RESPONSE_CACHE_TOTAL,
-        "Response cache lookups and stores by outcome: hit, miss, stored, not_modified, skipped."
+        "Response cache lookups and stores by outcome: hit, miss, stored, refused, not_modified, skipped."
     );
     describe_counter!(WEBHOOK_DELIVERIES_TOTAL, "Webhook deliveries by outcome.");
     describe_histogram!(

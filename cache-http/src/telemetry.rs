@@ -18,7 +18,7 @@ use std::{
     time::Instant,
 };
 
-use cache_core::telemetry::{self, Telemetry, TelemetrySnapshot};
+use cache_core::telemetry::{self, Telemetry, TelemetryCounts};
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use tower::{Layer, Service};
@@ -42,16 +42,16 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    /// What the request's telemetry says; `from_response_cache` when the response was served
-    /// whole from the response cache.
-    pub fn of(snapshot: &TelemetrySnapshot, refresh: bool, from_response_cache: bool) -> Self {
+    /// What the request's telemetry counted says; `from_response_cache` when the response was
+    /// served whole from the response cache.
+    pub fn of(counts: &TelemetryCounts, refresh: bool, from_response_cache: bool) -> Self {
         if from_response_cache {
             Self::Hit
-        } else if refresh || snapshot.bypasses > 0 {
+        } else if refresh || counts.bypasses > 0 {
             Self::Bypass
-        } else if snapshot.misses > 0 || snapshot.origin_calls > 0 {
+        } else if counts.misses > 0 || counts.origin_calls > 0 {
             Self::Miss
-        } else if snapshot.hits > 0 || snapshot.tombstone_hits > 0 {
+        } else if counts.hits > 0 || counts.tombstone_hits > 0 {
             Self::Hit
         } else {
             Self::Bypass
@@ -169,12 +169,13 @@ where
         CacheTelemetryFuture {
             inner: Box::pin(async move {
                 let mut response = inner.await?;
-                let snapshot = t.snapshot();
+                // The counts only: the request's tags are not needed here.
+                let counts = t.counts();
                 let served = response.extensions_mut().remove::<ServedFromResponseCache>().is_some();
-                let status = CacheStatus::of(&snapshot, refresh, served);
+                let status = CacheStatus::of(&counts, refresh, served);
                 let headers = response.headers_mut();
                 headers.insert(X_CACHE, HeaderValue::from_static(status.as_str()));
-                headers.insert(header, HeaderValue::from(snapshot.origin_calls));
+                headers.insert(header, HeaderValue::from(counts.origin_calls));
                 metrics::histogram!(
                     REQUEST_DURATION_SECONDS,
                     "method" => method.as_str().to_owned(),
@@ -212,33 +213,27 @@ impl<B, E> fmt::Debug for CacheTelemetryFuture<B, E> {
 mod tests {
     use super::*;
 
-    fn snapshot(hits: u64, misses: u64, bypasses: u64, origin_calls: u64) -> TelemetrySnapshot {
-        TelemetrySnapshot {
+    fn counts(hits: u64, misses: u64, bypasses: u64, origin_calls: u64) -> TelemetryCounts {
+        TelemetryCounts {
             hits,
             misses,
             bypasses,
             origin_calls,
-            ..TelemetrySnapshot::default()
+            ..TelemetryCounts::default()
         }
     }
 
     #[test]
     fn status_rules() {
-        assert_eq!(CacheStatus::of(&snapshot(3, 0, 0, 0), false, false), CacheStatus::Hit);
-        assert_eq!(CacheStatus::of(&snapshot(3, 1, 0, 1), false, false), CacheStatus::Miss);
-        assert_eq!(
-            CacheStatus::of(&snapshot(0, 0, 2, 1), false, false),
-            CacheStatus::Bypass
-        );
-        assert_eq!(
-            CacheStatus::of(&snapshot(0, 0, 0, 0), false, false),
-            CacheStatus::Bypass
-        );
-        assert_eq!(CacheStatus::of(&snapshot(0, 0, 0, 0), true, false), CacheStatus::Bypass);
-        assert_eq!(CacheStatus::of(&snapshot(0, 0, 0, 0), false, true), CacheStatus::Hit);
-        let tombstone = TelemetrySnapshot {
+        assert_eq!(CacheStatus::of(&counts(3, 0, 0, 0), false, false), CacheStatus::Hit);
+        assert_eq!(CacheStatus::of(&counts(3, 1, 0, 1), false, false), CacheStatus::Miss);
+        assert_eq!(CacheStatus::of(&counts(0, 0, 2, 1), false, false), CacheStatus::Bypass);
+        assert_eq!(CacheStatus::of(&counts(0, 0, 0, 0), false, false), CacheStatus::Bypass);
+        assert_eq!(CacheStatus::of(&counts(0, 0, 0, 0), true, false), CacheStatus::Bypass);
+        assert_eq!(CacheStatus::of(&counts(0, 0, 0, 0), false, true), CacheStatus::Hit);
+        let tombstone = TelemetryCounts {
             tombstone_hits: 1,
-            ..TelemetrySnapshot::default()
+            ..TelemetryCounts::default()
         };
         assert_eq!(CacheStatus::of(&tombstone, false, false), CacheStatus::Hit);
     }

@@ -7,22 +7,23 @@ mod common;
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use axum::{
-    Router,
+    Json, Router,
     body::Body,
+    extract::Path,
     response::{IntoResponse, Response},
     routing::get,
 };
 use bytes::Bytes;
 use cache_core::{Cache, Store, testing::OriginMethod};
 use cache_http::{CacheTelemetryLayer, ResponseCacheLayer};
-use common::{Harness, Project, header, id, project, serve};
+use common::{Gate, Harness, Project, ProjectSort, header, id, project, serve};
 use http::{HeaderName, Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -176,7 +177,10 @@ async fn a_deleted_project_leaves_the_list() {
     };
     get().await.unwrap();
     let handle = *h.cache.entities().get("projects").unwrap();
-    assert_eq!(handle.remove(&h.cache, &id("recP2"), true).await, cache_core::RemoveOutcome::Removed);
+    assert_eq!(
+        handle.remove(&h.cache, &id("recP2"), true).await,
+        cache_core::RemoveOutcome::Removed
+    );
     let response = get().await.unwrap();
     assert!(!response.headers().contains_key("x-cache-key"));
 }
@@ -193,6 +197,91 @@ async fn query_parameters_are_keyed_in_any_order() {
     assert!(!other.headers().contains_key("x-cache-key"));
     let bare = get("/events/recE1/projects").await.unwrap();
     assert!(!bare.headers().contains_key("x-cache-key"));
+}
+
+#[tokio::test]
+async fn repeated_query_parameters_are_keyed_in_their_order() {
+    let h = Harness::new();
+    let app = h.app();
+    let get = |uri: &'static str| app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap());
+    get("/events/recE1/projects?sort=points&sort=name").await.unwrap();
+    let reordered = get("/events/recE1/projects?sort=name&sort=points").await.unwrap();
+    assert!(
+        !reordered.headers().contains_key("x-cache-key"),
+        "another order of the values is another request"
+    );
+    let same = get("/events/recE1/projects?sort=points&sort=name").await.unwrap();
+    assert!(same.headers().contains_key("x-cache-key"));
+}
+
+/// A route whose handler reads the event's projects, then waits at the gate in `slot` (the
+/// first request that finds one there).
+fn gated_app(h: &Harness, slot: &Arc<Mutex<Option<Arc<Gate>>>>) -> Router {
+    let cache = h.cache.clone();
+    let slot = Arc::clone(slot);
+    let handler = move |Path(eid): Path<String>| {
+        let (cache, slot) = (cache.clone(), Arc::clone(&slot));
+        async move {
+            let projects = cache
+                .query(Project::by_event(&id(&eid)).desc(ProjectSort::Points))
+                .await
+                .unwrap();
+            let gate = slot.lock().unwrap().take();
+            if let Some(gate) = gate {
+                gate.pass().await;
+            }
+            Json(projects)
+        }
+    };
+    Router::new()
+        .route(
+            "/events/{id}/projects",
+            get(handler).layer(ResponseCacheLayer::new(&h.cache).ttl(Duration::from_secs(60))),
+        )
+        .layer(CacheTelemetryLayer::new())
+}
+
+#[tokio::test]
+async fn a_response_built_across_a_write_is_not_stored() {
+    for no_cache in [false, true] {
+        let h = Harness::new();
+        let slot = Arc::new(Mutex::new(None));
+        let app = gated_app(&h, &slot);
+        let request = |no_cache: bool| {
+            let mut req = Request::get("/events/recE1/projects");
+            if no_cache {
+                req = req.header("cache-control", "no-cache");
+            }
+            app.clone().oneshot(req.body(Body::empty()).unwrap())
+        };
+        if no_cache {
+            // A stored response, which the refresh replaces.
+            request(false).await.unwrap();
+        }
+        let gate = Arc::new(Gate::default());
+        *slot.lock().unwrap() = Some(Arc::clone(&gate));
+        let held = tokio::spawn(request(no_cache));
+        gate.arrived().await;
+        // The handler read the list; now P2 overtakes P1.
+        h.cache.upsert(&project("recP2", "recE1", 50, 2)).await.unwrap();
+        gate.release();
+        let held = held.await.unwrap().unwrap();
+        assert_eq!(held.status(), 200);
+
+        let next = request(false).await.unwrap();
+        assert!(
+            !next.headers().contains_key("x-cache-key"),
+            "no_cache={no_cache}: the response built before the write was not stored"
+        );
+        let body = next.into_body().collect().await.unwrap().to_bytes();
+        let projects: Vec<Project> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(names(&projects), ["recP2", "recP1"], "no_cache={no_cache}");
+        let after = request(false).await.unwrap();
+        assert!(
+            after.headers().contains_key("x-cache-key"),
+            "no_cache={no_cache}: a response built after the write is stored"
+        );
+    }
 }
 
 #[tokio::test]

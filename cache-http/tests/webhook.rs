@@ -217,7 +217,12 @@ async fn a_record_that_does_not_parse_is_422_with_its_path() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an upsert without its record");
     assert_eq!(body["path"], "record");
 
+    // Records that do not parse are refused before their delivery claims its timestamp, so a
+    // bad delivery cannot hold back the record's later ones: nothing changed.
+    assert_eq!(h.store.get_value("webhook:projects:recP2").await.unwrap(), None);
     assert_eq!(state(&h).await, before);
+    let (status, _) = deliver(&app, &project_payload(1, 1, "2025-01-01T00:00:00Z")).await;
+    assert_eq!(status, StatusCode::OK, "a good delivery of the same record applies");
 }
 
 #[tokio::test]
@@ -314,6 +319,115 @@ async fn older_deliveries_are_acknowledged_and_ignored() {
     let (_, body) = deliver(&app, &event_payload("Later", "2025-01-01T12:00:01Z")).await;
     assert_eq!(body["applied"], true);
     assert_eq!(h.cache.get::<Event>(&id("recE1")).await.unwrap().unwrap().name, "Later");
+}
+
+async fn deliver_owned(app: Router, payload: Value) -> (StatusCode, Value) {
+    deliver(&app, &payload).await
+}
+
+async fn event_name(cache: &Cache) -> String {
+    cache.get::<Event>(&id("recE1")).await.unwrap().unwrap().name
+}
+
+#[tokio::test]
+async fn an_older_delivery_overtaken_on_another_instance_does_not_win() {
+    let h = Harness::new();
+    let (first, second) = (router(&h.cache), router(&h.instance()));
+    // What the source holds after both changes.
+    h.origin
+        .put(&Event {
+            id: id("recE1"),
+            name: "Newest".into(),
+        })
+        .unwrap();
+
+    // The older delivery reaches its write, and waits there.
+    let gate = h.store.inner().hold_put("Older");
+    let older = tokio::spawn(deliver_owned(first, event_payload("Older", "2025-01-01T11:00:00Z")));
+    gate.arrived().await;
+    // Meanwhile the newer one is delivered to the other instance, and applied.
+    let (status, body) = deliver(&second, &event_payload("Newest", "2025-01-01T12:00:00Z")).await;
+    assert_eq!((status, body["applied"].clone()), (StatusCode::OK, json!(true)));
+    gate.release();
+    let (status, body) = older.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["applied"], false, "{body}");
+    assert_eq!(body["reason"], "stale");
+
+    assert_eq!(event_name(&h.cache).await, "Newest");
+    assert_eq!(event_name(&h.instance()).await, "Newest");
+}
+
+#[tokio::test]
+async fn an_older_delivery_after_a_newer_claim_on_another_instance_is_stale_at_once() {
+    let h = Harness::new();
+    let (first, second) = (router(&h.cache), router(&h.instance()));
+    // The newer delivery claimed its timestamp and waits at its write.
+    let gate = h.store.inner().hold_put("Newest");
+    let newer = tokio::spawn(deliver_owned(second, event_payload("Newest", "2025-01-01T12:00:00Z")));
+    gate.arrived().await;
+    let (status, body) = deliver(&first, &event_payload("Older", "2025-01-01T11:00:00Z")).await;
+    assert_eq!((status, body["reason"].clone()), (StatusCode::OK, json!("stale")));
+    gate.release();
+    assert_eq!(newer.await.unwrap().1["applied"], true);
+    assert_eq!(h.origin.total_calls(), 0);
+    assert_eq!(event_name(&h.cache).await, "Newest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_to_two_instances_leave_the_newest() {
+    let h = Harness::new();
+    let apps = [router(&h.cache), router(&h.instance())];
+    h.origin
+        .put(&Event {
+            id: id("recE1"),
+            name: "v19".into(),
+        })
+        .unwrap();
+    // Timestamps out of order, alternating instances.
+    let order = [7, 19, 3, 12, 0, 18, 5, 14, 9, 1, 16, 11, 4, 17, 8, 2, 13, 6, 15, 10];
+    let deliveries = order.iter().enumerate().map(|(i, &n)| {
+        let payload = event_payload(&format!("v{n}"), &format!("2025-01-01T12:00:{n:02}Z"));
+        tokio::spawn(deliver_owned(apps[i % 2].clone(), payload))
+    });
+    for delivery in futures::future::join_all(deliveries).await {
+        assert_eq!(delivery.unwrap().0, StatusCode::OK);
+    }
+    assert_eq!(event_name(&h.cache).await, "v19");
+}
+
+#[tokio::test]
+async fn a_delivery_whose_write_failed_after_its_claim_is_retried_as_it_was() {
+    let h = Harness::new();
+    let app = router(&h.cache);
+    h.store.inner().fail("put");
+    let (status, _) = deliver(&app, &event_payload("Newest", "2025-01-01T12:00:00Z")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    h.store.inner().heal();
+    // The sender retries the newer delivery; an older one arriving first is still older.
+    let (_, body) = deliver(&app, &event_payload("Older", "2025-01-01T11:00:00Z")).await;
+    assert_eq!(body["reason"], "stale");
+    let (status, body) = deliver(&app, &event_payload("Newest", "2025-01-01T12:00:00Z")).await;
+    assert_eq!((status, body["applied"].clone()), (StatusCode::OK, json!(true)));
+    assert_eq!(event_name(&h.cache).await, "Newest");
+}
+
+#[tokio::test]
+async fn a_write_whose_claim_cannot_be_checked_is_forgotten_and_retried() {
+    let h = Harness::new();
+    let app = router(&h.cache);
+    h.store.inner().fail("get_value");
+    let (status, _) = deliver(&app, &event_payload("Unchecked", "2025-01-01T12:00:00Z")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    h.store.inner().heal();
+    assert_eq!(
+        event_name(&h.cache).await,
+        "Hack One",
+        "forgotten: read from the source"
+    );
+    let (_, body) = deliver(&app, &event_payload("Unchecked", "2025-01-01T12:00:00Z")).await;
+    assert_eq!(body["applied"], true);
+    assert_eq!(event_name(&h.cache).await, "Unchecked");
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Connecting: URLs, timeouts, namespace, buckets, circuit breaker.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use redis::{
     RedisError,
@@ -175,6 +175,7 @@ impl RedisStoreBuilder {
             (RedisConnection::Single(conn), waits)
         };
         check_version(&conn).await?;
+        warn_about_eviction(&conn).await;
         let scripts = Scripts::new();
         for script in scripts.all() {
             script
@@ -259,9 +260,64 @@ async fn check_version(conn: &RedisConnection) -> Result<(), ConnectError> {
     Ok(())
 }
 
+/// Whether a `maxmemory-policy` lets the server evict index keys before their TTL: every key
+/// the store writes has one, so the `volatile-*` policies reach them as `allkeys-*` do, except
+/// `volatile-ttl`, under which index keys (extended by every write) go last. `noeviction`
+/// refuses writes instead, which the cache survives as store errors.
+fn evicts_index_keys(policy: &str) -> bool {
+    policy.starts_with("allkeys-") || matches!(policy, "volatile-lru" | "volatile-lfu" | "volatile-random")
+}
+
+/// Warns when a master may evict index keys. Reads `CONFIG GET maxmemory-policy` where the
+/// user may: ACL users and managed services often lack `CONFIG`, and then nothing is said.
+async fn warn_about_eviction(conn: &RedisConnection) {
+    let Ok(nodes) = conn.masters().await else { return };
+    for node in nodes {
+        let reply = conn
+            .on_node(&node, redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").clone())
+            .await
+            .and_then(|reply| redis::from_redis_value::<HashMap<String, String>>(reply).map_err(Into::into));
+        let policy = match reply {
+            Ok(mut config) => config.remove("maxmemory-policy").unwrap_or_default(),
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot read maxmemory-policy");
+                return;
+            }
+        };
+        if evicts_index_keys(&policy) {
+            tracing::warn!(
+                name: "redis_eviction_policy",
+                event = "redis_eviction_policy",
+                policy,
+                node = ?node,
+                "redis may evict index keys under memory pressure: answers stay correct, but a \
+                 query whose index keys were evicted misses until it is filled again; \
+                 maxmemory-policy volatile-ttl evicts them last"
+            );
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eviction_policies_that_reach_index_keys() {
+        for policy in [
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "volatile-lru",
+            "volatile-random",
+        ] {
+            assert!(evicts_index_keys(policy), "{policy}");
+        }
+        for policy in ["noeviction", "volatile-ttl", ""] {
+            assert!(!evicts_index_keys(policy), "{policy}");
+        }
+    }
 
     #[test]
     fn urls_are_checked_and_masked() {

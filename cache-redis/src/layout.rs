@@ -82,6 +82,12 @@ pub(crate) fn validate_pattern(pattern: &str) -> Result<(), String> {
 ///                                           counts its waiters, `:wake:<token>` wakes them
 /// ```
 ///
+/// So that an evicted index key reads as lost, never as empty, the meta hash holds the field
+/// `""` (its incarnation), the id and sort zsets the member `""` at `-inf`, and a tag set
+/// `:c:<hash>` for each marker relying on it and `:m:<incarnation>` while the meta hash files
+/// every id in it there: none of them is a record id. The scripts (`src/lua/entity.lua`) say
+/// how they are used.
+///
 /// With `n > 1` buckets the hash tag is `{projects.2/4}` (bucket 2 of 4): the bucket count is
 /// part of the layout, so changing it never reads a bucket filled under another split.
 #[derive(Debug, Clone)]

@@ -4,7 +4,8 @@
 //! JSON, read by the scripts with `cjson`: `{"v":"3","t":[["event","recE1"]],"s":[["points","12.5"]]}`.
 //! Tag fields and values are key-encoded ([`encode_component`]) so that a script can build the
 //! set's key from them; scores and the version are strings because JSON has no infinities and
-//! `ZADD` takes `-inf` as it is.
+//! `ZADD` takes `-inf` as it is. The hash's field `""` is no record's: it holds the hash's
+//! incarnation, by which the scripts notice an evicted hash (see [`crate::KeyLayout`]).
 
 use std::borrow::Cow;
 

@@ -51,6 +51,7 @@ pub(crate) struct Scripts {
     pub(crate) computed_unlock: Script,
     pub(crate) computed_wait: Script,
     pub(crate) computed_unwait: Script,
+    pub(crate) watermark: Script,
 }
 
 impl Scripts {
@@ -71,10 +72,11 @@ impl Scripts {
             computed_unlock: Script::new(computed_script!("computed_unlock.lua")),
             computed_wait: Script::new(value_script!("computed_wait.lua")),
             computed_unwait: Script::new(value_script!("computed_unwait.lua")),
+            watermark: Script::new(value_script!("watermark.lua")),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 15] {
+    pub(crate) fn all(&self) -> [&Script; 16] {
         [
             &self.put,
             &self.remove,
@@ -91,6 +93,7 @@ impl Scripts {
             &self.computed_unlock,
             &self.computed_wait,
             &self.computed_unwait,
+            &self.watermark,
         ]
     }
 }

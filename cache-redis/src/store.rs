@@ -688,9 +688,10 @@ impl Store for RedisStore {
                 let page = self
                     .query_bucket(&layout.bucket(0), query, ittl, query.offset, query.limit)
                     .await?;
+                let token = FillToken(vec![page.seq]);
                 return Ok(match page.rows.and_then(bodies) {
-                    Some(bodies) => QueryLookup::Complete(bodies),
-                    None => QueryLookup::Incomplete(FillToken(vec![page.seq])),
+                    Some(page) => QueryLookup::Complete { page, token },
+                    None => QueryLookup::Incomplete(token),
                 });
             }
             // Every bucket answers its first offset + limit rows; merged in order, they hold
@@ -720,9 +721,10 @@ impl Store for RedisStore {
                 .into_iter()
                 .skip(query.offset)
                 .take(query.limit.unwrap_or(usize::MAX));
+            let token = FillToken(seqs);
             Ok(match bodies(page) {
-                Some(bodies) => QueryLookup::Complete(bodies),
-                None => QueryLookup::Incomplete(FillToken(seqs)),
+                Some(page) => QueryLookup::Complete { page, token },
+                None => QueryLookup::Incomplete(token),
             })
         })
         .await
@@ -967,6 +969,24 @@ impl Store for RedisStore {
             ))
             .await?;
             Ok(removed)
+        })
+        .await
+    }
+
+    async fn advance_watermark(&self, key: &str, value: i64, ttl: Duration) -> StoreResult<bool> {
+        let key = self.value_key(key);
+        self.guarded("advance_watermark", async {
+            let raised: u64 = self
+                .inner
+                .scripts
+                .watermark
+                .key(&key)
+                .arg(value)
+                .arg(ms(ttl))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(re)?;
+            Ok(raised == 1)
         })
         .await
     }

@@ -89,7 +89,7 @@ async fn complete(store: &RedisStore, query: &IndexQuery, records: &[RecordWrite
 }
 
 fn page_ids(lookup: QueryLookup) -> Vec<String> {
-    let QueryLookup::Complete(page) = lookup else {
+    let QueryLookup::Complete { page, .. } = lookup else {
         panic!("expected a complete page, got {lookup:?}");
     };
     page.iter()
@@ -277,10 +277,19 @@ async fn the_layout_is_readable_with_redis_cli() {
     assert_eq!(keys.record(&id("n1")), format!("mc:{{redis_notes}}:{fp}:r:n1"));
     let body: String = server.query(redis::cmd("GET").arg(keys.record(&id("n1"))));
     assert_eq!(body, r#"{"id":"n1","tag":"a b","rank":1}"#);
-    let members: Vec<String> = server.query(redis::cmd("SMEMBERS").arg(format!("mc:{{redis_notes}}:{fp}:t:tag:a%20b")));
-    assert_eq!(members, ["n1"]);
+    let mut members: Vec<String> =
+        server.query(redis::cmd("SMEMBERS").arg(format!("mc:{{redis_notes}}:{fp}:t:tag:a%20b")));
+    members.sort();
+    // The record, and the set's clean mark (`:m:` and the meta hash's incarnation).
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert!(members[0].starts_with(":m:") && members[1] == "n1", "{members:?}");
     let score: f64 = server.query(redis::cmd("ZSCORE").arg(keys.sort("rank")).arg("n1"));
     assert_eq!(score, 1.0);
+    // The sentinels that tell an evicted key from an empty one.
+    let sentinel: f64 = server.query(redis::cmd("ZSCORE").arg(keys.sort("rank")).arg(""));
+    assert_eq!(sentinel, f64::NEG_INFINITY);
+    let incarnation: String = server.query(redis::cmd("HGET").arg(keys.meta()).arg(""));
+    assert_eq!(format!(":m:{incarnation}"), members[0]);
 }
 
 #[tokio::test]
@@ -883,4 +892,39 @@ async fn rediss_urls_connect_over_tls() {
         .connect()
         .await;
     assert!(untrusted.is_err(), "a certificate from an unknown CA is refused");
+}
+
+/// Two instances (separate connections) racing to raise one watermark: the highest value
+/// stands, and every claim refused saw a higher one (webhook ordering across instances).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermark_claims_race_across_connections() {
+    let server = RedisServer::start();
+    let stores = [Arc::new(store_on(&server).await), Arc::new(store_on(&server).await)];
+    let values: Vec<i64> = (0..200).map(|i| (i * 7919) % 200).collect();
+    let claims = futures::future::join_all(values.iter().enumerate().map(|(i, &value)| {
+        let store = Arc::clone(&stores[i % 2]);
+        tokio::spawn(async move { store.advance_watermark("webhook:race", value, LONG).await })
+    }))
+    .await;
+    let max = values.iter().copied().max().expect("values");
+    for (value, claim) in values.iter().zip(claims) {
+        let claimed = claim.expect("task").expect("advance_watermark");
+        assert!(claimed || *value < max, "the highest value is never refused");
+    }
+    assert_eq!(
+        stores[0].get_value("webhook:race").await.expect("get_value"),
+        Some(Bytes::from(max.to_string()))
+    );
+    assert!(
+        !stores[1]
+            .advance_watermark("webhook:race", max - 1, LONG)
+            .await
+            .expect("advance")
+    );
+    assert!(
+        stores[1]
+            .advance_watermark("webhook:race", max, LONG)
+            .await
+            .expect("advance")
+    );
 }

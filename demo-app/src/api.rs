@@ -4,6 +4,8 @@
 //! project without its join code). Writes return what the database now holds, after it has
 //! been upserted into the cache.
 
+use std::{sync::Arc, time::Duration};
+
 use axum::{
     Json, Router,
     extract::{Path, Query as QueryParams, State},
@@ -11,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use cache_core::{Cache, CacheError, CacheView, OriginError, Query, RecordId};
+use cache_core::{Cache, CacheError, CacheView, Computed, OriginError, Query, RecordId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -41,6 +43,7 @@ pub fn read_routes() -> Router<AppState> {
         .route("/events/{id}", get(event))
         .route("/events/by-slug/{slug}", get(event_by_slug))
         .route("/events/{id}/projects", get(leaderboard))
+        .route("/events/{id}/stats", get(stats))
         .route("/projects/{id}", get(project))
         .route("/users/{id}", get(user))
         .route("/users/by-email/{email}", get(user_by_email))
@@ -98,7 +101,20 @@ impl ApiError {
 
 impl From<CacheError> for ApiError {
     fn from(err: CacheError) -> Self {
-        match &err {
+        Self::from_cache(&err)
+    }
+}
+
+/// A computed value's error, shared by every request that waited for the same computation.
+impl From<Arc<CacheError>> for ApiError {
+    fn from(err: Arc<CacheError>) -> Self {
+        Self::from_cache(&err)
+    }
+}
+
+impl ApiError {
+    fn from_cache(err: &CacheError) -> Self {
+        match err {
             CacheError::Origin(origin) => Self::from_origin(origin),
             CacheError::InvalidQuery { .. } => Self::new(StatusCode::BAD_REQUEST, err.to_string()),
             _ => {
@@ -182,6 +198,7 @@ async fn index() -> Json<serde_json::Value> {
             "GET /events/{id}",
             "GET /events/by-slug/{slug}",
             "GET /events/{id}/projects?offset=&limit=",
+            "GET /events/{id}/stats",
             "GET /projects/{id}",
             "GET /users/{id}",
             "GET /users/by-email/{email}",
@@ -238,6 +255,73 @@ async fn leaderboard(
         limit,
         items,
     }))
+}
+
+/// What `GET /events/{id}/stats` answers: an aggregate over the event's projects and votes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventStats {
+    /// The event.
+    pub event: RecordId,
+    /// Projects competing.
+    pub projects: usize,
+    /// Votes cast.
+    pub votes: usize,
+    /// Points given, all projects together.
+    pub points: i64,
+    /// The leading project, if any.
+    pub top_project: Option<TopProject>,
+}
+
+/// The leading project of an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopProject {
+    /// `rec…`.
+    pub id: RecordId,
+    /// Its name.
+    pub name: String,
+    /// Its points.
+    pub points: i64,
+}
+
+/// An event's statistics as a computed value: the event, its projects and its votes are read
+/// through the cache, so a vote, a project joining, leaving or changing, or a change to the
+/// event removes it; otherwise it lives 5 minutes, is refreshed early when read often, and is
+/// served up to an hour stale while the database fails.
+pub static EVENT_STATS: Computed<RecordId, Option<EventStats>> = Computed::new("event_stats")
+    .ttl(Duration::from_secs(300))
+    .serve_stale(Duration::from_secs(3600))
+    .version(1);
+
+/// The statistics of `event` (`None` when there is no such event), cached in [`EVENT_STATS`].
+pub async fn event_stats(cache: &Cache, event: &RecordId) -> Result<Option<EventStats>, Arc<CacheError>> {
+    EVENT_STATS
+        .get(cache, event, |event| async move {
+            if cache.get::<Event>(&event).await?.is_none() {
+                return Ok(None);
+            }
+            let projects = cache.query(Project::by_event(&event).desc(ProjectSort::Points)).await?;
+            let votes = cache.query(Vote::by_event(&event)).await?;
+            Ok(Some(EventStats {
+                projects: projects.len(),
+                votes: votes.len(),
+                points: projects.iter().map(|p| p.points).sum(),
+                top_project: projects.first().map(|p| TopProject {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    points: p.points,
+                }),
+                event,
+            }))
+        })
+        .await
+}
+
+async fn stats(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<EventStats>> {
+    let rid = record_id("event", &id)?;
+    match event_stats(&app.cache, &rid).await? {
+        Some(stats) => Ok(Json(stats)),
+        None => Err(ApiError::not_found("event", &id)),
+    }
 }
 
 async fn project(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<PublicProject>> {

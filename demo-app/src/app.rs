@@ -2,7 +2,11 @@
 //! (memory or Redis), the cache, and the HTTP application with model-cache's layers and
 //! routers.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Instant,
+};
 
 use axum::Router;
 use cache_core::{Cache, ConfigError, MemoryStore, Store};
@@ -17,7 +21,7 @@ use cache_redis::RedisStore;
 use crate::{
     api::{self, AppState},
     config::{Config, RedisUrl, Secret},
-    database::{Database, DatabaseUrl},
+    database::{DATA_VERSION, Database, DatabaseUrl},
     models::{Event, Project, Referral, User, Vote},
     origin::SqlOrigin,
     seed::{self, SeedCounts},
@@ -76,9 +80,31 @@ pub enum AppError {
     /// A command was given something it cannot use.
     #[error("{0}")]
     Usage(String),
+    /// The database was seeded by another version of the demo.
+    #[error(
+        "database {url} was seeded by another version of demo-app (its columns or ids differ): \
+         recreate it with `demo-app seed` (this drops the demo's tables) or point DATABASE_URL elsewhere"
+    )]
+    OutdatedDatabase {
+        /// The database (password masked).
+        url: String,
+    },
+    /// The API would be reachable from other machines with secrets nobody chose.
+    #[error(
+        "{vars} must be set when BIND_ADDR ({bind_addr}) is not a loopback address: \
+         secrets are generated only for a server other machines cannot reach \
+         (`demo-app secret` prints a good one)"
+    )]
+    MissingSecrets {
+        /// The variables that are not set: `WEBHOOK_SECRET and ADMIN_TOKEN`.
+        vars: String,
+        /// The address the API would listen on.
+        bind_addr: IpAddr,
+    },
 }
 
-/// Connects to the database, creates the tables when missing and seeds them when empty.
+/// Connects to the database, creates the tables when missing and seeds them when empty;
+/// refuses a database seeded by another version of the demo.
 pub async fn open_database(url: &DatabaseUrl) -> Result<Database, AppError> {
     let fail = |source| AppError::Database {
         url: url.to_string(),
@@ -97,6 +123,8 @@ pub async fn open_database(url: &DatabaseUrl) -> Result<Database, AppError> {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "demo_database_seeded"
         );
+    } else if db.data_version().await.map_err(fail)? != Some(DATA_VERSION) {
+        return Err(AppError::OutdatedDatabase { url: url.to_string() });
     }
     Ok(db)
 }
@@ -148,24 +176,51 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// The configured secrets; those missing are generated for this run, and printed so that
-    /// a newcomer can use them at once.
-    pub fn from_config(config: &Config) -> Result<Self, AppError> {
-        let pick = |given: &Option<Secret>, var: &str| -> Result<Secret, AppError> {
+    /// The configured secrets. When some are missing and the API listens on loopback only (a
+    /// newcomer's `cargo run`), they are generated for this run, and the second value is what
+    /// to print to stderr for the user to copy (`export WEBHOOK_SECRET=…`); listening on
+    /// another address without them is refused.
+    pub fn from_config(config: &Config) -> Result<(Self, Option<String>), AppError> {
+        let given = [
+            ("WEBHOOK_SECRET", "webhook secret", &config.webhook_secret),
+            ("ADMIN_TOKEN", "admin token", &config.admin_token),
+        ];
+        let missing: Vec<&str> = given
+            .iter()
+            .filter(|(_, _, secret)| secret.is_none())
+            .map(|(var, _, _)| *var)
+            .collect();
+        if !missing.is_empty() && !config.bind_addr.is_loopback() {
+            return Err(AppError::MissingSecrets {
+                vars: missing.join(" and "),
+                bind_addr: config.bind_addr,
+            });
+        }
+        let mut exports = String::new();
+        let mut pick = |(var, what, given): (&str, &'static str, &Option<Secret>)| -> Result<Secret, AppError> {
             if let Some(secret) = given {
                 return Ok(secret.clone());
             }
-            let secret = Secret::new(cache_http::generate_secret()?);
-            println!(
-                "{var} is not set; generated one for this run: {}\n  (set {var} to keep it across restarts)",
-                secret.expose()
-            );
+            let secret = Secret::generate(what)?;
+            exports.push_str(&format!("\n  export {var}={}", secret.expose()));
             Ok(secret)
         };
-        Ok(Self {
-            webhook: pick(&config.webhook_secret, "WEBHOOK_SECRET")?,
-            admin: pick(&config.admin_token, "ADMIN_TOKEN")?,
-        })
+        let [webhook, admin] = given;
+        let secrets = Self {
+            webhook: pick(webhook)?,
+            admin: pick(admin)?,
+        };
+        let notice = (!missing.is_empty()).then(|| {
+            let (subject, pronoun) = match missing.as_slice() {
+                [one] => (format!("{one} is"), "it"),
+                _ => (format!("{} are", missing.join(" and ")), "them"),
+            };
+            format!(
+                "{subject} not set: generated for this run (set {pronoun} to keep {pronoun} across restarts).\n\
+                 For the README's curl examples, run this in the other terminal:\n{exports}\n"
+            )
+        });
+        Ok((secrets, notice))
     }
 }
 
@@ -191,11 +246,11 @@ pub fn router(state: AppState, secrets: &Secrets) -> Result<Router, AppError> {
 
 /// `demo-app serve`: everything above, listening on `BIND_ADDR:PORT` until Ctrl-C or SIGTERM.
 pub async fn serve(config: &Config) -> Result<(), AppError> {
+    let (secrets, generated) = Secrets::from_config(config)?;
     let db = open_database(&config.database_url).await?;
     let origin = SqlOrigin::new(db, config.origin_settings());
     let store = connect_store(config.redis_url.as_ref()).await?;
     let cache = build_cache(store, origin.clone(), config.cache_enabled)?;
-    let secrets = Secrets::from_config(config)?;
     let app = router(AppState { cache, origin }, &secrets)?;
 
     let addr = SocketAddr::new(config.bind_addr, config.port);
@@ -214,6 +269,9 @@ pub async fn serve(config: &Config) -> Result<(), AppError> {
         origin_rate_limit = config.origin_rate_limit,
         "demo_listening"
     );
+    if let Some(generated) = generated {
+        eprintln!("\n{generated}");
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -245,4 +303,69 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("demo_shutting_down");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::Cli;
+
+    fn config(bind_addr: &str, webhook: Option<&str>, admin: Option<&str>) -> Config {
+        let mut config = Cli::try_parse_from(["demo-app"]).unwrap().config;
+        config.bind_addr = bind_addr.parse().unwrap();
+        config.webhook_secret = webhook.map(|s| Secret::new("webhook secret", s).unwrap());
+        config.admin_token = admin.map(|s| Secret::new("admin token", s).unwrap());
+        config
+    }
+
+    const CHOSEN: &str = "a-secret-the-operator-chose-1234";
+
+    #[test]
+    fn secrets_are_generated_on_loopback_with_lines_to_copy() {
+        for addr in ["127.0.0.1", "::1"] {
+            let (secrets, notice) = Secrets::from_config(&config(addr, None, None)).unwrap();
+            let notice = notice.expect("a notice");
+            assert!(
+                notice.starts_with("WEBHOOK_SECRET and ADMIN_TOKEN are not set"),
+                "{notice}"
+            );
+            assert!(
+                notice.contains(&format!("\n  export WEBHOOK_SECRET={}\n", secrets.webhook.expose())),
+                "{notice}"
+            );
+            assert!(
+                notice.contains(&format!("\n  export ADMIN_TOKEN={}\n", secrets.admin.expose())),
+                "{notice}"
+            );
+            assert_ne!(secrets.webhook, secrets.admin);
+        }
+
+        let (secrets, notice) = Secrets::from_config(&config("127.0.0.1", Some(CHOSEN), None)).unwrap();
+        assert_eq!(secrets.webhook.expose(), CHOSEN);
+        let notice = notice.expect("a notice");
+        assert!(notice.starts_with("ADMIN_TOKEN is not set"), "{notice}");
+        assert!(
+            !notice.contains(CHOSEN) && !notice.contains("WEBHOOK_SECRET"),
+            "{notice}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_required_beyond_loopback() {
+        let err = Secrets::from_config(&config("0.0.0.0", None, None)).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "WEBHOOK_SECRET and ADMIN_TOKEN must be set when BIND_ADDR (0.0.0.0) is not a loopback address"
+            ),
+            "{err}"
+        );
+        let err = Secrets::from_config(&config("192.0.2.7", Some(CHOSEN), None)).unwrap_err();
+        assert!(err.to_string().starts_with("ADMIN_TOKEN must be set"), "{err}");
+
+        let (secrets, notice) = Secrets::from_config(&config("0.0.0.0", Some(CHOSEN), Some(CHOSEN))).unwrap();
+        assert_eq!((secrets.webhook.expose(), secrets.admin.expose()), (CHOSEN, CHOSEN));
+        assert_eq!(notice, None, "nothing to print when everything is configured");
+    }
 }

@@ -88,19 +88,20 @@ pub struct Config {
         long,
         env = "CACHE_ENABLED",
         default_value = "true",
-        value_parser = parse_bool,
+        value_parser = cache_core::parse_switch,
         action = ArgAction::Set,
         global = true
     )]
     pub cache_enabled: bool,
 
-    /// The secret that signs webhooks (`demo-app secret` makes one). Generated and printed at
-    /// start-up when absent.
-    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_secret, global = true)]
+    /// The secret that signs webhooks (`demo-app secret` makes one). When absent and the API
+    /// listens on loopback only, one is generated for the run and printed to stderr.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_webhook_secret, global = true)]
     pub webhook_secret: Option<Secret>,
 
-    /// The bearer token of the admin API. Generated and printed at start-up when absent.
-    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret, global = true)]
+    /// The bearer token of the admin API. When absent and the API listens on loopback only,
+    /// one is generated for the run and printed to stderr.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = parse_admin_token, global = true)]
     pub admin_token: Option<Secret>,
 
     /// Milliseconds added to every database call, to play a slow hosted API.
@@ -122,14 +123,23 @@ impl Config {
     }
 }
 
-/// A secret from the environment: never printed by `Debug`.
+/// A secret (the webhook secret, the admin token), accepted as cache-http's routers accept
+/// it; never printed by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
-    /// Wraps a secret.
-    pub fn new(secret: String) -> Self {
-        Self(secret)
+    /// `value` without surrounding whitespace, as the secret for `what` (`webhook secret`),
+    /// when [`cache_http::Secret`] takes it: at least [`cache_http::MIN_SECRET_LEN`] bytes.
+    pub fn new(what: &'static str, value: &str) -> Result<Self, cache_http::SecretError> {
+        let value = value.trim();
+        cache_http::Secret::new(what, value)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    /// A new random secret for `what` ([`cache_http::generate_secret`]).
+    pub fn generate(what: &'static str) -> Result<Self, cache_http::SecretError> {
+        Self::new(what, &cache_http::generate_secret()?)
     }
 
     /// The secret itself.
@@ -242,23 +252,16 @@ fn parse_rate_limit(value: &str) -> Result<u32, String> {
         .map_err(|_| "expected a whole number of calls per second (0: no limit)".to_owned())
 }
 
-fn parse_bool(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err("expected true or false (also 1/0, yes/no, on/off)".to_owned()),
-    }
+fn parse_webhook_secret(value: &str) -> Result<Secret, String> {
+    parse_secret("webhook secret", value)
 }
 
-fn parse_secret(value: &str) -> Result<Secret, String> {
-    let value = value.trim();
-    if value.len() < cache_http::MIN_SECRET_LEN {
-        return Err(format!(
-            "too short: use at least {} characters (`demo-app secret` prints a good one)",
-            cache_http::MIN_SECRET_LEN
-        ));
-    }
-    Ok(Secret(value.to_owned()))
+fn parse_admin_token(value: &str) -> Result<Secret, String> {
+    parse_secret("admin token", value)
+}
+
+fn parse_secret(what: &'static str, value: &str) -> Result<Secret, String> {
+    Secret::new(what, value).map_err(|err| format!("{err} (`demo-app secret` prints a good one)"))
 }
 
 #[cfg(test)]
@@ -309,9 +312,24 @@ mod tests {
         let err = parse(&["--origin-rate-limit", "lots"]).unwrap_err().to_string();
         assert!(err.contains("expected a whole number of calls per second"), "{err}");
         let err = parse(&["--cache-enabled", "maybe"]).unwrap_err().to_string();
-        assert!(err.contains("expected true or false"), "{err}");
+        assert!(
+            err.contains("\"maybe\" is not understood: use one of true, false, 1, 0, yes, no, on, off"),
+            "{err}"
+        );
+        assert!(!parse(&["--cache-enabled", " OFF "]).unwrap().config.cache_enabled);
         let err = parse(&["--admin-token", "short"]).unwrap_err().to_string();
-        assert!(err.contains("too short"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "the admin token is 5 bytes; it must be at least {}",
+                cache_http::MIN_SECRET_LEN
+            )),
+            "{err}"
+        );
+        let err = parse(&["--webhook-secret", " "]).unwrap_err().to_string();
+        assert!(err.contains("no webhook secret is configured"), "{err}");
+        let long = "x".repeat(cache_http::MIN_SECRET_LEN);
+        let cli = parse(&["--webhook-secret", &format!(" {long}\t")]).unwrap();
+        assert_eq!(cli.config.webhook_secret.map(|s| s.expose().to_owned()), Some(long));
     }
 
     #[test]

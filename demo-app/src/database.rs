@@ -110,20 +110,27 @@ pub struct Database {
     dialect: Dialect,
 }
 
+/// The version of the demo's tables and generated data, kept in the `DemoData` table: a
+/// database seeded by another version has other columns or other ids.
+pub const DATA_VERSION: i64 = 2;
+
 /// The demo's tables, created when missing. `{text}` is a text column type that orders by
 /// bytes (as record ids and index entries are ordered in the cache), `{json}` a list of ids.
 /// Multi-record links are JSON text columns: one read per record, no join table.
+/// `email_normalized` is the email as the cache normalises it ([`crate::sql::normalized_column`]).
 const TABLES: &[&str] = &[
+    r#"CREATE TABLE IF NOT EXISTS "DemoData" ("version" BIGINT NOT NULL)"#,
     r#"CREATE TABLE IF NOT EXISTS "Users" (
         "id" {text} PRIMARY KEY,
         "email" {text} NOT NULL,
+        "email_normalized" {text} NOT NULL,
         "name" {text} NOT NULL,
         "owned_events" {json},
         "attending_events" {json},
         "created_at" {text} NOT NULL,
         "updated_at" {text} NOT NULL
     )"#,
-    r#"CREATE UNIQUE INDEX IF NOT EXISTS "Users_email" ON "Users" (lower(trim("email")))"#,
+    r#"CREATE UNIQUE INDEX IF NOT EXISTS "Users_email" ON "Users" ("email_normalized")"#,
     r#"CREATE TABLE IF NOT EXISTS "Events" (
         "id" {text} PRIMARY KEY,
         "name" {text} NOT NULL,
@@ -173,7 +180,7 @@ const TABLES: &[&str] = &[
 ];
 
 /// Every table, children first (the order to drop them in).
-pub const TABLE_NAMES: &[&str] = &["Referrals", "Votes", "Projects", "Events", "Users"];
+pub const TABLE_NAMES: &[&str] = &["Referrals", "Votes", "Projects", "Events", "Users", "DemoData"];
 
 impl Database {
     /// Connects, creating a SQLite file when missing.
@@ -242,6 +249,13 @@ impl Database {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.is_some())
+    }
+
+    /// The [`DATA_VERSION`] the database was seeded with; `None` when no seed recorded one.
+    pub async fn data_version(&self) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar(r#"SELECT max("version") FROM "DemoData""#)
+            .fetch_one(&self.pool)
+            .await
     }
 }
 

@@ -182,7 +182,7 @@ impl SqlOrigin {
 }
 
 /// The sqlx query for a statement.
-pub(crate) fn prepare(stmt: Statement) -> sqlx::query::Query<'static, Any, AnyArguments> {
+pub fn prepare(stmt: Statement) -> sqlx::query::Query<'static, Any, AnyArguments> {
     let mut query = sqlx::query(AssertSqlSafe(stmt.sql));
     for bind in stmt.binds {
         query = match bind {

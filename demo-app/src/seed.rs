@@ -1,22 +1,28 @@
 //! The demo data: users, events, projects, votes and referrals, generated from a fixed seed
 //! (the same database on every machine) and inserted in batches inside one transaction.
+//!
+//! The generator is ChaCha8, whose output `rand_chacha` promises not to change between
+//! versions (`StdRng` makes no such promise): the README's curl examples use seeded ids, and
+//! `tests/readme.rs` checks that they exist.
 
 use std::collections::HashSet;
 
+use cache_core::{Cacheable, EntitySchema};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::{
     Rng, SeedableRng,
     distr::{Alphanumeric, SampleString},
-    rngs::StdRng,
     seq::IndexedRandom,
 };
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use sqlx::{Any, Transaction};
 
 use crate::{
-    database::{Database, quote, sql_timestamp},
+    database::{DATA_VERSION, Database, sql_timestamp},
+    models,
     origin::prepare,
-    sql::{Bind, Statement},
+    sql::{self, Bind, Statement},
 };
 
 /// The seed of the generator: change it and every id changes.
@@ -155,7 +161,7 @@ pub fn new_join_code(rng: &mut impl Rng) -> String {
 }
 
 struct Ids {
-    rng: StdRng,
+    rng: ChaCha8Rng,
     seen: HashSet<String>,
 }
 
@@ -229,10 +235,10 @@ struct Data {
 fn generate(counts: SeedCounts) -> Data {
     // Ids come from their own generator so that they stay the same whatever else changes.
     let mut ids = Ids {
-        rng: StdRng::seed_from_u64(SEED),
+        rng: ChaCha8Rng::seed_from_u64(SEED),
         seen: HashSet::new(),
     };
-    let mut rng = StdRng::seed_from_u64(SEED.wrapping_add(1));
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED.wrapping_add(1));
     let base = Utc.with_ymd_and_hms(2025, 1, 6, 9, 0, 0).single().unwrap_or_default();
     let users_n = counts.users.max(2);
     let events_n = counts.events.max(1);
@@ -376,7 +382,7 @@ pub async fn seed(db: &Database, counts: SeedCounts) -> Result<SeedReport, sqlx:
     let mut tx = db.pool().begin().await?;
     insert(
         &mut tx,
-        "Users",
+        models::User::schema(),
         &[
             "id",
             "email",
@@ -401,7 +407,7 @@ pub async fn seed(db: &Database, counts: SeedCounts) -> Result<SeedReport, sqlx:
     .await?;
     insert(
         &mut tx,
-        "Events",
+        models::Event::schema(),
         &[
             "id",
             "name",
@@ -430,7 +436,7 @@ pub async fn seed(db: &Database, counts: SeedCounts) -> Result<SeedReport, sqlx:
     .await?;
     insert(
         &mut tx,
-        "Projects",
+        models::Project::schema(),
         &[
             "id",
             "name",
@@ -461,7 +467,7 @@ pub async fn seed(db: &Database, counts: SeedCounts) -> Result<SeedReport, sqlx:
     .await?;
     insert(
         &mut tx,
-        "Votes",
+        models::Vote::schema(),
         &["id", "voter_id", "project_id", "event_id", "points", "created_at"],
         data.votes.iter().map(|v| {
             let project = &data.projects[v.project];
@@ -478,7 +484,7 @@ pub async fn seed(db: &Database, counts: SeedCounts) -> Result<SeedReport, sqlx:
     .await?;
     insert(
         &mut tx,
-        "Referrals",
+        models::Referral::schema(),
         &["id", "referrer_id", "referred_id", "event_id", "created_at"],
         data.referrals.iter().map(|r| {
             vec![
@@ -491,6 +497,11 @@ pub async fn seed(db: &Database, counts: SeedCounts) -> Result<SeedReport, sqlx:
         }),
     )
     .await?;
+    let version = Statement {
+        sql: r#"INSERT INTO "DemoData" ("version") VALUES ($1)"#.to_owned(),
+        binds: vec![Bind::Int(DATA_VERSION)],
+    };
+    prepare(version).execute(&mut *tx).await?;
     tx.commit().await?;
 
     Ok(SeedReport {
@@ -504,33 +515,22 @@ pub async fn seed(db: &Database, counts: SeedCounts) -> Result<SeedReport, sqlx:
     })
 }
 
-/// Inserts rows with multi-row `INSERT`s.
+/// Inserts rows into the entity's table with multi-row `INSERT`s (normalised columns
+/// included: [`sql::insert`]).
 async fn insert(
     tx: &mut Transaction<'static, Any>,
-    table: &str,
+    entity: &EntitySchema,
     columns: &[&str],
     rows: impl Iterator<Item = Vec<Bind>>,
 ) -> Result<(), sqlx::Error> {
     let rows: Vec<Vec<Bind>> = rows.collect();
-    let column_list = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-    for chunk in rows.chunks(MAX_PARAMS_PER_INSERT / columns.len()) {
-        let mut sql = format!("INSERT INTO {} ({column_list}) VALUES ", quote(table));
-        let mut binds = Vec::with_capacity(chunk.len() * columns.len());
-        for (r, row) in chunk.iter().enumerate() {
-            if r > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            for (c, bind) in row.iter().enumerate() {
-                if c > 0 {
-                    sql.push_str(", ");
-                }
-                binds.push(bind.clone());
-                sql.push_str(&format!("${}", binds.len()));
-            }
-            sql.push(')');
-        }
-        prepare(Statement { sql, binds }).execute(&mut **tx).await?;
+    let normalized = entity
+        .fields
+        .iter()
+        .filter(|f| columns.contains(&f.source_name) && sql::normalized_column(f).is_some())
+        .count();
+    for chunk in rows.chunks(MAX_PARAMS_PER_INSERT / (columns.len() + normalized)) {
+        prepare(sql::insert(entity, columns, chunk)).execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -1,6 +1,11 @@
 //! Translating the origin's requests into SQL over an entity's schema: the table is its
 //! `source_table`, the columns its fields' `source_name`s, the key column its `id_field`.
 //!
+//! A lowercase-indexed field also has a normalised column ([`normalized_column`]) that every
+//! insert fills from Rust with [`IndexKind::normalize`], and that lowercase filters compare:
+//! SQL's `lower` and `trim` are not the cache's (SQLite lower-cases ASCII only and trims
+//! spaces only), and a lookup the origin answered with nothing would be cached as complete.
+//!
 //! Pure functions from schema and request to [`Statement`], so that the translation is tested
 //! without a database.
 
@@ -119,6 +124,61 @@ pub fn recent_ids(entity: &EntitySchema, limit: Option<usize>) -> Statement {
     Statement { sql, binds }
 }
 
+/// The column holding a lowercase-indexed field's value as the cache normalises it
+/// (`email_normalized`); `None` for other fields.
+pub fn normalized_column(field: &FieldSchema) -> Option<String> {
+    match field.index {
+        Some(IndexKind::Lowercase) => Some(format!("{}_normalized", field.source_name)),
+        Some(IndexKind::Exact) | None => None,
+    }
+}
+
+/// A multi-row `INSERT` of `rows` (values of `columns`, in that order) into the entity's
+/// table, with the normalised column of each lowercase-indexed field among `columns` filled
+/// in from its value.
+pub fn insert(entity: &EntitySchema, columns: &[&str], rows: &[Vec<Bind>]) -> Statement {
+    let normalized: Vec<(usize, IndexKind, String)> = entity
+        .fields
+        .iter()
+        .filter_map(|field| {
+            let column = normalized_column(field)?;
+            let at = columns.iter().position(|c| *c == field.source_name)?;
+            Some((at, field.index?, column))
+        })
+        .collect();
+    let names: Vec<String> = columns
+        .iter()
+        .copied()
+        .chain(normalized.iter().map(|(_, _, column)| column.as_str()))
+        .map(quote)
+        .collect();
+    let mut sql = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        quote(entity.source_table),
+        names.join(", ")
+    );
+    let mut binds = Vec::with_capacity(rows.len() * names.len());
+    for (r, row) in rows.iter().enumerate() {
+        let values = row
+            .iter()
+            .cloned()
+            .chain(normalized.iter().map(|(at, kind, _)| match &row[*at] {
+                Bind::Text(value) => Bind::Text(kind.normalize(value.clone())),
+                other => other.clone(),
+            }));
+        let mut placeholders = Vec::with_capacity(names.len());
+        for value in values {
+            binds.push(value);
+            placeholders.push(format!("${}", binds.len()));
+        }
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("({})", placeholders.join(", ")));
+    }
+    Statement { sql, binds }
+}
+
 /// `DELETE … WHERE id = $1`.
 pub fn delete(entity: &EntitySchema, id: &RecordId) -> Statement {
     Statement {
@@ -131,9 +191,10 @@ pub fn delete(entity: &EntitySchema, id: &RecordId) -> Statement {
     }
 }
 
-/// An index query: equality on each filter's column (lower-cased and trimmed for
-/// lowercase-indexed fields, as the cache normalises them), ordered by the sort column then
-/// the key in the same direction, absent values first ascending, then paged.
+/// An index query: equality on each filter's column (its normalised column for
+/// lowercase-indexed fields, compared with the value normalised as the cache does), ordered
+/// by the sort column then the key in the same direction, absent values first ascending,
+/// then paged.
 pub fn query(
     dialect: Dialect,
     entity: &'static EntitySchema,
@@ -149,11 +210,15 @@ pub fn query(
                 field: field.name,
             });
         }
-        binds.push(bind_for(entity, field, &filter.value)?);
-        let column = quote(field.source_name);
-        let column = match field.index {
-            Some(IndexKind::Lowercase) => format!("lower(trim({column}))"),
-            Some(IndexKind::Exact) | None => column,
+        let column = match (normalized_column(field), field.index) {
+            (Some(column), Some(kind)) => {
+                binds.push(Bind::Text(kind.normalize(filter.value.clone())));
+                quote(&column)
+            }
+            _ => {
+                binds.push(bind_for(entity, field, &filter.value)?);
+                quote(field.source_name)
+            }
         };
         sql.push_str(if i == 0 { " WHERE " } else { " AND " });
         sql.push_str(&format!("{column} = ${}", binds.len()));
@@ -334,12 +399,48 @@ mod tests {
 
     #[test]
     fn lowercase_index_compares_normalised_column() {
-        let stmt = query(Dialect::Sqlite, users(), &source_query(&[("email", "ada@x.org")], None)).unwrap();
+        let stmt = query(
+            Dialect::Sqlite,
+            users(),
+            &source_query(&[("email", " ÉVA@X.ORG\t")], None),
+        )
+        .unwrap();
         assert_eq!(
             stmt.sql,
-            format!(r#"SELECT {COLUMNS} FROM "Users" WHERE lower(trim("email")) = $1 ORDER BY "id" ASC"#)
+            format!(r#"SELECT {COLUMNS} FROM "Users" WHERE "email_normalized" = $1 ORDER BY "id" ASC"#)
         );
-        assert_eq!(stmt.binds, vec![text("ada@x.org")]);
+        assert_eq!(stmt.binds, vec![text("éva@x.org")]);
+        assert_eq!(normalized_column(field("email")).as_deref(), Some("email_normalized"));
+        assert_eq!(normalized_column(field("age")), None);
+    }
+
+    #[test]
+    fn inserts_fill_the_normalised_columns_as_the_cache_normalises() {
+        let rows = [
+            vec![text("recU1"), text(" ÉVA@X.ORG\t"), text("Éva")],
+            vec![text("recU2"), text("Ada@x.org"), Bind::Null],
+        ];
+        let stmt = insert(users(), &["id", "email", "name"], &rows);
+        assert_eq!(
+            stmt.sql,
+            r#"INSERT INTO "Users" ("id", "email", "name", "email_normalized") VALUES ($1, $2, $3, $4), ($5, $6, $7, $8)"#
+        );
+        assert_eq!(
+            stmt.binds,
+            [
+                text("recU1"),
+                text(" ÉVA@X.ORG\t"),
+                text("Éva"),
+                text(&IndexKind::Lowercase.normalize(" ÉVA@X.ORG\t".to_owned())),
+                text("recU2"),
+                text("Ada@x.org"),
+                Bind::Null,
+                text("ada@x.org"),
+            ]
+        );
+        assert_eq!(stmt.binds[3], text("éva@x.org"));
+        let without_email = insert(users(), &["id"], &[vec![text("recU3")]]);
+        assert_eq!(without_email.sql, r#"INSERT INTO "Users" ("id") VALUES ($1)"#);
     }
 
     #[test]

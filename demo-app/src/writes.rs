@@ -4,6 +4,9 @@
 //! Every write bumps `updated_at`, the models' version, strictly: an `UPDATE` only applies when
 //! the stored `updated_at` is older than the new one, so two writes in the same millisecond
 //! still get different versions and the cache can always tell which is newer.
+//!
+//! The tables written here have no lowercase-indexed field, so no normalised column
+//! ([`crate::sql::normalized_column`]) to keep in step; a test says so.
 
 use cache_core::{Cacheable, ModelError, OriginError, RecordId};
 use chrono::{DateTime, Duration, DurationRound, Utc};
@@ -228,5 +231,22 @@ impl SqlOrigin {
         let at = DateTime::parse_from_rfc3339(&stamp)
             .map_err(|e| OriginError::failed(format!("Projects.updated_at: `{stamp}`: {e}")))?;
         Ok(Some(at.with_timezone(&Utc)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_tables_have_no_normalised_column_to_keep() {
+        for schema in [Project::schema(), Vote::schema()] {
+            let normalized: Vec<String> = schema.fields.iter().filter_map(crate::sql::normalized_column).collect();
+            assert!(
+                normalized.is_empty(),
+                "the writes to {} must fill {normalized:?}",
+                schema.source_table
+            );
+        }
     }
 }

@@ -64,10 +64,9 @@ impl TestApp {
         let url: RedisUrl = redis.url().parse().expect("a redis url");
         let store = connect_store(Some(&url)).await.expect("connect to the test redis");
         let cache = build_cache(store, origin.clone(), true).expect("cache");
-        let secret = || Secret::new(cache_http::generate_secret().expect("secret"));
         let secrets = Secrets {
-            webhook: secret(),
-            admin: secret(),
+            webhook: Secret::generate("webhook secret").expect("secret"),
+            admin: Secret::generate("admin token").expect("secret"),
         };
         let app = router(
             AppState {

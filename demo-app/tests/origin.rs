@@ -3,13 +3,17 @@
 
 mod common;
 
-use cache_core::{Cacheable, IndexQuery, Order, Origin, Query, RecordId, SourceQuery};
-use common::{TestDb, backends};
+use cache_core::{Cache, Cacheable, IndexQuery, MemoryStore, Order, Origin, Query, RecordId, SourceQuery};
+use common::{Backend, TestDb, backends, pg_schema_exists};
 use demo_app::{
-    models::{Event, Project, ProjectSort, Referral, User, Vote},
-    origin::{OriginSettings, SqlOrigin},
+    app::{AppError, open_database},
+    database::quote,
+    models::{self, Event, Project, ProjectSort, Referral, User, Vote},
+    origin::{OriginSettings, SqlOrigin, prepare},
+    sql::{self, Bind},
     writes::{NewProject, ProjectChanges},
 };
+use sqlx::AssertSqlSafe;
 
 async fn query<T: Cacheable>(origin: &SqlOrigin, query: Query<T>) -> Vec<T> {
     let source = SourceQuery::from_index_query(T::schema(), query.as_index_query()).expect("known fields");
@@ -113,6 +117,117 @@ async fn email_and_slug_lookups() {
         assert!(query(&origin, Event::by_slug("no-such-event")).await.is_empty());
         test.cleanup().await;
     }
+}
+
+#[tokio::test]
+async fn lowercase_lookups_compare_what_the_cache_computes() {
+    // SQL's `lower(trim(email))` makes `Éva@x.org\t` of this on SQLite (ASCII only, spaces
+    // only) and `Éva@x.org` on PostgreSQL under COLLATE "C"; the cache makes `éva@x.org`.
+    let stored = " ÉVA@X.ORG\t";
+    for backend in backends() {
+        let test = TestDb::new(backend).await;
+        let origin = SqlOrigin::new(test.db.clone(), OriginSettings::default());
+        let text = |s: &str| Bind::Text(s.to_owned());
+        let columns = [
+            "id",
+            "email",
+            "name",
+            "owned_events",
+            "attending_events",
+            "created_at",
+            "updated_at",
+        ];
+        let row = vec![
+            text("recEvaLowercase01"),
+            text(stored),
+            text("Éva"),
+            text("[]"),
+            text("[]"),
+            text("2025-01-06T09:00:00.000Z"),
+            text("2025-01-06T09:00:00.000Z"),
+        ];
+        prepare(sql::insert(User::schema(), &columns, &[row]))
+            .execute(test.db.pool())
+            .await
+            .expect("insert");
+
+        for lookup in [stored, "éva@x.org", "\tÉva@X.Org  "] {
+            let found = query(&origin, User::by_email(lookup)).await;
+            let ids: Vec<&str> = found.iter().map(|u| u.id.as_str()).collect();
+            assert_eq!(ids, ["recEvaLowercase01"], "{backend:?}: {lookup:?}");
+            assert_eq!(found[0].email, stored, "the email itself is kept as written");
+        }
+        // Through the cache: what the origin answers is what the index keeps as complete.
+        let cache = Cache::builder(MemoryStore::new(), origin.clone())
+            .build()
+            .expect("cache");
+        for _ in 0..2 {
+            let found = cache.query(User::by_email("ÉVA@x.org")).await.expect("query");
+            assert_eq!(found.len(), 1, "{backend:?}");
+        }
+        assert_eq!(origin.calls().query, 4, "the second lookup is answered by the cache");
+
+        // Every lowercase index of every model has its normalised column.
+        for schema in models::schemas() {
+            for field in &schema.fields {
+                if let Some(column) = sql::normalized_column(field) {
+                    let probe = format!("SELECT {} FROM {} LIMIT 1", quote(&column), quote(schema.source_table));
+                    sqlx::query(AssertSqlSafe(probe))
+                        .fetch_optional(test.db.pool())
+                        .await
+                        .unwrap_or_else(|e| panic!("{backend:?}: {}.{column}: {e}", schema.source_table));
+                }
+            }
+        }
+        test.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_database_seeded_by_another_version_is_refused() {
+    for backend in backends() {
+        let test = TestDb::new(backend).await;
+        open_database(&test.url).await.expect("this version's database opens");
+        sqlx::query(r#"DELETE FROM "DemoData""#)
+            .execute(test.db.pool())
+            .await
+            .expect("delete");
+        let err = open_database(&test.url).await.expect_err("refused");
+        assert!(matches!(err, AppError::OutdatedDatabase { .. }), "{backend:?}: {err}");
+        assert!(err.to_string().contains("recreate it with `demo-app seed`"), "{err}");
+        test.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_test_still_drops_its_postgres_schema() {
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let (name_tx, name_rx) = std::sync::mpsc::channel();
+    // A failing test as `#[tokio::test]` runs one: its own runtime, whose future panics.
+    let failing = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let test = TestDb::new(Backend::Postgres).await;
+            let schema = test.pg_schema().expect("a schema of its own").to_owned();
+            assert!(pg_schema_exists(&schema).await);
+            name_tx.send(schema).expect("send the name");
+            // A transaction left open holds locks that `DROP SCHEMA` would wait for.
+            let mut tx = test.db.pool().begin().await.expect("begin");
+            sqlx::query(r#"UPDATE "Projects" SET "points" = "points" + 1"#)
+                .execute(&mut *tx)
+                .await
+                .expect("update");
+            panic!("this test fails on purpose, before its cleanup");
+        })
+    });
+    assert!(failing.join().is_err(), "the test failed");
+    let schema = name_rx.recv().expect("the schema's name");
+    assert!(!pg_schema_exists(&schema).await, "{schema} was left behind");
 }
 
 #[tokio::test]

@@ -130,9 +130,15 @@ mod tests {
         // ln(1/e) = -1: the lead is delta * beta.
         assert!(!refresh_early(89_999, 100_000, 10_000, 1.0, 1.0 / e));
         assert!(refresh_early(90_000, 100_000, 10_000, 1.0, 1.0 / e));
-        assert!(refresh_early(80_000, 100_000, 10_000, 2.0, 1.0 / e), "beta 2 doubles the lead");
+        assert!(
+            refresh_early(80_000, 100_000, 10_000, 2.0, 1.0 / e),
+            "beta 2 doubles the lead"
+        );
         assert!(!refresh_early(99_999, 100_000, 10_000, 1.0, 1.0), "ln(1) = 0: no lead");
-        assert!(!refresh_early(99_999, 100_000, 10_000, 0.0, 1e-9), "beta 0: never early");
+        assert!(
+            !refresh_early(99_999, 100_000, 10_000, 0.0, 1e-9),
+            "beta 0: never early"
+        );
         assert!(refresh_early(100_000, 100_000, 0, 1.0, 0.5), "expired is expired");
     }
 

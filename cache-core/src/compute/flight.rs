@@ -210,7 +210,10 @@ mod tests {
         flights.detach(&["projects:p2".to_owned()]);
         assert!(flights.try_lead("a", &Telemetry::new()).is_none(), "unrelated purge");
         flights.detach(&["projects:p1".to_owned()]);
-        assert!(flights.try_lead("a", &Telemetry::new()).is_some(), "detached: a new flight starts");
+        assert!(
+            flights.try_lead("a", &Telemetry::new()).is_some(),
+            "detached: a new flight starts"
+        );
         assert!(flights.try_lead("b", &Telemetry::new()).is_none());
     }
 }

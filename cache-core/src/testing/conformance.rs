@@ -29,7 +29,7 @@ use futures::StreamExt;
 use crate::{
     ComputeLock, ComputedWrite, EntitySchema, FieldKind, FieldSchema, FillToken, IndexEntries, IndexKind, IndexQuery,
     IntoStore, LockAttempt, LockWait, Lookup, Order, PurgeStamp, QueryLookup, RecordId, RecordWrite, RemoveMode, Sort,
-    Store, WriteMode, WriteOutcome,
+    SortKey, Store, WriteMode, WriteOutcome,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check, each calling `$factory` (an
@@ -46,6 +46,7 @@ macro_rules! store_conformance_tests {
             get_and_get_many_answer_in_order,
             put_answers_previous_index_entries,
             invalidate_forgets_records,
+            invalidate_clears_tombstone,
             tombstone_reads_as_tombstone_until_upsert,
             fill_under_lease_is_written,
             fill_refused_after_upsert,
@@ -60,6 +61,7 @@ macro_rules! store_conformance_tests {
             query_pages_with_offset_and_limit,
             query_intersects_filters,
             complete_query_refused_after_write,
+            complete_answer_carries_a_current_token,
             complete_query_survives_fills,
             invalidation_drops_markers_of_its_entity_only,
             upsert_moves_record_between_complete_results,
@@ -85,6 +87,7 @@ macro_rules! store_conformance_tests {
             waiter_is_released_by_a_failed_owner,
             wait_ends_at_its_bound,
             wait_answers_at_once_without_a_lock,
+            watermark_only_moves_forward,
         }
     };
 }
@@ -228,7 +231,7 @@ async fn upsert(store: &dyn Store, entity: &EntitySchema, writes: &[RecordWrite]
 async fn token(store: &dyn Store, entity: &EntitySchema, query: &IndexQuery) -> FillToken {
     match store.query(entity, query).await.expect("query") {
         QueryLookup::Incomplete(token) => token,
-        QueryLookup::Complete(page) => panic!("{query:?} should be incomplete, got a page of {}", page.len()),
+        QueryLookup::Complete { page, .. } => panic!("{query:?} should be incomplete, got a page of {}", page.len()),
     }
 }
 
@@ -247,7 +250,7 @@ async fn complete(store: &dyn Store, entity: &EntitySchema, query: &IndexQuery, 
 /// The ids of a complete page, read from the bodies (`{"id":"..."...`).
 async fn page_ids(store: &dyn Store, entity: &EntitySchema, query: &IndexQuery) -> Vec<String> {
     match store.query(entity, query).await.expect("query") {
-        QueryLookup::Complete(page) => page.iter().map(body_id).collect(),
+        QueryLookup::Complete { page, .. } => page.iter().map(body_id).collect(),
         QueryLookup::Incomplete(_) => panic!("{query:?} should be complete"),
     }
 }
@@ -260,7 +263,7 @@ fn body_id(body: &Bytes) -> String {
 async fn is_complete(store: &dyn Store, entity: &EntitySchema, query: &IndexQuery) -> bool {
     matches!(
         store.query(entity, query).await.expect("query"),
-        QueryLookup::Complete(_)
+        QueryLookup::Complete { .. }
     )
 }
 
@@ -363,6 +366,28 @@ where
     assert_eq!(out.len(), 2);
     assert_eq!(out[0].as_ref().map(normalized), Some(normalized(&a.index)));
     assert_eq!(out[1], None);
+    assert_eq!(lookup(&*store, p, "p1").await, Lookup::Miss);
+}
+
+/// `remove(Invalidate)` of a tombstoned id forgets the tombstone too: the source has the record
+/// again (re-created), and the next read must ask it.
+pub async fn invalidate_clears_tombstone<F, Fut, S>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+    S: IntoStore,
+{
+    let store = fresh(&factory).await;
+    let p = projects();
+    store
+        .remove(p, &[id("p1")], RemoveMode::Tombstone(LONG))
+        .await
+        .expect("remove");
+    assert_eq!(lookup(&*store, p, "p1").await, Lookup::Tombstone);
+    store
+        .remove(p, &[id("p1")], RemoveMode::Invalidate)
+        .await
+        .expect("remove");
     assert_eq!(lookup(&*store, p, "p1").await, Lookup::Miss);
 }
 
@@ -631,7 +656,8 @@ where
 }
 
 /// Complete results are ordered by score then id, both in the sort's direction; unsorted by
-/// id ascending; an absent score (`-inf`) first when ascending.
+/// id ascending; an absent score (`-inf`) first when ascending, and so a NaN field value
+/// (which [`SortKey`] scores `-inf`: no store sees a NaN).
 pub async fn query_orders_by_sort_then_id<F, Fut, S>(factory: F)
 where
     F: Fn() -> Fut,
@@ -646,19 +672,20 @@ where
         project("pd", "e1", "open", -2.5, None),
         project("pb", "e1", "open", 10.0, None),
         project("pe", "e1", "open", f64::NEG_INFINITY, None),
+        project("pf", "e1", "open", f64::NAN.sort_score(), None),
     ];
     complete(&*store, p, &by_event("e1"), &records).await;
     assert_eq!(
         page_ids(&*store, p, &sorted(by_event("e1"), Order::Asc)).await,
-        ["pe", "pd", "pa", "pc", "pb"]
+        ["pe", "pf", "pd", "pa", "pc", "pb"]
     );
     assert_eq!(
         page_ids(&*store, p, &sorted(by_event("e1"), Order::Desc)).await,
-        ["pb", "pc", "pa", "pd", "pe"]
+        ["pb", "pc", "pa", "pd", "pf", "pe"]
     );
     assert_eq!(
         page_ids(&*store, p, &by_event("e1")).await,
-        ["pa", "pb", "pc", "pd", "pe"]
+        ["pa", "pb", "pc", "pd", "pe", "pf"]
     );
 }
 
@@ -754,6 +781,41 @@ where
         assert!(!accepted, "a query fill after a concurrent {what} is refused");
         assert!(!is_complete(&*store, p, &q).await, "after a refused fill ({what})");
     }
+}
+
+/// A complete answer carries the entity's current fill token, as an incomplete one does: a
+/// refill with it (a `no-cache` refresh) is accepted, and refused after a write.
+pub async fn complete_answer_carries_a_current_token<F, Fut, S>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+    S: IntoStore,
+{
+    let store = fresh(&factory).await;
+    let p = projects();
+    let q = by_event("e1");
+    complete(&*store, p, &q, &[project("p1", "e1", "open", 1.0, None)]).await;
+    let complete_token = |lookup: QueryLookup| match lookup {
+        QueryLookup::Complete { token, .. } => token,
+        QueryLookup::Incomplete(_) => panic!("{q:?} should be complete"),
+    };
+    let t = complete_token(store.query(p, &q).await.expect("query"));
+    let refill = [
+        project("p1", "e1", "open", 1.0, None),
+        project("p2", "e1", "open", 2.0, None),
+    ];
+    let accepted = store.complete_query(p, &q, t, &refill).await.expect("complete_query");
+    assert!(accepted, "a refill with the token of a complete answer");
+    assert_eq!(page_ids(&*store, p, &q).await, ["p1", "p2"]);
+    let t = complete_token(store.query(p, &q).await.expect("query"));
+    store
+        .remove(p, &[id("p1")], RemoveMode::Tombstone(LONG))
+        .await
+        .expect("remove");
+    let accepted = store.complete_query(p, &q, t, &refill).await.expect("complete_query");
+    assert!(!accepted, "a refill after a write is refused");
+    assert_eq!(lookup(&*store, p, "p1").await, Lookup::Tombstone, "the delete stays");
+    assert_eq!(page_ids(&*store, p, &q).await, ["p2"]);
 }
 
 /// Read-through fills are not writes: a record fill, a fill tombstone or another query's fill
@@ -1365,7 +1427,12 @@ where
     assert!(store.put_computed("stats:u1", &unrelated).await.expect("put_computed"));
     let after = stamp(&*store, "stats:e1").await;
     let fresh_write = computed("new", &["events:e1", "projects:p1"], after, None);
-    assert!(store.put_computed("stats:e1", &fresh_write).await.expect("put_computed"));
+    assert!(
+        store
+            .put_computed("stats:e1", &fresh_write)
+            .await
+            .expect("put_computed")
+    );
     assert_eq!(
         store.get_computed("stats:e1").await.expect("get_computed").value,
         Some(Bytes::from_static(b"new"))
@@ -1398,7 +1465,12 @@ where
     assert!(!is_held(&*store, "k").await, "a refused write still releases the lock");
     let lock = acquire(&*store, "k", LONG).await;
     let s = stamp(&*store, "k").await;
-    assert!(store.put_computed("k", &computed("v", &[], s, Some(lock))).await.expect("put"));
+    assert!(
+        store
+            .put_computed("k", &computed("v", &[], s, Some(lock)))
+            .await
+            .expect("put")
+    );
     assert!(!is_held(&*store, "k").await, "storing the value releases the lock");
 }
 
@@ -1430,7 +1502,12 @@ where
     };
     tokio::task::yield_now().await;
     let s = stamp(&*store, "k").await;
-    assert!(store.put_computed("k", &computed("V", &[], s, Some(lock))).await.expect("put"));
+    assert!(
+        store
+            .put_computed("k", &computed("V", &[], s, Some(lock)))
+            .await
+            .expect("put")
+    );
     let woken = waiter.await.expect("the waiter task").expect("wait_computed");
     assert_eq!(woken, LockWait::Value(Bytes::from_static(b"V")));
 }
@@ -1481,15 +1558,76 @@ where
 {
     let store = fresh(&factory).await;
     let bound = Duration::from_secs(30);
-    assert_eq!(
-        store.wait_computed("k", bound).await.expect("wait"),
-        LockWait::Released
-    );
+    assert_eq!(store.wait_computed("k", bound).await.expect("wait"), LockWait::Released);
     let s = stamp(&*store, "k").await;
-    assert!(store.put_computed("k", &computed("V", &[], s, None)).await.expect("put"));
+    assert!(
+        store
+            .put_computed("k", &computed("V", &[], s, None))
+            .await
+            .expect("put")
+    );
     acquire(&*store, "k", LONG).await;
     assert_eq!(
         store.wait_computed("k", bound).await.expect("wait"),
         LockWait::Value(Bytes::from_static(b"V"))
     );
+}
+
+// ------------------------------------------------------------------ watermarks
+
+/// A watermark is raised, never lowered; an equal value is accepted again (a retried claim);
+/// integers compare exactly, beyond what a double holds; concurrent claims leave the highest.
+pub async fn watermark_only_moves_forward<F, Fut, S>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+    S: IntoStore,
+{
+    let store = fresh(&factory).await;
+    let advance = |key: &'static str, value: i64| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .advance_watermark(key, value, LONG)
+                .await
+                .expect("advance_watermark")
+        }
+    };
+    let read = |key: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.get_value(key).await.expect("get_value") }
+    };
+    assert!(advance("w", 10).await, "a missing watermark is set");
+    assert_eq!(read("w").await, Some(Bytes::from_static(b"10")));
+    assert!(!advance("w", 9).await, "a lower value is refused");
+    assert_eq!(read("w").await, Some(Bytes::from_static(b"10")));
+    assert!(advance("w", 10).await, "an equal value is accepted again");
+    assert!(advance("w", 11).await);
+    assert_eq!(read("w").await, Some(Bytes::from_static(b"11")));
+    assert_eq!(read("other").await, None, "watermarks are per key");
+
+    assert!(advance("big", i64::MAX).await);
+    assert!(!advance("big", i64::MAX - 1).await, "compared exactly, not as doubles");
+    assert!(advance("negative", -5).await);
+    assert!(!advance("negative", -10).await);
+    assert!(advance("negative", 0).await);
+    assert!(!advance("negative", -1).await);
+
+    store
+        .put_value("garbage", Bytes::from_static(b"not a mark"), LONG, &[])
+        .await
+        .expect("put_value");
+    assert!(
+        advance("garbage", -1).await,
+        "a value that is not an integer counts as missing"
+    );
+
+    let values = [7, 3, 19, 11, 20, 1, 15, 20, 4];
+    let claims = futures::future::join_all(values.iter().map(|&v| advance("raced", v))).await;
+    assert_eq!(read("raced").await, Some(Bytes::from_static(b"20")));
+    for (value, claimed) in values.iter().zip(claims) {
+        if *value == 20 {
+            assert!(claimed, "the highest value is always accepted");
+        }
+    }
 }

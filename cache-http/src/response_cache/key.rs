@@ -1,19 +1,23 @@
 //! Response cache keys: `{prefix}{resource}:{id}:{sub}:params_{hash}:{version}`.
 //!
 //! The readable parts (resource, id, sub) let people find and flush entries by pattern
-//! (`http:events:recE1:*`). The hash covers the full path as well as the sorted query string
-//! and the declared `Vary` headers, so that two URLs never share an entry even when a route's
-//! readable parts are configured alike.
+//! (`http:events:recE1:*`). The hash covers the full path as well as the query string (its
+//! parameters sorted by name) and the declared `Vary` headers, so that two URLs never share an
+//! entry even when a route's readable parts are configured alike.
 
 use cache_core::keys::encode_component;
 use http::{HeaderMap, HeaderName};
 use xxhash_rust::xxh3::Xxh3;
 
-/// The query string with its parameters sorted (by name, then value; order otherwise kept),
-/// empty parameters dropped: `b=2&a=1&a=0` becomes `a=0&a=1&b=2`.
+/// The query string with its parameters sorted by name, empty parameters dropped:
+/// `b=2&a=1&a=0` becomes `a=1&a=0&b=2`. The values of a repeated parameter keep their order,
+/// since applications read them in order (`?sort=points&sort=name` sorts by points first).
 ///
 /// ```
-/// assert_eq!(cache_http::response_cache::canonical_query("b=2&a=1&&a=0"), "a=0&a=1&b=2");
+/// use cache_http::response_cache::canonical_query;
+///
+/// assert_eq!(canonical_query("b=2&a=1&&a=0"), "a=1&a=0&b=2");
+/// assert_ne!(canonical_query("sort=points&sort=name"), canonical_query("sort=name&sort=points"));
 /// ```
 pub fn canonical_query(query: &str) -> String {
     let mut pairs: Vec<(&str, &str)> = query
@@ -21,7 +25,8 @@ pub fn canonical_query(query: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| p.split_once('=').unwrap_or((p, "")))
         .collect();
-    pairs.sort_unstable();
+    // Stable, by name only: repeated parameters keep their order.
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = String::with_capacity(query.len());
     for (i, (name, value)) in pairs.iter().enumerate() {
         if i > 0 {
@@ -142,6 +147,20 @@ mod tests {
         assert_ne!(key("/e", Some("a=1&b=2")), key("/e", Some("a=2&b=1")));
         assert_eq!(key("/e", None), key("/e", Some("")));
         assert_ne!(key("/e", None), key("/f", None), "the path is in the hash");
+    }
+
+    #[test]
+    fn repeated_parameters_keep_their_order() {
+        assert_ne!(
+            key("/e", Some("sort=points&sort=name")),
+            key("/e", Some("sort=name&sort=points"))
+        );
+        assert_eq!(
+            key("/e", Some("sort=points&page=2&sort=name")),
+            key("/e", Some("page=2&sort=points&sort=name")),
+            "other parameters still move freely"
+        );
+        assert_eq!(canonical_query("b=2&a=1&&a=0"), "a=1&a=0&b=2");
     }
 
     #[test]

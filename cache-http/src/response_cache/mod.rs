@@ -6,6 +6,8 @@
 //! while it was produced (the request's telemetry scope ([`cache_core::telemetry`])). The core
 //! [`Cache`] purges those tags on every upsert, invalidation and delete, so a cached
 //! `GET /events/E/projects` disappears when a project of `E` changes or a new one joins `E`.
+//! A response produced while one of its tags was purged is not stored (the lookup's stamp,
+//! [`Store::put_computed`]): it may have been built from what the purge replaced.
 //!
 //! What is cached: `GET` responses with status 200 whose body has an exact size (not
 //! streamed) of at most [`DEFAULT_MAX_BODY_BYTES`], without `Set-Cookie`, `Vary: *`,
@@ -48,7 +50,7 @@ use axum::{
 };
 use bytes::Bytes;
 use cache_core::{
-    Cache, Store, StoreResult,
+    Cache, ComputedWrite, PurgeStamp, Store, StoreResult,
     telemetry::{self, Telemetry},
 };
 use futures::future::BoxFuture;
@@ -93,8 +95,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// - `id`: the path parameters' values joined by `,` (on a route), else the second segment;
 /// - `sub`: [`ResponseCacheLayer::sub_resource`], by default the route's literal segments after the
 ///   first joined by `.` (on a route), else the path's segments after the second;
-/// - `hash`: xxh3 of the path, the query string with its parameters sorted, and the values of
-///   the request headers named by [`ResponseCacheLayer::vary`];
+/// - `hash`: xxh3 of the path, the query string with its parameters sorted by name (repeated
+///   parameters keep their order), and the values of the request headers named by
+///   [`ResponseCacheLayer::vary`];
 /// - `version`: [`ResponseCacheLayer::version`] (`v1`), bumped when a route's output changes.
 #[derive(Clone)]
 pub struct ResponseCacheLayer {
@@ -378,7 +381,9 @@ where
     let key = request_key(&config, &mut parts).await;
     let refresh = wants_refresh(&parts.headers);
 
-    if !refresh && let Some(envelope) = lookup(&config, &key, &parts.headers).await {
+    // Looked up even when refreshing, for the stamp the new response is stored with.
+    let (found, stamp) = lookup(&config, &key, &parts.headers).await;
+    if !refresh && let Some(envelope) = found {
         return Ok(serve_stored(&key, &resource, envelope, &parts.headers, &method));
     }
     metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.clone(), "outcome" => "miss").increment(1);
@@ -421,11 +426,12 @@ where
         },
         body,
     };
-    store(&config, &key, &resource, &envelope).await;
+    let body = envelope.body.clone();
+    store(&config, &key, &resource, envelope, stamp).await;
     if if_none_match(&request_headers, &etag) {
         return Ok(not_modified(&head.headers, &resource));
     }
-    Ok(Response::from_parts(head, Body::from(envelope.body)))
+    Ok(Response::from_parts(head, Body::from(body)))
 }
 
 /// The response's head and whole body when it may be stored; else the response untouched,
@@ -461,25 +467,41 @@ where
     }
 }
 
-/// Stores `envelope` under `key` with its tags. A failure is logged: the response is still
-/// answered.
-async fn store(config: &Config, key: &str, resource: &str, envelope: &Envelope) {
-    let tags = &envelope.meta.tags;
-    let stored = match envelope.encode() {
-        Ok(bytes) => config
-            .store
-            .put_value(key, bytes, config.ttl, tags)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(err) => Err(err.to_string()),
+/// Stores `envelope` under `key` with its tags, unless one of them was purged since `stamp`
+/// (the lookup before the response was produced): the response may have been built from
+/// what the purge replaced. Without a stamp (the lookup failed) nothing is stored. A failure
+/// is logged: the response is still answered.
+async fn store(config: &Config, key: &str, resource: &str, mut envelope: Envelope, stamp: Option<PurgeStamp>) {
+    let Some(stamp) = stamp else {
+        // The failed lookup was logged (`response_cache_store_error`).
+        return;
     };
-    match stored {
-        Ok(()) => {
+    let value = match envelope.encode() {
+        Ok(value) => value,
+        Err(err) => {
+            tracing::warn!(key, error = %err, detail = "not stored", "response_cache_store_error");
+            return;
+        }
+    };
+    let write = ComputedWrite {
+        value,
+        ttl: config.ttl,
+        tags: std::mem::take(&mut envelope.meta.tags),
+        stamp,
+        lock: None,
+    };
+    match config.store.put_computed(key, &write).await {
+        Ok(true) => {
             metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.to_owned(), "outcome" => "stored")
                 .increment(1);
-            tracing::debug!(key, tags = tags.len(), "response_cache_stored");
+            tracing::debug!(key, tags = write.tags.len(), "response_cache_stored");
         }
-        Err(error) => tracing::warn!(key, error, detail = "not stored", "response_cache_store_error"),
+        Ok(false) => {
+            metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.to_owned(), "outcome" => "refused")
+                .increment(1);
+            tracing::debug!(key, tags = write.tags.len(), "response_cache_refused");
+        }
+        Err(err) => tracing::warn!(key, error = %err, detail = "not stored", "response_cache_store_error"),
     }
 }
 
@@ -520,25 +542,28 @@ fn metric_resource(config: &Config, extensions: &http::Extensions) -> String {
         .to_owned()
 }
 
-/// A stored response for `key` that may be served to a request with `headers`.
-async fn lookup(config: &Config, key: &str, headers: &HeaderMap) -> Option<Envelope> {
-    let bytes = match config.store.get_value(key).await {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return None,
+/// A stored response for `key` that may be served to a request with `headers`, and the
+/// stamp to store a new response with (`None` when the store failed).
+async fn lookup(config: &Config, key: &str, headers: &HeaderMap) -> (Option<Envelope>, Option<PurgeStamp>) {
+    let (bytes, stamp) = match config.store.get_computed(key).await {
+        Ok(lookup) => (lookup.value, lookup.stamp),
         Err(err) => {
             tracing::warn!(key, error = %err, detail = "lookup failed", "response_cache_store_error");
-            return None;
+            return (None, None);
         }
+    };
+    let Some(bytes) = bytes else {
+        return (None, Some(stamp));
     };
     let Some(envelope) = Envelope::decode(&bytes) else {
         tracing::warn!(key, "response_cache_unreadable");
-        return None;
+        return (None, Some(stamp));
     };
     // A store that keeps values a little past their TTL must not make them live longer.
-    if envelope.age_secs(now_ms()) >= envelope.meta.ttl_secs {
-        return None;
+    if envelope.age_secs(now_ms()) >= envelope.meta.ttl_secs || !envelope.matches_vary(headers) {
+        return (None, Some(stamp));
     }
-    envelope.matches_vary(headers).then_some(envelope)
+    (Some(envelope), Some(stamp))
 }
 
 fn serve_stored(key: &str, resource: &str, envelope: Envelope, request: &HeaderMap, method: &Method) -> Response<Body> {

@@ -13,6 +13,15 @@
 //! a payload or record that does not parse (with its `path`), `503` the store failed. Every
 //! error body is JSON: `{"error": "...", ...}`.
 //!
+//! Ordering: each record's deliveries are applied in the order of their timestamps, across
+//! every instance sharing the store. A delivery first claims its timestamp in the store
+//! ([`Store::advance_watermark`](cache_core::Store::advance_watermark), atomic): one older than
+//! the latest claimed is acknowledged as `stale` without a write. A delivery whose write a
+//! newer one may have overtaken (the newer claimed after it, so both wrote) then forgets the
+//! record, so that the next read asks the source. An equal timestamp claims again: a delivery
+//! answered `503` is retried as it was. Timestamps are compared to the microsecond; a
+//! delivery whose record does not parse (`422`) keeps its claim.
+//!
 //! ```
 //! use axum::Router;
 //! use cache_core::Cache;
@@ -36,12 +45,10 @@ use axum::{
 };
 use bytes::Bytes;
 use cache_core::{Cache, CacheError, EntityHandle, ModelError, RecordId, RemoveOutcome, SourceRecord, UpsertOutcome};
-use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::Serialize;
+use serde::{Serialize, de::IgnoredAny};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
 pub use self::payload::{WebhookAction, WebhookPayload, payload_schema};
 use crate::{ConfigError, Secret, error::ApiError, metrics::WEBHOOK_DELIVERIES_TOTAL};
@@ -52,7 +59,7 @@ pub const DEFAULT_PATH: &str = "/webhooks/airtable";
 pub const DEFAULT_SECRET_HEADER: HeaderName = HeaderName::from_static("x-airtable-secret");
 /// The default largest body accepted: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
-/// The default time the last applied timestamp of a record is remembered: 7 days. A delivery
+/// The default time the latest claimed timestamp of a record is remembered: 7 days. A delivery
 /// delayed longer than this cannot be recognised as stale by its timestamp (a version field
 /// still protects the record).
 pub const DEFAULT_ORDERING_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -102,7 +109,7 @@ impl WebhookConfig {
         self
     }
 
-    /// How long the last applied timestamp of each record is remembered (default
+    /// How long the latest claimed timestamp of each record is remembered (default
     /// [`DEFAULT_ORDERING_TTL`]).
     pub fn ordering_ttl(mut self, ttl: Duration) -> Self {
         self.ordering_ttl = ttl;
@@ -157,8 +164,8 @@ async fn health_check(State(receiver): State<Arc<WebhookReceiver>>) -> Response 
 pub struct Delivery {
     /// Whether the cache was changed.
     pub applied: bool,
-    /// Why not, when it was not: `stale` (older than what is cached), `disabled` (the cache is
-    /// off).
+    /// Why not, when it was not: `stale` (a newer delivery for the record came first, or the
+    /// cache holds a newer version), `disabled` (the cache is off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     /// The entity the table maps to.
@@ -283,12 +290,7 @@ pub struct WebhookReceiver {
     path: String,
     max_body_bytes: usize,
     ordering_ttl: Duration,
-    /// Serialises deliveries of the same record in this process (striped by key hash), so
-    /// that the timestamp check and the write cannot interleave with another delivery's.
-    locks: Box<[Mutex<()>]>,
 }
-
-const LOCK_STRIPES: usize = 64;
 
 impl WebhookReceiver {
     /// Checks the configuration (secret, path) and builds the receiver.
@@ -307,7 +309,6 @@ impl WebhookReceiver {
             path: config.path,
             max_body_bytes: config.max_body_bytes,
             ordering_ttl: config.ordering_ttl,
-            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
     }
 
@@ -375,17 +376,19 @@ impl WebhookReceiver {
             WebhookAction::Upsert => Some(source_record(entity, &id, payload.record)?),
             WebhookAction::Delete => None,
         };
+        // A record that does not parse is refused before it claims its timestamp, so a bad
+        // delivery cannot hold back the record's later ones.
+        if let Some(record) = &record {
+            handle.check_source(record).map_err(|err| invalid_record(entity, err))?;
+        }
 
         let marker = ordering_key(entity, &id);
-        let _guard = self.lock(&marker).await;
-        if let Some(last) = self.last_applied(&marker).await
-            && payload.timestamp < last
-        {
+        let timestamp = payload.timestamp.timestamp_micros();
+        if self.cache.is_enabled() && !self.claim(&marker, timestamp).await? {
             tracing::info!(
                 entity,
                 id = %id,
                 timestamp = %payload.timestamp,
-                last_applied = %last,
                 reason = "timestamp",
                 "webhook_stale"
             );
@@ -402,7 +405,9 @@ impl WebhookReceiver {
         };
         match outcome {
             UpsertOutcome::Stored => {
-                self.remember(&marker, payload.timestamp).await;
+                if self.superseded(handle, &id, &marker, timestamp).await? {
+                    return Ok(delivery(false, Some("stale")));
+                }
                 tracing::info!(entity, id = %id, action = action.as_str(), "webhook_applied");
                 Ok(delivery(true, None))
             }
@@ -422,50 +427,63 @@ impl WebhookReceiver {
             .upsert_source(&self.cache, record)
             .await
             .map_err(|err| match err {
-                CacheError::Model(ModelError::Field { field, reason, .. }) => WebhookError::InvalidRecord {
-                    entity,
-                    path: format!("record.{field}"),
-                    reason,
-                },
+                CacheError::Model(err) => invalid_record(entity, err),
                 CacheError::Store(_) => WebhookError::StoreFailed,
                 other => WebhookError::Internal(other.to_string()),
             })
     }
 
-    async fn lock(&self, marker: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        let stripe =
-            usize::try_from(xxhash_rust::xxh3::xxh3_64(marker.as_bytes()) % LOCK_STRIPES as u64).unwrap_or_default();
-        self.locks[stripe].lock().await
-    }
-
-    /// The timestamp of the last delivery applied to the record, if remembered. A store
-    /// failure here only loses the ordering check; the write that follows reports it.
-    async fn last_applied(&self, marker: &str) -> Option<DateTime<Utc>> {
-        match self.cache.store().get_value(marker).await {
-            Ok(Some(bytes)) => std::str::from_utf8(&bytes).ok()?.parse().ok(),
-            Ok(None) => None,
-            Err(err) => {
-                tracing::warn!(marker, error = %err, detail = "the ordering check was skipped", "webhook_store_error");
-                None
-            }
-        }
-    }
-
-    async fn remember(&self, marker: &str, timestamp: DateTime<Utc>) {
-        let value = Bytes::from(timestamp.to_rfc3339());
-        // Untagged: purges of the record's tags (by this very write) must not forget it.
-        if let Err(err) = self
-            .cache
+    /// Claims `timestamp` as the record's latest delivery, across every instance sharing the
+    /// store: answers whether it is not older than the latest claimed. A delivery whose write
+    /// then fails is retried by its sender with the same timestamp, which claims again.
+    async fn claim(&self, marker: &str, timestamp: i64) -> Result<bool, WebhookError> {
+        self.cache
             .store()
-            .put_value(marker, value, self.ordering_ttl, &[])
+            .advance_watermark(marker, timestamp, self.ordering_ttl)
             .await
-        {
-            tracing::warn!(marker, error = %err, detail = "timestamp not remembered", "webhook_store_error");
+            .map_err(|err| {
+                tracing::warn!(marker, error = %err, detail = "the timestamp was not claimed", "webhook_store_error");
+                WebhookError::StoreFailed
+            })
+    }
+
+    /// After a write: whether a newer delivery claimed the record meanwhile. Its write may have
+    /// come first and been overwritten by this one, so the record is forgotten and the next
+    /// read asks the source (a newer write that comes after this stands).
+    ///
+    /// When the claim cannot be read, the record is forgotten too and the delivery answered
+    /// `503`, so that its retry writes and checks again. Only if forgetting fails as well can
+    /// an overtaken write stand (until the record's TTL): the retry then finds the newer claim.
+    async fn superseded(
+        &self,
+        handle: EntityHandle,
+        id: &RecordId,
+        marker: &str,
+        timestamp: i64,
+    ) -> Result<bool, WebhookError> {
+        let entity = handle.schema().entity;
+        let unread = match self.cache.store().get_value(marker).await {
+            Ok(latest) => {
+                let latest = latest.and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<i64>().ok());
+                if latest.is_none_or(|latest| latest <= timestamp) {
+                    return Ok(false);
+                }
+                tracing::info!(entity, id = %id, reason = "superseded", "webhook_stale");
+                false
+            }
+            Err(err) => {
+                tracing::warn!(marker, error = %err, detail = "the claim was not checked", "webhook_store_error");
+                true
+            }
+        };
+        match handle.remove(&self.cache, id, false).await {
+            RemoveOutcome::Removed | RemoveOutcome::Disabled if !unread => Ok(true),
+            _ => Err(WebhookError::StoreFailed),
         }
     }
 }
 
-/// The store key remembering the last applied delivery of a record.
+/// The store key holding the latest claimed timestamp of a record (Unix microseconds).
 fn ordering_key(entity: &str, id: &RecordId) -> String {
     format!("webhook:{entity}:{id}")
 }
@@ -531,14 +549,37 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
 }
 
 /// Syntax errors are `400`; JSON of the wrong shape is `422` with the path of the problem.
+/// The body is parsed once, straight into the payload.
 fn parse_payload(bytes: &[u8]) -> Result<WebhookPayload, WebhookError> {
-    // Two passes, so that a body both malformed and of the wrong shape is reported as
-    // malformed whichever error comes first in it.
-    let value: Value = serde_json::from_slice(bytes).map_err(|err| WebhookError::Malformed(err.to_string()))?;
-    serde_path_to_error::deserialize(value).map_err(|err| WebhookError::InvalidPayload {
-        path: err.path().to_string(),
-        reason: err.into_inner().to_string(),
-    })
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let payload = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let err = err.into_inner();
+        // A body both of the wrong shape and malformed further on is malformed: checking the
+        // rest costs a second pass, but only for a body that is refused anyway.
+        if err.is_data() && serde_json::from_slice::<IgnoredAny>(bytes).is_ok() {
+            WebhookError::InvalidPayload {
+                path,
+                reason: err.to_string(),
+            }
+        } else {
+            WebhookError::Malformed(err.to_string())
+        }
+    })?;
+    de.end().map_err(|err| WebhookError::Malformed(err.to_string()))?;
+    Ok(payload)
+}
+
+/// A record that does not parse as its model: 422 with the field's path.
+fn invalid_record(entity: &'static str, err: ModelError) -> WebhookError {
+    match err {
+        ModelError::Field { field, reason, .. } => WebhookError::InvalidRecord {
+            entity,
+            path: format!("record.{field}"),
+            reason,
+        },
+        other => WebhookError::Internal(other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -570,7 +611,28 @@ mod tests {
         let err =
             parse_payload(br#"{"table": "Projects", "record_id": "recP1", "timestamp": "yesterday"}"#).unwrap_err();
         match err {
-            WebhookError::InvalidPayload { path, .. } => assert_eq!(path, "timestamp"),
+            WebhookError::InvalidPayload { path, reason } => {
+                assert_eq!(path, "timestamp");
+                // Parsed from the body itself, not from a `Value` copy of it.
+                assert!(reason.contains("line 1 column"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_payload(br#"{"table": "Projects", "record_id": 5} trailing"#),
+            Err(WebhookError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused() {
+        // A `Value` keeps the last of the two: which one the sender meant is not ours to guess.
+        let err = parse_payload(
+            br#"{"table": "Projects", "table": "Events", "record_id": "recP1", "timestamp": "2025-01-01T00:00:00Z"}"#,
+        )
+        .unwrap_err();
+        match err {
+            WebhookError::InvalidPayload { reason, .. } => assert!(reason.contains("duplicate field"), "{reason}"),
             other => panic!("{other:?}"),
         }
     }

@@ -33,11 +33,16 @@ pub struct TestDb {
     pub url: DatabaseUrl,
     pub db: Database,
     _dir: Option<tempfile::TempDir>,
-    pg_schema: Option<(String, String)>,
+    pg_schema: Option<PgSchema>,
 }
 
 impl TestDb {
     pub async fn new(backend: Backend) -> Self {
+        Self::seeded(backend, SeedCounts::SMALL).await
+    }
+
+    /// A database of its own, seeded with `counts`.
+    pub async fn seeded(backend: Backend, counts: SeedCounts) -> Self {
         let (url, dir, pg_schema) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -45,21 +50,14 @@ impl TestDb {
                 (url, Some(dir), None)
             }
             Backend::Postgres => {
-                let admin = postgres_url().expect("TEST_POSTGRES_URL");
-                let schema = format!("demo_test_{}", rand::random::<u64>());
-                let conn = admin_pool(&admin).await;
-                conn.execute(AssertSqlSafe(format!("CREATE SCHEMA {}", quote(&schema))))
-                    .await
-                    .expect("create schema");
-                conn.close().await;
-                let sep = if admin.contains('?') { '&' } else { '?' };
-                let url = format!("{admin}{sep}options[search_path]={schema}");
-                (url, None, Some((admin, schema)))
+                let schema = PgSchema::create().await;
+                let url = schema.url();
+                (url, None, Some(schema))
             }
         };
         let url: DatabaseUrl = url.parse().expect("database url");
         let db = Database::connect(&url).await.expect("connect");
-        seed::seed(&db, SeedCounts::SMALL).await.expect("seed");
+        seed::seed(&db, counts).await.expect("seed");
         Self {
             url,
             db,
@@ -68,15 +66,78 @@ impl TestDb {
         }
     }
 
-    /// Drops the test's PostgreSQL schema (a SQLite file goes with its temp dir).
+    /// The PostgreSQL schema the test owns, if it runs on PostgreSQL.
+    pub fn pg_schema(&self) -> Option<&str> {
+        self.pg_schema.as_ref().map(|s| s.name.as_str())
+    }
+
+    /// Closes the pool, then drops the database (a failing test, which never gets here,
+    /// drops it too: see [`PgSchema`]).
     pub async fn cleanup(self) {
         self.db.pool().close().await;
-        if let Some((admin, schema)) = self.pg_schema {
-            let conn = admin_pool(&admin).await;
-            conn.execute(AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", quote(&schema))))
-                .await
-                .expect("drop schema");
-            conn.close().await;
+    }
+}
+
+/// A PostgreSQL schema of one test, dropped when this is dropped: on success and on failure
+/// (a panic unwinds through it) alike.
+struct PgSchema {
+    admin: String,
+    name: String,
+}
+
+impl PgSchema {
+    async fn create() -> Self {
+        let admin = postgres_url().expect("TEST_POSTGRES_URL");
+        let name = format!("demo_test_{}", rand::random::<u64>());
+        let conn = admin_pool(&admin).await;
+        conn.execute(AssertSqlSafe(format!("CREATE SCHEMA {}", quote(&name))))
+            .await
+            .expect("create schema");
+        conn.close().await;
+        Self { admin, name }
+    }
+
+    /// The test's connections: on the schema, and named after it so that the drop can end
+    /// those a failing test left open (an open transaction would block `DROP SCHEMA`).
+    fn url(&self) -> String {
+        let sep = if self.admin.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{sep}options[search_path]={name}&application_name={name}",
+            self.admin,
+            name = self.name
+        )
+    }
+
+    async fn drop_schema(admin: &str, name: &str) -> Result<(), sqlx::Error> {
+        let conn = admin_pool(admin).await;
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(name.to_owned())
+            .execute(&conn)
+            .await?;
+        conn.execute(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(name))))
+            .await?;
+        conn.close().await;
+        Ok(())
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        // Drop is synchronous and may run inside the test's runtime, which cannot block on
+        // another future: a thread of its own with its own runtime does the work.
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(Self::drop_schema(&admin, &name))
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("could not drop the test schema {}: {err}", self.name),
+            Err(_) => eprintln!("could not drop the test schema {}", self.name),
         }
     }
 }
@@ -88,4 +149,16 @@ async fn admin_pool(url: &str) -> sqlx::AnyPool {
         .connect(url)
         .await
         .expect("connect to TEST_POSTGRES_URL")
+}
+
+/// Whether PostgreSQL has a schema of that name.
+pub async fn pg_schema_exists(name: &str) -> bool {
+    let conn = admin_pool(&postgres_url().expect("TEST_POSTGRES_URL")).await;
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM information_schema.schemata WHERE schema_name = $1")
+        .bind(name.to_owned())
+        .fetch_optional(&conn)
+        .await
+        .expect("query the schemas");
+    conn.close().await;
+    found.is_some()
 }
