@@ -286,7 +286,7 @@ async fn a_server_evicting_under_allkeys_lru_never_answers_wrong() {
     const RECORDS: usize = 1000;
     let f = Fixture::start(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"], 1).await;
     let note = "x".repeat(200);
-    // Write n of the 1200 records: each pass over them files them under other values.
+    // The w-th write, of record w % RECORDS: each pass over them files them elsewhere.
     let version = |w: usize| {
         let (n, pass) = (w % RECORDS, w / RECORDS);
         Item {
@@ -300,7 +300,6 @@ async fn a_server_evicting_under_allkeys_lru_never_answers_wrong() {
         }
     };
     let mut written = 0;
-    let mut checked = 0;
     for round in 0..60 {
         let mut batch: Vec<Item> = (written..written + 50).map(version).collect();
         written += 50;
@@ -323,7 +322,6 @@ async fn a_server_evicting_under_allkeys_lru_never_answers_wrong() {
                     .limit(5),
             )
             .await;
-            checked += 2;
         }
         f.check(
             Item::by_group(&format!("g{}", round % 6))
@@ -332,21 +330,13 @@ async fn a_server_evicting_under_allkeys_lru_never_answers_wrong() {
                 .limit(10),
         )
         .await;
-        checked += 1;
     }
     let stats = f.store.stats().await.expect("stats");
     assert!(
         stats.evicted_keys.is_some_and(|n| n > 0),
         "the server evicted keys: {stats:?}"
     );
-    assert!(checked > 1000);
-    eprintln!("DEBUG {stats:?} {:?}", f.cache.stats().total());
-    let info: String = f.server.query(redis::cmd("INFO").arg("memory"));
-    eprintln!("DEBUG {info}");
-    let info: String = f.server.query(redis::cmd("INFO").arg("clients"));
-    eprintln!("DEBUG {info}");
-    let info: String = f.server.query(redis::cmd("MEMORY").arg("DOCTOR"));
-    eprintln!("DEBUG {info}");
+    assert!(f.cache.stats().total().hits > 0, "the store still answers");
 }
 
 /// The `tracing` events of this thread, each as its name and fields.
