@@ -25,37 +25,6 @@ pub(crate) fn validate_namespace(namespace: &str) -> Result<(), ConnectError> {
     }
 }
 
-/// Checks a flush pattern (a glob over keys without the namespace prefix).
-///
-/// The store matches `{namespace}:{pattern}`: the namespace is a literal prefix, so a glob can
-/// only narrow it. What is refused is what could make the prefix stop being literal or the
-/// pattern ambiguous: `\` escapes (a trailing one would escape into nothing), unbalanced `[`
-/// classes, whitespace and control characters, and the empty pattern.
-pub(crate) fn validate_pattern(pattern: &str) -> Result<(), String> {
-    if pattern.is_empty() {
-        return Err("an empty flush pattern matches nothing; use `None` to flush the namespace".to_owned());
-    }
-    if let Some(ch) = pattern.chars().find(|&ch| ch.is_whitespace() || ch.is_control()) {
-        return Err(format!("a flush pattern cannot contain {ch:?}"));
-    }
-    if pattern.contains('\\') {
-        return Err("a flush pattern cannot contain `\\` escapes".to_owned());
-    }
-    let mut open = false;
-    for ch in pattern.chars() {
-        match ch {
-            '[' if !open => open = true,
-            ']' if open => open = false,
-            '[' | ']' => return Err(format!("unbalanced `[` `]` in flush pattern {pattern:?}")),
-            _ => {}
-        }
-    }
-    if open {
-        return Err(format!("unbalanced `[` in flush pattern {pattern:?}"));
-    }
-    Ok(())
-}
-
 /// An entity's keys: one [`BucketKeys`] per bucket. Built by
 /// [`RedisStore::key_layout`](crate::RedisStore::key_layout).
 ///

@@ -30,6 +30,7 @@
 mod breaker;
 mod builder;
 mod connection;
+mod flush;
 mod layout;
 mod meta;
 mod scripts;
