@@ -250,4 +250,13 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Duration of origin calls."
     );
+    describe_counter!(
+        crate::compute::COMPUTED_TOTAL,
+        "Computed values by outcome: hit, miss, early_refresh, served_stale, ..."
+    );
+    describe_histogram!(
+        crate::compute::COMPUTED_DURATION,
+        Unit::Seconds,
+        "Duration of value computations."
+    );
 }

@@ -33,7 +33,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{delete, get, post},
 };
-use cache_core::{Cache, EntitySchema, EntityStats, StoreError, StoreStats, keys};
+use cache_core::{Cache, ComputedStats, EntitySchema, EntityStats, StoreError, StoreStats, keys};
 use http::{HeaderMap, StatusCode, header};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -141,6 +141,8 @@ pub struct StatsReport {
     pub entities: BTreeMap<&'static str, EntityReport>,
     /// The same, added up.
     pub totals: EntityReport,
+    /// Computed values' counters, per name (`Computed::new(name)` / `ComputeOptions::name`).
+    pub computed: BTreeMap<&'static str, ComputedStats>,
 }
 
 /// One entity's counters in [`StatsReport`].
@@ -189,6 +191,7 @@ pub async fn stats_report(cache: &Cache) -> Result<StatsReport, cache_core::Stor
         hit_rate_percent,
         totals: EntityReport::new(counters.total()),
         entities,
+        computed: cache.computed_stats(),
     })
 }
 

@@ -158,6 +158,23 @@ async fn stats_over_http() {
     h.cache.upsert(&project("recP1", "recE1", 1, 4)).await.unwrap();
     let (_, stats) = call(&router(&h), Method::GET, "/admin/cache/stats", Some(TOKEN), None).await;
     assert_eq!(stats["entities"]["projects"]["stale_refusals"], 1);
+
+    let options = cache_core::ComputeOptions::new(std::time::Duration::from_secs(60)).name("site_stats");
+    for _ in 0..2 {
+        let value: u32 = h
+            .cache
+            .get_or_compute("site_stats", &options, || async { Ok::<_, std::io::Error>(7) })
+            .await
+            .unwrap();
+        assert_eq!(value, 7);
+    }
+    let (_, stats) = call(&router(&h), Method::GET, "/admin/cache/stats", Some(TOKEN), None).await;
+    let computed = &stats["computed"]["site_stats"];
+    assert_eq!(
+        (&computed["misses"], &computed["hits"]),
+        (&json!(1), &json!(1)),
+        "{stats:#}"
+    );
 }
 
 #[tokio::test]
