@@ -466,8 +466,10 @@ async fn warm_line(b: &mut Bench) {
         target: "well under a second: ≤ 0.5 s".to_owned(),
         verdict: Verdict::from_check(ours <= target),
         notes: vec![
-            format!("Median of {rounds} rounds, each variant from an empty server (`FLUSHDB`): the hand-written \
-                 writes, `Store::put` alone, then model-cache's warm-up."),
+            format!(
+                "Median of {rounds} rounds, each variant from an empty server (`FLUSHDB`): the hand-written \
+                 writes, `Store::put` alone, then model-cache's warm-up."
+            ),
             format!(
                 "model-cache warms as `demo-app warm` does: `Cache::get_many` over batches of {WARM_BATCH} ids, so \
                  each batch is one store read, one origin `fetch_many`, one lease and one atomic `put` script that \

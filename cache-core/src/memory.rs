@@ -7,14 +7,9 @@
 //! live beside it in plain maps behind one lock; they are not counted in the budget.
 //!
 //! ## Logical keys
-//! [`Store::flush`] patterns are globs (`*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`, as Redis
-//! `SCAN MATCH`: [`keys::glob_match`]; the patterns Redis refuses are refused,
-//! [`keys::validate_pattern`]) over these keys:
-//! - `projects:r:recX`: the cached record `recX` of entity `projects`;
-//! - `projects:tomb:recX`: its tombstone;
-//! - `v:{key}`: a computed value or cached response.
-//!
-//! Flushing a record forgets its index entries and drops its entity's completeness markers.
+//! Entries are keyed by the logical keys [`Store::flush`] patterns match (`projects:r:recX`,
+//! `projects:tomb:recX`, `v:{key}`; this store has no `tag:` keys). Flushing a record forgets
+//! its index entries and drops its entity's completeness markers.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},

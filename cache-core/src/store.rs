@@ -315,9 +315,21 @@ pub trait Store: Send + Sync + 'static {
     /// whole-keyspace command such as `KEYS`).
     fn scan_ids<'a>(&'a self, entity: &'a EntitySchema, batch: usize) -> BoxStream<'a, StoreResult<Vec<RecordId>>>;
 
-    /// Removes the keys of this cache's namespace that match `pattern` (a glob over keys
-    /// without the namespace prefix; every key when `None`), never touching keys outside the
-    /// namespace. Answers the number of keys removed.
+    /// Removes what this cache holds under the *logical keys* matching `pattern` (everything
+    /// when `None`), never touching another namespace; answers how many logical keys it removed.
+    ///
+    /// Every store understands the same logical keys, whatever its physical ones:
+    /// - `{entity}:r:{id}`: the cached record `id` of `entity` (`projects:r:recP1`);
+    /// - `{entity}:tomb:{id}`: its tombstone;
+    /// - `v:{key}`: a computed value or cached response;
+    /// - `tag:{tag}`: the values recorded under a tag, on stores that keep them as keys (Redis).
+    ///
+    /// Patterns are globs as Redis `SCAN MATCH` reads them
+    /// ([`keys::glob_match`](crate::keys::glob_match)), and every store refuses the same ones
+    /// ([`keys::validate_pattern`](crate::keys::validate_pattern)): `projects:*` flushes every
+    /// record and tombstone of `projects`, `*:tomb:*` every tombstone, `v:http:*` the cached
+    /// responses. Removing a record also drops its entity's completeness markers, so the
+    /// entity's queries go to the origin again; `*` removes everything, indexes included.
     async fn flush(&self, pattern: Option<&str>) -> StoreResult<u64>;
 
     /// Checks that the store answers.

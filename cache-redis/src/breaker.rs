@@ -139,11 +139,7 @@ impl CircuitBreaker {
         match was {
             State::Closed { .. } => {}
             State::Open { .. } | State::HalfOpen { .. } => {
-                tracing::info!(
-                    name: "redis_circuit_closed",
-                    event = "redis_circuit_closed",
-                    "redis answers again; circuit breaker closed"
-                );
+                tracing::info!("redis_circuit_closed");
             }
         }
     }
@@ -170,12 +166,10 @@ impl CircuitBreaker {
             };
             self.opened.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                name: "redis_circuit_open",
-                event = "redis_circuit_open",
                 failures,
                 cool_down_ms = self.config.cool_down.as_millis() as u64,
                 %error,
-                "redis unavailable; circuit breaker open, calls fail fast"
+                "redis_circuit_open"
             );
         } else {
             match &mut *state {

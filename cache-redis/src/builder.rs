@@ -280,19 +280,18 @@ async fn warn_about_eviction(conn: &RedisConnection) {
         let policy = match reply {
             Ok(mut config) => config.remove("maxmemory-policy").unwrap_or_default(),
             Err(err) => {
-                tracing::debug!(error = %err, "cannot read maxmemory-policy");
+                tracing::debug!(error = %err, "redis_eviction_policy_unreadable");
                 return;
             }
         };
         if evicts_index_keys(&policy) {
+            // Answers stay correct, but a query whose index keys were evicted misses until it
+            // is filled again.
             tracing::warn!(
-                name: "redis_eviction_policy",
-                event = "redis_eviction_policy",
                 policy,
                 node = ?node,
-                "redis may evict index keys under memory pressure: answers stay correct, but a \
-                 query whose index keys were evicted misses until it is filled again; \
-                 maxmemory-policy volatile-ttl evicts them last"
+                hint = "maxmemory-policy volatile-ttl evicts index keys last",
+                "redis_eviction_policy"
             );
             return;
         }

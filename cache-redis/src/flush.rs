@@ -68,7 +68,7 @@ impl FlushPlan {
         };
         validate_pattern(pattern)?;
         let elements = elements(pattern);
-        let literal = |e: &Element| e.literal;
+        let literal = |e: &Element<'_>| e.literal;
         let scan = match elements.iter().position(|e| e.literal == Some(':')) {
             // `ENTITY:REST`, the entity spelled out.
             Some(colon) if elements[..colon].iter().all(|e| literal(e).is_some()) => {
@@ -214,12 +214,8 @@ impl<'a> Physical<'a> {
 /// An entity named like a bucket (`a.1/2`) reads as another entity's bucket; entity names are
 /// identifiers in practice, and the layout has the same ambiguity (see `KeyLayout`).
 fn entity_of(tag: &str) -> &str {
-    let number = |s: &str| {
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        s.parse::<u32>().ok()
-    };
+    // Digits only: `parse` alone would take a sign.
+    let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<u32>().ok())?;
     let split = || {
         let (entity, bucket) = tag.rsplit_once('.')?;
         let (bucket, count) = bucket.split_once('/')?;
@@ -330,7 +326,13 @@ mod tests {
         let bucketed = format!("mc:{{projects.2/4}}:{FP}:r:rec1");
         let tomb = format!("mc:{{projects.2/4}}:{FP}:tomb:rec1");
         let meta = format!("mc:{{projects}}:{FP}:m");
-        for pattern in ["projects:r:rec1", "projects:r:*", "*:r:rec1", "*r:rec1", "p?ojects:[r]:rec\\1"] {
+        for pattern in [
+            "projects:r:rec1",
+            "projects:r:*",
+            "*:r:rec1",
+            "*r:rec1",
+            "p?ojects:[r]:rec\\1",
+        ] {
             let plan = plan(pattern);
             assert!(removes(&plan, &record), "{pattern}");
             assert!(removes(&plan, &bucketed), "{pattern}");
@@ -381,7 +383,10 @@ mod tests {
                 bucket: None
             }
         );
-        assert!(matches!(everything.decide(value), Decision::Remove { counted: true, .. }));
+        assert!(matches!(
+            everything.decide(value),
+            Decision::Remove { counted: true, .. }
+        ));
         assert_eq!(everything.decide("mcx:v:a"), Decision::Keep);
     }
 

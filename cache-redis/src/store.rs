@@ -1,9 +1,9 @@
 //! [`RedisStore`]: the [`Store`] contract on Redis, Valkey or Redis Cluster.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     future::Future,
-    sync::Arc,
+    sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use cache_core::{
     ComputeLock, ComputedLookup, ComputedWrite, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, LockAttempt,
     LockWait, Lookup, Order, QueryLookup, RecordId, RecordWrite, RemoveMode, Store, StoreError, StoreResult,
-    StoreStats, WriteMode, WriteOutcome,
+    StoreStats, WriteMode, WriteOutcome, human_bytes, order::compare_scored,
 };
 use futures::{
     StreamExt,
@@ -25,7 +25,8 @@ use crate::{
     CircuitBreakerConfig, CircuitStatus, KeyLayout, RedisStoreBuilder,
     breaker::{Admission, CircuitBreaker},
     connection::{Node, RedisConnection, is_unavailable, store_error},
-    layout::{BucketKeys, tag_set_key, validate_pattern, value_key},
+    flush::{Decision, FlushPlan},
+    layout::{BucketKeys, tag_set_key, value_key},
     meta,
     scripts::Scripts,
     wait::WaitConnections,
@@ -64,6 +65,9 @@ struct Inner {
     breaker: CircuitBreaker,
     /// Dedicated connections for waits on another instance's computed value.
     waits: WaitConnections,
+    /// The key layout of each schema (entity name, fingerprint) seen so far, built once: one
+    /// per registered model.
+    layouts: RwLock<HashMap<(&'static str, u64), Arc<KeyLayout>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -185,6 +189,7 @@ impl RedisStore {
                 scripts,
                 breaker: CircuitBreaker::new(breaker),
                 waits,
+                layouts: RwLock::default(),
             }),
         }
     }
@@ -199,9 +204,19 @@ impl RedisStore {
         self.inner.buckets
     }
 
-    /// The key names of an entity (for tests, debugging and the docs).
-    pub fn key_layout(&self, entity: &EntitySchema) -> KeyLayout {
-        KeyLayout::new(&self.inner.namespace, entity, self.inner.buckets)
+    /// The key names of an entity (for tests, debugging and the docs). Built on first use and
+    /// kept: every operation on the entity reads its key prefixes from it.
+    pub fn key_layout(&self, entity: &EntitySchema) -> Arc<KeyLayout> {
+        let schema = (entity.entity, entity.fingerprint());
+        let layouts = &self.inner.layouts;
+        if let Some(layout) = layouts.read().unwrap_or_else(PoisonError::into_inner).get(&schema) {
+            return Arc::clone(layout);
+        }
+        let mut layouts = layouts.write().unwrap_or_else(PoisonError::into_inner);
+        let layout = layouts
+            .entry(schema)
+            .or_insert_with(|| Arc::new(KeyLayout::new(&self.inner.namespace, entity, self.inner.buckets)));
+        Arc::clone(layout)
     }
 
     /// The key of a computed value or cached response.
@@ -244,23 +259,11 @@ impl RedisStore {
         match &result {
             Ok(_) => breaker.success(),
             Err(err @ StoreError::Unavailable(_)) => {
-                tracing::warn!(
-                    name: "redis_store_error",
-                    event = "redis_store_error",
-                    op,
-                    error = %err,
-                    "redis unavailable"
-                );
+                tracing::warn!(op, unavailable = true, error = %err, "redis_store_error");
                 breaker.failure(err);
             }
             Err(err) => {
-                tracing::warn!(
-                    name: "redis_store_error",
-                    event = "redis_store_error",
-                    op,
-                    error = %err,
-                    "redis operation failed"
-                );
+                tracing::warn!(op, unavailable = false, error = %err, "redis_store_error");
                 breaker.success();
             }
         }
@@ -290,6 +293,17 @@ impl RedisStore {
         invocation
     }
 
+    /// Appends one record's arguments as `put.lua` and `complete.lua` read them: id, body, ttl
+    /// (ms), version, meta.
+    fn record_args(invocation: &mut ScriptInvocation<'_>, write: &RecordWrite) {
+        invocation
+            .arg(write.id.as_str())
+            .arg(write.body.as_ref())
+            .arg(ms(write.ttl))
+            .arg(meta::version_arg(write.version))
+            .arg(meta::encode(&write.index, write.version));
+    }
+
     fn check_query(entity: &EntitySchema, query: &IndexQuery) -> StoreResult<()> {
         for filter in &query.filters {
             if entity.field(filter.field).is_none_or(|f| f.index.is_none()) {
@@ -315,7 +329,7 @@ impl RedisStore {
         let mut out = Vec::with_capacity(query.filters.len() + 1);
         out.push(match query.sort {
             Some(sort) => keys.sort(sort.field),
-            None => keys.ids(),
+            None => keys.ids().to_owned(),
         });
         out.extend(query.filters.iter().map(|f| keys.tag(f.field, &f.value)));
         out
@@ -412,6 +426,36 @@ impl RedisStore {
             .map_err(re)
     }
 
+    /// Removes the keys of one `SCAN` page that `plan` selects; answers how many were logical
+    /// keys. The records go first, then the epochs of their buckets (dropping every marker):
+    /// a query is never answered complete from what the flush left, even if a fill marked it
+    /// complete between the two.
+    async fn flush_page(&self, plan: &FlushPlan, keys: Vec<String>) -> StoreResult<u64> {
+        let mut counted = Vec::new();
+        let mut uncounted = Vec::new();
+        let mut epochs = BTreeSet::new();
+        for key in keys {
+            let count = match plan.decide(&key) {
+                Decision::Keep => continue,
+                Decision::Remove { counted, bucket } => {
+                    if let Some(prefix) = bucket {
+                        epochs.insert(format!("{prefix}:epoch"));
+                    }
+                    counted
+                }
+            };
+            if count {
+                counted.push(key);
+            } else {
+                uncounted.push(key);
+            }
+        }
+        let removed = self.unlink(counted).await?;
+        uncounted.extend(epochs);
+        self.unlink(uncounted).await?;
+        Ok(removed)
+    }
+
     async fn count_keys(&self) -> StoreResult<u64> {
         let pattern = format!("{}:*", self.inner.namespace);
         self.sum_scan(&pattern, |keys| async move { Ok(keys.len() as u64) })
@@ -478,26 +522,11 @@ fn stats_from_info(backend: &str, infos: &[String], total_keys: u64) -> StoreSta
     }
 }
 
-/// Bytes for people, as Redis writes `used_memory_human` (`1.21M`).
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [(&str, f64); 4] = [
-        ("T", 1024.0 * 1024.0 * 1024.0 * 1024.0),
-        ("G", 1024.0 * 1024.0 * 1024.0),
-        ("M", 1024.0 * 1024.0),
-        ("K", 1024.0),
-    ];
-    #[allow(clippy::cast_precision_loss)]
-    let n = bytes as f64;
-    UNITS
-        .iter()
-        .find(|(_, size)| n >= *size)
-        .map_or_else(|| format!("{bytes}B"), |(unit, size)| format!("{:.2}{unit}", n / size))
-}
-
 #[async_trait]
 impl Store for RedisStore {
     async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup> {
-        let keys = self.key_layout(entity).for_id(id);
+        let layout = self.key_layout(entity);
+        let keys = layout.keys_for(id);
         self.guarded("get", async {
             let (record, tombstone): (Option<Bytes>, Option<Bytes>) = redis::cmd("MGET")
                 .arg(keys.record(id))
@@ -521,7 +550,7 @@ impl Store for RedisStore {
         let layout = self.key_layout(entity);
         let mut cmd = redis::cmd("MGET");
         for id in ids {
-            let keys = layout.for_id(id);
+            let keys = layout.keys_for(id);
             cmd.arg(keys.record(id)).arg(keys.tombstone(id));
         }
         self.guarded("get_many", async {
@@ -553,8 +582,8 @@ impl Store for RedisStore {
         let groups = by_bucket(&layout, ids.iter());
         self.guarded("lease", async {
             try_join_all(groups.iter().map(|(&bucket, members)| {
-                let keys = layout.bucket(bucket);
-                let mut invocation = Self::entity_invocation(&self.inner.scripts.lease, &keys);
+                let keys = layout.keys(bucket);
+                let mut invocation = Self::entity_invocation(&self.inner.scripts.lease, keys);
                 invocation.arg(token).arg(ms(ttl));
                 for &i in members {
                     invocation.arg(ids[i].as_str());
@@ -585,17 +614,10 @@ impl Store for RedisStore {
         let groups = by_bucket(&layout, writes.iter().map(|w| &w.id));
         self.guarded("put", async {
             let answers = try_join_all(groups.iter().map(|(&bucket, members)| {
-                let keys = layout.bucket(bucket);
-                let mut invocation = Self::entity_invocation(&self.inner.scripts.put, &keys);
+                let mut invocation = Self::entity_invocation(&self.inner.scripts.put, layout.keys(bucket));
                 invocation.arg(mode).arg(&token).arg(ittl);
                 for &i in members {
-                    let w = &writes[i];
-                    invocation
-                        .arg(w.id.as_str())
-                        .arg(w.body.as_ref())
-                        .arg(ms(w.ttl))
-                        .arg(meta::version_arg(w.version))
-                        .arg(meta::encode(&w.index, w.version));
+                    Self::record_args(&mut invocation, &writes[i]);
                 }
                 async move {
                     let reply: Value = invocation.invoke_async(&mut self.conn()).await.map_err(re)?;
@@ -650,8 +672,7 @@ impl Store for RedisStore {
         let groups = by_bucket(&layout, ids.iter());
         self.guarded("remove", async {
             let answers = try_join_all(groups.iter().map(|(&bucket, members)| {
-                let keys = layout.bucket(bucket);
-                let mut invocation = Self::entity_invocation(&self.inner.scripts.remove, &keys);
+                let mut invocation = Self::entity_invocation(&self.inner.scripts.remove, layout.keys(bucket));
                 invocation.arg(mode).arg(tomb_ttl).arg(ittl).arg(&token);
                 for &i in members {
                     invocation.arg(ids[i].as_str());
@@ -686,7 +707,7 @@ impl Store for RedisStore {
         self.guarded("query", async {
             if layout.bucket_count() == 1 {
                 let page = self
-                    .query_bucket(&layout.bucket(0), query, ittl, query.offset, query.limit)
+                    .query_bucket(layout.keys(0), query, ittl, query.offset, query.limit)
                     .await?;
                 let token = FillToken(vec![page.seq]);
                 return Ok(match page.rows.and_then(bodies) {
@@ -699,7 +720,7 @@ impl Store for RedisStore {
             let count = query.limit.map(|l| l.saturating_add(query.offset));
             let pages = try_join_all(
                 layout
-                    .buckets()
+                    .all_keys()
                     .iter()
                     .map(|keys| self.query_bucket(keys, query, ittl, 0, count)),
             )
@@ -712,11 +733,8 @@ impl Store for RedisStore {
                     None => return Ok(QueryLookup::Incomplete(FillToken(seqs))),
                 }
             }
-            let desc = matches!(query.sort, Some(s) if s.order == Order::Desc);
-            rows.sort_by(|a, b| {
-                let order = a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0));
-                if desc { order.reverse() } else { order }
-            });
+            let order = query.sort.map(|s| s.order);
+            rows.sort_by(|a, b| compare_scored((a.1, a.0.as_str()), (b.1, b.0.as_str()), order));
             let page = rows
                 .into_iter()
                 .skip(query.offset)
@@ -747,8 +765,8 @@ impl Store for RedisStore {
         let groups = by_bucket(&layout, records.iter().map(|w| &w.id));
         self.guarded("complete_query", async {
             let answers = try_join_all((0..layout.bucket_count()).map(|bucket| {
-                let keys = layout.bucket(bucket);
-                let mut invocation = Self::entity_invocation(&self.inner.scripts.complete, &keys);
+                let keys = layout.keys(bucket);
+                let mut invocation = Self::entity_invocation(&self.inner.scripts.complete, keys);
                 invocation.key(keys.marker(query));
                 for filter in &query.filters {
                     invocation.key(keys.tag(filter.field, &filter.value));
@@ -762,13 +780,7 @@ impl Store for RedisStore {
                     .arg(ittl)
                     .arg(query.filters.len());
                 for &i in groups.get(&bucket).map(Vec::as_slice).unwrap_or_default() {
-                    let w = &records[i];
-                    invocation
-                        .arg(w.id.as_str())
-                        .arg(w.body.as_ref())
-                        .arg(ms(w.ttl))
-                        .arg(meta::version_arg(w.version))
-                        .arg(meta::encode(&w.index, w.version));
+                    Self::record_args(&mut invocation, &records[i]);
                 }
                 async move {
                     let reply: Value = invocation.invoke_async(&mut self.conn()).await.map_err(re)?;
@@ -858,12 +870,9 @@ impl Store for RedisStore {
     }
 
     async fn flush(&self, pattern: Option<&str>) -> StoreResult<u64> {
-        if let Some(pattern) = pattern {
-            validate_pattern(pattern).map_err(StoreError::Invalid)?;
-        }
-        let pattern = format!("{}:{}", self.inner.namespace, pattern.unwrap_or("*"));
-        self.guarded("flush", self.sum_scan(&pattern, |keys| self.unlink(keys)))
-            .await
+        let plan = FlushPlan::new(&self.inner.namespace, pattern)?;
+        let flush = self.sum_scan(plan.scan_pattern(), |keys| self.flush_page(&plan, keys));
+        self.guarded("flush", flush).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -1015,13 +1024,6 @@ impl Store for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_bytes_matches_redis() {
-        assert_eq!(human_bytes(900), "900B");
-        assert_eq!(human_bytes(1_268_000), "1.21M");
-        assert_eq!(human_bytes(2048), "2.00K");
-    }
 
     #[test]
     fn stats_sum_masters() {

@@ -6,6 +6,10 @@
 //! owns its servers, so tests run in parallel and never touch a shared server. Failures panic
 //! with the server's log.
 //!
+//! A server counts as started once its process is alive and the server answering on its port
+//! works in its directory (`CONFIG GET dir`): when another process took the port first, ours
+//! exits and the other one answers, and the helper tries other ports.
+//!
 //! A server is started through a small `sh` watchdog that holds a pipe from the test process:
 //! when the test process ends in any way (a panic, a timeout, `SIGKILL`), the pipe closes and
 //! the watchdog kills the server and removes its directory. No test run leaves a server
@@ -48,11 +52,6 @@ fn cli_bin() -> String {
     std::env::var("REDIS_CLI_BIN").unwrap_or_else(|_| "redis-cli".to_owned())
 }
 
-/// A loopback port nobody listens on now (for a second listener, such as `--tls-port`).
-pub fn free_port() -> u16 {
-    free_port_for(false)
-}
-
 /// A loopback port nobody listens on; with `bus`, port + 10000 (the cluster bus) is free too.
 fn free_port_for(bus: bool) -> u16 {
     loop {
@@ -70,14 +69,34 @@ fn free_port_for(bus: bool) -> u16 {
     }
 }
 
-/// Sends one inline command on a fresh connection and reads the first reply line.
-fn inline_command(port: u16, command: &str) -> std::io::Result<String> {
+/// Sends one inline command on a fresh connection and reads the first `lines` reply lines
+/// (without their line ends).
+fn inline_command(port: u16, command: &str, lines: usize) -> std::io::Result<Vec<String>> {
     let mut stream = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_millis(200))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.write_all(format!("{command}\r\n").as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
-    Ok(line)
+    let mut reader = BufReader::new(stream);
+    let mut out = Vec::with_capacity(lines);
+    for _ in 0..lines {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        out.push(line.trim_end_matches(['\r', '\n']).to_owned());
+        // An error reply is one line.
+        if line.starts_with('-') {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The working directory of the server answering on `port` (`CONFIG GET dir`), by which a
+/// helper tells its own server from another one that took the port.
+fn answering_dir(port: u16) -> Option<PathBuf> {
+    // `*2`, `$3`, `dir`, `$<len>`, the directory.
+    let reply = inline_command(port, "CONFIG GET dir", 5).ok()?;
+    (reply.len() == 5 && reply[0] == "*2" && reply[2] == "dir").then(|| PathBuf::from(&reply[4]))
 }
 
 /// Runs `redis-server` (`"$@"`) under a watchdog reading the test process's pipe (fd 3): on
@@ -110,6 +129,8 @@ impl Process {
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// The second, TLS, port of a server from [`RedisServer::start_with_tls`].
+    tls_port: Option<u16>,
     dir: TempDir,
     args: Vec<String>,
     process: Option<Process>,
@@ -123,15 +144,23 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments (`["--maxmemory", "10mb"]`).
     pub fn start_with_args(args: &[&str]) -> Self {
-        Self::start_inner(args, false)
+        Self::start_inner(args, false, false)
     }
 
-    fn start_inner(args: &[&str], bus: bool) -> Self {
+    /// Starts a server that also accepts TLS connections on a second free port
+    /// ([`RedisServer::tls_port`]); `args` name its certificates (`--tls-cert-file`,
+    /// `--tls-key-file`, `--tls-ca-cert-file`, ...).
+    pub fn start_with_tls(args: &[&str]) -> Self {
+        Self::start_inner(args, false, true)
+    }
+
+    fn start_inner(args: &[&str], bus: bool, tls: bool) -> Self {
         let mut last_log = String::new();
-        // Another process may take the port between choosing and binding it: try a few.
+        // Another process may take a port between choosing and binding it: try a few.
         for _ in 0..5 {
             let mut server = Self {
                 port: free_port_for(bus),
+                tls_port: tls.then(|| free_port_for(false)),
                 dir: tempfile::tempdir().expect("create a temporary directory"),
                 args: args.iter().map(|a| (*a).to_owned()).collect(),
                 process: None,
@@ -144,7 +173,7 @@ impl RedisServer {
         panic!("redis-server did not start on a free port; last log:\n{last_log}");
     }
 
-    /// Spawns the process and waits until it answers `PING`. `Err` carries the log when the
+    /// Spawns the process and waits until it answers `PING`. `Err` carries the log when a
     /// port was taken; other failures panic.
     fn spawn(&mut self) -> Result<(), String> {
         let bin = server_bin();
@@ -160,6 +189,12 @@ impl RedisServer {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(self.log_path())
+            .args(
+                self.tls_port
+                    .map(|port| ["--tls-port".to_owned(), port.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.args)
             .env("MODEL_CACHE_TEST_DIR", self.dir.path())
             .stdin(Stdio::piped())
@@ -169,13 +204,11 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("cannot run sh to start {bin:?}: {e}"));
         let lifeline = shell.stdin.take().expect("the watchdog's stdin is piped");
         self.process = Some(Process { shell, lifeline });
+        let ours = std::fs::canonicalize(self.dir.path()).unwrap_or_else(|_| self.dir.path().to_owned());
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            if let Ok(line) = inline_command(self.port, "PING")
-                && line.starts_with("+PONG")
-            {
-                return Ok(());
-            }
+            // Our process first: once it has exited (a port was taken), whatever answers on the
+            // port is someone else's.
             let exited = self
                 .process
                 .as_mut()
@@ -190,6 +223,24 @@ impl RedisServer {
                     return Err(log);
                 }
                 panic!("{} on port {} exited at startup; log:\n{log}", server_bin(), self.port);
+            }
+            let pong = inline_command(self.port, "PING", 1).is_ok_and(|reply| reply == ["+PONG"]);
+            // A server that answers may still be another one that had the port first (ours
+            // then fails to bind it and exits): ours works in our directory.
+            match pong.then(|| answering_dir(self.port)).flatten() {
+                Some(dir) if dir == ours => return Ok(()),
+                Some(dir) => {
+                    if let Some(process) = self.process.take() {
+                        process.stop();
+                    }
+                    return Err(format!(
+                        "another server (in {}) answers on port {}\n{}",
+                        dir.display(),
+                        self.port,
+                        self.log()
+                    ));
+                }
+                None => {}
             }
             if Instant::now() > deadline {
                 self.fail("did not answer PING in time");
@@ -238,6 +289,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The TLS port of a server from [`RedisServer::start_with_tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
     /// The server's working directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -255,12 +311,23 @@ impl RedisServer {
         }
     }
 
-    /// Starts a stopped server again on the same port (with an empty dataset).
+    /// Starts a stopped server again on the same ports (with an empty dataset): clients find
+    /// it where it was. A port taken while the server was down is tried again a few times,
+    /// never traded for another.
     pub fn start_again(&mut self) {
         assert!(self.process.is_none(), "the server is running");
-        if let Err(log) = self.spawn() {
-            panic!("port {} was taken while the server was down; log:\n{log}", self.port);
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(log) => last_log = log,
+            }
+            thread::sleep(Duration::from_millis(200));
         }
+        panic!(
+            "port {} was taken while the server was down; log:\n{last_log}",
+            self.port
+        );
     }
 
     /// Kills the server and starts it again on the same port.
@@ -376,7 +443,13 @@ impl RedisCluster {
     pub fn start_with_masters(masters: usize) -> Self {
         assert!(masters >= 3, "redis-cli creates clusters of 3 masters or more");
         let nodes: Vec<RedisServer> = (0..masters)
-            .map(|_| RedisServer::start_inner(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"], true))
+            .map(|_| {
+                RedisServer::start_inner(
+                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
+                    true,
+                    false,
+                )
+            })
             .collect();
         let cluster = Self { nodes };
         let output = Command::new(cli_bin())
@@ -485,5 +558,32 @@ mod tests {
             Some("mget")
         );
         assert_eq!(monitored_command(r#"+1700000000.123456 [0 lua] "GET" "a""#), None);
+    }
+
+    /// A stopped server whose port `other` now holds.
+    fn on_the_port_of(other: &RedisServer) -> RedisServer {
+        RedisServer {
+            port: other.port,
+            tls_port: None,
+            dir: tempfile::tempdir().expect("create a temporary directory"),
+            args: Vec::new(),
+            process: None,
+        }
+    }
+
+    #[test]
+    fn another_server_on_the_port_is_never_taken_for_ours() {
+        let other = RedisServer::start();
+        let mut server = on_the_port_of(&other);
+        let err = server.spawn().expect_err("the port is taken");
+        assert!(!server.is_running(), "{err}");
+        assert_eq!(answering_dir(other.port), std::fs::canonicalize(other.dir()).ok());
+    }
+
+    #[test]
+    #[should_panic(expected = "was taken while the server was down")]
+    fn start_again_refuses_a_port_taken_meanwhile() {
+        let other = RedisServer::start();
+        on_the_port_of(&other).start_again();
     }
 }

@@ -417,12 +417,13 @@ async fn flush_never_leaves_the_namespace() {
         store.get(notes(), &id("n1")).await.expect("get"),
         Lookup::Hit(_)
     ));
-    for escape in ["", "\\*", "*\\", "[", "a]", "* *", "*\n*"] {
+    for refused in ["", "*\\", "[", "a]", "* *", "*\n*"] {
         assert!(
-            matches!(store.flush(Some(escape)).await, Err(StoreError::Invalid(_))),
-            "{escape:?} is refused"
+            matches!(store.flush(Some(refused)).await, Err(StoreError::Invalid(_))),
+            "{refused:?} is refused"
         );
     }
+    assert_eq!(store.flush(Some("redis_notes:r:\\n2")).await.expect("an escape"), 1);
     store.flush(Some("*:*")).await.expect("flush");
     store.flush(Some("*")).await.expect("flush");
     store.flush(None).await.expect("flush");
@@ -466,6 +467,138 @@ async fn value_keys_match_flush_patterns_as_on_the_memory_store() {
             s.get_value(keys[3]).await.expect("get").is_some(),
             "glob syntax in a key is data"
         );
+    }
+}
+
+/// `redis_tasks`: no index.
+fn tasks() -> &'static EntitySchema {
+    static SCHEMA: LazyLock<EntitySchema> = LazyLock::new(|| {
+        EntitySchema::builder("redis_tasks")
+            .field(FieldSchema::scalar("title", "String"))
+            .build()
+    });
+    &SCHEMA
+}
+
+/// What a store holds of the records, tombstones and values `flush_patterns_...` writes, and
+/// whether it answers the query on tag `a` by itself.
+async fn logical_state(store: &dyn Store) -> Vec<String> {
+    let mut state = Vec::new();
+    for (schema, rid) in [
+        (notes(), "n1"),
+        (notes(), "n2"),
+        (notes(), "n3"),
+        (notes(), "n9"),
+        (tasks(), "t1"),
+    ] {
+        let lookup = match store.get(schema, &id(rid)).await.expect("get") {
+            Lookup::Hit(_) => "hit",
+            Lookup::Tombstone => "tombstone",
+            Lookup::Miss => "miss",
+        };
+        state.push(format!("{}:{rid} {lookup}", schema.entity));
+    }
+    for key in ["http:notes:a", "stats:n3"] {
+        let value = store.get_value(key).await.expect("get_value");
+        state.push(format!("v:{key} {}", if value.is_some() { "hit" } else { "miss" }));
+    }
+    let complete = !matches!(
+        store.query(notes(), &by_tag("a")).await.expect("query"),
+        QueryLookup::Incomplete(_)
+    );
+    state.push(format!("tag=a complete: {complete}"));
+    state
+}
+
+/// A flush pattern means the same on Redis (with one bucket and with several) as on the
+/// in-memory store: it matches logical keys (`redis_notes:r:n1`, `redis_notes:tomb:n9`,
+/// `v:http:notes:a`), so the same patterns remove the same records, tombstones and values and
+/// answer the same counts; and once a record of an entity is flushed, its queries go to the
+/// origin again, whose answer is then exactly what the store serves.
+#[tokio::test]
+async fn flush_patterns_remove_the_same_logical_keys_as_on_the_memory_store() {
+    let server = RedisServer::start();
+    let cases: &[(Option<&str>, u64)] = &[
+        (Some("redis_notes:r:n1"), 1),
+        (Some("redis_notes:r:\\n[12]"), 2),
+        (Some("redis_notes:r:n3"), 1),
+        (Some("*:tomb:*"), 1),
+        (Some("v:http:*"), 1),
+        (Some("redis_notes:*"), 4),
+        (Some("redis_note?:*"), 4),
+        (Some("redis_*:r:*"), 4),
+        (Some("*3"), 2),
+        (Some("redis_tasks:*"), 1),
+        (Some("{redis_notes}:*"), 0),
+        (Some("redis_notes"), 0),
+        (Some("tag:*"), 0),
+        (Some("*"), 7),
+        (None, 7),
+    ];
+    for &(pattern, removed) in cases {
+        let memory = cache_core::MemoryStore::new();
+        let mut stores: Vec<Box<dyn Store>> = vec![Box::new(memory)];
+        for buckets in [1, 4] {
+            let store = RedisStore::builder(server.url())
+                .namespace(cache_redis::testing::unique_namespace())
+                .buckets(buckets)
+                .connect()
+                .await
+                .unwrap_or_else(|e| server.fail(&format!("connect: {e}")));
+            stores.push(Box::new(store));
+        }
+        let mut states = Vec::new();
+        for store in &stores {
+            let store = &**store;
+            let origin = [note("n1", "a", 1.0), note("n2", "a", 2.0), note("n3", "b", 3.0)];
+            let QueryLookup::Incomplete(token) = store.query(notes(), &by_tag("a")).await.expect("query") else {
+                panic!("a fresh store has no complete result");
+            };
+            let filled = store
+                .complete_query(notes(), &by_tag("a"), token, &origin[..2])
+                .await
+                .expect("complete");
+            assert!(filled);
+            store.put(notes(), &origin[2..], WriteMode::Upsert).await.expect("put");
+            store
+                .remove(notes(), &[id("n9")], RemoveMode::Tombstone(LONG))
+                .await
+                .expect("tombstone");
+            let mut task = note("t1", "x", 0.0);
+            task.index = IndexEntries::default();
+            store.put(tasks(), &[task], WriteMode::Upsert).await.expect("put");
+            for key in ["http:notes:a", "stats:n3"] {
+                store
+                    .put_value(key, Bytes::from_static(b"1"), LONG, &[])
+                    .await
+                    .expect("put_value");
+            }
+            let complete = logical_state(store).await;
+            assert!(complete.contains(&"tag=a complete: true".to_owned()), "{complete:?}");
+
+            assert_eq!(store.flush(pattern).await.expect("flush"), removed, "{pattern:?}");
+            let state = logical_state(store).await;
+            if state.contains(&"tag=a complete: false".to_owned()) {
+                // The origin moved on meanwhile: n1 left the result, n4 joined it.
+                let QueryLookup::Incomplete(token) = store.query(notes(), &by_tag("a")).await.expect("query") else {
+                    unreachable!("incomplete just now");
+                };
+                let origin = [note("n2", "a", 2.0), note("n4", "a", 4.0)];
+                let filled = store
+                    .complete_query(notes(), &by_tag("a"), token, &origin)
+                    .await
+                    .expect("complete");
+                assert!(filled, "{pattern:?}");
+                assert_eq!(
+                    page_ids(store.query(notes(), &by_tag("a")).await.expect("query")),
+                    ["n2", "n4"],
+                    "{pattern:?}: the origin's answer, nothing left over"
+                );
+            }
+            states.push(state);
+        }
+        assert_eq!(states[0], states[1], "{pattern:?}: memory and one bucket");
+        assert_eq!(states[0], states[2], "{pattern:?}: memory and four buckets");
     }
 }
 
@@ -795,7 +928,11 @@ async fn cluster_buckets_spread_an_entity_over_slots_and_queries_merge() {
     let stats = store.stats().await.expect("stats");
     assert_eq!(stats.backend, "redis-cluster");
     assert!(stats.total_keys >= 40 + 8, "{stats:?}");
-    assert!(store.flush(None).await.expect("flush") >= 48);
+    assert_eq!(
+        store.flush(None).await.expect("flush"),
+        40,
+        "the records; index keys go uncounted"
+    );
     assert_eq!(store.stats().await.expect("stats").total_keys, 0);
 }
 
@@ -864,10 +1001,7 @@ async fn rediss_urls_connect_over_tls() {
         "-out",
         &path("server.crt"),
     ]);
-    let tls_port = cache_redis::testing::free_port().to_string();
-    let server = RedisServer::start_with_args(&[
-        "--tls-port",
-        &tls_port,
+    let server = RedisServer::start_with_tls(&[
         "--tls-cert-file",
         &path("server.crt"),
         "--tls-key-file",
@@ -877,6 +1011,7 @@ async fn rediss_urls_connect_over_tls() {
         "--tls-auth-clients",
         "no",
     ]);
+    let tls_port = server.tls_port().expect("a TLS port");
     let ca = std::fs::read(path("ca.crt")).expect("read CA");
     let store = RedisStore::builder(format!("rediss://127.0.0.1:{tls_port}"))
         .tls_root_certificate(ca)
