@@ -1,6 +1,6 @@
 //! The pieces of model-cache's benchmark report.
 //!
-//! The report itself is the bench target `benches/report.rs`: `cargo bench -p
+//! The report itself is the bench target `benches/report/`: `cargo bench -p
 //! model-cache-bench` spawns one `redis-server` on loopback and measures model-cache side by
 //! side with the physical limit (raw redis-rs commands on the same connection, and
 //! `redis-benchmark`) and with peers (`cached`'s Redis store, a bare `moka` cache), then writes

@@ -132,7 +132,7 @@ impl Report {
         let mut out = String::new();
         out.push_str("# Benchmark report\n\n");
         out.push_str(
-            "Written by the bench target `benchmarks/benches/report.rs`; do not edit by hand, run the \
+            "Written by the bench target `benchmarks/benches/report/`; do not edit by hand, run the \
              command below again. What each line means is in the guide's \
              [Benchmarks](src/benchmarks.md) chapter.\n\n",
         );

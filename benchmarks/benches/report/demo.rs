@@ -189,8 +189,8 @@ pub(super) async fn http_lines(b: &mut Bench) {
             results[v].add(&http::run(&client, urls, headers, &plan).await);
         }
     }
-    let on_calls = demo.origin_on.calls().total() - on_before;
-    let off_calls = demo.origin_off.calls().total() - off_before;
+    let on_calls = thousands(demo.origin_on.calls().total() - on_before);
+    let off_calls = thousands(demo.origin_off.calls().total() - off_before);
     let seeded = demo.seeded;
     drop(client);
     drop(demo);

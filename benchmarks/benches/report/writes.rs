@@ -383,14 +383,17 @@ pub(super) async fn memory_lines(b: &mut Bench) {
         notes: vec![
             format!(
                 "Index share per record (whole keys over {} records): meta hash {} B, id set {} B, tag sets \
-                 (`event`, `owner`) {} B, sort sets (`points`, `created_at`) {} B, other keys ({}) {} B.",
+                 (`event`, `owner`) {} B, sort sets (`points`, `created_at`) {} B, {}.",
                 thousands(n),
                 meta / n,
                 idset / n,
                 tags / n,
                 sorts / n,
-                other_keys.join(", "),
-                other / n
+                if other_keys.is_empty() {
+                    "no other key".to_owned()
+                } else {
+                    format!("other keys (`{}`) {} B", other_keys.join("`, `"), other / n)
+                }
             ),
             "The meta hash keeps each record's index entries and version so that an upsert can move the \
              record out of its old index entries atomically, without reading the old record."
