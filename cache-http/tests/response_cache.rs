@@ -23,7 +23,7 @@ use axum::{
 use bytes::Bytes;
 use cache_core::{Cache, Store, testing::OriginMethod};
 use cache_http::{CacheTelemetryLayer, ResponseCacheLayer};
-use common::{Gate, Harness, Project, ProjectSort, header, id, project, serve};
+use common::{Event, Gate, Harness, Project, ProjectSort, header, id, project, serve};
 use http::{HeaderName, Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -72,6 +72,38 @@ async fn stores_then_serves_with_key_age_ttl_and_etag() {
         record_reads,
         "the handler did not run: no record was read"
     );
+}
+
+#[tokio::test]
+async fn a_disabled_cache_caches_no_response() {
+    let h = Harness::new();
+    let disabled = Cache::builder(Arc::clone(&h.store) as Arc<dyn Store>, h.origin.clone())
+        .enabled(false)
+        .register::<Event>()
+        .register::<Project>()
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/events/{id}/projects",
+            get(|| async { "listed" }).layer(ResponseCacheLayer::new(&disabled)),
+        )
+        .layer(CacheTelemetryLayer::new());
+    let base = serve(app).await;
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let response = client
+            .get(format!("{base}/events/recE1/projects"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&response, "x-cache"), Some("BYPASS"));
+        assert!(
+            header(&response, "x-cache-key").is_none(),
+            "never served from the response cache"
+        );
+    }
+    assert_eq!(h.store.flush(Some("v:*")).await.unwrap(), 0, "nothing was stored");
 }
 
 #[tokio::test]

@@ -107,6 +107,9 @@ pub struct ResponseCacheLayer {
 #[derive(Clone)]
 struct Config {
     store: Arc<dyn Store>,
+    /// False when built from a disabled [`Cache`] (`CACHE_ENABLED=false`): every response
+    /// then comes from the handler.
+    enabled: bool,
     prefix: String,
     resource: Option<String>,
     sub: Option<String>,
@@ -134,9 +137,11 @@ impl fmt::Debug for ResponseCacheLayer {
 }
 
 impl ResponseCacheLayer {
-    /// Caches responses in `cache`'s store, which purges them when their records change.
+    /// Caches responses in `cache`'s store, which purges them when their records change. A
+    /// disabled cache (`CACHE_ENABLED=false`) caches no response either.
     pub fn new(cache: &Cache) -> Self {
-        Self::with_store(Arc::clone(cache.store()))
+        let enabled = cache.is_enabled();
+        Self::with_store(Arc::clone(cache.store())).config(|c| c.enabled = enabled)
     }
 
     /// Caches responses in `store`. Purges reach them only if the [`Cache`] writing the
@@ -145,6 +150,7 @@ impl ResponseCacheLayer {
         Self {
             config: Arc::new(Config {
                 store,
+                enabled: true,
                 prefix: DEFAULT_PREFIX.to_owned(),
                 resource: None,
                 sub: None,
@@ -321,6 +327,7 @@ impl<E> fmt::Debug for ResponseCacheFuture<E> {
 /// Why a request or response is not cached (a `skipped` metric label and a log field).
 #[derive(Debug, Clone, Copy)]
 enum Skip {
+    Disabled,
     Method,
     Authenticated,
     RequestNoStore,
@@ -337,6 +344,7 @@ enum Skip {
 impl Skip {
     fn as_str(self) -> &'static str {
         match self {
+            Self::Disabled => "disabled",
             Self::Method => "method",
             Self::Authenticated => "authenticated",
             Self::RequestNoStore => "request_no_store",
@@ -367,6 +375,9 @@ where
         return inner.call(req).await.map(|r| r.map(Body::new));
     }
     let resource = metric_resource(&config, req.extensions());
+    if !config.enabled {
+        return Ok(pass_through(inner.call(req).await?, &resource, Skip::Disabled));
+    }
     let headers = req.headers();
     if !config.allow_authenticated
         && (headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE))
