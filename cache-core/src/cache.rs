@@ -5,6 +5,7 @@
 //! consistency chapter (`docs/src/consistency.md`).
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, HashSet},
     fmt,
     sync::Arc,
@@ -363,8 +364,7 @@ impl Cache {
     pub async fn get_many<T: Cacheable>(&self, ids: &[RecordId]) -> Result<Vec<T>, CacheError> {
         let schema = T::schema();
         let started = Instant::now();
-        let mut seen = HashSet::new();
-        let ids: Vec<RecordId> = ids.iter().filter(|id| seen.insert(*id)).cloned().collect();
+        let ids = distinct(ids);
         telemetry::record_tags(ids.iter().map(|id| keys::record_tag(schema.entity, id)));
         let out = self.read_records::<T>(schema, &ids, Fetch::Many, "get_many").await;
         self.inner
@@ -475,26 +475,31 @@ impl Cache {
     ) -> Vec<usize> {
         let inner = &self.inner;
         let entity = schema.entity;
-        let lookups = if let [id] = ids {
-            inner.store.get(schema, id).await.map(|l| vec![l])
+        // One id (`Cache::get`) asks `Store::get` and allocates no list of lookups.
+        let (one, many) = if let [id] = ids {
+            let lookup = inner.store.get(schema, id).await.unwrap_or_else(|err| {
+                self.store_failed(entity, operation, &err);
+                Lookup::Miss
+            });
+            (Some(lookup), Vec::new())
         } else {
-            inner.store.get_many(schema, ids).await
-        };
-        let lookups = match lookups {
-            Ok(lookups) if lookups.len() == ids.len() => lookups,
-            Ok(lookups) => {
-                let err = StoreError::Backend(format!("answered {} lookups for {} ids", lookups.len(), ids.len()));
-                self.store_failed(entity, operation, &err);
-                vec![Lookup::Miss; ids.len()]
-            }
-            Err(err) => {
-                self.store_failed(entity, operation, &err);
-                vec![Lookup::Miss; ids.len()]
-            }
+            let lookups = match inner.store.get_many(schema, ids).await {
+                Ok(lookups) if lookups.len() == ids.len() => lookups,
+                Ok(lookups) => {
+                    let err = StoreError::Backend(format!("answered {} lookups for {} ids", lookups.len(), ids.len()));
+                    self.store_failed(entity, operation, &err);
+                    vec![Lookup::Miss; ids.len()]
+                }
+                Err(err) => {
+                    self.store_failed(entity, operation, &err);
+                    vec![Lookup::Miss; ids.len()]
+                }
+            };
+            (None, lookups)
         };
         let (mut hits, mut tombstones) = (0, 0);
         let mut misses = Vec::new();
-        for (i, lookup) in lookups.into_iter().enumerate() {
+        for (i, lookup) in one.into_iter().chain(many).enumerate() {
             match lookup {
                 Lookup::Hit(bytes) => match T::from_cached(&bytes) {
                     Ok(record) => {
@@ -1075,6 +1080,23 @@ fn write_tags(
     tags
 }
 
+/// `ids` without repeats, each at its first position; borrowed when there are none (the usual
+/// case), so that a read of distinct ids copies nothing.
+fn distinct(ids: &[RecordId]) -> Cow<'_, [RecordId]> {
+    if ids.len() < 2 {
+        return Cow::Borrowed(ids);
+    }
+    let mut seen = HashSet::with_capacity(ids.len());
+    match ids.iter().position(|id| !seen.insert(id)) {
+        None => Cow::Borrowed(ids),
+        Some(first_repeat) => {
+            let mut distinct = ids[..first_repeat].to_vec();
+            distinct.extend(ids[first_repeat..].iter().filter(|id| seen.insert(*id)).cloned());
+            Cow::Owned(distinct)
+        }
+    }
+}
+
 fn sort_score(query: &IndexQuery, entries: &IndexEntries) -> f64 {
     query
         .sort
@@ -1150,6 +1172,15 @@ mod tests {
             parse_switch("nope").unwrap_err().to_string(),
             "\"nope\" is not understood: use one of true, false, 1, 0, yes, no, on, off"
         );
+    }
+
+    #[test]
+    fn distinct_keeps_first_positions_and_borrows_when_it_can() {
+        let id = |s: &str| RecordId::new(s).unwrap();
+        let ids = [id("a"), id("b"), id("a"), id("c"), id("b")];
+        assert_eq!(*distinct(&ids), [id("a"), id("b"), id("c")]);
+        assert!(matches!(distinct(&ids[..2]), Cow::Borrowed(_)));
+        assert!(matches!(distinct(&ids[..1]), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -16,12 +16,15 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    hash::{BuildHasherDefault, Hasher},
     sync::{
-        Arc, PoisonError, RwLock,
+        Arc, OnceLock, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
+
+use metrics::{Counter, Histogram};
 
 use serde::Serialize;
 
@@ -113,12 +116,111 @@ impl StaleReason {
 }
 
 /// The cache's counters, and the single place that also feeds metrics and telemetry.
+///
+/// Every operation counts here, so the per-call work is one map lookup by the addresses of
+/// its `&'static str` labels: no string is hashed or compared, no metric key built.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
+    /// The counters by entity name (two copies of one name share them).
     entities: RwLock<HashMap<&'static str, Arc<Counters>>>,
+    /// By the addresses of (entity, operation or stale reason).
+    meters: RwLock<HashMap<LabelsAddr, Meter, BuildHasherDefault<AddrHasher>>>,
+}
+
+/// The addresses and lengths of two `&'static str` labels.
+type LabelsAddr = [usize; 4];
+
+fn labels_addr(entity: &'static str, label: &'static str) -> LabelsAddr {
+    [entity.as_ptr().addr(), entity.len(), label.as_ptr().addr(), label.len()]
+}
+
+/// Hashes [`LabelsAddr`] (FxHash's mixing): SipHash would cost more than the rest of the lookup.
+#[derive(Debug, Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// The counters and metric handles of one (entity, operation). A labelled `counter!` builds
+/// its key and asks the recorder on every call; a handle, once registered, does neither. The
+/// handles belong to the recorder current when they were registered: when another one is
+/// current (installed after the cache was built, or a thread's local one), they are
+/// registered again.
+#[derive(Debug)]
+struct Meter {
+    counters: Arc<Counters>,
+    recorder: usize,
+    lookups: [OnceLock<Counter>; 4],
+    coalesced: OnceLock<Counter>,
+    origin_calls: OnceLock<Counter>,
+    origin_errors: OnceLock<Counter>,
+    store_errors: OnceLock<Counter>,
+    stale: OnceLock<Counter>,
+    operation_duration: OnceLock<Histogram>,
+    origin_duration: OnceLock<Histogram>,
+}
+
+impl Meter {
+    fn new(counters: Arc<Counters>, recorder: usize) -> Self {
+        Self {
+            counters,
+            recorder,
+            lookups: Default::default(),
+            coalesced: OnceLock::new(),
+            origin_calls: OnceLock::new(),
+            origin_errors: OnceLock::new(),
+            store_errors: OnceLock::new(),
+            stale: OnceLock::new(),
+            operation_duration: OnceLock::new(),
+            origin_duration: OnceLock::new(),
+        }
+    }
+}
+
+/// The address of the current metrics recorder, which tells whether cached handles are its.
+fn current_recorder() -> usize {
+    metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>().addr())
 }
 
 impl Stats {
+    /// Runs `f` on the meter of (`entity`, `label`) for the current recorder.
+    fn with_meter<R>(&self, entity: &'static str, label: &'static str, f: impl FnOnce(&Meter) -> R) -> R {
+        let key = labels_addr(entity, label);
+        let recorder = current_recorder();
+        {
+            let meters = self.meters.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(meter) = meters.get(&key).filter(|m| m.recorder == recorder) {
+                return f(meter);
+            }
+        }
+        let counters = self.counters(entity);
+        let mut meters = self.meters.write().unwrap_or_else(PoisonError::into_inner);
+        let meter = meters
+            .entry(key)
+            .or_insert_with(|| Meter::new(Arc::clone(&counters), recorder));
+        if meter.recorder != recorder {
+            *meter = Meter::new(counters, recorder);
+        }
+        f(meter)
+    }
+
     fn counters(&self, entity: &'static str) -> Arc<Counters> {
         if let Some(c) = self.entities.read().unwrap_or_else(PoisonError::into_inner).get(entity) {
             return Arc::clone(c);
@@ -158,17 +260,23 @@ impl Stats {
         if n == 0 {
             return;
         }
-        let c = self.counters(entity);
-        let (counter, result) = match event {
-            Event::Hit => (&c.hits, "hit"),
-            Event::Miss => (&c.misses, "miss"),
-            Event::TombstoneHit => (&c.tombstone_hits, "tombstone"),
-            Event::Bypass => (&c.bypasses, "bypass"),
+        let (slot, result) = match event {
+            Event::Hit => (0, "hit"),
+            Event::Miss => (1, "miss"),
+            Event::TombstoneHit => (2, "tombstone"),
+            Event::Bypass => (3, "bypass"),
             Event::OriginCall | Event::StoreError | Event::Coalesced => return,
         };
-        counter.fetch_add(n, Ordering::Relaxed);
-        metrics::counter!("model_cache_lookups_total", "entity" => entity, "operation" => operation, "result" => result)
-            .increment(n);
+        self.with_meter(entity, operation, |m| {
+            let c = &m.counters;
+            let counter = [&c.hits, &c.misses, &c.tombstone_hits, &c.bypasses][slot];
+            counter.fetch_add(n, Ordering::Relaxed);
+            m.lookups[slot]
+                .get_or_init(|| {
+                    metrics::counter!("model_cache_lookups_total", "entity" => entity, "operation" => operation, "result" => result)
+                })
+                .increment(n);
+        });
         telemetry::count(event, n);
     }
 
@@ -176,30 +284,52 @@ impl Stats {
         if n == 0 {
             return;
         }
-        self.counters(entity).coalesced.fetch_add(n, Ordering::Relaxed);
-        metrics::counter!("model_cache_coalesced_total", "entity" => entity, "operation" => operation).increment(n);
+        self.with_meter(entity, operation, |m| {
+            m.counters.coalesced.fetch_add(n, Ordering::Relaxed);
+            m.coalesced
+                .get_or_init(
+                    || metrics::counter!("model_cache_coalesced_total", "entity" => entity, "operation" => operation),
+                )
+                .increment(n);
+        });
         telemetry::count(Event::Coalesced, n);
     }
 
     pub(crate) fn origin_call(&self, entity: &'static str, operation: &'static str) {
-        self.counters(entity).origin_calls.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("model_cache_origin_calls_total", "entity" => entity, "operation" => operation).increment(1);
+        self.with_meter(entity, operation, |m| {
+            m.counters.origin_calls.fetch_add(1, Ordering::Relaxed);
+            m.origin_calls
+                .get_or_init(|| metrics::counter!("model_cache_origin_calls_total", "entity" => entity, "operation" => operation))
+                .increment(1);
+        });
         telemetry::count(Event::OriginCall, 1);
     }
 
     pub(crate) fn origin_done(&self, entity: &'static str, operation: &'static str, took: Duration, ok: bool) {
-        metrics::histogram!("model_cache_origin_duration_seconds", "entity" => entity, "operation" => operation)
-            .record(took.as_secs_f64());
-        if !ok {
-            self.counters(entity).origin_errors.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("model_cache_origin_errors_total", "entity" => entity, "operation" => operation)
-                .increment(1);
-        }
+        self.with_meter(entity, operation, |m| {
+            m.origin_duration
+                .get_or_init(|| {
+                    metrics::histogram!("model_cache_origin_duration_seconds", "entity" => entity, "operation" => operation)
+                })
+                .record(took.as_secs_f64());
+            if !ok {
+                m.counters.origin_errors.fetch_add(1, Ordering::Relaxed);
+                m.origin_errors
+                    .get_or_init(|| {
+                        metrics::counter!("model_cache_origin_errors_total", "entity" => entity, "operation" => operation)
+                    })
+                    .increment(1);
+            }
+        });
     }
 
     pub(crate) fn store_error(&self, entity: &'static str, operation: &'static str) {
-        self.counters(entity).store_errors.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("model_cache_store_errors_total", "entity" => entity, "operation" => operation).increment(1);
+        self.with_meter(entity, operation, |m| {
+            m.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+            m.store_errors
+                .get_or_init(|| metrics::counter!("model_cache_store_errors_total", "entity" => entity, "operation" => operation))
+                .increment(1);
+        });
         telemetry::count(Event::StoreError, 1);
     }
 
@@ -207,14 +337,25 @@ impl Stats {
         if n == 0 {
             return;
         }
-        self.counters(entity).stale_refusals.fetch_add(n, Ordering::Relaxed);
-        metrics::counter!("model_cache_stale_refusals_total", "entity" => entity, "reason" => reason.label())
-            .increment(n);
+        let reason = reason.label();
+        self.with_meter(entity, reason, |m| {
+            m.counters.stale_refusals.fetch_add(n, Ordering::Relaxed);
+            m.stale
+                .get_or_init(
+                    || metrics::counter!("model_cache_stale_refusals_total", "entity" => entity, "reason" => reason),
+                )
+                .increment(n);
+        });
     }
 
     pub(crate) fn operation_done(&self, entity: &'static str, operation: &'static str, took: Duration) {
-        metrics::histogram!("model_cache_operation_duration_seconds", "entity" => entity, "operation" => operation)
-            .record(took.as_secs_f64());
+        self.with_meter(entity, operation, |m| {
+            m.operation_duration
+                .get_or_init(|| {
+                    metrics::histogram!("model_cache_operation_duration_seconds", "entity" => entity, "operation" => operation)
+                })
+                .record(took.as_secs_f64());
+        });
     }
 }
 
@@ -259,4 +400,74 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Duration of value computations."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics::{CounterFn, Gauge, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+    use super::*;
+
+    /// Adds up every increment of `model_cache_lookups_total`, whatever its labels.
+    #[derive(Default)]
+    struct LookupsRecorder(Arc<AtomicU64>);
+
+    struct Add(Arc<AtomicU64>);
+
+    impl CounterFn for Add {
+        fn increment(&self, n: u64) {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+
+        fn absolute(&self, _: u64) {}
+    }
+
+    impl Recorder for LookupsRecorder {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            if key.name() == "model_cache_lookups_total" {
+                Counter::from_arc(Arc::new(Add(Arc::clone(&self.0))))
+            } else {
+                Counter::noop()
+            }
+        }
+
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn metric_handles_follow_the_current_recorder() {
+        let stats = Stats::default();
+        stats.lookup("projects", "get", Event::Hit, 1);
+        let (first, second) = (LookupsRecorder::default(), LookupsRecorder::default());
+        metrics::with_local_recorder(&first, || {
+            stats.lookup("projects", "get", Event::Hit, 2);
+            stats.lookup("projects", "get", Event::Miss, 3);
+        });
+        metrics::with_local_recorder(&second, || stats.lookup("projects", "get", Event::Hit, 4));
+        assert_eq!(first.0.load(Ordering::Relaxed), 5, "registered after the first use");
+        assert_eq!(second.0.load(Ordering::Relaxed), 4);
+        let projects = stats.snapshot().entity("projects");
+        assert_eq!((projects.hits, projects.misses), (7, 3));
+    }
+
+    #[test]
+    fn copies_of_an_entity_name_share_its_counters() {
+        let stats = Stats::default();
+        let copy: &'static str = String::from("projects").leak();
+        stats.lookup("projects", "get", Event::Hit, 1);
+        stats.lookup(copy, "get", Event::Hit, 2);
+        assert_eq!(stats.snapshot().entity("projects").hits, 3);
+    }
 }

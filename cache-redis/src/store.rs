@@ -139,16 +139,22 @@ fn by_bucket<'a>(layout: &KeyLayout, ids: impl Iterator<Item = &'a RecordId>) ->
     groups
 }
 
-/// One bucket's answer to a query: its sequence, and when its marker holds, its rows
-/// `(id, score, body)`, the body `None` when the record expired or was evicted.
+/// One bucket's answer to a query: its sequence, and when its marker holds, its page.
 struct Page {
     seq: u64,
-    rows: Option<Vec<(String, f64, Option<Bytes>)>>,
+    rows: Option<Rows>,
+}
+
+/// A bucket's page, each body `None` when the record expired or was evicted. `ranks` (each
+/// row's id and score) is asked for only when pages of several buckets are merged.
+struct Rows {
+    ranks: Vec<(String, f64)>,
+    bodies: Vec<Option<Bytes>>,
 }
 
 /// The bodies of a page, or `None` when one of its records is gone.
-fn bodies(rows: impl IntoIterator<Item = (String, f64, Option<Bytes>)>) -> Option<Vec<Bytes>> {
-    rows.into_iter().map(|(_, _, body)| body).collect()
+fn bodies(rows: impl IntoIterator<Item = Option<Bytes>>) -> Option<Vec<Bytes>> {
+    rows.into_iter().collect()
 }
 
 impl RedisStore {
@@ -340,8 +346,8 @@ impl RedisStore {
         keys: &BucketKeys,
         query: &IndexQuery,
         ittl: u64,
-        offset: usize,
-        count: Option<usize>,
+        (offset, count): (usize, Option<usize>),
+        ranked: bool,
     ) -> StoreResult<Page> {
         let mut invocation = Self::entity_invocation(&self.inner.scripts.query, keys);
         invocation.key(keys.marker(query));
@@ -353,7 +359,8 @@ impl RedisStore {
             .arg(ittl)
             .arg(if desc { "1" } else { "0" })
             .arg(to_i64(offset))
-            .arg(count.map_or(-1, to_i64));
+            .arg(count.map_or(-1, to_i64))
+            .arg(if ranked { "1" } else { "0" });
         let reply: Value = invocation.invoke_async(&mut self.conn()).await.map_err(re)?;
         let mut items = as_array(reply, "query")?.into_iter();
         let complete = items.next().as_ref().and_then(as_u64) == Some(1);
@@ -365,16 +372,35 @@ impl RedisStore {
         if !complete {
             return Ok(Page { seq, rows: None });
         }
-        let mut rows = Vec::with_capacity(items.len() / 3);
-        while let (Some(id), Some(score), Some(body)) = (items.next(), items.next(), items.next()) {
-            let id: String = redis::from_redis_value(id).map_err(|e| backend(e.to_string()))?;
-            let score: String = redis::from_redis_value(score).map_err(|e| backend(e.to_string()))?;
-            let score = score
-                .parse::<f64>()
-                .map_err(|_| backend(format!("query: score {score:?} is not a number")))?;
-            rows.push((id, score, as_bytes(body)));
+        let mut ranks = Vec::new();
+        if ranked {
+            let n = items
+                .next()
+                .as_ref()
+                .and_then(as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| backend("query: reply without a row count"))?;
+            ranks.reserve(n);
+            for _ in 0..n {
+                let (Some(id), Some(score)) = (items.next(), items.next()) else {
+                    return Err(backend("query: reply with too few rows"));
+                };
+                let id: String = redis::from_redis_value(id).map_err(|e| backend(e.to_string()))?;
+                let score: String = redis::from_redis_value(score).map_err(|e| backend(e.to_string()))?;
+                let score = score
+                    .parse::<f64>()
+                    .map_err(|_| backend(format!("query: score {score:?} is not a number")))?;
+                ranks.push((id, score));
+            }
         }
-        Ok(Page { seq, rows: Some(rows) })
+        let bodies: Vec<Option<Bytes>> = items.map(as_bytes).collect();
+        if ranked && bodies.len() != ranks.len() {
+            return Err(backend("query: reply with more or fewer bodies than rows"));
+        }
+        Ok(Page {
+            seq,
+            rows: Some(Rows { ranks, bodies }),
+        })
     }
 
     async fn scan_node(
@@ -707,10 +733,10 @@ impl Store for RedisStore {
         self.guarded("query", async {
             if layout.bucket_count() == 1 {
                 let page = self
-                    .query_bucket(layout.keys(0), query, ittl, query.offset, query.limit)
+                    .query_bucket(layout.keys(0), query, ittl, (query.offset, query.limit), false)
                     .await?;
                 let token = FillToken(vec![page.seq]);
-                return Ok(match page.rows.and_then(bodies) {
+                return Ok(match page.rows.and_then(|rows| bodies(rows.bodies)) {
                     Some(page) => QueryLookup::Complete { page, token },
                     None => QueryLookup::Incomplete(token),
                 });
@@ -722,23 +748,24 @@ impl Store for RedisStore {
                 layout
                     .all_keys()
                     .iter()
-                    .map(|keys| self.query_bucket(keys, query, ittl, 0, count)),
+                    .map(|keys| self.query_bucket(keys, query, ittl, (0, count), true)),
             )
             .await?;
             let seqs: Vec<u64> = pages.iter().map(|p| p.seq).collect();
             let mut rows = Vec::new();
             for page in pages {
                 match page.rows {
-                    Some(page_rows) => rows.extend(page_rows),
+                    Some(page_rows) => rows.extend(page_rows.ranks.into_iter().zip(page_rows.bodies)),
                     None => return Ok(QueryLookup::Incomplete(FillToken(seqs))),
                 }
             }
             let order = query.sort.map(|s| s.order);
-            rows.sort_by(|a, b| compare_scored((a.1, a.0.as_str()), (b.1, b.0.as_str()), order));
+            rows.sort_by(|a, b| compare_scored((a.0.1, a.0.0.as_str()), (b.0.1, b.0.0.as_str()), order));
             let page = rows
                 .into_iter()
                 .skip(query.offset)
-                .take(query.limit.unwrap_or(usize::MAX));
+                .take(query.limit.unwrap_or(usize::MAX))
+                .map(|(_, body)| body);
             let token = FillToken(seqs);
             Ok(match bodies(page) {
                 Some(page) => QueryLookup::Complete { page, token },

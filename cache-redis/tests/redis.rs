@@ -267,6 +267,52 @@ async fn every_key_has_a_ttl() {
 }
 
 #[tokio::test]
+async fn fills_drop_their_leases() {
+    let server = RedisServer::start();
+    let store = store_on(&server).await;
+    let s = notes();
+    let lease = store.lease(s, &[id("n1"), id("n9")], LONG).await.expect("lease");
+    let out = store
+        .put(s, &[note("n1", "a", 1.0)], WriteMode::Fill(lease))
+        .await
+        .expect("fill");
+    assert!(matches!(out[..], [WriteOutcome::Written { .. }]), "{out:?}");
+    store
+        .remove(s, &[id("n9")], RemoveMode::FillTombstone { lease, ttl: LONG })
+        .await
+        .expect("fill tombstone");
+    let leases: Vec<String> = keys_of(&server, store.namespace())
+        .into_iter()
+        .filter(|k| k.contains(":lease:"))
+        .collect();
+    assert!(leases.is_empty(), "leases left behind: {leases:?}");
+}
+
+#[tokio::test]
+async fn one_put_can_write_a_record_twice() {
+    let server = RedisServer::start();
+    let store = store_on(&server).await;
+    complete(&store, &by_tag("a"), &[]).await;
+    complete(&store, &by_tag("b"), &[]).await;
+    upsert(
+        &store,
+        &[note("n1", "a", 1.0), note("n2", "a", 2.0), note("n1", "b", 5.0)],
+    )
+    .await;
+    let s = notes();
+    assert_eq!(page_ids(store.query(s, &by_tag("a")).await.expect("query")), ["n2"]);
+    assert_eq!(page_ids(store.query(s, &by_tag("b")).await.expect("query")), ["n1"]);
+    let mut by_rank = IndexQuery::all();
+    by_rank.sort = Some(Sort {
+        field: "rank",
+        order: Order::Desc,
+    });
+    complete(&store, &by_rank, &[note("n1", "b", 5.0), note("n2", "a", 2.0)]).await;
+    upsert(&store, &[note("n2", "a", 9.0), note("n2", "a", 3.0)]).await;
+    assert_eq!(page_ids(store.query(s, &by_rank).await.expect("query")), ["n1", "n2"]);
+}
+
+#[tokio::test]
 async fn the_layout_is_readable_with_redis_cli() {
     let server = RedisServer::start();
     let store = store_on(&server).await;

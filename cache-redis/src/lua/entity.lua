@@ -69,6 +69,54 @@ local function ensure_zset(key, ttl)
   end
 end
 
+-- Index keys a script filed into: their time to live is extended once, by `refresh`, however
+-- many records were filed there. `present` holds the tag sets known to exist since this
+-- script added to them, so that each is checked for existence once.
+local touched, present = {}, {}
+
+-- Batching (`begin_batch`, put.lua): additions to an index key are held per key and sent as
+-- one command by `flush_batch`, or before anything takes a member out of that key, so that
+-- the key sees every change in the order the records were written. Only additions wait:
+-- nothing the scripts read in between depends on them (the sentinels and marks are written at
+-- once).
+local batch
+
+local function begin_batch() batch = {} end
+
+-- Sends the additions held for `key`.
+local function flush_key(key)
+  local held = batch and batch[key]
+  if not held then return end
+  batch[key] = nil
+  for first = 2, #held, 1000 do
+    redis.call(held[1], key, unpack(held, first, math.min(first + 999, #held)))
+  end
+end
+
+local function flush_batch()
+  for key in pairs(batch) do flush_key(key) end
+end
+
+-- Adds `...` (members, or score/member pairs) to `key` with `command`, now or with the batch.
+local function add(command, key, ...)
+  if not batch then
+    redis.call(command, key, ...)
+    return
+  end
+  local held = batch[key]
+  if not held then
+    held = {command}
+    batch[key] = held
+  end
+  for _, arg in ipairs({...}) do held[#held + 1] = arg end
+end
+
+-- Takes `member` out of `key` with `command`, after the additions held for it.
+local function take(command, key, member)
+  flush_key(key)
+  redis.call(command, key, member)
+end
+
 -- Moves `id` from the index entries of meta `old` (false: none) to those of meta `new`
 -- (nil: drop them), keeping the meta hash and the id zset in step.
 local function move(id, old, new, ttl)
@@ -78,36 +126,41 @@ local function move(id, old, new, ttl)
   for _, e in ipairs(n.t) do tags[tag_key(e[1], e[2])] = true end
   for _, e in ipairs(o.t) do
     local key = tag_key(e[1], e[2])
-    if not tags[key] then redis.call('SREM', key, id) end
+    if not tags[key] then
+      take('SREM', key, id)
+      -- Emptied, the set is gone.
+      present[key] = nil
+    end
   end
   for key in pairs(tags) do
-    if redis.call('EXISTS', key) == 0 then
+    if not present[key] and redis.call('EXISTS', key) == 0 then
       -- A set created now holds only what is filed from now on.
       ensure_meta(ttl)
       redis.call('SADD', key, clean)
     end
-    redis.call('SADD', key, id)
-    extend(key, ttl)
+    add('SADD', key, id)
+    present[key] = true
+    touched[key] = true
   end
   local scored = {}
   for _, e in ipairs(n.s) do scored[e[1]] = true end
   for _, e in ipairs(o.s) do
-    if not scored[e[1]] then redis.call('ZREM', sort_key(e[1]), id) end
+    if not scored[e[1]] then take('ZREM', sort_key(e[1]), id) end
   end
   for _, e in ipairs(n.s) do
     local key = sort_key(e[1])
     ensure_zset(key, ttl)
-    redis.call('ZADD', key, e[2], id)
-    extend(key, ttl)
+    add('ZADD', key, e[2], id)
+    touched[key] = true
   end
   if new then
     ensure_meta(ttl)
     ensure_zset(IDS, ttl)
-    redis.call('HSET', META, id, new)
-    redis.call('ZADD', IDS, 0, id)
+    add('HSET', META, id, new)
+    add('ZADD', IDS, 0, id)
   else
-    redis.call('HDEL', META, id)
-    redis.call('ZREM', IDS, id)
+    take('HDEL', META, id)
+    take('ZREM', IDS, id)
   end
 end
 
@@ -120,8 +173,10 @@ local function cached_is_newer(id, old, version)
   return cached ~= nil and tonumber(version) < tonumber(cached)
 end
 
--- Keeps the bucket's shared keys alive at least `ttl` ms.
+-- Keeps the bucket's shared keys, and the index keys filed into, alive at least `ttl` ms.
 local function refresh(ttl)
+  for key in pairs(touched) do extend(key, ttl) end
+  touched = {}
   extend(SEQ, ttl)
   extend(META, ttl)
   extend(IDS, ttl)

@@ -5,13 +5,45 @@
 local mode, token, ittl = ARGV[2], ARGV[3], tonumber(ARGV[4])
 -- Before reading where records were filed: a lost meta hash drops the bucket's markers.
 ensure_meta(ittl)
+
+-- Reads, for every record, `command` of the keys or fields `name(id)` (in chunks: Lua's
+-- unpack is limited by its C stack).
+local function read_all(command, first, name)
+  local values, args = {}, {}
+  local function flush()
+    for _, value in ipairs(redis.call(command, unpack(args))) do values[#values + 1] = value end
+  end
+  if first then args[1] = first end
+  local base = #args
+  for i = 5, #ARGV, 5 do
+    args[#args + 1] = name(ARGV[i])
+    if #args - base == 1000 then
+      flush()
+      args = {first}
+    end
+  end
+  if #args > base then flush() end
+  return values
+end
+
+local function same(id) return id end
+-- Index additions are sent once per key for the whole batch (see entity.lua).
+begin_batch()
+local metas = read_all('HMGET', META, same)
+-- Leases are only read here and deleted at the end, so one read serves the whole batch.
+local leases = mode == 'fill' and read_all('MGET', nil, lease_key)
+-- The meta of the records written by this call (a record may come twice).
+local written = {}
+local gone = {}
 local out = {}
 local wrote = false
 for i = 5, #ARGV, 5 do
   local id, body, ttl, version, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local old = redis.call('HGET', META, id)
+  local n = (i - 5) / 5 + 1
+  local old = written[id]
+  if old == nil then old = metas[n] end
   local status = 0
-  if mode == 'fill' and redis.call('GET', lease_key(id)) ~= token then
+  if mode == 'fill' and leases[n] ~= token then
     status = 2
   elseif cached_is_newer(id, old, version) then
     status = 1
@@ -19,12 +51,19 @@ for i = 5, #ARGV, 5 do
   if status == 0 then
     move(id, old, meta, ittl)
     redis.call('SET', record_key(id), body, 'PX', ttl)
-    redis.call('DEL', tomb_key(id))
-    if mode == 'upsert' then redis.call('DEL', lease_key(id)) end
+    -- A fill that succeeded has no use for its lease any more (a fill presents it once):
+    -- dropped with the tombstones rather than left to its TTL.
+    gone[#gone + 1] = tomb_key(id)
+    gone[#gone + 1] = lease_key(id)
+    written[id] = meta
     wrote = true
   end
   out[#out + 1] = status
   out[#out + 1] = status == 0 and old
+end
+flush_batch()
+for first = 1, #gone, 1000 do
+  redis.call('DEL', unpack(gone, first, math.min(first + 999, #gone)))
 end
 if wrote and mode == 'upsert' then bump(SEQ, ittl) end
 refresh(ittl)

@@ -19,7 +19,8 @@ for i = 6, #ARGV do
       redis.call('DEL', tomb_key(id), lease_key(id))
     else
       redis.call('SET', tomb_key(id), '1', 'PX', tomb_ttl)
-      if mode == 'tombstone' then redis.call('DEL', lease_key(id)) end
+      -- A fill-tombstone's lease held (checked above) and has served its one use.
+      redis.call('DEL', lease_key(id))
     end
     out[#out + 1] = old
   end
