@@ -10,6 +10,16 @@ use redis::{
 
 use cache_core::StoreError;
 
+/// One connection of either topology: to one server or to a cluster. Every redis-rs command
+/// runs on it ([`redis::aio::ConnectionLike`]), whichever it is.
+#[derive(Clone)]
+pub enum Topology<S, C> {
+    /// One server.
+    Single(S),
+    /// A Redis Cluster.
+    Cluster(C),
+}
+
 /// The store's connection: a [`ConnectionManager`] (one server; reconnects by itself) or a
 /// cluster connection (follows the slot map). Cheap to clone: clones share the connection.
 ///
@@ -22,24 +32,18 @@ use cache_core::StoreError;
 /// let raw: Option<Vec<u8>> = redis::cmd("GET").arg("mc:v:hello").query_async(&mut conn).await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
-pub enum RedisConnection {
-    /// One server.
-    Single(ConnectionManager),
-    /// A Redis Cluster.
-    Cluster(ClusterConnection),
-}
+pub type RedisConnection = Topology<ConnectionManager, ClusterConnection>;
 
-impl std::fmt::Debug for RedisConnection {
+impl<S, C> std::fmt::Debug for Topology<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Single(_) => f.write_str("RedisConnection::Single"),
-            Self::Cluster(_) => f.write_str("RedisConnection::Cluster"),
+            Self::Single(_) => f.write_str("Topology::Single"),
+            Self::Cluster(_) => f.write_str("Topology::Cluster"),
         }
     }
 }
 
-impl ConnectionLike for RedisConnection {
+impl<S: ConnectionLike + Send, C: ConnectionLike + Send> ConnectionLike for Topology<S, C> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),

@@ -44,7 +44,7 @@ pub use breaker::{CircuitBreakerConfig, CircuitState, CircuitStatus};
 pub use builder::{
     ConnectError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_RESPONSE_TIMEOUT, RedisStoreBuilder,
 };
-pub use connection::RedisConnection;
+pub use connection::{RedisConnection, Topology};
 pub use layout::{BucketKeys, KeyLayout};
 pub use store::RedisStore;
 

@@ -14,11 +14,13 @@ use std::{
 };
 
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, RedisFuture, RedisResult, Value,
-    aio::{ConnectionLike, MultiplexedConnection},
+    AsyncConnectionConfig, Client, RedisResult,
+    aio::MultiplexedConnection,
     cluster::{ClusterClient, ClusterConfig},
     cluster_async::ClusterConnection,
 };
+
+use crate::Topology;
 
 /// Idle connections kept for later waits.
 const MAX_IDLE: usize = 8;
@@ -47,38 +49,7 @@ enum Source {
     Cluster(Box<ClusterClient>),
 }
 
-enum Dedicated {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Dedicated {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
+type Dedicated = Topology<MultiplexedConnection, ClusterConnection>;
 
 impl WaitConnections {
     /// Waits on one server, connecting with `client`.
