@@ -1,12 +1,12 @@
 //! Test support (feature `testing`): the [store conformance suite](conformance) every
 //! [`Store`](crate::Store) runs, [`MemoryOrigin`], an origin in memory that counts its calls,
 //! fails on demand and holds calls at a gate so that races are deterministic, and
-//! [`FailingStore`], a store that can be taken down.
+//! [`FailingStore`], a store that can be taken down, fail one method and hold calls at a gate.
 
 pub mod conformance;
 mod failing;
 
-pub use failing::FailingStore;
+pub use failing::{FailingStore, StoreHold};
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -81,6 +81,35 @@ struct Stored {
 struct Gate {
     waiting: watch::Sender<usize>,
     open: watch::Sender<bool>,
+}
+
+impl Gate {
+    fn new() -> Self {
+        Self {
+            waiting: watch::Sender::new(0),
+            open: watch::Sender::new(false),
+        }
+    }
+
+    /// Called by a held call: counts it as arrived, then waits until the gate opens.
+    async fn pass(&self) {
+        let mut open = self.open.subscribe();
+        self.waiting.send_modify(|n| *n += 1);
+        // The sender lives in `self`: the channel cannot close while we wait.
+        let _ = open.wait_for(|open| *open).await;
+    }
+
+    /// Waits until `n` calls are held at the gate.
+    async fn arrived(&self, n: usize) {
+        let mut rx = self.waiting.subscribe();
+        // The sender lives in `self`: the channel cannot close while we wait.
+        let _ = rx.wait_for(|waiting| *waiting >= n).await;
+    }
+
+    /// Lets the held calls (and every later one) through.
+    fn open(&self) {
+        self.open.send_replace(true);
+    }
 }
 
 /// Calls of one method held at a gate (see [`MemoryOrigin::hold`]). Dropping it releases them.

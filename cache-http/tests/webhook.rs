@@ -342,13 +342,13 @@ async fn an_older_delivery_overtaken_on_another_instance_does_not_win() {
         .unwrap();
 
     // The older delivery reaches its write, and waits there.
-    let gate = h.store.inner().hold_put("Older");
+    let hold = h.store.hold_put("Older");
     let older = tokio::spawn(deliver_owned(first, event_payload("Older", "2025-01-01T11:00:00Z")));
-    gate.arrived().await;
+    hold.arrived(1).await;
     // Meanwhile the newer one is delivered to the other instance, and applied.
     let (status, body) = deliver(&second, &event_payload("Newest", "2025-01-01T12:00:00Z")).await;
     assert_eq!((status, body["applied"].clone()), (StatusCode::OK, json!(true)));
-    gate.release();
+    hold.release();
     let (status, body) = older.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["applied"], false, "{body}");
@@ -363,12 +363,12 @@ async fn an_older_delivery_after_a_newer_claim_on_another_instance_is_stale_at_o
     let h = Harness::new();
     let (first, second) = (router(&h.cache), router(&h.instance()));
     // The newer delivery claimed its timestamp and waits at its write.
-    let gate = h.store.inner().hold_put("Newest");
+    let hold = h.store.hold_put("Newest");
     let newer = tokio::spawn(deliver_owned(second, event_payload("Newest", "2025-01-01T12:00:00Z")));
-    gate.arrived().await;
+    hold.arrived(1).await;
     let (status, body) = deliver(&first, &event_payload("Older", "2025-01-01T11:00:00Z")).await;
     assert_eq!((status, body["reason"].clone()), (StatusCode::OK, json!("stale")));
-    gate.release();
+    hold.release();
     assert_eq!(newer.await.unwrap().1["applied"], true);
     assert_eq!(h.origin.total_calls(), 0);
     assert_eq!(event_name(&h.cache).await, "Newest");
@@ -400,10 +400,10 @@ async fn concurrent_deliveries_to_two_instances_leave_the_newest() {
 async fn a_delivery_whose_write_failed_after_its_claim_is_retried_as_it_was() {
     let h = Harness::new();
     let app = router(&h.cache);
-    h.store.inner().fail("put");
+    h.store.fail("put");
     let (status, _) = deliver(&app, &event_payload("Newest", "2025-01-01T12:00:00Z")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    h.store.inner().heal();
+    h.store.heal();
     // The sender retries the newer delivery; an older one arriving first is still older.
     let (_, body) = deliver(&app, &event_payload("Older", "2025-01-01T11:00:00Z")).await;
     assert_eq!(body["reason"], "stale");
@@ -416,10 +416,10 @@ async fn a_delivery_whose_write_failed_after_its_claim_is_retried_as_it_was() {
 async fn a_write_whose_claim_cannot_be_checked_is_forgotten_and_retried() {
     let h = Harness::new();
     let app = router(&h.cache);
-    h.store.inner().fail("get_value");
+    h.store.fail("get_value");
     let (status, _) = deliver(&app, &event_payload("Unchecked", "2025-01-01T12:00:00Z")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    h.store.inner().heal();
+    h.store.heal();
     assert_eq!(
         event_name(&h.cache).await,
         "Hack One",
