@@ -124,9 +124,7 @@ pub struct Hold {
 impl Hold {
     /// Waits until `n` calls are held at the gate.
     pub async fn arrived(&self, n: usize) {
-        let mut rx = self.gate.waiting.subscribe();
-        // The sender lives in `self`: the channel cannot close while we wait.
-        let _ = rx.wait_for(|waiting| *waiting >= n).await;
+        self.gate.arrived(n).await;
     }
 
     /// Lets the held calls (and every later one) through.
@@ -137,7 +135,7 @@ impl Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.gate.open.send_replace(true);
+        self.gate.open();
         let mut holds = lock(&self.origin.inner.holds);
         if holds.get(&self.method).is_some_and(|g| Arc::ptr_eq(g, &self.gate)) {
             holds.remove(&self.method);
@@ -284,10 +282,7 @@ impl MemoryOrigin {
         let answer = answer(self);
         let gate = lock(&self.inner.holds).get(&method).cloned();
         if let Some(gate) = gate {
-            let mut open = gate.open.subscribe();
-            gate.waiting.send_modify(|n| *n += 1);
-            // The sender lives in `gate`, which we hold: the channel cannot close.
-            let _ = open.wait_for(|open| *open).await;
+            gate.pass().await;
         }
         if lock(&self.inner.failing).contains(&method) {
             return Err(OriginError::failed(format!("memory origin told to fail {method:?}")));
