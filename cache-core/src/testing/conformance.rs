@@ -484,18 +484,7 @@ where
     S: IntoStore,
 {
     let store = fresh(&factory).await;
-    let p = projects();
-    let lease = store.lease(p, &[id("p1")], LEASE).await.expect("lease");
-    store
-        .remove(p, &[id("p1")], RemoveMode::Invalidate)
-        .await
-        .expect("remove");
-    let out = store
-        .put(p, &[project("p1", "e1", "open", 1.0, None)], WriteMode::Fill(lease))
-        .await
-        .expect("put");
-    assert_eq!(out, vec![WriteOutcome::LeaseLost]);
-    assert_eq!(lookup(&*store, p, "p1").await, Lookup::Miss);
+    assert_eq!(fill_after_removal(&*store, RemoveMode::Invalidate).await, Lookup::Miss);
 }
 
 /// A fill whose lease was taken before a delete (tombstone) is refused and does not clear
@@ -507,18 +496,24 @@ where
     S: IntoStore,
 {
     let store = fresh(&factory).await;
+    assert_eq!(
+        fill_after_removal(&*store, RemoveMode::Tombstone(LONG)).await,
+        Lookup::Tombstone
+    );
+}
+
+/// Takes a lease on `p1`, removes it with `mode`, checks the fill under the lease is refused
+/// and answers what the store then holds for `p1`.
+async fn fill_after_removal(store: &dyn Store, mode: RemoveMode) -> Lookup {
     let p = projects();
     let lease = store.lease(p, &[id("p1")], LEASE).await.expect("lease");
-    store
-        .remove(p, &[id("p1")], RemoveMode::Tombstone(LONG))
-        .await
-        .expect("remove");
+    store.remove(p, &[id("p1")], mode).await.expect("remove");
     let out = store
         .put(p, &[project("p1", "e1", "open", 1.0, None)], WriteMode::Fill(lease))
         .await
         .expect("put");
     assert_eq!(out, vec![WriteOutcome::LeaseLost]);
-    assert_eq!(lookup(&*store, p, "p1").await, Lookup::Tombstone);
+    lookup(store, p, "p1").await
 }
 
 /// A newer lease on an id replaces the older one: the older fill is refused.
