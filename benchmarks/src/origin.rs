@@ -15,7 +15,7 @@ use std::{
 
 use async_trait::async_trait;
 use cache_core::{
-    Cacheable, EntitySchema, IndexEntries, ModelError, Order, Origin, OriginError, RecordId, SourceQuery, SourceRecord,
+    Cacheable, Deletion, EntitySchema, IndexEntries, ModelError, Order, Origin, OriginError, RecordId, SourceQuery, SourceRecord,
 };
 
 /// How many calls the origin answered, by method.
@@ -194,9 +194,9 @@ impl Origin for CountingOrigin {
         }))
     }
 
-    async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<bool, OriginError> {
+    async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<Deletion>, OriginError> {
         self.inner.delete.fetch_add(1, Ordering::Relaxed);
-        Ok(self.remove(entity, id))
+        Ok(self.remove(entity, id).then(Deletion::new))
     }
 }
 

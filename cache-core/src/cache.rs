@@ -18,8 +18,9 @@ use tracing::Instrument;
 
 use crate::{
     CacheError, CacheView, Cacheable, ConfigError, EntitySchema, FillToken, IndexEntries, IndexQuery, InvalidSwitch,
-    Lookup, Origin, OriginError, Query, QueryLookup, RecordId, RecordWrite, Registry, RemoveMode, SourceQuery,
+    Lookup, Origin, OriginError, Query, QueryFill, QueryLookup, RecordId, RecordWrite, Registry, RemoveMode, SourceQuery,
     SourceRecord, Store, StoreError, WriteMode, WriteOutcome,
+    change::{ChangeOutcome, Refusal, write_tags},
     flight::{Flight, FlightGuard, FlightOf, Flights, Found, QueryOutcome, RecordsOutcome, spawn_shared},
     keys, order,
     registry::EntityHandle,
@@ -43,6 +44,9 @@ pub enum UpsertOutcome {
     Stored,
     /// Refused, not an error: the cache holds a newer version of the record.
     Stale,
+    /// Refused, not an error: the source deleted the record after this state of it (see
+    /// [`Refusal::Deleted`](crate::Refusal::Deleted)).
+    Deleted,
     /// The cache is disabled; nothing was stored.
     Disabled,
     /// The store failed (logged as `cache_store_error`); the record may be cached in an older
@@ -130,6 +134,7 @@ struct Inner {
     registry: Registry,
     jitter: f64,
     lease_ttl: Duration,
+    ordering_ttl: Duration,
     stats: Stats,
     flights: Arc<Flights>,
     computed: crate::compute::ComputeState,
@@ -156,6 +161,7 @@ pub struct CacheBuilder {
     entities: Vec<EntityHandle>,
     jitter: f64,
     lease_ttl: Duration,
+    ordering_ttl: Duration,
     pub(crate) compute: crate::compute::ComputeSetup,
 }
 
@@ -223,6 +229,14 @@ impl CacheBuilder {
         self
     }
 
+    /// How long the latest source time applied to each record is remembered (default
+    /// [`DEFAULT_ORDERING_TTL`](crate::change::DEFAULT_ORDERING_TTL), 7 days): a change
+    /// delayed longer is not recognised as older by its time.
+    pub fn ordering_ttl(mut self, ttl: Duration) -> Self {
+        self.ordering_ttl = ttl;
+        self
+    }
+
     /// Builds the cache.
     pub fn build(mut self) -> Result<Cache, ConfigError> {
         if let Some(err) = self.errors.drain(..).next() {
@@ -243,6 +257,7 @@ impl CacheBuilder {
                 registry,
                 jitter: self.jitter,
                 lease_ttl: self.lease_ttl,
+                ordering_ttl: self.ordering_ttl,
                 stats: Stats::default(),
                 flights: Arc::default(),
                 computed: self.compute.build(),
@@ -312,6 +327,7 @@ impl Cache {
             entities: Vec::new(),
             jitter: DEFAULT_TTL_JITTER,
             lease_ttl: DEFAULT_LEASE_TTL,
+            ordering_ttl: crate::change::DEFAULT_ORDERING_TTL,
             compute: crate::compute::ComputeSetup::default(),
         }
     }
@@ -704,6 +720,9 @@ impl Cache {
                             }
                             WriteOutcome::LeaseLost => self.stale_refused(entity, &write.id, StaleReason::Lease),
                             WriteOutcome::StaleVersion => self.stale_refused(entity, &write.id, StaleReason::Version),
+                            WriteOutcome::Deleted | WriteOutcome::Unordered => {
+                                self.stale_refused(entity, &write.id, StaleReason::Deleted);
+                            }
                         }
                     }
                     tracing::debug!(entity, stored, "cache_miss_stored");
@@ -859,8 +878,18 @@ impl Cache {
         // Only the origin's whole result can be marked complete.
         if let (true, Some(token)) = (complete, token) {
             match inner.store.complete_query(schema, unpaged, token, &writes).await {
-                Ok(true) => tracing::debug!(entity, records = writes.len(), "cache_miss_stored"),
-                Ok(false) => {
+                Ok(QueryFill::Completed { forgotten }) => {
+                    tracing::debug!(entity, records = writes.len(), "cache_miss_stored");
+                    if !forgotten.is_empty() {
+                        // The source no longer files them here (deleted, or moved): what was
+                        // tagged by them, or by the result they left, is stale.
+                        let mut tags = write_tags(schema, &forgotten[0], None, None);
+                        tags.extend(forgotten.iter().map(|id| keys::record_tag(entity, id)));
+                        tags.extend(unpaged.filters.iter().map(|f| keys::index_tag(entity, f.field, &f.value)));
+                        self.purge(schema, tags).await;
+                    }
+                }
+                Ok(QueryFill::Refused) => {
                     inner.stats.stale(entity, StaleReason::FillToken, 1);
                     tracing::debug!(entity, reason = "fill_token", "cache_stale_refused");
                 }
@@ -875,55 +904,25 @@ impl Cache {
     // ---------------------------------------------------------------- writes
 
     /// Stores `record` as the current state of the source record (after the application wrote
-    /// it to the source, or a webhook said so). A record older than the cached version is
-    /// refused as [`UpsertOutcome::Stale`], not an error. Purges every value tagged with the
-    /// record, the index values it left or entered, and its entity.
+    /// it to the source). It takes the one ordered change path ([`Cache::apply_changes`]): a
+    /// record older than the cached version is refused as [`UpsertOutcome::Stale`], one the
+    /// source deleted since as [`UpsertOutcome::Deleted`], not errors. Purges every value
+    /// tagged with the record, the index values it left or entered, and its entity.
     pub async fn upsert<T: Cacheable>(&self, record: &T) -> Result<UpsertOutcome, CacheError> {
         let schema = T::schema();
         let started = Instant::now();
         let write = self.record_write(record)?;
-        let outcome = if self.inner.enabled {
-            self.inner
-                .flights
-                .detach(schema.entity, std::slice::from_ref(&write.id));
-            self.put_upserts(schema, std::slice::from_ref(&write)).await
-        } else {
-            UpsertOutcome::Disabled
-        };
+        let outcome = self.apply_upsert::<T>(write).await;
         self.inner
             .stats
             .operation_done(schema.entity, "upsert", started.elapsed());
-        Ok(outcome)
-    }
-
-    /// Puts upserts, purges what they change; answers the first write's outcome.
-    async fn put_upserts(&self, schema: &'static EntitySchema, writes: &[RecordWrite]) -> UpsertOutcome {
-        let entity = schema.entity;
-        let outcomes = match self.inner.store.put(schema, writes, WriteMode::Upsert).await {
-            Ok(outcomes) => outcomes,
-            Err(err) => {
-                self.store_failed(entity, "put", &err);
-                return UpsertOutcome::StoreFailed;
-            }
-        };
-        let mut tags = Vec::new();
-        let mut first = None;
-        for (write, outcome) in writes.iter().zip(outcomes) {
-            let result = match outcome {
-                WriteOutcome::Written { previous } => {
-                    tags.extend(write_tags(schema, &write.id, previous.as_ref(), Some(&write.index)));
-                    tracing::debug!(entity, id = %write.id, "cache_upserted");
-                    UpsertOutcome::Stored
-                }
-                WriteOutcome::StaleVersion | WriteOutcome::LeaseLost => {
-                    self.stale_refused(entity, &write.id, StaleReason::Version);
-                    UpsertOutcome::Stale
-                }
-            };
-            first.get_or_insert(result);
-        }
-        self.purge(schema, tags).await;
-        first.unwrap_or(UpsertOutcome::StoreFailed)
+        Ok(match outcome {
+            ChangeOutcome::Applied => UpsertOutcome::Stored,
+            ChangeOutcome::Refused(Refusal::Deleted) => UpsertOutcome::Deleted,
+            ChangeOutcome::Refused(_) => UpsertOutcome::Stale,
+            ChangeOutcome::Disabled => UpsertOutcome::Disabled,
+            _ => UpsertOutcome::StoreFailed,
+        })
     }
 
     /// Forgets a record: the next read asks the origin. Drops the completeness markers of the
@@ -932,63 +931,49 @@ impl Cache {
     /// A store failure is logged (`cache_store_error`) and counted, not returned: the record
     /// then lives until its TTL runs out.
     pub async fn invalidate<T: Cacheable>(&self, id: &RecordId) -> Result<(), CacheError> {
-        self.remove_record(T::schema(), id, false).await;
+        let started = Instant::now();
+        self.apply_removal(EntityHandle::of::<T>(), id, false).await;
+        self.inner
+            .stats
+            .operation_done(T::schema().entity, "invalidate", started.elapsed());
         Ok(())
     }
 
-    /// Deletes a record at the origin, then removes it from the cache leaving a tombstone.
-    /// Answers whether the origin had it. If the origin fails, the cache is left as it was.
+    /// Deletes a record at the origin, then removes it from the cache leaving a tombstone that
+    /// keeps the deleted version (from [`Deletion`](crate::Deletion)) and the delete's time, so
+    /// that a write racing the delete cannot bring the record back. Answers whether the origin
+    /// had it. If the origin fails, the cache is left as it was.
     pub async fn delete<T: Cacheable>(&self, id: &RecordId) -> Result<bool, CacheError> {
         let schema = T::schema();
         let entity = schema.entity;
         let started = Instant::now();
         self.inner.stats.origin_call(entity, "delete");
         let origin_started = Instant::now();
-        let existed = self.inner.origin.delete(schema, id).await;
-        self.origin_done(entity, "delete", origin_started, existed.as_ref().err());
-        let existed = existed?;
-        self.remove_record(schema, id, true).await;
+        let deletion = self.inner.origin.delete(schema, id).await;
+        self.origin_done(entity, "delete", origin_started, deletion.as_ref().err());
+        let deletion = deletion?;
+        let existed = deletion.is_some();
+        let deletion = deletion.unwrap_or_default();
+        let version = match (deletion.version, deletion.record) {
+            (Some(version), _) => Some(version),
+            (None, Some(record)) => T::from_source(record)?.version(),
+            (None, None) => None,
+        };
+        let at = deletion.at.unwrap_or_else(std::time::SystemTime::now);
+        self.apply_delete::<T>(id, version, at).await;
         self.inner.stats.operation_done(entity, "delete", started.elapsed());
         Ok(existed)
     }
 
-    /// Invalidates (`tombstone = false`) or tombstones a record without touching the origin.
-    pub(crate) async fn remove_record(
-        &self,
-        schema: &'static EntitySchema,
-        id: &RecordId,
-        tombstone: bool,
-    ) -> RemoveOutcome {
-        if !self.inner.enabled {
-            return RemoveOutcome::Disabled;
-        }
-        let entity = schema.entity;
-        let started = Instant::now();
-        let (mode, operation) = if tombstone {
-            (RemoveMode::Tombstone(self.jittered(schema.tombstone_ttl)), "tombstone")
-        } else {
-            (RemoveMode::Invalidate, "invalidate")
-        };
-        self.inner.flights.detach(entity, std::slice::from_ref(id));
-        let outcome = match self.inner.store.remove(schema, std::slice::from_ref(id), mode).await {
-            Ok(previous) => {
-                let previous = previous.into_iter().next().flatten();
-                if tombstone {
-                    tracing::debug!(entity, %id, "cache_deleted");
-                } else {
-                    tracing::debug!(entity, %id, "cache_invalidated");
-                }
-                self.purge(schema, write_tags(schema, id, previous.as_ref(), None))
-                    .await;
-                RemoveOutcome::Removed
-            }
-            Err(err) => {
-                self.store_failed(entity, "remove", &err);
-                RemoveOutcome::StoreFailed
-            }
-        };
-        self.inner.stats.operation_done(entity, operation, started.elapsed());
-        outcome
+    /// Reads a record from the origin whatever the store holds, and stores what it finds as a
+    /// fill: how the cache settles an upsert it cannot order against a delete. Answers whether
+    /// the origin has the record.
+    pub(crate) async fn refill<T: Cacheable>(&self, id: &RecordId) -> Result<bool, CacheError> {
+        let schema = T::schema();
+        let found = self
+            .fetch_records::<T>(schema, std::slice::from_ref(id), Fetch::One, false, "get")
+            .await?;
+        Ok(found.iter().any(|flight| flight.contains_key(id)))
     }
 
     // ---------------------------------------------------------------- helpers
@@ -1011,6 +996,10 @@ impl Cache {
         if let Some(err) = err {
             tracing::warn!(entity, operation, error = %err, "cache_origin_error");
         }
+    }
+
+    pub(crate) fn ordering_ttl(&self) -> Duration {
+        self.inner.ordering_ttl
     }
 
     pub(crate) fn compute_state(&self) -> &crate::compute::ComputeState {
@@ -1043,12 +1032,13 @@ impl Cache {
         }
     }
 
-    fn record_write<T: Cacheable>(&self, record: &T) -> Result<RecordWrite, crate::ModelError> {
+    pub(crate) fn record_write<T: Cacheable>(&self, record: &T) -> Result<RecordWrite, crate::ModelError> {
         Ok(RecordWrite {
             id: record.id().clone(),
             body: Bytes::from(record.to_cached()?),
             index: record.index_entries(),
             version: record.version(),
+            at: None,
             ttl: self.jittered(T::schema().ttl),
         })
     }
@@ -1062,22 +1052,6 @@ impl Cache {
         let factor = 1.0 + rand::rng().random_range(-jitter..=jitter);
         Duration::try_from_secs_f64(ttl.as_secs_f64() * factor).unwrap_or(ttl)
     }
-}
-
-/// The tags a write changes: the record, its entity, and every index value it left or entered.
-fn write_tags(
-    schema: &EntitySchema,
-    id: &RecordId,
-    previous: Option<&IndexEntries>,
-    current: Option<&IndexEntries>,
-) -> Vec<String> {
-    let mut tags = vec![keys::record_tag(schema.entity, id), keys::entity_tag(schema.entity)];
-    for entries in [previous, current].into_iter().flatten() {
-        for (field, value) in &entries.tags {
-            tags.push(keys::index_tag(schema.entity, field, value));
-        }
-    }
-    tags
 }
 
 /// `ids` without repeats, each at its first position; borrowed when there are none (the usual

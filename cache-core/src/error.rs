@@ -31,6 +31,10 @@ pub enum CacheError {
     /// The store failed during maintenance (a sweep).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A change names an entity no model registered with the cache reads
+    /// ([`CacheBuilder::register`](crate::CacheBuilder::register)).
+    #[error("no registered model is entity `{0}`")]
+    UnknownEntity(&'static str),
 }
 
 impl CacheError {

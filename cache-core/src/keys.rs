@@ -55,6 +55,12 @@ pub fn index_tag(entity: &str, field: &str, value: &str) -> String {
     format!("{entity}?{field}={}", encode_component(value))
 }
 
+/// The value key holding the latest source time applied to a record (Unix microseconds):
+/// `order:{entity}:{id}`.
+pub fn order_key(entity: &str, id: &RecordId) -> String {
+    format!("order:{entity}:{id}")
+}
+
 /// The tag of a whole entity.
 pub fn entity_tag(entity: &str) -> String {
     format!("{entity}?*")

@@ -8,6 +8,8 @@
 #![warn(missing_docs)]
 
 mod cache;
+pub mod change;
+pub mod feed;
 mod clock;
 pub mod compute;
 mod error;
@@ -40,6 +42,7 @@ pub use cache::{
     CACHE_ENABLED_ENV, Cache, CacheBuilder, DEFAULT_LEASE_TTL, DEFAULT_TTL_JITTER, IntoOrigin, IntoStore,
     RemoveOutcome, UpsertOutcome, parse_switch,
 };
+pub use change::{Change, ChangeKind, ChangeOutcome, Refusal};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compute::{ComputeOptions, Computed, ComputedStats, ManualRandom, RandomSource, SystemRandom};
 pub use error::{CacheError, ConfigError, InvalidSwitch};
@@ -47,7 +50,7 @@ pub use id::{FORBIDDEN_ID_CHARS, InvalidId, MAX_ID_LEN, RecordId};
 pub use link::{Link, Links};
 pub use memory::{DEFAULT_MEMORY_BUDGET, MemoryStore, MemoryStoreBuilder};
 pub use model::{CacheView, Cacheable, IndexEntries, IndexValue, ModelError, NoSort, SortField, SortKey, SourceRecord};
-pub use origin::{Origin, OriginError, SourceFilter, SourceQuery};
+pub use origin::{Deletion, Origin, OriginError, SourceFilter, SourceQuery};
 pub use query::{Filter, IndexQuery, Order, Query, Sort};
 pub use registry::{EntityHandle, Registry};
 pub use schema::{
@@ -55,8 +58,8 @@ pub use schema::{
 };
 pub use stats::{CacheStats, EntityStats, describe_metrics};
 pub use store::{
-    ComputeLock, ComputedLookup, ComputedWrite, FillToken, Lease, LockAttempt, LockWait, Lookup, PURGE_MEMORY,
-    PurgeStamp, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats, WriteMode,
+    ComputeLock, ComputedLookup, ComputedWrite, DeleteOrder, FillToken, Lease, LockAttempt, LockWait, Lookup, PURGE_MEMORY,
+    PurgeStamp, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats, Tombstone, WriteMode,
     WriteOutcome, human_bytes,
 };
 pub use sweep::{SweepProgress, SweepReport};

@@ -27,8 +27,9 @@ use futures::stream::{self, BoxStream, StreamExt};
 use moka::{Expiry, future::Cache as Moka, notification::RemovalCause};
 
 use crate::{
-    Clock, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Lookup, QueryLookup, RecordId, RecordWrite,
-    RemoveMode, Store, StoreResult, StoreStats, SystemClock, WriteMode, WriteOutcome, human_bytes, keys, order,
+    Clock, DeleteOrder, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Lookup, QueryFill, QueryLookup, RecordId,
+    RecordWrite, RemoveMode, Store, StoreResult, StoreStats, SystemClock, Tombstone, WriteMode, WriteOutcome,
+    human_bytes, keys, order,
 };
 
 mod computed;
@@ -210,7 +211,13 @@ enum Kind {
         /// Which write this is, so that a late eviction notice never unindexes a newer write.
         generation: u64,
     },
-    Tombstone,
+    /// Not at the source. `deleted`: the delete the source reported, which orders later
+    /// writes (`None` for a fill's "not found"). `answers`: whether reads are told "not
+    /// found" (false once invalidated: the order stays, the next read asks the origin).
+    Tombstone {
+        deleted: Option<Tombstone>,
+        answers: bool,
+    },
     Value {
         body: Bytes,
         tags: Arc<[String]>,
@@ -218,10 +225,23 @@ enum Kind {
 }
 
 impl Entry {
+    fn tombstone(deleted: Option<Tombstone>, answers: bool, ttl: Duration, now: Instant) -> Self {
+        Self {
+            kind: Kind::Tombstone { deleted, answers },
+            ttl,
+            expires_at: now + ttl,
+        }
+    }
+
+    /// A tombstone replacing one that expires at `expires_at`, expiring with it.
+    fn tombstone_until(deleted: Option<Tombstone>, answers: bool, expires_at: Instant, now: Instant) -> Self {
+        Self::tombstone(deleted, answers, expires_at.saturating_duration_since(now), now)
+    }
+
     fn body_len(&self) -> usize {
         match &self.kind {
             Kind::Record { body, .. } | Kind::Value { body, .. } => body.len(),
-            Kind::Tombstone => 0,
+            Kind::Tombstone { .. } => 0,
         }
     }
 }
@@ -403,10 +423,24 @@ impl Inner {
         {
             return Lookup::Hit(body);
         }
-        if self.live(&Key::tombstone(entity, id)).await.is_some() {
-            return Lookup::Tombstone;
+        match self.live(&Key::tombstone(entity, id)).await {
+            Some(Entry {
+                kind: Kind::Tombstone { answers: true, .. },
+                ..
+            }) => Lookup::Tombstone,
+            _ => Lookup::Miss,
         }
-        Lookup::Miss
+    }
+
+    /// The delete the source reported for a record, while its tombstone lives.
+    async fn deleted(&self, entity: &EntitySchema, id: &RecordId) -> Option<(Tombstone, Entry)> {
+        let entry = self.live(&Key::tombstone(entity, id)).await?;
+        match entry.kind {
+            Kind::Tombstone {
+                deleted: Some(deleted), ..
+            } => Some((deleted, entry)),
+            _ => None,
+        }
     }
 
     async fn cached_version(&self, entity: &EntitySchema, id: &RecordId) -> Option<f64> {
@@ -532,6 +566,24 @@ impl Store for MemoryStore {
                 out.push(WriteOutcome::StaleVersion);
                 continue;
             }
+            if let Some((deleted, _)) = inner.deleted(entity, &write.id).await {
+                let refusal = match (mode, deleted.order(write.version, write.at)) {
+                    (_, DeleteOrder::Newer) => None,
+                    (WriteMode::Upsert, DeleteOrder::NotNewer) => Some(WriteOutcome::Deleted),
+                    (WriteMode::Upsert, DeleteOrder::Unordered) => Some(WriteOutcome::Unordered),
+                    // A fill read the source after the delete (its lease says so): only a
+                    // version proves it read an older state (a lagging replica).
+                    (WriteMode::Fill(_), _) => deleted
+                        .version
+                        .zip(write.version)
+                        .is_some_and(|(deleted, written)| written <= deleted)
+                        .then_some(WriteOutcome::Deleted),
+                };
+                if let Some(refusal) = refusal {
+                    out.push(refusal);
+                    continue;
+                }
+            }
             let previous = inner.write_record(es, entity, write).await;
             es.leases.remove(&write.id);
             if mode == WriteMode::Upsert {
@@ -555,35 +607,41 @@ impl Store for MemoryStore {
         let mut out = Vec::with_capacity(ids.len());
         let mut wrote = false;
         for id in ids {
-            let tombstone_ttl = match mode {
-                RemoveMode::FillTombstone { lease, ttl } => {
-                    if !es.lease_holds(id, lease, now) {
-                        out.push(None);
-                        continue;
-                    }
-                    Some(ttl)
-                }
-                RemoveMode::Tombstone(ttl) => {
+            if let RemoveMode::FillTombstone { lease, .. } = mode
+                && !es.lease_holds(id, lease, now)
+            {
+                out.push(None);
+                continue;
+            }
+            let earlier = inner.deleted(entity, id).await;
+            let tombstone = match (mode, earlier) {
+                (RemoveMode::Tombstone(tombstone), earlier) => {
                     wrote = true;
-                    Some(ttl)
+                    let tombstone = match earlier {
+                        Some((earlier, _)) => tombstone.merge(earlier),
+                        None => tombstone,
+                    };
+                    Some(Entry::tombstone(Some(tombstone), true, tombstone.ttl, now))
                 }
-                RemoveMode::Invalidate => {
+                // A delete's tombstone keeps its order and answers reads again.
+                (RemoveMode::FillTombstone { .. }, Some((deleted, entry))) => {
+                    Some(Entry::tombstone_until(Some(deleted), true, entry.expires_at, now))
+                }
+                (RemoveMode::FillTombstone { ttl, .. }, None) => Some(Entry::tombstone(None, true, ttl, now)),
+                // The next read must ask the source; a delete's order stays until it expires.
+                (RemoveMode::Invalidate, Some((deleted, entry))) => {
+                    wrote = true;
+                    Some(Entry::tombstone_until(Some(deleted), false, entry.expires_at, now))
+                }
+                (RemoveMode::Invalidate, None) => {
                     wrote = true;
                     None
                 }
             };
             es.leases.remove(id);
             inner.entries.invalidate(&Key::record(entity, id)).await;
-            match tombstone_ttl {
-                Some(ttl) => {
-                    let entry = Entry {
-                        kind: Kind::Tombstone,
-                        ttl,
-                        expires_at: now + ttl,
-                    };
-                    inner.entries.insert(Key::tombstone(entity, id), entry).await;
-                }
-                // The source has the record again (re-created): the next read must ask it.
+            match tombstone {
+                Some(entry) => inner.entries.insert(Key::tombstone(entity, id), entry).await,
                 None => inner.entries.invalidate(&Key::tombstone(entity, id)).await,
             }
             out.push(es.unindex(id));
@@ -635,12 +693,12 @@ impl Store for MemoryStore {
         query: &IndexQuery,
         token: FillToken,
         records: &[RecordWrite],
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<QueryFill> {
         let inner = &self.inner;
         let mut state = inner.lock().await;
         let es = state.entities.entry(entity.entity).or_default();
         if es.token() != token {
-            return Ok(false);
+            return Ok(QueryFill::Refused);
         }
         let filters = filters_of(query);
         let given: HashSet<&RecordId> = records.iter().map(|r| &r.id).collect();
@@ -650,9 +708,9 @@ impl Store for MemoryStore {
             .filter(|id| !given.contains(id))
             .cloned()
             .collect();
-        for id in dropped {
-            inner.entries.invalidate(&Key::record(entity, &id)).await;
-            es.unindex(&id);
+        for id in &dropped {
+            inner.entries.invalidate(&Key::record(entity, id)).await;
+            es.unindex(id);
         }
         for write in records {
             if !is_newer(inner.cached_version(entity, &write.id).await, write.version) {
@@ -661,7 +719,7 @@ impl Store for MemoryStore {
         }
         let epoch = es.epoch;
         es.markers.insert(query.filter_key(), (epoch, filters));
-        Ok(true)
+        Ok(QueryFill::Completed { forgotten: dropped })
     }
 
     fn scan_ids<'a>(&'a self, entity: &'a EntitySchema, batch: usize) -> BoxStream<'a, StoreResult<Vec<RecordId>>> {

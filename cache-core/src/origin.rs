@@ -4,6 +4,8 @@
 //! arrays) and source field names; the cache translates from the model through the
 //! [`EntitySchema`]. One origin serves every entity, as one Airtable base serves every table.
 
+use std::time::SystemTime;
+
 use async_trait::async_trait;
 
 use crate::{EntitySchema, FieldSchema, IndexQuery, Order, RecordId, SourceRecord};
@@ -105,6 +107,64 @@ pub trait Origin: Send + Sync + 'static {
     /// Which of `ids` the source still has, in one call (the sweep uses it).
     async fn exists_many(&self, entity: &'static EntitySchema, ids: &[RecordId]) -> Result<Vec<RecordId>, OriginError>;
 
-    /// Deletes a record at the source; `Ok(false)` when it did not exist.
-    async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<bool, OriginError>;
+    /// Deletes a record at the source: what the source knows of the deletion, or `Ok(None)`
+    /// when the record did not exist. The cache's tombstone keeps it, so that a write which
+    /// is not newer than the delete is refused (see [`Deletion`]).
+    async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<Deletion>, OriginError>;
+}
+
+/// What the source knows of a record it deleted: the tombstone the cache leaves orders later
+/// writes of the record against it.
+///
+/// - `version`: the `#[cache(version)]` value the deleted record had (an SQL origin returns
+///   it from `DELETE ... RETURNING`). A write of the record with a version not above it is
+///   refused; a record re-created with a higher version is accepted.
+/// - `record`: the deleted record as the source last had it (`DELETE ... RETURNING *`): the
+///   cache reads the version from it with the model when `version` is not given.
+/// - `at`: when the source deleted it, by the source's clock. A change that carries a source
+///   time not after it is refused. The cache uses its own clock when the origin gives none.
+///
+/// ```
+/// use cache_core::Deletion;
+/// let deleted = Deletion::new().with_version(7.0);
+/// assert_eq!(deleted.version, Some(7.0));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Deletion {
+    /// The deleted record's version, when the model has a version field and the source can
+    /// tell.
+    pub version: Option<f64>,
+    /// The deleted record as the source last had it.
+    pub record: Option<SourceRecord>,
+    /// When the source deleted it.
+    pub at: Option<SystemTime>,
+}
+
+impl Deletion {
+    /// A deletion the source says nothing more of.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The deleted record's version.
+    #[must_use]
+    pub fn with_version(mut self, version: f64) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// The deleted record as the source last had it.
+    #[must_use]
+    pub fn with_record(mut self, record: SourceRecord) -> Self {
+        self.record = Some(record);
+        self
+    }
+
+    /// When the source deleted it.
+    #[must_use]
+    pub fn with_at(mut self, at: SystemTime) -> Self {
+        self.at = Some(at);
+        self
+    }
 }

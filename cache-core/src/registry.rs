@@ -6,13 +6,15 @@ use std::{collections::BTreeMap, fmt};
 use futures::future::BoxFuture;
 
 use crate::{
-    Cache, CacheError, Cacheable, ConfigError, EntitySchema, ModelError, RecordId, RemoveOutcome, SourceRecord,
-    UpsertOutcome,
+    Cache, CacheError, Cacheable, ConfigError, EntitySchema, ModelError, RecordId, RecordWrite, RemoveOutcome,
+    SourceRecord, UpsertOutcome, change::ChangeOutcome,
 };
 
 type UpsertSourceFn = for<'a> fn(&'a Cache, SourceRecord) -> BoxFuture<'a, Result<UpsertOutcome, CacheError>>;
 type CheckSourceFn = fn(&SourceRecord) -> Result<(), ModelError>;
 type GetJsonFn = for<'a> fn(&'a Cache, &'a RecordId) -> BoxFuture<'a, Result<Option<serde_json::Value>, CacheError>>;
+type RecordWriteFn = fn(&Cache, SourceRecord) -> Result<RecordWrite, ModelError>;
+type RefillFn = for<'a> fn(&'a Cache, &'a RecordId) -> BoxFuture<'a, Result<bool, CacheError>>;
 
 /// One registered model: its schema and the operations that need its Rust type.
 #[derive(Clone, Copy)]
@@ -21,6 +23,8 @@ pub struct EntityHandle {
     upsert_source: UpsertSourceFn,
     check_source: CheckSourceFn,
     get_json: GetJsonFn,
+    record_write: RecordWriteFn,
+    refill: RefillFn,
 }
 
 impl EntityHandle {
@@ -31,6 +35,8 @@ impl EntityHandle {
             upsert_source: upsert_source::<T>,
             check_source: check_source::<T>,
             get_json: get_json::<T>,
+            record_write: record_write::<T>,
+            refill: refill::<T>,
         }
     }
 
@@ -60,7 +66,24 @@ impl EntityHandle {
     /// asking the origin to delete anything, as a delete webhook needs). A store failure is
     /// answered as [`RemoveOutcome::StoreFailed`], so that a webhook can ask for a retry.
     pub fn remove<'a>(&self, cache: &'a Cache, id: &'a RecordId, tombstone: bool) -> BoxFuture<'a, RemoveOutcome> {
-        Box::pin(cache.remove_record(self.schema, id, tombstone))
+        let handle = *self;
+        Box::pin(async move {
+            match cache.apply_removal(handle, id, tombstone).await {
+                ChangeOutcome::Disabled => RemoveOutcome::Disabled,
+                ChangeOutcome::StoreFailed => RemoveOutcome::StoreFailed,
+                _ => RemoveOutcome::Removed,
+            }
+        })
+    }
+
+    /// Reads a record in its source shape with the model into the write that stores it.
+    pub(crate) fn record_write(&self, cache: &Cache, record: SourceRecord) -> Result<RecordWrite, ModelError> {
+        (self.record_write)(cache, record)
+    }
+
+    /// Reads a record from the origin whatever the store holds ([`Cache::refill`]).
+    pub(crate) fn refill<'a>(&self, cache: &'a Cache, id: &'a RecordId) -> BoxFuture<'a, Result<bool, CacheError>> {
+        (self.refill)(cache, id)
     }
 
     /// Reads a record through the cache, as JSON in its cached form (fields keyed by their
@@ -92,6 +115,14 @@ fn upsert_source<T: Cacheable>(
         let model = T::from_source(record)?;
         cache.upsert(&model).await
     })
+}
+
+fn record_write<T: Cacheable>(cache: &Cache, record: SourceRecord) -> Result<RecordWrite, ModelError> {
+    cache.record_write(&T::from_source(record)?)
+}
+
+fn refill<'a, T: Cacheable>(cache: &'a Cache, id: &'a RecordId) -> BoxFuture<'a, Result<bool, CacheError>> {
+    Box::pin(cache.refill::<T>(id))
 }
 
 fn check_source<T: Cacheable>(record: &SourceRecord) -> Result<(), ModelError> {

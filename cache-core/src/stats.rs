@@ -10,7 +10,7 @@
 //! | `model_cache_origin_calls_total` | counter | `entity`, `operation` (`fetch`, `fetch_many`, `query`, `delete`, `exists_many`) |
 //! | `model_cache_origin_errors_total` | counter | `entity`, `operation` |
 //! | `model_cache_store_errors_total` | counter | `entity`, `operation` |
-//! | `model_cache_stale_refusals_total` | counter | `entity`, `reason` (`lease`, `version`, `fill_token`) |
+//! | `model_cache_stale_refusals_total` | counter | `entity`, `reason` (`lease`, `version`, `fill_token`, `order`, `deleted`) |
 //! | `model_cache_operation_duration_seconds` | histogram | `entity`, `operation` |
 //! | `model_cache_origin_duration_seconds` | histogram | `entity`, `operation` |
 
@@ -103,6 +103,10 @@ pub(crate) enum StaleReason {
     Lease,
     Version,
     FillToken,
+    /// A change older than one already applied to the record (by source time).
+    Order,
+    /// A write not newer than the record's delete.
+    Deleted,
 }
 
 impl StaleReason {
@@ -111,6 +115,8 @@ impl StaleReason {
             Self::Lease => "lease",
             Self::Version => "version",
             Self::FillToken => "fill_token",
+            Self::Order => "order",
+            Self::Deleted => "deleted",
         }
     }
 }

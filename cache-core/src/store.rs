@@ -87,6 +87,9 @@ pub struct RecordWrite {
     pub index: IndexEntries,
     /// The record's version, when the entity has a version field.
     pub version: Option<f64>,
+    /// When the change happened at the source (Unix microseconds, the source's clock), when
+    /// the change says: it orders the write against a delete's [`Tombstone`].
+    pub at: Option<i64>,
     /// The time to live, jitter already applied.
     pub ttl: Duration,
 }
@@ -95,11 +98,12 @@ pub struct RecordWrite {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
     /// The application or a webhook says this is the record now: clears its tombstone and
-    /// revokes any lease; refused only when the cached version is newer.
+    /// revokes any lease; refused when the cached version is newer, or when a delete's
+    /// tombstone is not older ([`Tombstone::order`]).
     Upsert,
-    /// A read-through fill under this lease: refused when the lease was revoked or the cached
-    /// version is newer. Does not clear a tombstone written after the lease was taken (the
-    /// lease is revoked by it).
+    /// A read-through fill under this lease: refused when the lease was revoked, the cached
+    /// version is newer, or a delete's tombstone has a version not older. Does not clear a
+    /// tombstone written after the lease was taken (the lease is revoked by it).
     Fill(Lease),
 }
 
@@ -116,27 +120,123 @@ pub enum WriteOutcome {
     StaleVersion,
     /// Refused: the fill's lease was revoked by a newer write.
     LeaseLost,
+    /// Refused: the source deleted the record, and the write is not newer than the delete (its
+    /// version is not above the deleted one, or its source time not after the delete's).
+    Deleted,
+    /// Refused: the source deleted the record, and the write carries nothing to order it
+    /// against the delete by (no version or source time the tombstone also has). The cache
+    /// then reads the record from the origin, which decides.
+    Unordered,
+}
+
+/// A delete the source reported, as its tombstone keeps it: later writes of the record are
+/// ordered against it ([`WriteOutcome::Deleted`], [`WriteOutcome::Unordered`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tombstone {
+    /// How long the tombstone lives.
+    pub ttl: Duration,
+    /// The version the deleted record had.
+    pub version: Option<f64>,
+    /// When the source deleted it (Unix microseconds, the source's clock).
+    pub at: Option<i64>,
+}
+
+impl Tombstone {
+    /// A tombstone that knows nothing of the delete's order: every upsert of the record is
+    /// [`WriteOutcome::Unordered`] while it lives.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            version: None,
+            at: None,
+        }
+    }
+
+    /// How a write of the record compares with this delete.
+    ///
+    /// Versions decide when both sides have one; otherwise source times decide when both
+    /// have one; otherwise the write cannot be ordered. Equal is not newer: the delete came
+    /// after the state it deleted.
+    pub fn order(&self, version: Option<f64>, at: Option<i64>) -> DeleteOrder {
+        match (self.version, version, self.at, at) {
+            (Some(deleted), Some(written), ..) if written.is_nan() || deleted.is_nan() => DeleteOrder::Unordered,
+            (Some(deleted), Some(written), ..) if written > deleted => DeleteOrder::Newer,
+            (Some(_), Some(_), ..) => DeleteOrder::NotNewer,
+            (.., Some(deleted), Some(written)) if written > deleted => DeleteOrder::Newer,
+            (.., Some(_), Some(_)) => DeleteOrder::NotNewer,
+            _ => DeleteOrder::Unordered,
+        }
+    }
+
+    /// The later of two deletes of one record: the larger version and the larger time.
+    #[must_use]
+    pub fn merge(self, other: Self) -> Self {
+        let max_f = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        Self {
+            ttl: self.ttl.max(other.ttl),
+            version: max_f(self.version, other.version),
+            at: self.at.max(other.at),
+        }
+    }
+}
+
+/// How a write compares with a delete's [`Tombstone`] ([`Tombstone::order`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOrder {
+    /// The write is newer: a re-created record.
+    Newer,
+    /// The write is not newer: refused as [`WriteOutcome::Deleted`].
+    NotNewer,
+    /// Nothing orders them: refused as [`WriteOutcome::Unordered`].
+    Unordered,
 }
 
 /// How records are removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RemoveMode {
     /// Forget the records (the next read goes to the origin); drops the entity's completeness
-    /// markers, since where the records now belong is unknown.
+    /// markers, since where the records now belong is unknown. A delete's tombstone stops
+    /// answering reads but keeps ordering upserts until it expires.
     Invalidate,
-    /// The source deleted them: remove them and their index entries and leave a tombstone
-    /// living this long. Completeness markers stay true.
-    Tombstone(Duration),
-    /// A read-through fill learned that the source does not have the records: like
-    /// [`RemoveMode::Tombstone`], but only for the ids whose lease is still `lease`; the
-    /// others (revoked by a newer upsert, invalidation or delete) are left as they are and
-    /// answered `None`. Not a write (see the [module docs](self)).
+    /// The source deleted them: remove them and their index entries and leave this tombstone
+    /// (merged with the record's earlier one, [`Tombstone::merge`]). Completeness markers
+    /// stay true. Until it expires, an upsert of the record is refused unless it is newer than
+    /// the delete ([`Tombstone::order`]), and a fill whose version is not newer is refused.
+    Tombstone(Tombstone),
+    /// A read-through fill learned that the source does not have the records: a tombstone
+    /// that answers reads as "not found" but orders nothing (an upsert clears it), only for
+    /// the ids whose lease is still `lease`; the others (revoked by a newer upsert,
+    /// invalidation or delete) are left as they are and answered `None`. A delete's tombstone
+    /// already there keeps its order. Not a write (see the [module docs](self)).
     FillTombstone {
         /// The lease the fill took before asking the origin.
         lease: Lease,
         /// How long the tombstones live.
         ttl: Duration,
     },
+}
+
+/// What [`Store::complete_query`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryFill {
+    /// Refused: the entity was written since the token was issued.
+    Refused,
+    /// Stored and marked complete.
+    Completed {
+        /// The cached records it forgot because the origin's result no longer has them: the
+        /// cache purges what depended on them.
+        forgotten: Vec<RecordId>,
+    },
+}
+
+impl QueryFill {
+    /// Whether the result was marked complete.
+    pub fn is_complete(&self) -> bool {
+        matches!(self, Self::Completed { .. })
+    }
 }
 
 /// What an index query found.
@@ -302,14 +402,14 @@ pub trait Store: Send + Sync + 'static {
     /// lose their tombstones; cached records that the store files under these filters but
     /// that `records` lacks are forgotten (as by [`RemoveMode::Invalidate`], without dropping
     /// markers), so that the marked result is exactly the origin's. Returns whether the result
-    /// was marked complete.
+    /// was marked complete, with the records it forgot.
     async fn complete_query(
         &self,
         entity: &EntitySchema,
         query: &IndexQuery,
         token: FillToken,
         records: &[RecordWrite],
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<QueryFill>;
 
     /// The ids of the entity's cached records, in batches of about `batch` (never a blocking
     /// whole-keyspace command such as `KEYS`).

@@ -6,7 +6,7 @@ use std::{collections::HashSet, time::Instant};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::{Cache, CacheError, EntitySchema, RecordId, RemoveMode, keys};
+use crate::{Cache, CacheError, EntitySchema, RecordId, RemoveMode, Tombstone, change::source_now, keys};
 
 /// How far a sweep has got, reported after every batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,7 +110,11 @@ impl Cache {
         if lost.is_empty() {
             return Ok(());
         }
-        let mode = RemoveMode::Tombstone(self.jittered(entity.tombstone_ttl));
+        // The source did not have them now: a change of them from before is refused.
+        let mode = RemoveMode::Tombstone(Tombstone {
+            at: Some(source_now()),
+            ..Tombstone::new(self.jittered(entity.tombstone_ttl))
+        });
         let previous = self.store().remove(entity, &lost, mode).await?;
         at.removed += lost.len() as u64;
         let mut tags = vec![keys::entity_tag(entity.entity)];

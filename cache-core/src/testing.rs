@@ -4,6 +4,7 @@
 //! [`FailingStore`], a store that can be taken down, fail one method and hold calls at a gate.
 
 pub mod conformance;
+pub mod origin_conformance;
 mod failing;
 
 pub use failing::{FailingStore, StoreHold};
@@ -17,7 +18,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::{
-    Cacheable, EntitySchema, IndexEntries, ModelError, Origin, OriginError, RecordId, SourceQuery, SourceRecord, order,
+    Cacheable, Deletion, EntitySchema, IndexEntries, ModelError, Origin, OriginError, RecordId, SourceQuery, SourceRecord, order,
 };
 
 /// An origin method, for counting, failing and holding calls.
@@ -75,6 +76,7 @@ struct Inner {
 struct Stored {
     source: SourceRecord,
     index: IndexEntries,
+    version: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -158,6 +160,7 @@ impl MemoryOrigin {
         let stored = Stored {
             source: record.to_source()?,
             index: record.index_entries(),
+            version: record.version(),
         };
         lock(&self.inner.tables)
             .entry(T::schema().entity)
@@ -168,11 +171,12 @@ impl MemoryOrigin {
 
     /// Puts a record given in its source shape; it must parse as a `T`.
     pub fn put_source<T: Cacheable>(&self, source: SourceRecord) -> Result<(), ModelError> {
-        let index = T::from_source(source.clone())?.index_entries();
+        let record = T::from_source(source.clone())?;
+        let (index, version) = (record.index_entries(), record.version());
         lock(&self.inner.tables)
             .entry(T::schema().entity)
             .or_default()
-            .insert(source.id.clone(), Stored { source, index });
+            .insert(source.id.clone(), Stored { source, index, version });
         Ok(())
     }
 
@@ -182,7 +186,14 @@ impl MemoryOrigin {
         lock(&self.inner.tables)
             .entry(entity.entity)
             .or_default()
-            .insert(source.id.clone(), Stored { source, index });
+            .insert(
+                source.id.clone(),
+                Stored {
+                    source,
+                    index,
+                    version: None,
+                },
+            );
     }
 
     /// Removes a record at the source (not counted as a call); answers whether it was there.
@@ -343,12 +354,16 @@ impl Origin for MemoryOrigin {
         .await
     }
 
-    async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<bool, OriginError> {
+    async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<Deletion>, OriginError> {
         // A delete is decided when it answers, not when it arrives: a failing delete deletes
         // nothing.
         self.call(OriginMethod::Delete, entity.entity, std::slice::from_ref(id), |_| ())
             .await?;
-        Ok(self.table(entity, |t| t.is_some_and(|t| t.remove(id).is_some())))
+        let removed = self.table(entity, |t| t.and_then(|t| t.remove(id)));
+        Ok(removed.map(|stored| Deletion {
+            version: stored.version,
+            ..Deletion::default()
+        }))
     }
 }
 

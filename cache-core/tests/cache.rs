@@ -278,6 +278,7 @@ async fn an_unreadable_complete_result_is_refilled_from_the_origin() {
         body: Bytes::from_static(b"{\"not\":\"a project\"}"),
         index: projects_seed()[2].index_entries(),
         version: None,
+        at: None,
         ttl: TTL,
     };
     h.memory.put(schema, &[garbage], WriteMode::Upsert).await.unwrap();

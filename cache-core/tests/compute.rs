@@ -103,7 +103,7 @@ impl Store for CountingStore {
         query: &IndexQuery,
         token: FillToken,
         records: &[RecordWrite],
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<cache_core::QueryFill> {
         self.count("complete_query");
         self.inner.complete_query(entity, query, token, records).await
     }

@@ -31,6 +31,7 @@ fn record(rid: &str, event: &str, ttl: Duration) -> RecordWrite {
             scores: vec![("points".into(), 1.0)],
         },
         version: None,
+        at: None,
         ttl,
     }
 }
@@ -60,7 +61,7 @@ async fn records_tombstones_values_and_leases_expire_on_the_injected_clock() {
         .await
         .unwrap();
     store
-        .remove(p, &[id("p2")], RemoveMode::Tombstone(20 * SEC))
+        .remove(p, &[id("p2")], RemoveMode::Tombstone(cache_core::Tombstone::new(20 * SEC)))
         .await
         .unwrap();
     store
@@ -101,12 +102,12 @@ async fn an_expired_record_makes_its_complete_result_incomplete_until_refilled()
     let q = by_event("e1");
     let t = token(&store, &q).await;
     let records = [record("p1", "e1", 100 * SEC), record("p2", "e1", 10 * SEC)];
-    assert!(store.complete_query(p, &q, t, &records).await.unwrap());
+    assert!(store.complete_query(p, &q, t, &records).await.unwrap().is_complete());
     assert!(matches!(store.query(p, &q).await.unwrap(), QueryLookup::Complete { page, .. } if page.len() == 2));
     clock.advance(11 * SEC);
     let t = token(&store, &q).await;
     let refill = [record("p1", "e1", 100 * SEC), record("p2", "e1", 100 * SEC)];
-    assert!(store.complete_query(p, &q, t, &refill).await.unwrap());
+    assert!(store.complete_query(p, &q, t, &refill).await.unwrap().is_complete());
     assert!(matches!(store.query(p, &q).await.unwrap(), QueryLookup::Complete { page, .. } if page.len() == 2));
 }
 
@@ -119,7 +120,7 @@ async fn eviction_under_the_budget_never_gives_a_partial_answer() {
         .map(|i| record(&format!("p{i:03}"), "e1", 3600 * SEC))
         .collect();
     let t = token(&store, &q).await;
-    assert!(store.complete_query(p, &q, t, &records).await.unwrap());
+    assert!(store.complete_query(p, &q, t, &records).await.unwrap().is_complete());
     let stats = store.stats().await.unwrap();
     assert!(stats.memory_used_bytes.unwrap() <= 8 * 1024, "{stats:?}");
     let mut cached = 0;
@@ -149,9 +150,9 @@ async fn flush_patterns_match_the_logical_keys() {
             &[record("p1", "e1", 3600 * SEC), record("p2", "e1", 3600 * SEC)],
         )
         .await
-        .unwrap();
+        .unwrap().is_complete();
     store
-        .remove(p, &[id("p3")], RemoveMode::Tombstone(3600 * SEC))
+        .remove(p, &[id("p3")], RemoveMode::Tombstone(cache_core::Tombstone::new(3600 * SEC)))
         .await
         .unwrap();
     store

@@ -4,10 +4,13 @@
 
 mod common;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
 
 use cache_core::{
-    Cacheable, Order, Query, RecordId,
+    Cacheable, Change, ChangeOutcome, Order, Query, RecordId, UpsertOutcome,
     telemetry::{self, Telemetry},
     testing::OriginMethod,
 };
@@ -67,6 +70,15 @@ enum Op {
     Advance {
         hours: u8,
     },
+    /// The source's change feed delivers one of the record's past changes again: late,
+    /// duplicated or out of order (`back` changes before the latest).
+    Redeliver {
+        id: u8,
+        back: u8,
+    },
+    /// A write the application made before the record's latest delete reaches the cache
+    /// after it (the write racing the delete).
+    LateWrite(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -105,6 +117,8 @@ fn op() -> impl Strategy<Value = Op> {
             points
         }),
         1 => (1..10u8).prop_map(|hours| Op::Advance { hours }),
+        2 => (0..IDS, 0..4u8).prop_map(|(id, back)| Op::Redeliver { id, back }),
+        1 => (0..IDS).prop_map(Op::LateWrite),
     ]
 }
 
@@ -113,9 +127,33 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     records: BTreeMap<RecordId, Project>,
     version: i64,
+    /// Every change of each record as its feed delivered it: the source time, and the
+    /// record (`None`: deleted).
+    history: BTreeMap<RecordId, Vec<(SystemTime, Option<Project>)>>,
+    /// The latest source time given out.
+    last: Option<SystemTime>,
+    /// Hours passed on the cache's clock, and when (in them) each record was last deleted.
+    hours: u32,
+    deleted_at: BTreeMap<RecordId, u32>,
 }
 
 impl Model {
+    /// The next source time: after every earlier one, and after now (a delete the cache
+    /// stamped with its own clock).
+    fn tick(&mut self) -> SystemTime {
+        let now = SystemTime::now();
+        let next = match self.last {
+            Some(last) if last >= now => last + Duration::from_micros(1),
+            _ => now,
+        };
+        self.last = Some(next);
+        next
+    }
+
+    fn record(&mut self, id: &RecordId, at: SystemTime, state: Option<Project>) {
+        self.history.entry(id.clone()).or_default().push((at, state));
+    }
+
     fn expected_query(&self, q: &Query<Project>) -> Vec<RecordId> {
         let iq = q.as_index_query();
         let mut rows: Vec<&Project> = self
@@ -231,7 +269,12 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.version += 1;
                 let p = project(&format!("recP{i}"), &event(e), status, i64::from(points), model.version);
                 h.origin.put(&p).expect("renders");
-                h.cache.upsert(&p).await.expect("upsert");
+                // The source's feed delivers it, with the source's time.
+                let at = model.tick();
+                let change = Change::upsert(Project::schema(), p.to_source().expect("source")).at(at);
+                let outcome = h.cache.apply_change(change).await.expect("apply");
+                prop_assert!(matches!(outcome, ChangeOutcome::Applied), "upsert {}: {:?}", i, outcome);
+                model.record(&p.id, at, Some(p.clone()));
                 model.records.insert(p.id.clone(), p);
             }
             Op::Invalidate { id: i, change } => {
@@ -241,12 +284,55 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     p.points = i64::from(points);
                     p.version = model.version;
                     h.origin.put(&*p).expect("renders");
+                    let changed = p.clone();
+                    let at = model.tick();
+                    model.record(&rid(i), at, Some(changed));
                 }
                 h.cache.invalidate::<Project>(&rid(i)).await.expect("invalidate");
             }
             Op::Delete(i) => {
                 let existed = h.cache.delete::<Project>(&rid(i)).await.expect("delete");
-                prop_assert_eq!(existed, model.records.remove(&rid(i)).is_some(), "delete {}", i);
+                let before = model.records.remove(&rid(i));
+                prop_assert_eq!(existed, before.is_some(), "delete {}", i);
+                // The cache stamped the delete with its clock; the feed delivers it too.
+                let at = model.tick();
+                model.record(&rid(i), at, None);
+                model.deleted_at.insert(rid(i), model.hours);
+            }
+            Op::Redeliver { id: i, back } => {
+                let Some(past) = model.history.get(&rid(i)) else {
+                    continue;
+                };
+                let Some((at, state)) = past.iter().rev().nth(usize::from(back)).cloned() else {
+                    continue;
+                };
+                let change = match state {
+                    Some(p) => Change::upsert(Project::schema(), p.to_source().expect("source")),
+                    None => Change::delete(Project::schema(), rid(i)),
+                };
+                let outcome = h.cache.apply_change(change.at(at)).await.expect("apply");
+                prop_assert!(!outcome.should_retry(), "redelivery {}: {:?}", i, outcome);
+            }
+            Op::LateWrite(i) => {
+                // The state the record had before its latest delete, if it was deleted since.
+                let Some(past) = model.history.get(&rid(i)) else {
+                    continue;
+                };
+                let Some(deleted) = past.iter().rposition(|(_, state)| state.is_none()) else {
+                    continue;
+                };
+                let Some(Some(before)) = past[..deleted].iter().rev().map(|(_, s)| s.clone()).next() else {
+                    continue;
+                };
+                // A delete is final while its tombstone lives (`tombstone_ttl = "1h"`, less the
+                // jitter): a write later than that is not ordered against it.
+                if model.deleted_at.get(&rid(i)).is_none_or(|&at| model.hours > at) {
+                    continue;
+                }
+                let outcome = h.cache.upsert(&before).await.expect("upsert");
+                if !model.records.contains_key(&rid(i)) {
+                    prop_assert_eq!(outcome, UpsertOutcome::Deleted, "late write of deleted {}", i);
+                }
             }
             Op::Recreate {
                 id: i,
@@ -258,11 +344,16 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     model.version += 1;
                     let p = project(&format!("recP{i}"), &event(e), status, i64::from(points), model.version);
                     h.origin.put(&p).expect("renders");
+                    let at = model.tick();
+                    model.record(&p.id, at, Some(p.clone()));
                     model.records.insert(p.id.clone(), p);
                 }
                 h.cache.invalidate::<Project>(&rid(i)).await.expect("invalidate");
             }
-            Op::Advance { hours } => h.clock.advance(HOUR * u32::from(hours)),
+            Op::Advance { hours } => {
+                model.hours += u32::from(hours);
+                h.clock.advance(HOUR * u32::from(hours));
+            }
         }
     }
     Ok(())

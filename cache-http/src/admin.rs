@@ -7,6 +7,7 @@
 //! | `DELETE /admin/cache` | removes every key of the namespace |
 //! | `POST /admin/cache/purge` | `{"tags": [...]}`: removes the values (responses) tagged so |
 //! | `GET /admin/cache/schema` | the registered entities, their fields, indexes and JSON Schemas |
+//! | `GET /admin/` | the operator's [dashboard](crate::dashboard), when [`AdminConfig::dashboard`] is set |
 //!
 //! Every route needs `Authorization: Bearer <token>`: `401` without it, `403` with a wrong
 //! one (compared in constant time). A failing store answers `503`; a pattern that no store
@@ -51,6 +52,7 @@ pub struct AdminConfig {
     cache: Cache,
     token: String,
     json_schemas: BTreeMap<&'static str, Value>,
+    dashboard: Option<crate::dashboard::Dashboard>,
 }
 
 impl AdminConfig {
@@ -61,7 +63,15 @@ impl AdminConfig {
             cache,
             token: token.into(),
             json_schemas: BTreeMap::new(),
+            dashboard: None,
         }
+    }
+
+    /// Serves the operator's [dashboard](crate::dashboard) at `GET /admin/`, signed in to with
+    /// the same token.
+    pub fn dashboard(mut self, dashboard: crate::dashboard::Dashboard) -> Self {
+        self.dashboard = Some(dashboard);
+        self
     }
 
     /// Publishes the JSON Schema of model `T` (which derives `schemars::JsonSchema`) at
@@ -90,13 +100,21 @@ where
         cache: config.cache,
         json_schemas: config.json_schemas,
     });
-    Ok(Router::new()
+    let dashboard = config
+        .dashboard
+        .map(|dashboard| crate::dashboard::routes(dashboard, state.token.clone()));
+    let api = Router::new()
         .route("/admin/cache/stats", get(stats))
         .route("/admin/cache", delete(flush))
         .route("/admin/cache/purge", post(purge))
         .route("/admin/cache/schema", get(schema))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_token))
-        .with_state(state))
+        .with_state(state);
+    // The dashboard signs in with a session cookie, not the bearer token.
+    Ok(match dashboard {
+        Some(dashboard) => api.merge(dashboard),
+        None => api,
+    })
 }
 
 async fn require_token(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {

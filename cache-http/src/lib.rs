@@ -7,6 +7,7 @@
 //!   writes they depend on, with `ETag` and `304 Not Modified`.
 //! - [`webhook::routes`]: `POST /webhooks/airtable`, the source telling the cache what changed.
 //! - [`admin::routes`]: statistics, flushing and the schema, behind a bearer token.
+//! - [`dashboard`]: the operator's page at `GET /admin/`, for a person with the admin token.
 //! - [`metrics::routes`]: `GET /metrics` for Prometheus.
 //!
 //! The crate is generic over the [`Store`](cache_core::Store): it works over Redis, Valkey or
@@ -14,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod dashboard;
 mod error;
 pub mod metrics;
 pub mod response_cache;

@@ -2,11 +2,18 @@
 //! [`StoreError::Unavailable`] instead of each paying a connect or response timeout, and the
 //! cache answers from the origin.
 //!
-//! Closed: calls go through; `failure_threshold` consecutive unavailability errors open it.
+//! Closed: calls go through; `failure_threshold` consecutive unavailability errors open it,
+//! and so does one *slow* failure (a call that used up its time budget: a hung server would
+//! make every call after it wait as long).
 //! Open: calls are refused at once for `cool_down`. Then half-open: one call is let through
 //! as a probe (refused calls meanwhile); its success closes the breaker, its failure opens it
 //! for another cool-down. Only unavailability counts as a failure: a server that answers with
 //! an error is up.
+//!
+//! Logs: the state changes (`redis_circuit_open`, `redis_circuit_half_open`,
+//! `redis_circuit_closed` with the outage's length and counts) and, while Redis fails, one
+//! `redis_circuit_summary` every 10 s with the calls that failed and were refused; never a line
+//! per call.
 
 use std::{
     sync::{
@@ -63,6 +70,9 @@ pub struct CircuitStatus {
     pub opened: u64,
 }
 
+/// How often at most the breaker logs a summary while Redis is failing.
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 enum State {
     Closed { failures: u32 },
@@ -70,12 +80,25 @@ enum State {
     HalfOpen { failures: u32 },
 }
 
+/// Counts for the log: since the last summary, and since the outage began.
+#[derive(Debug)]
+struct Tally {
+    /// When the breaker last left the healthy state (the outage's start).
+    since: Option<Instant>,
+    /// When the last summary was logged.
+    last_summary: Instant,
+    /// Calls that reached Redis and failed, since the last summary.
+    failed: u64,
+    /// Calls refused, since the last summary.
+    failed_fast: u64,
+}
+
 #[derive(Debug)]
 pub(crate) struct CircuitBreaker {
     config: CircuitBreakerConfig,
     /// Closed with no failure counted: the common case, decided without the lock.
     healthy: AtomicBool,
-    state: Mutex<State>,
+    state: Mutex<(State, Tally)>,
     rejected: AtomicU64,
     opened: AtomicU64,
 }
@@ -89,6 +112,16 @@ pub(crate) enum Admission {
     Probe,
 }
 
+/// How a call that found the server unavailable failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// At once (connection refused, not connected yet): counted towards the threshold.
+    Fast,
+    /// After waiting (a timeout, a hung server): opens the breaker at once, since every call
+    /// after it would wait as long.
+    Slow,
+}
+
 impl CircuitBreaker {
     pub(crate) fn new(config: CircuitBreakerConfig) -> Self {
         Self {
@@ -97,13 +130,21 @@ impl CircuitBreaker {
                 ..config
             },
             healthy: AtomicBool::new(true),
-            state: Mutex::new(State::Closed { failures: 0 }),
+            state: Mutex::new((
+                State::Closed { failures: 0 },
+                Tally {
+                    since: None,
+                    last_summary: Instant::now(),
+                    failed: 0,
+                    failed_fast: 0,
+                },
+            )),
             rejected: AtomicU64::new(0),
             opened: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (State, Tally)> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -112,18 +153,22 @@ impl CircuitBreaker {
         if self.healthy.load(Ordering::Acquire) {
             return Ok(Admission::Pass);
         }
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let (state, tally) = &mut *guard;
+        let now = Instant::now();
         match *state {
             State::Closed { .. } => Ok(Admission::Pass),
-            State::Open { until, failures } if Instant::now() >= until => {
+            State::Open { until, failures } if now >= until => {
                 *state = State::HalfOpen { failures };
+                tracing::info!(failures, "redis_circuit_half_open");
                 Ok(Admission::Probe)
             }
             State::Open { .. } | State::HalfOpen { .. } => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
-                Err(StoreError::Unavailable(
-                    "redis circuit breaker is open (recent calls failed); not calling redis".to_owned(),
-                ))
+                tally.failed_fast += 1;
+                summarise(tally, state, now);
+                // A short static text: refusing is the hot path of an outage.
+                Err(StoreError::Unavailable("redis circuit breaker open".to_owned()))
             }
         }
     }
@@ -133,58 +178,83 @@ impl CircuitBreaker {
         if self.healthy.load(Ordering::Acquire) {
             return;
         }
-        let mut state = self.lock();
-        let was = std::mem::replace(&mut *state, State::Closed { failures: 0 });
+        let mut guard = self.lock();
+        let (state, tally) = &mut *guard;
+        let was = std::mem::replace(state, State::Closed { failures: 0 });
         self.healthy.store(true, Ordering::Release);
+        let outage = tally.since.take();
         match was {
             State::Closed { .. } => {}
             State::Open { .. } | State::HalfOpen { .. } => {
-                tracing::info!("redis_circuit_closed");
+                tracing::info!(
+                    outage_ms = outage.map_or(0, |t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                    failed = tally.failed,
+                    failed_fast = tally.failed_fast,
+                    "redis_circuit_closed"
+                );
             }
         }
+        tally.failed = 0;
+        tally.failed_fast = 0;
     }
 
     /// Records a call that found the server unavailable.
-    pub(crate) fn failure(&self, error: &StoreError) {
-        let mut state = self.lock();
+    pub(crate) fn failure(&self, error: &StoreError, how: Failure) {
+        let mut guard = self.lock();
+        let (state, tally) = &mut *guard;
+        let now = Instant::now();
         self.healthy.store(false, Ordering::Release);
+        if tally.since.is_none() {
+            tally.since = Some(now);
+            tally.last_summary = now;
+        }
+        tally.failed += 1;
         let failures = match *state {
             State::Closed { failures } | State::Open { failures, .. } | State::HalfOpen { failures } => {
                 failures.saturating_add(1)
             }
         };
         let open = match *state {
-            State::Closed { .. } => failures >= self.config.failure_threshold,
+            State::Closed { .. } => how == Failure::Slow || failures >= self.config.failure_threshold,
             // A failed probe (or a call admitted before the breaker opened) re-opens it.
             State::HalfOpen { .. } => true,
             State::Open { .. } => false,
         };
         if open {
+            let reopened = matches!(*state, State::HalfOpen { .. });
             *state = State::Open {
-                until: Instant::now() + self.config.cool_down,
+                until: now + self.config.cool_down,
                 failures,
             };
             self.opened.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                failures,
-                cool_down_ms = self.config.cool_down.as_millis() as u64,
-                %error,
-                "redis_circuit_open"
-            );
+            // The first opening of an outage is news; a failed probe only at debug level
+            // (the periodic summary counts them).
+            if reopened {
+                tracing::debug!(failures, %error, "redis_circuit_reopened");
+            } else {
+                tracing::warn!(
+                    failures,
+                    slow = how == Failure::Slow,
+                    cool_down_ms = u64::try_from(self.config.cool_down.as_millis()).unwrap_or(u64::MAX),
+                    %error,
+                    "redis_circuit_open"
+                );
+            }
         } else {
-            match &mut *state {
+            match state {
                 State::Closed { failures: f } | State::Open { failures: f, .. } => *f = failures,
                 State::HalfOpen { .. } => {}
             }
         }
+        summarise(tally, state, now);
     }
 
     /// Records a probe abandoned before it finished (its future was dropped): the breaker
     /// goes back to open with its cool-down over, so the next call probes again.
     pub(crate) fn abandon_probe(&self) {
-        let mut state = self.lock();
-        if let State::HalfOpen { failures } = *state {
-            *state = State::Open {
+        let mut guard = self.lock();
+        if let State::HalfOpen { failures } = guard.0 {
+            guard.0 = State::Open {
                 until: Instant::now(),
                 failures,
             };
@@ -192,8 +262,8 @@ impl CircuitBreaker {
     }
 
     pub(crate) fn status(&self) -> CircuitStatus {
-        let state = self.lock();
-        let (state, consecutive_failures) = match *state {
+        let guard = self.lock();
+        let (state, consecutive_failures) = match guard.0 {
             State::Closed { failures } => (CircuitState::Closed, failures),
             State::Open { failures, .. } => (CircuitState::Open, failures),
             State::HalfOpen { failures } => (CircuitState::HalfOpen, failures),
@@ -205,6 +275,31 @@ impl CircuitBreaker {
             opened: self.opened.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Logs, at most every [`SUMMARY_EVERY`] while Redis fails, what the calls met since the last
+/// summary: one line for thousands of refused calls.
+fn summarise(tally: &mut Tally, state: &State, now: Instant) {
+    if now.duration_since(tally.last_summary) < SUMMARY_EVERY {
+        return;
+    }
+    let state = match state {
+        State::Closed { .. } => CircuitState::Closed,
+        State::Open { .. } => CircuitState::Open,
+        State::HalfOpen { .. } => CircuitState::HalfOpen,
+    };
+    tracing::warn!(
+        ?state,
+        failed = tally.failed,
+        failed_fast = tally.failed_fast,
+        outage_ms = tally
+            .since
+            .map_or(0, |t| u64::try_from(now.duration_since(t).as_millis()).unwrap_or(u64::MAX)),
+        "redis_circuit_summary"
+    );
+    tally.last_summary = now;
+    tally.failed = 0;
+    tally.failed_fast = 0;
 }
 
 #[cfg(test)]
@@ -222,22 +317,22 @@ mod tests {
             cool_down: Duration::ZERO,
         });
         assert!(matches!(breaker.admit(), Ok(Admission::Pass)));
-        breaker.failure(&down());
+        breaker.failure(&down(), Failure::Fast);
         breaker.success();
-        breaker.failure(&down());
+        breaker.failure(&down(), Failure::Fast);
         assert_eq!(
             breaker.status().state,
             CircuitState::Closed,
             "a success resets the count"
         );
-        breaker.failure(&down());
+        breaker.failure(&down(), Failure::Fast);
         assert_eq!(breaker.status().state, CircuitState::Open);
         assert_eq!(breaker.status().opened, 1);
 
         assert!(matches!(breaker.admit(), Ok(Admission::Probe)));
         assert!(breaker.admit().is_err(), "one probe at a time");
         assert_eq!(breaker.status().rejected, 1);
-        breaker.failure(&down());
+        breaker.failure(&down(), Failure::Fast);
         assert_eq!(breaker.status().state, CircuitState::Open, "a failed probe re-opens");
 
         assert!(matches!(breaker.admit(), Ok(Admission::Probe)));
@@ -249,12 +344,25 @@ mod tests {
     }
 
     #[test]
+    fn one_slow_failure_opens_at_once() {
+        let breaker = CircuitBreaker::new(CircuitBreakerConfig {
+            failure_threshold: 5,
+            cool_down: Duration::from_secs(3600),
+        });
+        breaker.failure(&down(), Failure::Fast);
+        assert_eq!(breaker.status().state, CircuitState::Closed, "fast failures count up");
+        breaker.failure(&down(), Failure::Slow);
+        assert_eq!(breaker.status().state, CircuitState::Open);
+        assert!(matches!(breaker.admit(), Err(StoreError::Unavailable(_))));
+    }
+
+    #[test]
     fn refuses_during_the_cool_down() {
         let breaker = CircuitBreaker::new(CircuitBreakerConfig {
             failure_threshold: 1,
             cool_down: Duration::from_secs(3600),
         });
-        breaker.failure(&down());
+        breaker.failure(&down(), Failure::Fast);
         for _ in 0..3 {
             assert!(matches!(breaker.admit(), Err(StoreError::Unavailable(_))));
         }

@@ -1,16 +1,20 @@
 //! Connecting: URLs, timeouts, namespace, buckets, circuit breaker.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock, Weak},
+    time::{Duration, Instant},
+};
 
 use redis::{
     RedisError,
     aio::{ConnectionManager, ConnectionManagerConfig},
-    cluster::ClusterClientBuilder,
+    cluster::{ClusterClient, ClusterClientBuilder},
 };
 
 use crate::{
-    CircuitBreakerConfig, RedisStore,
-    connection::{Node, RedisConnection},
+    CircuitBreakerConfig, RedisStore, Topology,
+    connection::{Established, Node, RedisConnection, is_unavailable, masters_of_established, on_established_node},
     layout::validate_namespace,
     scripts::Scripts,
     wait::WaitConnections,
@@ -22,6 +26,8 @@ pub const DEFAULT_NAMESPACE: &str = "mc";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default time to wait for an answer.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default [operation budget](RedisStoreBuilder::operation_budget).
+pub const DEFAULT_OPERATION_BUDGET: Duration = Duration::from_millis(250);
 
 /// The oldest servers the store runs on: Redis 6.2 (`ZINTER`), Valkey 7.2 (which reports
 /// `redis_version:7.2.x`).
@@ -69,6 +75,7 @@ pub struct RedisStoreBuilder {
     buckets: u32,
     connect_timeout: Duration,
     response_timeout: Duration,
+    operation_budget: Duration,
     breaker: CircuitBreakerConfig,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
@@ -83,6 +90,7 @@ impl RedisStoreBuilder {
             buckets: 1,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            operation_budget: DEFAULT_OPERATION_BUDGET,
             breaker: CircuitBreakerConfig::default(),
             #[cfg(feature = "tls")]
             root_certificate: None,
@@ -106,6 +114,9 @@ impl RedisStoreBuilder {
 
     /// The time to establish a connection and the time to wait for an answer (1 s each by
     /// default). Keep them short: a cache that waits long for Redis is slower than no cache.
+    /// A request never waits longer than the [operation budget](Self::operation_budget),
+    /// whatever these are; they bound the start-up wait, the background connection attempts
+    /// and each round trip of a bulk operation.
     pub fn timeouts(mut self, connect: Duration, response: Duration) -> Self {
         self.connect_timeout = connect;
         self.response_timeout = response;
@@ -126,7 +137,26 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects, checks the server version and loads the scripts.
+    /// The most time one store operation may take in all, connection attempts and the
+    /// circuit breaker's probe included (250 ms by default): past it the operation fails as
+    /// [`StoreError::Unavailable`](cache_core::StoreError::Unavailable), the cache answers from
+    /// the origin, and the breaker opens. Bulk operations (`flush`, `scan_ids`, exact counts)
+    /// are bounded per round trip by the response timeout instead.
+    pub fn operation_budget(mut self, budget: Duration) -> Self {
+        self.operation_budget = budget;
+        self
+    }
+
+    /// Builds the store and connects to Redis.
+    ///
+    /// Waits at most the connect timeout for Redis: when it is down or does not answer, the
+    /// store is returned anyway and keeps connecting in the background (logging
+    /// `redis_connect_deferred`, a `redis_still_unreachable` summary every 10 s, then
+    /// `redis_connected`); until then its operations fail at once as
+    /// [`StoreError::Unavailable`](cache_core::StoreError::Unavailable), so a cache over it
+    /// answers from the origin, and it starts caching without a restart. Errors are only
+    /// what no waiting fixes: a bad URL or namespace, credentials the server refused, a server
+    /// too old.
     pub async fn connect(self) -> Result<RedisStore, ConnectError> {
         validate_namespace(&self.namespace)?;
         if self.buckets == 0 {
@@ -138,8 +168,36 @@ impl RedisStoreBuilder {
         for url in &self.urls {
             check_url(url)?;
         }
+        let connector = self.connector()?;
+        let conn = RedisConnection::pending(self.cluster, self.breaker.cool_down, self.operation_budget / 2);
+        match tokio::time::timeout(self.connect_timeout, connector.attempt()).await {
+            Ok(Ok(established)) => conn.establish(established),
+            Ok(Err(err)) if !err.waiting_may_fix() => return Err(err),
+            Ok(Err(err)) => defer(connector.clone(), &conn, &err.to_string()),
+            Err(_) => defer(
+                connector.clone(),
+                &conn,
+                &format!(
+                    "no answer within the connect timeout ({} ms)",
+                    self.connect_timeout.as_millis()
+                ),
+            ),
+        }
+        Ok(RedisStore::from_parts(
+            conn,
+            self.namespace,
+            self.buckets,
+            Scripts::new(),
+            self.breaker,
+            self.operation_budget,
+            connector.waits,
+        ))
+    }
+
+    /// The clients for the store's connection and for its waits.
+    fn connector(&self) -> Result<Connector, ConnectError> {
         // `waits`: dedicated connections for blocking waits on computed values (`wait.rs`).
-        let (conn, waits) = if self.cluster {
+        let (client, waits) = if self.cluster {
             let builder = ClusterClientBuilder::new(self.urls.iter().map(String::as_str));
             #[cfg(feature = "tls")]
             let builder = match &self.root_certificate {
@@ -158,8 +216,7 @@ impl RedisStoreBuilder {
                 .build()
                 .map_err(ConnectError::Connect)?;
             let waits = WaitConnections::cluster(client.clone(), self.connect_timeout);
-            let conn = client.get_async_connection().await.map_err(ConnectError::Connect)?;
-            (RedisConnection::Cluster(conn), waits)
+            (Client::Cluster(client), waits)
         } else {
             let client = self.client().map_err(ConnectError::Connect)?;
             let waits = WaitConnections::single(client.clone(), self.connect_timeout);
@@ -169,29 +226,136 @@ impl RedisStoreBuilder {
                 .set_connection_timeout(Some(self.connect_timeout))
                 .set_response_timeout(Some(self.response_timeout))
                 .set_number_of_retries(0);
-            let conn = ConnectionManager::new_with_config(client, config)
-                .await
-                .map_err(ConnectError::Connect)?;
-            (RedisConnection::Single(conn), waits)
+            (Client::Single(client, Box::new(config)), waits)
+        };
+        Ok(Connector {
+            client: Arc::new(client),
+            connect_timeout: self.connect_timeout,
+            waits: Arc::new(waits),
+        })
+    }
+}
+
+/// How the store's connection is made: once in [`RedisStoreBuilder::connect`], then in the
+/// background until it works.
+#[derive(Clone)]
+struct Connector {
+    client: Arc<Client>,
+    connect_timeout: Duration,
+    waits: Arc<WaitConnections>,
+}
+
+enum Client {
+    Single(redis::Client, Box<ConnectionManagerConfig>),
+    Cluster(ClusterClient),
+}
+
+/// Pause between two background connection attempts: doubling from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often at most the background connector says that Redis is still unreachable.
+const UNREACHABLE_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+impl Connector {
+    /// Connects, checks the server version and loads the scripts.
+    async fn attempt(&self) -> Result<Established, ConnectError> {
+        let conn = match &*self.client {
+            Client::Single(client, config) => Topology::Single(
+                ConnectionManager::new_with_config(client.clone(), (**config).clone())
+                    .await
+                    .map_err(ConnectError::Connect)?,
+            ),
+            Client::Cluster(client) => {
+                Topology::Cluster(client.get_async_connection().await.map_err(ConnectError::Connect)?)
+            }
         };
         check_version(&conn).await?;
         warn_about_eviction(&conn).await;
-        let scripts = Scripts::new();
-        for script in scripts.all() {
+        for script in Scripts::new().all() {
             script
                 .load_async(&mut conn.clone())
                 .await
                 .map_err(ConnectError::Connect)?;
         }
-        Ok(RedisStore::from_parts(
-            conn,
-            self.namespace,
-            self.buckets,
-            scripts,
-            self.breaker,
-            waits,
-        ))
+        Ok(conn)
     }
+
+    /// Tries again and again (backing off to [`RETRY_MAX`]) until a connection works, then
+    /// installs it in `link`; gives up when every store using `link` is gone.
+    async fn keep_connecting(self, link: Weak<OnceLock<Established>>) {
+        let started = Instant::now();
+        let mut last_summary = started;
+        let mut attempts: u64 = 1;
+        let mut delay = RETRY_FIRST;
+        loop {
+            tokio::time::sleep(delay).await;
+            if link.strong_count() == 0 {
+                return;
+            }
+            attempts += 1;
+            let error = match tokio::time::timeout(self.connect_timeout, self.attempt()).await {
+                Ok(Ok(established)) => {
+                    if let Some(link) = link.upgrade() {
+                        let _ = link.set(established);
+                        tracing::info!(
+                            attempts,
+                            waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                            "redis_connected"
+                        );
+                    }
+                    return;
+                }
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => "no answer within the connect timeout".to_owned(),
+            };
+            if last_summary.elapsed() >= UNREACHABLE_SUMMARY_EVERY {
+                last_summary = Instant::now();
+                tracing::warn!(
+                    attempts,
+                    waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    %error,
+                    "redis_still_unreachable"
+                );
+            }
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// Starts connecting in the background.
+fn defer(connector: Connector, conn: &RedisConnection, error: &str) {
+    tracing::warn!(
+        error,
+        "redis_connect_deferred"
+    );
+    tokio::spawn(connector.keep_connecting(conn.watch()));
+}
+
+impl ConnectError {
+    /// Whether the server may accept a later attempt: it was unreachable or busy, as opposed
+    /// to a configuration nobody but the operator can fix.
+    fn waiting_may_fix(&self) -> bool {
+        let Self::Connect(err) = self else {
+            return false;
+        };
+        is_unavailable(err) && !is_tls_refusal(err)
+    }
+}
+
+/// Whether `err` is an I/O error about the data exchanged (a TLS certificate refused, a TLS
+/// handshake with a plain server): an I/O error to redis-rs, a configuration error to the
+/// operator.
+fn is_tls_refusal(err: &RedisError) -> bool {
+    let Some(source) = std::error::Error::source(err) else {
+        return false;
+    };
+    // redis-rs keeps the cause behind an `Arc`, which is what `source` hands out.
+    let io = source.downcast_ref::<std::io::Error>().or_else(|| {
+        source
+            .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()?
+            .downcast_ref::<std::io::Error>()
+    });
+    io.is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput))
 }
 
 impl RedisStoreBuilder {
@@ -235,10 +399,9 @@ fn check_url(url: &str) -> Result<(), ConnectError> {
     }
 }
 
-async fn check_version(conn: &RedisConnection) -> Result<(), ConnectError> {
-    for node in conn.masters().await.map_err(ConnectError::Connect)? {
-        let info = conn
-            .on_node(&node, redis::cmd("INFO").arg("server").clone())
+async fn check_version(conn: &Established) -> Result<(), ConnectError> {
+    for node in masters_of_established(conn).await.map_err(ConnectError::Connect)? {
+        let info = on_established_node(conn, &node, redis::cmd("INFO").arg("server").clone())
             .await
             .map_err(ConnectError::Connect)?;
         let info: String = redis::from_redis_value(info).map_err(|e| ConnectError::Connect(e.into()))?;
@@ -270,11 +433,12 @@ fn evicts_index_keys(policy: &str) -> bool {
 
 /// Warns when a master may evict index keys. Reads `CONFIG GET maxmemory-policy` where the
 /// user may: ACL users and managed services often lack `CONFIG`, and then nothing is said.
-async fn warn_about_eviction(conn: &RedisConnection) {
-    let Ok(nodes) = conn.masters().await else { return };
+async fn warn_about_eviction(conn: &Established) {
+    let Ok(nodes) = masters_of_established(conn).await else {
+        return;
+    };
     for node in nodes {
-        let reply = conn
-            .on_node(&node, redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").clone())
+        let reply = on_established_node(conn, &node, redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").clone())
             .await
             .and_then(|reply| redis::from_redis_value::<HashMap<String, String>>(reply).map_err(Into::into));
         let policy = match reply {

@@ -14,6 +14,12 @@
 //!   fast [`StoreError::Unavailable`](cache_core::StoreError::Unavailable) answers, so the cache
 //!   serves from the origin, and closes by itself when the server is back; the connection
 //!   reconnects after a restart and scripts are reloaded after `SCRIPT FLUSH`.
+//! - **Bounded waits**: no operation waits longer than its
+//!   [budget](RedisStoreBuilder::operation_budget) (250 ms by default), connecting included;
+//!   the store is built even while Redis is down or hung and connects in the background; on a
+//!   cluster a master that is down or failing over costs only its own slots.
+//! - **Cheap stats**: [`stats`](cache_core::Store::stats) estimates the namespace's key count
+//!   from `DBSIZE` and a sample; [`RedisStore::exact_key_count`] scans.
 //!
 //! ```no_run
 //! use cache_redis::RedisStore;
@@ -42,7 +48,8 @@ pub mod testing;
 
 pub use breaker::{CircuitBreakerConfig, CircuitState, CircuitStatus};
 pub use builder::{
-    ConnectError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_RESPONSE_TIMEOUT, RedisStoreBuilder,
+    ConnectError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_OPERATION_BUDGET, DEFAULT_RESPONSE_TIMEOUT,
+    RedisStoreBuilder,
 };
 pub use connection::{RedisConnection, Topology};
 pub use layout::{BucketKeys, KeyLayout};

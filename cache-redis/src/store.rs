@@ -3,15 +3,18 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     future::Future,
-    sync::{Arc, PoisonError, RwLock},
-    time::Duration,
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use cache_core::{
     ComputeLock, ComputedLookup, ComputedWrite, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, LockAttempt,
-    LockWait, Lookup, Order, QueryLookup, RecordId, RecordWrite, RemoveMode, Store, StoreError, StoreResult,
+    LockWait, Lookup, Order, QueryFill, QueryLookup, RecordId, RecordWrite, RemoveMode, Store, StoreError, StoreResult,
     StoreStats, WriteMode, WriteOutcome, human_bytes, order::compare_scored,
 };
 use futures::{
@@ -23,8 +26,8 @@ use redis::{RedisError, Script, ScriptInvocation, Value};
 
 use crate::{
     CircuitBreakerConfig, CircuitStatus, KeyLayout, RedisStoreBuilder,
-    breaker::{Admission, CircuitBreaker},
-    connection::{Node, RedisConnection, is_unavailable, store_error},
+    breaker::{Admission, CircuitBreaker, Failure},
+    connection::{Node, RedisConnection, in_slot_scope, is_unavailable, store_error},
     flush::{Decision, FlushPlan},
     layout::{BucketKeys, tag_set_key, value_key},
     meta,
@@ -36,6 +39,11 @@ mod computed;
 
 /// Keys per `SCAN` step when flushing or counting.
 const SCAN_COUNT: usize = 1000;
+/// Up to this many keys in a master's database, `stats` counts the namespace's keys exactly
+/// (a few `SCAN` steps); above, it estimates them from a sample.
+const EXACT_COUNT_BELOW: u64 = 10_000;
+/// `SCAN` steps (of [`SCAN_COUNT`] keys) sampled per master for the estimate.
+const SAMPLE_STEPS: usize = 2;
 
 /// The [`Store`] on Redis / Valkey (one server) or Redis Cluster.
 ///
@@ -63,8 +71,10 @@ struct Inner {
     buckets: u32,
     scripts: Scripts,
     breaker: CircuitBreaker,
+    /// The most time one operation may take ([`RedisStoreBuilder::operation_budget`]).
+    budget: Duration,
     /// Dedicated connections for waits on another instance's computed value.
-    waits: WaitConnections,
+    waits: Arc<WaitConnections>,
     /// The key layout of each schema (entity name, fingerprint) seen so far, built once: one
     /// per registered model.
     layouts: RwLock<HashMap<(&'static str, u64), Arc<KeyLayout>>>,
@@ -185,7 +195,8 @@ impl RedisStore {
         buckets: u32,
         scripts: Scripts,
         breaker: CircuitBreakerConfig,
-        waits: WaitConnections,
+        budget: Duration,
+        waits: Arc<WaitConnections>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -194,6 +205,7 @@ impl RedisStore {
                 buckets,
                 scripts,
                 breaker: CircuitBreaker::new(breaker),
+                budget,
                 waits,
                 layouts: RwLock::default(),
             }),
@@ -231,9 +243,29 @@ impl RedisStore {
     }
 
     /// The underlying connection, for benchmarks (a raw `GET` on it is the physical limit a
-    /// cache hit is compared with) and diagnostics. Commands on it bypass the circuit breaker.
+    /// cache hit is compared with) and diagnostics. Commands on it bypass the circuit
+    /// breakers and the operation budget; before the store has connected they fail at once.
     pub fn connection(&self) -> RedisConnection {
-        self.inner.conn.clone()
+        self.inner.conn.unguarded()
+    }
+
+    /// Whether the store has connected to Redis (it connects in the background when Redis was
+    /// down or hung at [`RedisStoreBuilder::connect`]).
+    pub fn is_connected(&self) -> bool {
+        self.inner.conn.is_connected()
+    }
+
+    /// On a cluster, the hash slots whose master was found unreachable and that refuse calls
+    /// until their cool-down ends (0 on one server).
+    pub fn unavailable_slots(&self) -> usize {
+        self.inner.conn.slot_breakers().map_or(0, |s| s.open_slots())
+    }
+
+    /// The keys in the namespace, counted exactly: `SCAN`s every master's whole keyspace, so
+    /// it takes as long as the database is large (about 1.5 s for 500,000 keys). For an
+    /// operator's question, not for monitoring: [`Store::stats`] estimates instead.
+    pub async fn exact_key_count(&self) -> StoreResult<u64> {
+        self.guarded_bulk("exact_key_count", self.count_keys()).await
     }
 
     /// The circuit breaker's state and counters.
@@ -245,31 +277,68 @@ impl RedisStore {
         self.inner.conn.clone()
     }
 
-    /// Runs one operation through the circuit breaker.
+    /// Runs one operation through the circuit breaker, within the operation budget.
     async fn guarded<T>(&self, op: &'static str, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        self.run(op, Some(self.inner.budget), work).await
+    }
+
+    /// Runs a bulk operation (many round trips: a flush, a scan) through the circuit breaker;
+    /// each round trip is bounded by the response timeout, not the whole by the budget.
+    async fn guarded_bulk<T>(&self, op: &'static str, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        self.run(op, None, work).await
+    }
+
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        budget: Option<Duration>,
+        work: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        if !self.inner.conn.is_connected() {
+            // Not a failure of the breaker's: the background connector is on it, and the
+            // store works as soon as it succeeds.
+            return Err(StoreError::Unavailable("not connected to redis yet".to_owned()));
+        }
         let breaker = &self.inner.breaker;
         let admission = breaker.admit()?;
         let mut probe = ProbeGuard {
             breaker,
             armed: matches!(admission, Admission::Probe),
         };
-        if probe.armed
-            && let Err(err) = self.probe().await
-        {
-            probe.armed = false;
-            breaker.failure(&err);
-            return Err(err);
-        }
-        let result = work.await;
+        let probing = probe.armed;
+        let started = Instant::now();
+        let attempt = async {
+            if probing {
+                self.probe().await?;
+            }
+            work.await
+        };
+        // Set when a failure was a cluster slot's (its breaker has it), not the server's.
+        let slot_scoped = Arc::new(AtomicBool::new(false));
+        let attempt = in_slot_scope(Arc::clone(&slot_scoped), attempt);
+        let result = match budget {
+            Some(budget) => tokio::time::timeout(budget, attempt).await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "{op}: no answer within the operation budget ({} ms)",
+                    budget.as_millis()
+                )))
+            }),
+            None => attempt.await,
+        };
         probe.armed = false;
         match &result {
             Ok(_) => breaker.success(),
             Err(err @ StoreError::Unavailable(_)) => {
-                tracing::warn!(op, unavailable = true, error = %err, "redis_store_error");
-                breaker.failure(err);
+                // Logged by the breaker (state changes and a periodic summary), not per call.
+                tracing::debug!(op, error = %err, "redis_store_unavailable");
+                if slot_scoped.load(Ordering::Acquire) && !probing {
+                    return result;
+                }
+                let slow = budget.is_some_and(|b| started.elapsed() >= b / 2);
+                breaker.failure(err, if slow { Failure::Slow } else { Failure::Fast });
             }
             Err(err) => {
-                tracing::warn!(op, unavailable = false, error = %err, "redis_store_error");
+                tracing::warn!(op, error = %err, "redis_store_error");
                 breaker.success();
             }
         }
@@ -307,6 +376,7 @@ impl RedisStore {
             .arg(write.body.as_ref())
             .arg(ms(write.ttl))
             .arg(meta::version_arg(write.version))
+            .arg(write.at.map(|at| at.to_string()).unwrap_or_default())
             .arg(meta::encode(&write.index, write.version));
     }
 
@@ -488,6 +558,58 @@ impl RedisStore {
             .await
     }
 
+    /// The keys in the namespace, for `stats`: exact on a master whose database is small,
+    /// otherwise `DBSIZE` times the namespace's share of a sample of the keyspace (`SCAN`
+    /// steps without `MATCH` walk the hash table, whose order has nothing to do with key
+    /// names). Exact, too, when the sample shows that the namespace owns the database. A few
+    /// round trips per master whatever the size, instead of a `SCAN` of everything.
+    async fn estimate_keys(&self) -> StoreResult<u64> {
+        let prefix = format!("{}:", self.inner.namespace);
+        let pattern = format!("{prefix}*");
+        let mut total = 0u64;
+        for node in self.inner.conn.masters().await.map_err(re)? {
+            let dbsize = self.inner.conn.on_node(&node, redis::cmd("DBSIZE")).await.map_err(re)?;
+            let dbsize: u64 = redis::from_redis_value(dbsize).map_err(|e| backend(e.to_string()))?;
+            if dbsize == 0 {
+                continue;
+            }
+            if dbsize < EXACT_COUNT_BELOW {
+                let mut cursor = 0;
+                loop {
+                    let (next, keys) = self.scan_node(&node, cursor, &pattern, SCAN_COUNT).await?;
+                    total += keys.len() as u64;
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                continue;
+            }
+            let (mut sampled, mut ours, mut cursor) = (0u64, 0u64, 0u64);
+            for _ in 0..SAMPLE_STEPS {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor).arg("COUNT").arg(SCAN_COUNT);
+                let reply = self.inner.conn.on_node(&node, cmd).await.map_err(re)?;
+                let (next, keys): (u64, Vec<Vec<u8>>) =
+                    redis::from_redis_value(reply).map_err(|e| backend(e.to_string()))?;
+                sampled += keys.len() as u64;
+                ours += keys.iter().filter(|k| k.starts_with(prefix.as_bytes())).count() as u64;
+                cursor = next;
+                if next == 0 {
+                    break;
+                }
+            }
+            total += if sampled == 0 || ours == sampled {
+                dbsize
+            } else {
+                // Rounded to the nearest key; u128 so that the product cannot overflow.
+                u64::try_from((u128::from(dbsize) * u128::from(ours) + u128::from(sampled) / 2) / u128::from(sampled))
+                    .unwrap_or(u64::MAX)
+            };
+        }
+        Ok(total)
+    }
+
     async fn server_info(&self) -> StoreResult<Vec<String>> {
         let nodes = self.inner.conn.masters().await.map_err(re)?;
         try_join_all(nodes.iter().map(|node| async move {
@@ -548,6 +670,16 @@ fn stats_from_info(backend: &str, infos: &[String], total_keys: u64) -> StoreSta
     }
 }
 
+/// What a record key and its tombstone key hold, as a lookup: an invalidated delete's
+/// tombstone (`o|...`, see `entity.lua`) orders writes but answers no read.
+fn lookup(record: Option<Bytes>, tombstone: Option<Bytes>) -> Lookup {
+    match (record, tombstone) {
+        (Some(body), _) => Lookup::Hit(body),
+        (None, Some(tomb)) if !tomb.starts_with(b"o|") => Lookup::Tombstone,
+        (None, _) => Lookup::Miss,
+    }
+}
+
 #[async_trait]
 impl Store for RedisStore {
     async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup> {
@@ -560,11 +692,7 @@ impl Store for RedisStore {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(re)?;
-            Ok(match (record, tombstone) {
-                (Some(body), _) => Lookup::Hit(body),
-                (None, Some(_)) => Lookup::Tombstone,
-                (None, None) => Lookup::Miss,
-            })
+            Ok(lookup(record, tombstone))
         })
         .await
     }
@@ -588,11 +716,7 @@ impl Store for RedisStore {
             let mut values = values.into_iter();
             let mut out = Vec::with_capacity(ids.len());
             while let (Some(record), Some(tombstone)) = (values.next(), values.next()) {
-                out.push(match (record, tombstone) {
-                    (Some(body), _) => Lookup::Hit(body),
-                    (None, Some(_)) => Lookup::Tombstone,
-                    (None, None) => Lookup::Miss,
-                });
+                out.push(lookup(record, tombstone));
             }
             Ok(out)
         })
@@ -670,6 +794,8 @@ impl Store for RedisStore {
                         },
                         Some(1) => WriteOutcome::StaleVersion,
                         Some(2) => WriteOutcome::LeaseLost,
+                        Some(3) => WriteOutcome::Deleted,
+                        Some(4) => WriteOutcome::Unordered,
                         _ => return Err(backend(format!("put: unknown outcome {status:?}"))),
                     };
                 }
@@ -690,16 +816,30 @@ impl Store for RedisStore {
         }
         let layout = self.key_layout(entity);
         let ittl = index_ttl(entity, &[]);
-        let (mode, tomb_ttl, token) = match mode {
-            RemoveMode::Invalidate => ("invalidate", 1, String::new()),
-            RemoveMode::Tombstone(ttl) => ("tombstone", ms(ttl), String::new()),
-            RemoveMode::FillTombstone { lease, ttl } => ("fill-tombstone", ms(ttl), lease.0.to_string()),
+        let (mode, tomb_ttl, token, version, at) = match mode {
+            RemoveMode::Invalidate => ("invalidate", 1, String::new(), String::new(), String::new()),
+            RemoveMode::Tombstone(tombstone) => (
+                "tombstone",
+                ms(tombstone.ttl),
+                String::new(),
+                meta::version_arg(tombstone.version),
+                tombstone.at.map(|at| at.to_string()).unwrap_or_default(),
+            ),
+            RemoveMode::FillTombstone { lease, ttl } => {
+                ("fill-tombstone", ms(ttl), lease.0.to_string(), String::new(), String::new())
+            }
         };
         let groups = by_bucket(&layout, ids.iter());
         self.guarded("remove", async {
             let answers = try_join_all(groups.iter().map(|(&bucket, members)| {
                 let mut invocation = Self::entity_invocation(&self.inner.scripts.remove, layout.keys(bucket));
-                invocation.arg(mode).arg(tomb_ttl).arg(ittl).arg(&token);
+                invocation
+                    .arg(mode)
+                    .arg(tomb_ttl)
+                    .arg(ittl)
+                    .arg(&token)
+                    .arg(&version)
+                    .arg(&at);
                 for &i in members {
                     invocation.arg(ids[i].as_str());
                 }
@@ -781,12 +921,12 @@ impl Store for RedisStore {
         query: &IndexQuery,
         token: FillToken,
         records: &[RecordWrite],
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<QueryFill> {
         Self::check_query(entity, query)?;
         let layout = self.key_layout(entity);
         if token.0.len() != layout.bucket_count() as usize {
             // A token from another layout (or another store) can never be current here.
-            return Ok(false);
+            return Ok(QueryFill::Refused);
         }
         let ittl = index_ttl(entity, records);
         let groups = by_bucket(&layout, records.iter().map(|w| &w.id));
@@ -811,11 +951,33 @@ impl Store for RedisStore {
                 }
                 async move {
                     let reply: Value = invocation.invoke_async(&mut self.conn()).await.map_err(re)?;
-                    Ok::<_, StoreError>(as_u64(&reply) == Some(1))
+                    // 0: refused; otherwise 1 and the ids it forgot.
+                    if as_u64(&reply) == Some(0) {
+                        return Ok::<_, StoreError>(None);
+                    }
+                    let mut answer = as_array(reply, "complete_query")?.into_iter();
+                    if answer.next().as_ref().and_then(as_u64) != Some(1) {
+                        return Err(backend("complete_query: the script answered no status"));
+                    }
+                    answer
+                        .map(|id| {
+                            let id = as_bytes(id).ok_or_else(|| backend("complete_query: an id is not a string"))?;
+                            let id = String::from_utf8(id.to_vec()).map_err(|err| backend(err.to_string()))?;
+                            RecordId::new(id).map_err(|err| backend(err.to_string()))
+                        })
+                        .collect::<StoreResult<Vec<_>>>()
+                        .map(Some)
                 }
             }))
             .await?;
-            Ok(answers.into_iter().all(|complete| complete))
+            let mut forgotten = Vec::new();
+            for answer in answers {
+                match answer {
+                    Some(ids) => forgotten.extend(ids),
+                    None => return Ok(QueryFill::Refused),
+                }
+            }
+            Ok(QueryFill::Completed { forgotten })
         })
         .await
     }
@@ -851,7 +1013,7 @@ impl Store for RedisStore {
                 }
                 if !scan.exhausted && scan.pending.len() < batch {
                     let step = self
-                        .guarded("scan_ids", async {
+                        .guarded_bulk("scan_ids", async {
                             if scan.nodes.is_none() {
                                 scan.nodes = Some(self.inner.conn.masters().await.map_err(re)?.into_iter());
                             }
@@ -899,7 +1061,7 @@ impl Store for RedisStore {
     async fn flush(&self, pattern: Option<&str>) -> StoreResult<u64> {
         let plan = FlushPlan::new(&self.inner.namespace, pattern)?;
         let flush = self.sum_scan(plan.scan_pattern(), |keys| self.flush_page(&plan, keys));
-        self.guarded("flush", flush).await
+        self.guarded_bulk("flush", flush).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -912,7 +1074,7 @@ impl Store for RedisStore {
     async fn stats(&self) -> StoreResult<StoreStats> {
         self.guarded("stats", async {
             let infos = self.server_info().await?;
-            let total_keys = self.count_keys().await?;
+            let total_keys = self.estimate_keys().await?;
             let backend = if self.inner.conn.is_cluster() {
                 "redis-cluster"
             } else {

@@ -134,9 +134,25 @@ pub struct RedisServer {
     dir: TempDir,
     args: Vec<String>,
     process: Option<Process>,
+    /// The process id of a server stopped by [`RedisServer::pause`].
+    paused: Option<u32>,
 }
 
 impl RedisServer {
+    /// A server that is not running yet, on a free port: clients given its
+    /// [`url`](Self::url) find nothing there until [`start_again`](Self::start_again)
+    /// starts it (for tests of what happens while Redis is down at start-up).
+    pub fn reserve() -> Self {
+        Self {
+            port: free_port_for(false),
+            tls_port: None,
+            dir: tempfile::tempdir().expect("create a temporary directory"),
+            args: Vec::new(),
+            process: None,
+            paused: None,
+        }
+    }
+
     /// Starts a server on a free loopback port.
     pub fn start() -> Self {
         Self::start_with_args(&[])
@@ -164,6 +180,7 @@ impl RedisServer {
                 dir: tempfile::tempdir().expect("create a temporary directory"),
                 args: args.iter().map(|a| (*a).to_owned()).collect(),
                 process: None,
+                paused: None,
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -304,8 +321,76 @@ impl RedisServer {
         self.process.is_some()
     }
 
-    /// Kills the server (the port is kept for [`RedisServer::start_again`]).
+    /// Freezes the server with `SIGSTOP`: it keeps its port and its connections (the kernel
+    /// still accepts new ones) but answers nothing until [`resume`](Self::resume), as a hung
+    /// server does.
+    pub fn pause(&mut self) {
+        assert!(self.paused.is_none(), "the server is already paused");
+        assert!(self.is_running(), "the server is not running");
+        let info: String = self.query(redis::cmd("INFO").arg("server"));
+        let pid: u32 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| self.fail("INFO server named no process_id"));
+        self.signal(pid, "-STOP");
+        self.paused = Some(pid);
+    }
+
+    /// Lets a [paused](Self::pause) server run again (`SIGCONT`); it then answers everything
+    /// sent to it meanwhile.
+    pub fn resume(&mut self) {
+        let pid = self.paused.take().expect("the server is not paused");
+        self.signal(pid, "-CONT");
+    }
+
+    /// Whether the server is [paused](Self::pause).
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
+    }
+
+    fn signal(&self, pid: u32, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .unwrap_or_else(|e| self.fail(&format!("cannot run kill: {e}")));
+        if !status.success() {
+            self.fail(&format!("kill {signal} {pid} failed: {status}"));
+        }
+    }
+
+    /// How many times clients (and scripts) ran `command` since the server started or its
+    /// statistics were reset (`CONFIG RESETSTAT`): `INFO commandstats`.
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let info: String = self.query(redis::cmd("INFO").arg("commandstats"));
+        let field = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
+        info.lines()
+            .find_map(|l| l.strip_prefix(&field))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A cluster node's view of who serves which slots: `port slots...` per master, sorted.
+    fn slot_table(&self) -> Vec<String> {
+        let table: String = self.query(redis::cmd("CLUSTER").arg("NODES"));
+        let mut masters: Vec<String> = table
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let address = fields.get(1)?.split('@').next()?;
+                (fields.len() > 8).then(|| format!("{address} {}", fields[8..].join(" ")))
+            })
+            .collect();
+        masters.sort();
+        masters
+    }
+
+    /// Kills the server (the port is kept for [`RedisServer::start_again`]); a paused server
+    /// too.
     pub fn stop(&mut self) {
+        self.paused = None;
         if let Some(process) = self.process.take() {
             process.stop();
         }
@@ -441,15 +526,17 @@ impl RedisCluster {
     /// Starts a cluster of `masters` masters (at least 3, as `redis-cli --cluster create`
     /// requires), joins them and waits until every node reports `cluster_state:ok`.
     pub fn start_with_masters(masters: usize) -> Self {
+        Self::start_with_args(masters, &[])
+    }
+
+    /// [`start_with_masters`](Self::start_with_masters) with extra `redis-server` arguments
+    /// for every node (`["--cluster-require-full-coverage", "no"]`).
+    pub fn start_with_args(masters: usize, args: &[&str]) -> Self {
         assert!(masters >= 3, "redis-cli creates clusters of 3 masters or more");
+        let mut node_args = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
+        node_args.extend_from_slice(args);
         let nodes: Vec<RedisServer> = (0..masters)
-            .map(|_| {
-                RedisServer::start_inner(
-                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
-                    true,
-                    false,
-                )
-            })
+            .map(|_| RedisServer::start_inner(&node_args, true, false))
             .collect();
         let cluster = Self { nodes };
         let output = Command::new(cli_bin())
@@ -480,6 +567,18 @@ impl RedisCluster {
                 thread::sleep(Duration::from_millis(20));
             }
         }
+        // `cluster_state:ok` comes before every node knows every other's slots: a client that
+        // read a stale map would be sent MOVED past its retries.
+        loop {
+            let views: Vec<Vec<String>> = cluster.nodes.iter().map(RedisServer::slot_table).collect();
+            if views.windows(2).all(|w| w[0] == w[1]) && views[0].len() == masters {
+                break;
+            }
+            if Instant::now() > deadline {
+                cluster.fail(&format!("the nodes never agreed on the slots: {views:?}"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
         cluster
     }
 
@@ -501,6 +600,42 @@ impl RedisCluster {
     /// The nodes.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// One node, to stop, pause or restart it.
+    pub fn node_mut(&mut self, index: usize) -> &mut RedisServer {
+        &mut self.nodes[index]
+    }
+
+    /// The index of the node serving `key`'s hash slot, as the first running node's
+    /// `CLUSTER NODES` says.
+    pub fn owner_of(&self, key: &str) -> usize {
+        let asking = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running() && !n.is_paused())
+            .unwrap_or_else(|| self.fail("no node is running"));
+        let slot: u16 = asking.query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key));
+        let table: String = asking.query(redis::cmd("CLUSTER").arg("NODES"));
+        for line in table.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(port) = fields
+                .get(1)
+                .and_then(|a| a.split('@').next())
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+            else {
+                continue;
+            };
+            let serves = fields.iter().skip(8).any(|range| {
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+            });
+            if serves && let Some(index) = self.nodes.iter().position(|n| n.port == port) {
+                return index;
+            }
+        }
+        self.fail(&format!("no node serves slot {slot}:\n{table}"))
     }
 }
 
@@ -568,6 +703,7 @@ mod tests {
             dir: tempfile::tempdir().expect("create a temporary directory"),
             args: Vec::new(),
             process: None,
+            paused: None,
         }
     }
 

@@ -55,6 +55,7 @@ fn note(rid: &str, tag: &str, rank: f64) -> RecordWrite {
             scores: vec![("rank".into(), rank)],
         },
         version: None,
+        at: None,
         ttl: LONG,
     }
 }
@@ -84,7 +85,7 @@ async fn complete(store: &RedisStore, query: &IndexQuery, records: &[RecordWrite
         store
             .complete_query(notes(), query, token, records)
             .await
-            .expect("complete")
+            .expect("complete").is_complete()
     );
 }
 
@@ -194,7 +195,7 @@ async fn script_flush_does_not_break_operations() {
     upsert(&store, &[note("n3", "a", 3.0)]).await;
     let _: () = server.query(redis::cmd("SCRIPT").arg("FLUSH"));
     store
-        .remove(notes(), &[id("n1")], RemoveMode::Tombstone(LONG))
+        .remove(notes(), &[id("n1")], RemoveMode::Tombstone(cache_core::Tombstone::new(LONG)))
         .await
         .expect("remove");
     let _: () = server.query(redis::cmd("SCRIPT").arg("FLUSH"));
@@ -232,7 +233,7 @@ async fn every_key_has_a_ttl() {
     .await;
     upsert(&store, &[note("n2", "a", 5.0), note("n4", "c", 4.0)]).await;
     store
-        .remove(s, &[id("n3")], RemoveMode::Tombstone(LONG))
+        .remove(s, &[id("n3")], RemoveMode::Tombstone(cache_core::Tombstone::new(LONG)))
         .await
         .expect("tombstone");
     store
@@ -603,11 +604,11 @@ async fn flush_patterns_remove_the_same_logical_keys_as_on_the_memory_store() {
             let filled = store
                 .complete_query(notes(), &by_tag("a"), token, &origin[..2])
                 .await
-                .expect("complete");
+                .expect("complete").is_complete();
             assert!(filled);
             store.put(notes(), &origin[2..], WriteMode::Upsert).await.expect("put");
             store
-                .remove(notes(), &[id("n9")], RemoveMode::Tombstone(LONG))
+                .remove(notes(), &[id("n9")], RemoveMode::Tombstone(cache_core::Tombstone::new(LONG)))
                 .await
                 .expect("tombstone");
             let mut task = note("t1", "x", 0.0);
@@ -633,7 +634,7 @@ async fn flush_patterns_remove_the_same_logical_keys_as_on_the_memory_store() {
                 let filled = store
                     .complete_query(notes(), &by_tag("a"), token, &origin)
                     .await
-                    .expect("complete");
+                    .expect("complete").is_complete();
                 assert!(filled, "{pattern:?}");
                 assert_eq!(
                     page_ids(store.query(notes(), &by_tag("a")).await.expect("query")),

@@ -20,7 +20,7 @@ use cache_redis::RedisStore;
 
 use crate::{
     api::{self, AppState},
-    config::{Config, RedisUrl, Secret},
+    config::{Config, RedisSettings, RedisUrl, Secret},
     database::{DATA_VERSION, Database, DatabaseUrl},
     models::{Event, Project, Referral, User, Vote},
     origin::SqlOrigin,
@@ -80,6 +80,9 @@ pub enum AppError {
     /// A command was given something it cannot use.
     #[error("{0}")]
     Usage(String),
+    /// A bulk command did part of its work (its report says what); the rest failed.
+    #[error("{0}")]
+    Incomplete(String),
     /// The database was seeded by another version of the demo.
     #[error(
         "database {url} was seeded by another version of demo-app (its columns or ids differ): \
@@ -129,8 +132,14 @@ pub async fn open_database(url: &DatabaseUrl) -> Result<Database, AppError> {
     Ok(db)
 }
 
-/// The store `REDIS_URL` names, or memory.
+/// The store `REDIS_URL` names, or memory, with cache-redis's default timeouts and breaker.
 pub async fn connect_store(url: Option<&RedisUrl>) -> Result<Arc<dyn Store>, AppError> {
+    connect_store_with(url, &RedisSettings::default()).await
+}
+
+/// The store `REDIS_URL` names, or memory. A Redis that is down or hung does not stop it: the
+/// store connects in the background and the cache answers from the database meanwhile.
+pub async fn connect_store_with(url: Option<&RedisUrl>, settings: &RedisSettings) -> Result<Arc<dyn Store>, AppError> {
     let fail = |source| AppError::Redis {
         url: url.map(ToString::to_string).unwrap_or_default(),
         source,
@@ -138,14 +147,16 @@ pub async fn connect_store(url: Option<&RedisUrl>) -> Result<Arc<dyn Store>, App
     Ok(match url {
         None => Arc::new(MemoryStore::new()),
         Some(RedisUrl::Single(url)) => Arc::new(
-            RedisStore::builder(url)
+            settings
+                .apply(RedisStore::builder(url))
                 .namespace(REDIS_NAMESPACE)
                 .connect()
                 .await
                 .map_err(fail)?,
         ),
         Some(RedisUrl::Cluster(nodes)) => Arc::new(
-            RedisStore::cluster(nodes)
+            settings
+                .apply(RedisStore::cluster(nodes))
                 .namespace(REDIS_NAMESPACE)
                 .connect()
                 .await
@@ -249,7 +260,7 @@ pub async fn serve(config: &Config) -> Result<(), AppError> {
     let (secrets, generated) = Secrets::from_config(config)?;
     let db = open_database(&config.database_url).await?;
     let origin = SqlOrigin::new(db, config.origin_settings());
-    let store = connect_store(config.redis_url.as_ref()).await?;
+    let store = connect_store_with(config.redis_url.as_ref(), &config.redis_settings()).await?;
     let cache = build_cache(store, origin.clone(), config.cache_enabled)?;
     let app = router(AppState { cache, origin }, &secrets)?;
 

@@ -1,15 +1,19 @@
-//! The maintenance commands: `sweep`, `warm`, `secret`, `schema` and `seed`.
+//! The maintenance commands: `sweep`, `warm`, `flush`, `secret`, `schema` and `seed`.
+//!
+//! The bulk commands report what was actually done, checked where it can be (warm reads what
+//! it wrote back from the store), and fail (a non-zero exit) when part of the work failed,
+//! after printing what did get done.
 
 use std::{io::IsTerminal, time::Instant};
 
-use cache_core::{Cache, Cacheable, EntitySchema, SweepReport};
+use cache_core::{Cache, Cacheable, EntitySchema, Lookup, RecordId, SweepProgress, SweepReport};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::{
-    app::{AppError, build_cache, connect_store, open_database},
-    config::{Config, SweepArgs, WarmArgs},
-    database::Database,
+    app::{AppError, build_cache, connect_store_with, open_database},
+    config::{Config, FlushArgs, SweepArgs, WarmArgs},
+    database::{Database, quote},
     models::{self, Event, Project, Referral, User, Vote},
     origin::SqlOrigin,
     seed::{self, SeedCounts},
@@ -67,7 +71,7 @@ fn select(names: &[String]) -> Result<Vec<&'static EntitySchema>, AppError> {
 async fn open(config: &Config) -> Result<(SqlOrigin, Cache), AppError> {
     let db = open_database(&config.database_url).await?;
     let origin = SqlOrigin::new(db, config.origin_settings());
-    let store = connect_store(config.redis_url.as_ref()).await?;
+    let store = connect_store_with(config.redis_url.as_ref(), &config.redis_settings()).await?;
     if config.redis_url.is_none() {
         eprintln!("note: REDIS_URL is not set: this command works on a new, empty in-memory cache");
     }
@@ -78,15 +82,27 @@ async fn open(config: &Config) -> Result<(SqlOrigin, Cache), AppError> {
 /// What a sweep of several entities did.
 #[derive(Debug, Clone, Serialize)]
 pub struct SweepSummary {
-    /// One report per entity.
+    /// One report per entity swept to the end.
     pub entities: Vec<SweepReport>,
+    /// The entities whose sweep stopped on a store failure: how far each got, and why.
+    pub failed: Vec<SweepFailure>,
     /// `exists_many` calls the origin answered.
     pub origin_calls: u64,
     /// Wall time, in milliseconds.
     pub elapsed_ms: u64,
 }
 
-/// Sweeps `entities` of `cache`, `batch` ids per origin call.
+/// A sweep that stopped part-way; what it removed stays removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepFailure {
+    /// How far it got.
+    pub progress: SweepProgress,
+    /// Why it stopped.
+    pub error: String,
+}
+
+/// Sweeps `entities` of `cache`, `batch` ids per origin call. An entity whose sweep fails is
+/// reported in [`SweepSummary::failed`] and the others are still swept.
 pub async fn sweep_entities(
     cache: &Cache,
     origin: &SqlOrigin,
@@ -96,20 +112,35 @@ pub async fn sweep_entities(
     let started = Instant::now();
     let calls_before = origin.calls().exists_many;
     let mut reports = Vec::new();
+    let mut failed = Vec::new();
     for schema in entities {
         let bar = progress_bar(None);
         bar.set_prefix(schema.entity);
-        let report = cache
+        let mut at = SweepProgress {
+            entity: schema.entity,
+            checked: 0,
+            removed: 0,
+            batches: 0,
+        };
+        let result = cache
             .sweep(schema, batch, |p| {
+                at = p;
                 bar.set_message(format!("checked {}, removed {}", p.checked, p.removed));
                 bar.tick();
             })
-            .await?;
+            .await;
         bar.finish_and_clear();
-        reports.push(report);
+        match result {
+            Ok(report) => reports.push(report),
+            Err(err) => failed.push(SweepFailure {
+                progress: at,
+                error: err.to_string(),
+            }),
+        }
     }
     Ok(SweepSummary {
         entities: reports,
+        failed,
         origin_calls: origin.calls().exists_many - calls_before,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
@@ -122,27 +153,38 @@ pub async fn sweep(config: &Config, args: &SweepArgs) -> Result<(), AppError> {
     let batch = usize::try_from(args.batch).unwrap_or(usize::MAX);
     let summary = sweep_entities(&cache, &origin, &entities, batch).await?;
     out(format_args!(
-        "{:<10} {:>8} {:>8} {:>8} {:>13} {:>9}",
-        "entity", "cached", "checked", "removed", "origin calls", "time"
+        "{:<10} {:>8} {:>8} {:>8} {:>9}  {}",
+        "entity", "checked", "removed", "batches", "time", "status"
     ))?;
     for r in &summary.entities {
-        // The sweep checks every id the store holds: cached and checked are the same count.
         out(format_args!(
-            "{:<10} {:>8} {:>8} {:>8} {:>13} {:>7}ms",
-            r.entity, r.checked, r.checked, r.removed, r.batches, r.elapsed_ms
+            "{:<10} {:>8} {:>8} {:>8} {:>7}ms  done",
+            r.entity, r.checked, r.removed, r.batches, r.elapsed_ms
         ))?;
     }
-    let total = |f: fn(&SweepReport) -> u64| summary.entities.iter().map(f).sum::<u64>();
+    for f in &summary.failed {
+        let p = &f.progress;
+        out(format_args!(
+            "{:<10} {:>8} {:>8} {:>8} {:>9}  FAILED: {}",
+            p.entity, p.checked, p.removed, p.batches, "-", f.error
+        ))?;
+    }
+    let checked: u64 = summary.entities.iter().map(|r| r.checked).sum::<u64>()
+        + summary.failed.iter().map(|f| f.progress.checked).sum::<u64>();
+    let removed: u64 = summary.entities.iter().map(|r| r.removed).sum::<u64>()
+        + summary.failed.iter().map(|f| f.progress.removed).sum::<u64>();
     out(format_args!(
-        "{:<10} {:>8} {:>8} {:>8} {:>13} {:>7}ms",
-        "total",
-        total(|r| r.checked),
-        total(|r| r.checked),
-        total(|r| r.removed),
-        summary.origin_calls,
-        summary.elapsed_ms
+        "{:<10} {:>8} {:>8} {:>8} {:>7}ms  {} origin calls",
+        "total", checked, removed, "", summary.elapsed_ms, summary.origin_calls
     ))?;
-    Ok(())
+    if summary.failed.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = summary.failed.iter().map(|f| f.progress.entity).collect();
+    Err(AppError::Incomplete(format!(
+        "the sweep of {} stopped on a cache failure (see above); what it removed stays removed, run it again",
+        names.join(", ")
+    )))
 }
 
 /// What warming one entity did.
@@ -152,15 +194,28 @@ pub struct WarmReport {
     pub entity: &'static str,
     /// Ids listed at the origin.
     pub listed: usize,
-    /// Records now cached.
+    /// Records read (from the cache, or from the origin and written to the cache).
     pub loaded: usize,
+    /// Records the store holds afterwards, checked by reading each batch back from it.
+    pub cached: usize,
+    /// The first store failure met, when some batch could not be written or checked.
+    pub error: Option<String>,
     /// Wall time, in milliseconds.
     pub elapsed_ms: u64,
 }
 
+impl WarmReport {
+    /// Whether every record read is in the store.
+    pub fn is_complete(&self) -> bool {
+        self.cached == self.loaded && self.error.is_none()
+    }
+}
+
 /// Loads the `recent` newest records of `T` (all when `None`) into the cache, `batch` at a
 /// time: each batch is one `get_many`, so one origin `fetch_many` for what is missing and one
-/// store write of the whole batch. Records already cached are left as they are.
+/// store write of the whole batch, then one store read to count what the store now holds (a
+/// cache answers reads from the origin when the store fails, so the read alone proves
+/// nothing). Records already cached are left as they are.
 pub async fn warm_entity<T: Cacheable>(
     cache: &Cache,
     origin: &SqlOrigin,
@@ -175,9 +230,17 @@ pub async fn warm_entity<T: Cacheable>(
         .map_err(cache_core::CacheError::from)?;
     let bar = progress_bar(Some(ids.len() as u64));
     bar.set_prefix(schema.entity);
-    let mut loaded = 0;
+    let (mut loaded, mut cached, mut error) = (0, 0, None);
     for chunk in ids.chunks(batch.max(1)) {
-        loaded += cache.get_many::<T>(chunk).await?.len();
+        let records = cache.get_many::<T>(chunk).await?;
+        loaded += records.len();
+        let read: Vec<RecordId> = records.iter().map(|r| r.id().clone()).collect();
+        match cache.store().get_many(schema, &read).await {
+            Ok(lookups) => cached += lookups.iter().filter(|l| matches!(l, Lookup::Hit(_))).count(),
+            Err(err) => {
+                error.get_or_insert_with(|| err.to_string());
+            }
+        }
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -185,6 +248,8 @@ pub async fn warm_entity<T: Cacheable>(
         entity: schema.entity,
         listed: ids.len(),
         loaded,
+        cached,
+        error,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
 }
@@ -220,22 +285,67 @@ pub async fn warm(config: &Config, args: &WarmArgs) -> Result<(), AppError> {
     let started = Instant::now();
     let calls_before = origin.calls().total();
     out(format_args!(
-        "{:<10} {:>8} {:>8} {:>9}",
-        "entity", "listed", "cached", "time"
+        "{:<10} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "entity", "listed", "read", "cached", "missing", "time"
     ))?;
+    let mut incomplete = Vec::new();
     for schema in entities {
         let r = warm_named(&cache, &origin, schema, args.recent, batch).await?;
         out(format_args!(
-            "{:<10} {:>8} {:>8} {:>7}ms",
-            r.entity, r.listed, r.loaded, r.elapsed_ms
+            "{:<10} {:>8} {:>8} {:>8} {:>8} {:>7}ms{}",
+            r.entity,
+            r.listed,
+            r.loaded,
+            r.cached,
+            r.loaded.saturating_sub(r.cached),
+            r.elapsed_ms,
+            r.error.as_ref().map(|e| format!("  ({e})")).unwrap_or_default()
         ))?;
+        if !r.is_complete() {
+            incomplete.push(r.entity);
+        }
     }
     out(format_args!(
         "done in {}ms with {} origin calls",
         started.elapsed().as_millis(),
         origin.calls().total() - calls_before
     ))?;
-    Ok(())
+    if incomplete.is_empty() {
+        return Ok(());
+    }
+    Err(AppError::Incomplete(format!(
+        "the cache does not hold every record read of {}: the store failed or evicted them \
+         (see the `missing` column); run the command again once the store is healthy",
+        incomplete.join(", ")
+    )))
+}
+
+/// `demo-app flush`: removes the demo's cached entries (those matching `--pattern`).
+pub async fn flush(config: &Config, args: &FlushArgs) -> Result<(), AppError> {
+    if config.redis_url.is_none() {
+        return Err(AppError::Usage(
+            "REDIS_URL is not set: an in-memory cache lives in the server process; flush it there \
+             (DELETE /admin/cache)"
+                .to_owned(),
+        ));
+    }
+    let store = connect_store_with(config.redis_url.as_ref(), &config.redis_settings()).await?;
+    let started = Instant::now();
+    let what = args.pattern.as_deref().unwrap_or("everything");
+    match store.flush(args.pattern.as_deref()).await {
+        Ok(removed) => {
+            out(format_args!(
+                "flushed {what}: {removed} keys removed in {}ms",
+                started.elapsed().as_millis()
+            ))?;
+            Ok(())
+        }
+        Err(err @ cache_core::StoreError::Invalid(_)) => Err(AppError::Usage(err.to_string())),
+        Err(err) => Err(AppError::Incomplete(format!(
+            "flushing {what} failed after {}ms: {err}; some keys may already be removed, run it again",
+            started.elapsed().as_millis()
+        ))),
+    }
 }
 
 /// `demo-app secret`.
@@ -268,8 +378,36 @@ pub async fn seed(config: &Config) -> Result<(), AppError> {
     };
     let db = Database::connect(&config.database_url).await.map_err(fail)?;
     let started = Instant::now();
-    let report = seed::seed(&db, SeedCounts::DEMO).await.map_err(fail)?;
+    let report = seed::seed(&db, SeedCounts::DEMO).await.map_err(|source| AppError::Incomplete(format!(
+        "seeding {} failed: {source}; the demo tables may be empty now: run `demo-app seed` again",
+        config.database_url
+    )))?;
     let c = report.counts;
+    // What the tables hold, not what was sent.
+    let expected = [
+        ("Users", c.users),
+        ("Events", c.events),
+        ("Projects", c.projects),
+        ("Votes", c.votes),
+        ("Referrals", c.referrals),
+    ];
+    let mut short = Vec::new();
+    for (table, want) in expected {
+        let have: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}", quote(table)))
+            .fetch_one(db.pool())
+            .await
+            .map_err(fail)?;
+        if usize::try_from(have).ok() != Some(want) {
+            short.push(format!("{table}: {have} rows of {want}"));
+        }
+    }
+    if !short.is_empty() {
+        return Err(AppError::Incomplete(format!(
+            "seeded {} but the tables do not hold the data: {}",
+            config.database_url,
+            short.join(", ")
+        )));
+    }
     out(format_args!(
         "seeded {}: {} users, {} events, {} projects, {} votes, {} referrals in {}ms",
         config.database_url,

@@ -36,6 +36,17 @@ pub enum Command {
     Schema,
     /// Drop and recreate the demo database with its generated data.
     Seed,
+    /// Remove cached entries from the cache (every entry of the demo when no pattern is given).
+    Flush(FlushArgs),
+}
+
+/// `demo-app flush`.
+#[derive(Debug, Clone, Args)]
+pub struct FlushArgs {
+    /// Only logical keys matching this glob (`projects:*`, `projects:rec123`, `v:resp:*`), as
+    /// `DELETE /admin/cache?pattern=` takes it; everything of the demo when absent.
+    #[arg(long, value_name = "PATTERN")]
+    pub pattern: Option<String>,
 }
 
 /// `demo-app sweep`.
@@ -111,9 +122,79 @@ pub struct Config {
     /// Database calls per second at most (0: no limit); calls over it wait for their turn.
     #[arg(long, env = "ORIGIN_RATE_LIMIT", default_value_t = 0, value_parser = parse_rate_limit, global = true)]
     pub origin_rate_limit: u32,
+
+    /// The most milliseconds one cache operation may wait on Redis, connecting included;
+    /// past it the request is answered from the database.
+    #[arg(long, env = "REDIS_OPERATION_BUDGET_MS", default_value_t = 250, value_parser = parse_redis_ms, global = true)]
+    pub redis_operation_budget_ms: u64,
+
+    /// Milliseconds to establish a connection to Redis (at start-up and when reconnecting).
+    #[arg(long, env = "REDIS_CONNECT_TIMEOUT_MS", default_value_t = 1000, value_parser = parse_redis_ms, global = true)]
+    pub redis_connect_timeout_ms: u64,
+
+    /// Milliseconds to wait for one answer of Redis in bulk commands (warm, sweep, flush).
+    #[arg(long, env = "REDIS_RESPONSE_TIMEOUT_MS", default_value_t = 1000, value_parser = parse_redis_ms, global = true)]
+    pub redis_response_timeout_ms: u64,
+
+    /// Redis failures in a row that open the circuit breaker (one slow failure opens it at
+    /// once); while open, requests skip Redis.
+    #[arg(long, env = "REDIS_BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub redis_breaker_failures: u32,
+
+    /// Milliseconds the open breaker waits before letting one probe through to Redis.
+    #[arg(long, env = "REDIS_BREAKER_COOL_DOWN_MS", default_value_t = 1000, value_parser = parse_redis_ms, global = true)]
+    pub redis_breaker_cool_down_ms: u64,
+}
+
+/// How the demo talks to Redis: timeouts and the circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// [`RedisStoreBuilder::operation_budget`](cache_redis::RedisStoreBuilder::operation_budget).
+    pub operation_budget: Duration,
+    /// The connect timeout.
+    pub connect_timeout: Duration,
+    /// The response timeout.
+    pub response_timeout: Duration,
+    /// The circuit breaker.
+    pub breaker: cache_redis::CircuitBreakerConfig,
+}
+
+impl Default for RedisSettings {
+    /// cache-redis's defaults.
+    fn default() -> Self {
+        Self {
+            operation_budget: cache_redis::DEFAULT_OPERATION_BUDGET,
+            connect_timeout: cache_redis::DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: cache_redis::DEFAULT_RESPONSE_TIMEOUT,
+            breaker: cache_redis::CircuitBreakerConfig::default(),
+        }
+    }
+}
+
+impl RedisSettings {
+    /// `builder` with these settings.
+    pub fn apply(&self, builder: cache_redis::RedisStoreBuilder) -> cache_redis::RedisStoreBuilder {
+        builder
+            .timeouts(self.connect_timeout, self.response_timeout)
+            .operation_budget(self.operation_budget)
+            .circuit_breaker(self.breaker)
+    }
 }
 
 impl Config {
+    /// How the store talks to Redis.
+    pub fn redis_settings(&self) -> RedisSettings {
+        RedisSettings {
+            operation_budget: Duration::from_millis(self.redis_operation_budget_ms),
+            connect_timeout: Duration::from_millis(self.redis_connect_timeout_ms),
+            response_timeout: Duration::from_millis(self.redis_response_timeout_ms),
+            breaker: cache_redis::CircuitBreakerConfig {
+                failure_threshold: self.redis_breaker_failures,
+                cool_down: Duration::from_millis(self.redis_breaker_cool_down_ms),
+            },
+        }
+    }
+
     /// How slow the origin is.
     pub fn origin_settings(&self) -> OriginSettings {
         OriginSettings {
@@ -245,6 +326,16 @@ fn parse_latency(value: &str) -> Result<u64, String> {
     }
 }
 
+/// The longest Redis timeout accepted: a cache that waits longer than this is an outage.
+const MAX_REDIS_MS: u64 = 60_000;
+
+fn parse_redis_ms(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(ms) if (1..=MAX_REDIS_MS).contains(&ms) => Ok(ms),
+        _ => Err(format!("expected whole milliseconds from 1 to {MAX_REDIS_MS}")),
+    }
+}
+
 fn parse_rate_limit(value: &str) -> Result<u32, String> {
     value
         .trim()
@@ -289,6 +380,38 @@ mod tests {
         assert_eq!(default("origin_latency_ms"), ["150"]);
         assert_eq!(default("origin_rate_limit"), ["0"]);
         assert!(default("redis_url").is_empty());
+        // The flags' defaults are cache-redis's.
+        let ms = |d: Duration| [d.as_millis().to_string()];
+        let redis = RedisSettings::default();
+        assert_eq!(default("redis_operation_budget_ms"), ms(redis.operation_budget));
+        assert_eq!(default("redis_connect_timeout_ms"), ms(redis.connect_timeout));
+        assert_eq!(default("redis_response_timeout_ms"), ms(redis.response_timeout));
+        assert_eq!(default("redis_breaker_failures"), [redis.breaker.failure_threshold.to_string()]);
+        assert_eq!(default("redis_breaker_cool_down_ms"), ms(redis.breaker.cool_down));
+    }
+
+    #[test]
+    fn redis_settings_reach_the_store_builder() {
+        let cli = parse(&[
+            "--redis-operation-budget-ms",
+            "100",
+            "--redis-breaker-failures",
+            "3",
+            "--redis-breaker-cool-down-ms",
+            "2500",
+        ])
+        .unwrap();
+        let settings = cli.config.redis_settings();
+        assert_eq!(settings.operation_budget, Duration::from_millis(100));
+        assert_eq!(settings.breaker.failure_threshold, 3);
+        assert_eq!(settings.breaker.cool_down, Duration::from_millis(2500));
+        let err = parse(&["--redis-operation-budget-ms", "0"]).unwrap_err().to_string();
+        assert!(
+            err.contains("for '--redis-operation-budget-ms <REDIS_OPERATION_BUDGET_MS>': expected whole milliseconds from 1 to 60000"),
+            "{err}"
+        );
+        let err = parse(&["--redis-breaker-failures", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--redis-breaker-failures"), "{err}");
     }
 
     #[test]
@@ -365,5 +488,9 @@ mod tests {
         assert_eq!(args.entities, ["projects"]);
         assert_eq!(args.batch, 100);
         assert!(parse(&["sweep", "--batch", "0"]).is_err());
+        let Some(Command::Flush(args)) = parse(&["flush", "--pattern", "projects:*"]).unwrap().command else {
+            panic!("not a flush");
+        };
+        assert_eq!(args.pattern.as_deref(), Some("projects:*"));
     }
 }

@@ -30,6 +30,7 @@ async fn main() -> ExitCode {
         Some(Command::Secret) => commands::secret(),
         Some(Command::Schema) => commands::schema(),
         Some(Command::Seed) => commands::seed(config).await,
+        Some(Command::Flush(args)) => commands::flush(config, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use cache_core::{EntitySchema, FieldKind, Origin, OriginError, RecordId, SourceQuery, SourceRecord};
+use cache_core::{Deletion, EntitySchema, FieldKind, Origin, OriginError, RecordId, SourceQuery, SourceRecord};
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
 use sqlx::{
@@ -310,13 +310,14 @@ impl Origin for SqlOrigin {
         Ok(out)
     }
 
-    async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<bool, OriginError> {
+    async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<Deletion>, OriginError> {
         self.begin(Call::Delete).await;
-        let done = prepare(sql::delete(entity, id))
-            .execute(self.inner.db.pool())
-            .await
-            .map_err(OriginError::failed)?;
-        Ok(done.rows_affected() > 0)
+        // The deleted row comes back whole: the cache reads its version with the model.
+        let rows = self.fetch_rows(sql::delete(entity, id)).await?;
+        match rows.first() {
+            Some(row) => Ok(Some(Deletion::new().with_record(decode_row(entity, row)?))),
+            None => Ok(None),
+        }
     }
 }
 

@@ -179,11 +179,11 @@ pub fn insert(entity: &EntitySchema, columns: &[&str], rows: &[Vec<Bind>]) -> St
     Statement { sql, binds }
 }
 
-/// `DELETE … WHERE id = $1`.
+/// `DELETE … WHERE id = $1 RETURNING *`: the deleted row, whose version the tombstone keeps.
 pub fn delete(entity: &EntitySchema, id: &RecordId) -> Statement {
     Statement {
         sql: format!(
-            "DELETE FROM {} WHERE {} = $1",
+            "DELETE FROM {} WHERE {} = $1 RETURNING *",
             quote(entity.source_table),
             quote(entity.id_field)
         ),

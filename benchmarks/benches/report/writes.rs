@@ -153,6 +153,7 @@ fn record_writes(records: &[Project]) -> Vec<RecordWrite> {
             body: Bytes::from(r.to_cached().expect("cached form")),
             index: r.index_entries(),
             version: r.version(),
+            at: None,
             ttl: TTL,
         })
         .collect()

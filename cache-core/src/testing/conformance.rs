@@ -26,10 +26,13 @@ use std::{
 use bytes::Bytes;
 use futures::StreamExt;
 
+mod deletes;
+
+pub use self::deletes::*;
 use crate::{
     ComputeLock, ComputedWrite, EntitySchema, FieldKind, FieldSchema, FillToken, IndexEntries, IndexKind, IndexQuery,
     IntoStore, LockAttempt, LockWait, Lookup, Order, PurgeStamp, QueryLookup, RecordId, RecordWrite, RemoveMode, Sort,
-    SortKey, Store, WriteMode, WriteOutcome,
+    SortKey, Store, Tombstone, WriteMode, WriteOutcome,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check, each calling `$factory` (an
@@ -88,6 +91,14 @@ macro_rules! store_conformance_tests {
             wait_ends_at_its_bound,
             wait_answers_at_once_without_a_lock,
             watermark_only_moves_forward,
+            delete_refuses_writes_not_newer_by_version,
+            delete_orders_writes_by_source_time,
+            deletes_of_one_record_merge,
+            fill_not_found_orders_nothing,
+            invalidated_delete_still_orders_writes,
+            write_racing_a_delete_is_refused,
+            unversioned_write_after_a_delete_asks_the_origin,
+            deliveries_around_a_delete_are_ordered,
         }
     };
 }
@@ -179,6 +190,7 @@ fn project(rid: &str, event: &str, status: &str, points: f64, version: Option<f6
             scores: vec![("points".into(), points)],
         },
         version,
+        at: None,
         ttl: LONG,
     }
 }
@@ -192,6 +204,7 @@ fn user(rid: &str, email: &str) -> RecordWrite {
             scores: vec![],
         },
         version: None,
+        at: None,
         ttl: LONG,
     }
 }
@@ -242,7 +255,7 @@ async fn complete(store: &dyn Store, entity: &EntitySchema, query: &IndexQuery, 
         store
             .complete_query(entity, query, t, records)
             .await
-            .expect("complete_query"),
+            .expect("complete_query").is_complete(),
         "complete_query with a fresh token is accepted"
     );
 }
@@ -380,7 +393,7 @@ where
     let store = fresh(&factory).await;
     let p = projects();
     store
-        .remove(p, &[id("p1")], RemoveMode::Tombstone(LONG))
+        .remove(p, &[id("p1")], RemoveMode::Tombstone(Tombstone::new(LONG)))
         .await
         .expect("remove");
     assert_eq!(lookup(&*store, p, "p1").await, Lookup::Tombstone);
@@ -402,8 +415,12 @@ where
     let store = fresh(&factory).await;
     let p = projects();
     upsert(&*store, p, &[project("p1", "e1", "open", 1.0, None)]).await;
+    let deleted = Tombstone {
+        version: Some(1.0),
+        ..Tombstone::new(LONG)
+    };
     store
-        .remove(p, &[id("p1"), id("p2")], RemoveMode::Tombstone(LONG))
+        .remove(p, &[id("p1"), id("p2")], RemoveMode::Tombstone(deleted))
         .await
         .expect("remove");
     assert_eq!(lookup(&*store, p, "p1").await, Lookup::Tombstone);
@@ -414,7 +431,8 @@ where
             .expect("get_many"),
         vec![Lookup::Tombstone, Lookup::Tombstone, Lookup::Miss]
     );
-    let back = project("p1", "e1", "open", 2.0, None);
+    // Re-created at the source, with a newer version.
+    let back = project("p1", "e1", "open", 2.0, Some(2.0));
     upsert(&*store, p, std::slice::from_ref(&back)).await;
     assert_eq!(lookup(&*store, p, "p1").await, Lookup::Hit(back.body));
 }
@@ -497,7 +515,7 @@ where
 {
     let store = fresh(&factory).await;
     assert_eq!(
-        fill_after_removal(&*store, RemoveMode::Tombstone(LONG)).await,
+        fill_after_removal(&*store, RemoveMode::Tombstone(Tombstone::new(LONG))).await,
         Lookup::Tombstone
     );
 }
@@ -553,7 +571,7 @@ where
     let store = fresh(&factory).await;
     let p = projects();
     store
-        .remove(p, &[id("p1")], RemoveMode::Tombstone(LONG))
+        .remove(p, &[id("p1")], RemoveMode::Tombstone(Tombstone::new(LONG)))
         .await
         .expect("remove");
     let lease = store.lease(p, &[id("p1")], LEASE).await.expect("lease");
@@ -762,7 +780,7 @@ where
     let writes: [(&str, RemoveMode); 3] = [
         ("upsert", RemoveMode::Invalidate),
         ("invalidate", RemoveMode::Invalidate),
-        ("tombstone", RemoveMode::Tombstone(LONG)),
+        ("tombstone", RemoveMode::Tombstone(Tombstone::new(LONG))),
     ];
     for (what, mode) in writes {
         let t = token(&*store, p, &q).await;
@@ -772,7 +790,7 @@ where
         } else {
             store.remove(p, &[id("p8")], mode).await.expect("remove");
         }
-        let accepted = store.complete_query(p, &q, t, &fill).await.expect("complete_query");
+        let accepted = store.complete_query(p, &q, t, &fill).await.expect("complete_query").is_complete();
         assert!(!accepted, "a query fill after a concurrent {what} is refused");
         assert!(!is_complete(&*store, p, &q).await, "after a refused fill ({what})");
     }
@@ -799,15 +817,15 @@ where
         project("p1", "e1", "open", 1.0, None),
         project("p2", "e1", "open", 2.0, None),
     ];
-    let accepted = store.complete_query(p, &q, t, &refill).await.expect("complete_query");
+    let accepted = store.complete_query(p, &q, t, &refill).await.expect("complete_query").is_complete();
     assert!(accepted, "a refill with the token of a complete answer");
     assert_eq!(page_ids(&*store, p, &q).await, ["p1", "p2"]);
     let t = complete_token(store.query(p, &q).await.expect("query"));
     store
-        .remove(p, &[id("p1")], RemoveMode::Tombstone(LONG))
+        .remove(p, &[id("p1")], RemoveMode::Tombstone(Tombstone::new(LONG)))
         .await
         .expect("remove");
-    let accepted = store.complete_query(p, &q, t, &refill).await.expect("complete_query");
+    let accepted = store.complete_query(p, &q, t, &refill).await.expect("complete_query").is_complete();
     assert!(!accepted, "a refill after a write is refused");
     assert_eq!(lookup(&*store, p, "p1").await, Lookup::Tombstone, "the delete stays");
     assert_eq!(page_ids(&*store, p, &q).await, ["p2"]);
@@ -838,7 +856,7 @@ where
     let accepted = store
         .complete_query(p, &q, t, &[project("p1", "e1", "open", 1.0, None)])
         .await
-        .expect("complete_query");
+        .expect("complete_query").is_complete();
     assert!(accepted, "fills are not writes");
     assert_eq!(page_ids(&*store, p, &q).await, ["p1"]);
 }
@@ -963,7 +981,7 @@ where
     complete(&*store, p, &by_event("e1"), &records).await;
     complete(&*store, p, &IndexQuery::all(), &records).await;
     store
-        .remove(p, &[id("p1")], RemoveMode::Tombstone(LONG))
+        .remove(p, &[id("p1")], RemoveMode::Tombstone(Tombstone::new(LONG)))
         .await
         .expect("remove");
     assert_eq!(page_ids(&*store, p, &by_event("e1")).await, ["p2"]);
@@ -999,7 +1017,7 @@ where
             ],
         )
         .await
-        .expect("complete_query");
+        .expect("complete_query").is_complete();
     assert!(accepted);
     assert_eq!(lookup(&*store, p, "p1").await, Lookup::Hit(newer.body));
     assert_eq!(page_ids(&*store, p, &q).await, ["p2"]);
@@ -1051,7 +1069,7 @@ where
     let store = fresh(&factory).await;
     let p = projects();
     store
-        .remove(p, &[id("p1")], RemoveMode::Tombstone(LONG))
+        .remove(p, &[id("p1")], RemoveMode::Tombstone(Tombstone::new(LONG)))
         .await
         .expect("remove");
     let back = project("p1", "e1", "open", 1.0, None);
@@ -1108,7 +1126,7 @@ where
     brief.ttl = short;
     upsert(&*store, p, &[brief, project("p2", "e1", "open", 1.0, None)]).await;
     store
-        .remove(p, &[id("p3")], RemoveMode::Tombstone(short))
+        .remove(p, &[id("p3")], RemoveMode::Tombstone(Tombstone::new(short)))
         .await
         .expect("remove");
     store
@@ -1151,7 +1169,7 @@ where
     upsert(&*store, p, &writes).await;
     upsert(&*store, users(), &[user("u1", "a@example.com")]).await;
     store
-        .remove(p, &[id("p03"), id("p04")], RemoveMode::Tombstone(LONG))
+        .remove(p, &[id("p03"), id("p04")], RemoveMode::Tombstone(Tombstone::new(LONG)))
         .await
         .expect("remove");
     store
@@ -1189,7 +1207,7 @@ where
     let fill = async |store: &dyn Store| {
         complete(store, p, &by_event("e1"), &[project("p1", "e1", "open", 1.0, None)]).await;
         store
-            .remove(p, &[id("p2")], RemoveMode::Tombstone(LONG))
+            .remove(p, &[id("p2")], RemoveMode::Tombstone(Tombstone::new(LONG)))
             .await
             .expect("remove");
         store
@@ -1339,7 +1357,7 @@ where
     )
     .await;
     store
-        .remove(p, &[id("x1")], RemoveMode::Tombstone(LONG))
+        .remove(p, &[id("x1")], RemoveMode::Tombstone(Tombstone::new(LONG)))
         .await
         .expect("remove");
     assert_eq!(lookup(&*store, u, "x1").await, Lookup::Hit(us.body));

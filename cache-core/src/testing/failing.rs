@@ -16,6 +16,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use super::{Gate, lock};
 use crate::{
+    QueryFill,
     ComputeLock, ComputedLookup, ComputedWrite, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, LockAttempt,
     LockWait, Lookup, MemoryStore, QueryLookup, RecordId, RecordWrite, RemoveMode, Store, StoreError, StoreResult,
     StoreStats, WriteMode, WriteOutcome,
@@ -277,7 +278,7 @@ impl<S: Store> Store for FailingStore<S> {
         query: &IndexQuery,
         token: FillToken,
         records: &[RecordWrite],
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<QueryFill> {
         self.enter("complete_query").await?;
         self.inner.complete_query(entity, query, token, records).await
     }
@@ -386,6 +387,7 @@ mod tests {
             body: Bytes::from(format!(r#"{{"id":"{rid}","name":"{name}"}}"#)),
             index: IndexEntries::default(),
             version: None,
+            at: None,
             ttl: Duration::from_secs(60),
         }
     }

@@ -13,14 +13,14 @@
 //! a payload or record that does not parse (with its `path`), `503` the store failed. Every
 //! error body is JSON: `{"error": "...", ...}`.
 //!
-//! Ordering: each record's deliveries are applied in the order of their timestamps, across
-//! every instance sharing the store. A delivery first claims its timestamp in the store
-//! ([`Store::advance_watermark`](cache_core::Store::advance_watermark), atomic): one older than
-//! the latest claimed is acknowledged as `stale` without a write. A delivery whose write a
-//! newer one may have overtaken (the newer claimed after it, so both wrote) then forgets the
-//! record, so that the next read asks the source. An equal timestamp claims again: a delivery
-//! answered `503` is retried as it was. Timestamps are compared to the microsecond; a
-//! delivery whose record does not parse (`422`) keeps its claim.
+//! Ordering: a delivery is one change on the cache's one ordered change path
+//! ([`Cache::apply_changes`], see [`cache_core::change`]), timed by its `timestamp`: each
+//! record's deliveries are applied in timestamp order across every instance sharing the store
+//! (an older one is acknowledged as `stale` without a write; an equal one applies again, so a
+//! delivery answered `503` is retried as it was); a delete leaves a tombstone that refuses
+//! any later delivery of the record's earlier state (`deleted`); a delivery whose write a newer
+//! one overtook forgets the record, so that the next read asks the source. Timestamps are
+//! compared to the microsecond; a delivery whose record does not parse (`422`) claims nothing.
 //!
 //! ```
 //! use axum::Router;
@@ -34,7 +34,7 @@
 
 mod payload;
 
-use std::{sync::Arc, time::Duration};
+use std::{sync::Arc, time::SystemTime};
 
 use axum::{
     Json, Router,
@@ -44,8 +44,8 @@ use axum::{
     routing::{get, post},
 };
 use bytes::Bytes;
-use cache_core::{Cache, CacheError, EntityHandle, ModelError, RecordId, RemoveOutcome, SourceRecord, UpsertOutcome};
-use http::{HeaderMap, HeaderName, StatusCode, header};
+use cache_core::{Cache, CacheError, Change, ChangeOutcome, ModelError, RecordId, SourceRecord};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Serialize, de::IgnoredAny};
 use serde_json::{Value, json};
@@ -59,10 +59,6 @@ pub const DEFAULT_PATH: &str = "/webhooks/airtable";
 pub const DEFAULT_SECRET_HEADER: HeaderName = HeaderName::from_static("x-airtable-secret");
 /// The default largest body accepted: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
-/// The default time the latest claimed timestamp of a record is remembered: 7 days. A delivery
-/// delayed longer than this cannot be recognised as stale by its timestamp (a version field
-/// still protects the record).
-pub const DEFAULT_ORDERING_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The webhook's configuration. The secret is checked when the router is built:
 /// [`routes`] refuses an empty or short one.
@@ -73,7 +69,6 @@ pub struct WebhookConfig {
     secret_header: HeaderName,
     path: String,
     max_body_bytes: usize,
-    ordering_ttl: Duration,
 }
 
 impl WebhookConfig {
@@ -86,7 +81,6 @@ impl WebhookConfig {
             secret_header: DEFAULT_SECRET_HEADER,
             path: DEFAULT_PATH.to_owned(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            ordering_ttl: DEFAULT_ORDERING_TTL,
         }
     }
 
@@ -106,13 +100,6 @@ impl WebhookConfig {
     /// The largest body accepted (default [`DEFAULT_MAX_BODY_BYTES`]); larger ones get `413`.
     pub fn max_body_bytes(mut self, max: usize) -> Self {
         self.max_body_bytes = max;
-        self
-    }
-
-    /// How long the latest claimed timestamp of each record is remembered (default
-    /// [`DEFAULT_ORDERING_TTL`]).
-    pub fn ordering_ttl(mut self, ttl: Duration) -> Self {
-        self.ordering_ttl = ttl;
         self
     }
 }
@@ -140,7 +127,18 @@ async fn receive(State(receiver): State<Arc<WebhookReceiver>>, request: Request)
     let (parts, body) = request.into_parts();
     match receiver.receive(&parts.headers, body).await {
         Ok(delivery) => Json(delivery).into_response(),
-        Err(err) => ApiError::from(err).into_response(),
+        Err(err) => {
+            let unread = err.leaves_body_unread();
+            let mut response = ApiError::from(err).into_response();
+            if unread {
+                // The rest of the body is still on the connection: a client keeping it alive
+                // must not send its next request after it.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
     }
 }
 
@@ -165,7 +163,8 @@ pub struct Delivery {
     /// Whether the cache was changed.
     pub applied: bool,
     /// Why not, when it was not: `stale` (a newer delivery for the record came first, or the
-    /// cache holds a newer version), `disabled` (the cache is off).
+    /// cache holds a newer version), `deleted` (the source deleted the record after this
+    /// state of it), `disabled` (the cache is off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     /// The entity the table maps to.
@@ -243,6 +242,15 @@ impl WebhookError {
         }
     }
 
+    /// Whether the delivery was refused before its body was read (wholly): the connection
+    /// cannot carry another request.
+    fn leaves_body_unread(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized | Self::UnsupportedMediaType(_) | Self::TooLarge { .. }
+        )
+    }
+
     /// The `outcome` label of the deliveries metric.
     fn outcome(&self) -> &'static str {
         match self {
@@ -289,7 +297,6 @@ pub struct WebhookReceiver {
     secret_header: HeaderName,
     path: String,
     max_body_bytes: usize,
-    ordering_ttl: Duration,
 }
 
 impl WebhookReceiver {
@@ -308,7 +315,6 @@ impl WebhookReceiver {
             secret_header: config.secret_header,
             path: config.path,
             max_body_bytes: config.max_body_bytes,
-            ordering_ttl: config.ordering_ttl,
         })
     }
 
@@ -372,120 +378,43 @@ impl WebhookReceiver {
             record_id: id.as_str().to_owned(),
             action: action.as_str(),
         };
-        let record = match action {
-            WebhookAction::Upsert => Some(source_record(entity, &id, payload.record)?),
-            WebhookAction::Delete => None,
+        let schema = handle.schema();
+        let change = match action {
+            WebhookAction::Upsert => {
+                let record = source_record(entity, &id, payload.record)?;
+                // A record that does not parse is refused before it claims its timestamp, so
+                // a bad delivery cannot hold back the record's later ones.
+                handle.check_source(&record).map_err(|err| invalid_record(entity, err))?;
+                Change::upsert(schema, record)
+            }
+            WebhookAction::Delete => Change::delete(schema, id.clone()),
         };
-        // A record that does not parse is refused before it claims its timestamp, so a bad
-        // delivery cannot hold back the record's later ones.
-        if let Some(record) = &record {
-            handle.check_source(record).map_err(|err| invalid_record(entity, err))?;
-        }
-
-        let marker = ordering_key(entity, &id);
-        let timestamp = payload.timestamp.timestamp_micros();
-        if self.cache.is_enabled() && !self.claim(&marker, timestamp).await? {
-            tracing::info!(
-                entity,
-                id = %id,
-                timestamp = %payload.timestamp,
-                reason = "timestamp",
-                "webhook_stale"
-            );
-            return Ok(delivery(false, Some("stale")));
-        }
-
-        let outcome = match record {
-            Some(record) => self.upsert(handle, record).await?,
-            None => match handle.remove(&self.cache, &id, true).await {
-                RemoveOutcome::Removed => UpsertOutcome::Stored,
-                RemoveOutcome::Disabled => UpsertOutcome::Disabled,
-                _ => UpsertOutcome::StoreFailed,
-            },
-        };
+        let change = change.at(SystemTime::from(payload.timestamp));
+        let outcome = self.cache.apply_change(change).await.map_err(|err| match err {
+            CacheError::Model(err) => invalid_record(entity, err),
+            other => WebhookError::Internal(other.to_string()),
+        })?;
         match outcome {
-            UpsertOutcome::Stored => {
-                if self.superseded(handle, &id, &marker, timestamp).await? {
-                    return Ok(delivery(false, Some("stale")));
-                }
+            ChangeOutcome::Applied => {
                 tracing::info!(entity, id = %id, action = action.as_str(), "webhook_applied");
                 Ok(delivery(true, None))
             }
-            UpsertOutcome::Stale => {
-                tracing::info!(entity, id = %id, reason = "version", "webhook_stale");
-                Ok(delivery(false, Some("stale")))
+            ChangeOutcome::Refused(refusal) => {
+                tracing::info!(
+                    entity,
+                    id = %id,
+                    timestamp = %payload.timestamp,
+                    reason = ?refusal,
+                    "webhook_stale"
+                );
+                Ok(delivery(false, Some(refusal.as_str())))
             }
-            UpsertOutcome::Disabled => Ok(delivery(false, Some("disabled"))),
-            UpsertOutcome::StoreFailed => Err(WebhookError::StoreFailed),
-            other => Err(WebhookError::Internal(format!("unexpected upsert outcome {other:?}"))),
+            ChangeOutcome::Disabled => Ok(delivery(false, Some("disabled"))),
+            ChangeOutcome::Invalid(err) => Err(invalid_record(entity, err)),
+            outcome if outcome.should_retry() => Err(WebhookError::StoreFailed),
+            other => Err(WebhookError::Internal(format!("unexpected change outcome {other:?}"))),
         }
     }
-
-    async fn upsert(&self, handle: EntityHandle, record: SourceRecord) -> Result<UpsertOutcome, WebhookError> {
-        let entity = handle.schema().entity;
-        handle
-            .upsert_source(&self.cache, record)
-            .await
-            .map_err(|err| match err {
-                CacheError::Model(err) => invalid_record(entity, err),
-                CacheError::Store(_) => WebhookError::StoreFailed,
-                other => WebhookError::Internal(other.to_string()),
-            })
-    }
-
-    /// Claims `timestamp` as the record's latest delivery, across every instance sharing the
-    /// store: answers whether it is not older than the latest claimed. A delivery whose write
-    /// then fails is retried by its sender with the same timestamp, which claims again.
-    async fn claim(&self, marker: &str, timestamp: i64) -> Result<bool, WebhookError> {
-        self.cache
-            .store()
-            .advance_watermark(marker, timestamp, self.ordering_ttl)
-            .await
-            .map_err(|err| {
-                tracing::warn!(marker, error = %err, detail = "the timestamp was not claimed", "webhook_store_error");
-                WebhookError::StoreFailed
-            })
-    }
-
-    /// After a write: whether a newer delivery claimed the record meanwhile. Its write may have
-    /// come first and been overwritten by this one, so the record is forgotten and the next
-    /// read asks the source (a newer write that comes after this stands).
-    ///
-    /// When the claim cannot be read, the record is forgotten too and the delivery answered
-    /// `503`, so that its retry writes and checks again. Only if forgetting fails as well can
-    /// an overtaken write stand (until the record's TTL): the retry then finds the newer claim.
-    async fn superseded(
-        &self,
-        handle: EntityHandle,
-        id: &RecordId,
-        marker: &str,
-        timestamp: i64,
-    ) -> Result<bool, WebhookError> {
-        let entity = handle.schema().entity;
-        let unread = match self.cache.store().get_value(marker).await {
-            Ok(latest) => {
-                let latest = latest.and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<i64>().ok());
-                if latest.is_none_or(|latest| latest <= timestamp) {
-                    return Ok(false);
-                }
-                tracing::info!(entity, id = %id, reason = "superseded", "webhook_stale");
-                false
-            }
-            Err(err) => {
-                tracing::warn!(marker, error = %err, detail = "the claim was not checked", "webhook_store_error");
-                true
-            }
-        };
-        match handle.remove(&self.cache, id, false).await {
-            RemoveOutcome::Removed | RemoveOutcome::Disabled if !unread => Ok(true),
-            _ => Err(WebhookError::StoreFailed),
-        }
-    }
-}
-
-/// The store key holding the latest claimed timestamp of a record (Unix microseconds).
-fn ordering_key(entity: &str, id: &RecordId) -> String {
-    format!("webhook:{entity}:{id}")
 }
 
 /// The record of an upsert in its source shape: `record` without its `id`, which must be

@@ -1,8 +1,10 @@
 -- complete: stores the complete result of a filter set and marks it complete, unless the
 -- bucket was written since the token. KEYS[5] = marker, KEYS[6 .. 5 + n] = the filters' tag
 -- sets, the rest = the entity's sort zsets.
--- ARGV: prefix, token, index ttl (ms), n, then per record: id, body, ttl (ms), version, meta.
--- Answers 1 when marked complete, 0 when refused.
+-- ARGV: prefix, token, index ttl (ms), n, then per record: id, body, ttl (ms), version,
+--       source time (unused here: a fill), meta.
+-- Answers 0 when refused; when marked complete, 1 followed by the ids of the cached records
+-- it forgot because the origin's result no longer has them.
 local token, ittl, last_filter = ARGV[2], tonumber(ARGV[3]), 5 + tonumber(ARGV[4])
 if counter(SEQ, ittl) ~= token then return 0 end
 
@@ -34,8 +36,8 @@ for i = 6, last_filter do
   if redis.call('SISMEMBER', KEYS[i], clean) == 0 then scrub(KEYS[i]) end
 end
 local result = {}
-for i = 5, #ARGV, 5 do
-  local id, body, ttl, version, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+for i = 5, #ARGV, 6 do
+  local id, body, ttl, version, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 5]
   result[id] = true
   local old = redis.call('HGET', META, id)
   if cached_is_newer(id, old, version) then
@@ -68,8 +70,10 @@ else
     end
   end
 end
+local forgot = {1}
 for _, id in ipairs(filed) do
   if is_record(id) and not result[id] then
+    forgot[#forgot + 1] = id
     local old = redis.call('HGET', META, id)
     if old then move(id, old, nil, ittl) end
     for i = 6, last_filter do redis.call('SREM', KEYS[i], id) end
@@ -85,4 +89,4 @@ for i = 6, last_filter do
 end
 redis.call('SET', KEYS[5], counter(EPOCH, ittl), 'PX', ittl)
 refresh(ittl)
-return 1
+return forgot

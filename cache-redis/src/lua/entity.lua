@@ -165,6 +165,43 @@ local function move(id, old, new, ttl)
 end
 
 -- Whether the cached record is newer than `version` ('' when the write has none).
+-- Tombstones. A fill's "not found" is '1': it answers reads and orders nothing (an upsert
+-- clears it). A delete the source reported is 'd|<version>|<at>' (either may be empty): it
+-- answers reads and orders later writes; once invalidated it is 'o|<version>|<at>': reads
+-- miss (the next one asks the origin) while writes stay ordered against the delete.
+-- Answers the kind ('d' or 'o'), the version and the time (the strings as written), or nil.
+local function deleted_order(tomb)
+  if not tomb then return nil end
+  local kind, version, at = string.match(tomb, '^([do])|([^|]*)|(.*)$')
+  return kind, version, at
+end
+
+-- How a write (its version and source time, '' for none) compares with a delete, as
+-- `Tombstone::order` does in Rust: versions decide when both have one, else source times,
+-- else nothing: 'newer', 'not-newer' or 'unordered'. Equal is not newer.
+local function delete_order(deleted_version, deleted_at, version, at)
+  local dv, v = tonumber(deleted_version), tonumber(version)
+  if dv and v then
+    if v > dv then return 'newer' end
+    return 'not-newer'
+  end
+  local dt, t = tonumber(deleted_at), tonumber(at)
+  if dt and t then
+    if t > dt then return 'newer' end
+    return 'not-newer'
+  end
+  return 'unordered'
+end
+
+-- The larger of two numbers given as strings ('' for none), as written.
+local function larger(a, b)
+  local x, y = tonumber(a), tonumber(b)
+  if not x then return b end
+  if not y then return a end
+  if y > x then return b end
+  return a
+end
+
 local function cached_is_newer(id, old, version)
   if version == '' or not old or redis.call('EXISTS', record_key(id)) == 0 then
     return false

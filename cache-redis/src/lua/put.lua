@@ -1,7 +1,9 @@
 -- put: writes records with their index entries, each moved out of its old entries.
 -- ARGV: prefix, mode ('upsert' | 'fill'), lease token, index ttl (ms),
---       then per record: id, body, ttl (ms), version ('' for none), meta.
--- Answers per record: status (0 written, 1 stale version, 2 lease lost), previous meta or nil.
+--       then per record: id, body, ttl (ms), version ('' for none), source time (Unix
+--       microseconds, '' for none), meta.
+-- Answers per record: status (0 written, 1 stale version, 2 lease lost, 3 not newer than the
+-- record's delete, 4 not ordered against its delete), previous meta or nil.
 local mode, token, ittl = ARGV[2], ARGV[3], tonumber(ARGV[4])
 -- Before reading where records were filed: a lost meta hash drops the bucket's markers.
 ensure_meta(ittl)
@@ -15,7 +17,7 @@ local function read_all(command, first, name)
   end
   if first then args[1] = first end
   local base = #args
-  for i = 5, #ARGV, 5 do
+  for i = 5, #ARGV, 6 do
     args[#args + 1] = name(ARGV[i])
     if #args - base == 1000 then
       flush()
@@ -32,21 +34,33 @@ begin_batch()
 local metas = read_all('HMGET', META, same)
 -- Leases are only read here and deleted at the end, so one read serves the whole batch.
 local leases = mode == 'fill' and read_all('MGET', nil, lease_key)
+local tombs = read_all('MGET', nil, tomb_key)
 -- The meta of the records written by this call (a record may come twice).
 local written = {}
 local gone = {}
 local out = {}
 local wrote = false
-for i = 5, #ARGV, 5 do
-  local id, body, ttl, version, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local n = (i - 5) / 5 + 1
+for i = 5, #ARGV, 6 do
+  local id, body, ttl, version, at, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local n = (i - 5) / 6 + 1
   local old = written[id]
   if old == nil then old = metas[n] end
+  -- A record written earlier in this call took its tombstone with it.
+  local kind, deleted_version, deleted_at = nil, nil, nil
+  if written[id] == nil then kind, deleted_version, deleted_at = deleted_order(tombs[n]) end
   local status = 0
   if mode == 'fill' and leases[n] ~= token then
     status = 2
   elseif cached_is_newer(id, old, version) then
     status = 1
+  elseif kind and mode == 'upsert' then
+    local order = delete_order(deleted_version, deleted_at, version, at)
+    if order == 'not-newer' then status = 3 elseif order == 'unordered' then status = 4 end
+  elseif kind and tonumber(deleted_version) and tonumber(version)
+      and tonumber(version) <= tonumber(deleted_version) then
+    -- A fill read the source after the delete (its lease says so): only a version proves it
+    -- read an older state.
+    status = 3
   end
   if status == 0 then
     move(id, old, meta, ittl)

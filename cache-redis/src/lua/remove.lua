@@ -1,13 +1,15 @@
 -- remove: takes records out of the cache with their index entries.
 -- ARGV: prefix, mode ('invalidate' | 'tombstone' | 'fill-tombstone'), tombstone ttl (ms),
---       index ttl (ms), lease token (fill-tombstone), then the ids.
+--       index ttl (ms), lease token (fill-tombstone), the delete's version and source time
+--       (tombstone; '' for none), then the ids. See entity.lua for what a tombstone holds.
 -- Answers per id: the previous meta, or nil (not cached, or a fill-tombstone whose lease was
 -- revoked, which leaves the id as it is).
 local mode, tomb_ttl, ittl, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local version, at = ARGV[6], ARGV[7]
 -- Before reading where records were filed: a lost meta hash drops the bucket's markers.
 ensure_meta(ittl)
 local out = {}
-for i = 6, #ARGV do
+for i = 8, #ARGV do
   local id = ARGV[i]
   if mode == 'fill-tombstone' and redis.call('GET', lease_key(id)) ~= token then
     out[#out + 1] = false
@@ -15,13 +17,28 @@ for i = 6, #ARGV do
     local old = redis.call('HGET', META, id)
     if old then move(id, old, nil, ittl) end
     redis.call('DEL', record_key(id))
-    if mode == 'invalidate' then
-      redis.call('DEL', tomb_key(id), lease_key(id))
+    local tomb = tomb_key(id)
+    local kind, deleted_version, deleted_at = deleted_order(redis.call('GET', tomb))
+    if mode == 'tombstone' then
+      -- Merged with an earlier delete of the record: the larger version and time.
+      local v, t = version, at
+      if kind then v, t = larger(version, deleted_version), larger(at, deleted_at) end
+      redis.call('SET', tomb, 'd|' .. v .. '|' .. t, 'PX', tomb_ttl)
+    elseif mode == 'fill-tombstone' then
+      -- A delete's tombstone keeps its order and answers reads again.
+      if kind == 'o' then
+        redis.call('SET', tomb, 'd|' .. deleted_version .. '|' .. deleted_at, 'KEEPTTL')
+      elseif not kind then
+        redis.call('SET', tomb, '1', 'PX', tomb_ttl)
+      end
+    elseif kind then
+      -- Invalidated: the next read asks the origin; a delete's order stays until it expires.
+      redis.call('SET', tomb, 'o|' .. deleted_version .. '|' .. deleted_at, 'KEEPTTL')
     else
-      redis.call('SET', tomb_key(id), '1', 'PX', tomb_ttl)
-      -- A fill-tombstone's lease held (checked above) and has served its one use.
-      redis.call('DEL', lease_key(id))
+      redis.call('DEL', tomb)
     end
+    -- A fill-tombstone's lease held (checked above) and has served its one use.
+    redis.call('DEL', lease_key(id))
     out[#out + 1] = old
   end
 end

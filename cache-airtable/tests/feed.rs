@@ -1,0 +1,272 @@
+//! The webhooks-API feed against the simulator, into a real `Cache` on the in-memory store.
+
+use std::time::Duration;
+
+use cache_airtable::{
+    AirtableClient, AirtableConfig, AirtableOrigin, CreatedWebhook, FeedConfig, FeedError, MAC_HEADER, WebhookFeed,
+    testing::Simulator,
+};
+use cache_core::{Cache, Cacheable, MemoryStore, RecordId, feed::FeedState};
+use hmac::{KeyInit, Mac};
+use serde_json::{Map, Value, json};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+const BASE: &str = "appFeedBase000001";
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Cacheable, Clone, Debug, PartialEq)]
+#[cache(entity = "notes", source_table = "Notes")]
+struct Note {
+    #[cache(id)]
+    id: RecordId,
+    title: String,
+}
+
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn rid(s: &str) -> RecordId {
+    RecordId::new(s).expect("a valid id")
+}
+
+struct Setup {
+    sim: Simulator,
+    client: AirtableClient,
+    cache: Cache,
+    feed: WebhookFeed,
+    webhook: CreatedWebhook,
+    notification_url: String,
+    _server: JoinHandle<()>,
+}
+
+async fn setup() -> Setup {
+    let sim = Simulator::start().await.expect("the simulator starts");
+    sim.create_table(BASE, "Notes");
+    let config = AirtableConfig::new(BASE, sim.token())
+        .api_url(sim.url())
+        .retries(3, Duration::from_millis(10));
+    let client = AirtableClient::new(config).expect("valid");
+    let origin = AirtableOrigin::new(client.clone());
+    let cache = Cache::builder(MemoryStore::new(), origin.clone())
+        .register::<Note>()
+        .build()
+        .expect("the cache builds");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let notification_url = format!(
+        "http://{}/airtable/notifications",
+        listener.local_addr().expect("bound")
+    );
+    let webhook = client.create_webhook(Some(&notification_url)).await.expect("created");
+    let mut config = FeedConfig::new(webhook.id.clone(), webhook.mac_secret_base64.clone());
+    // Only notifications wake the consumer in these tests.
+    config.poll_interval = Duration::from_secs(3600);
+    let feed = WebhookFeed::new(cache.clone(), origin, config).expect("a valid feed");
+    let app = feed.routes::<()>("/airtable/notifications");
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Setup {
+        sim,
+        client,
+        cache,
+        feed,
+        webhook,
+        notification_url,
+        _server: server,
+    }
+}
+
+async fn title(cache: &Cache, id: &str) -> Option<String> {
+    cache
+        .get::<Note>(&rid(id))
+        .await
+        .expect("the cache answers")
+        .map(|n| n.title)
+}
+
+/// Polls `condition` until it holds or 10 s pass.
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut condition: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_change_and_a_delete_are_served_without_a_sweep() {
+    let s = setup().await;
+    let a = s.sim.insert(BASE, "Notes", fields(json!({ "title": "old" })));
+    let b = s.sim.insert(BASE, "Notes", fields(json!({ "title": "doomed" })));
+    assert_eq!(title(&s.cache, &a).await.as_deref(), Some("old"));
+    assert_eq!(title(&s.cache, &b).await.as_deref(), Some("doomed"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let feed = s.feed.clone();
+    let consumer = tokio::spawn(async move {
+        feed.run(async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+
+    s.sim.update(BASE, "Notes", &a, fields(json!({ "title": "new" })));
+    assert!(s.sim.remove(BASE, "Notes", &b));
+    eventually("the change and the delete", async || {
+        title(&s.cache, &a).await.as_deref() == Some("new") && title(&s.cache, &b).await.is_none()
+    })
+    .await;
+    assert!(
+        s.feed.notifications() >= 1,
+        "woken by notifications (the poll is an hour)"
+    );
+    let _ = stop.send(());
+    consumer.await.expect("the consumer stops");
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_mac_gets_401_and_changes_nothing() {
+    let s = setup().await;
+    let http = reqwest::Client::new();
+    let body = format!(
+        r#"{{"base":{{"id":"{BASE}"}},"webhook":{{"id":"{}"}},"timestamp":"2026-01-01T00:00:00.000Z"}}"#,
+        s.webhook.id
+    );
+    let post = |mac: Option<String>| {
+        let mut request = http.post(&s.notification_url).body(body.clone());
+        if let Some(mac) = mac {
+            request = request.header(MAC_HEADER, mac);
+        }
+        request.send()
+    };
+    assert_eq!(post(None).await.expect("answers").status(), 401);
+    assert_eq!(
+        post(Some("hmac-sha256=00".to_owned())).await.expect("answers").status(),
+        401
+    );
+    assert_eq!(post(Some("garbage".to_owned())).await.expect("answers").status(), 401);
+    let wrong_key = sign(b"not the secret", body.as_bytes());
+    assert_eq!(post(Some(wrong_key)).await.expect("answers").status(), 401);
+    assert_eq!(s.feed.notifications(), 0, "no refused notification woke the consumer");
+
+    let secret = base64_decode(&s.webhook.mac_secret_base64);
+    let tampered = sign(&secret, b"another body");
+    assert_eq!(post(Some(tampered)).await.expect("answers").status(), 401);
+    assert_eq!(
+        post(Some(sign(&secret, body.as_bytes())))
+            .await
+            .expect("answers")
+            .status(),
+        204
+    );
+    assert_eq!(s.feed.notifications(), 1);
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+}
+
+fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret).expect("any key length");
+    mac.update(body);
+    format!("hmac-sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn after_an_outage_a_restart_applies_everything_once() {
+    let s = setup().await;
+    let a = s.sim.insert(BASE, "Notes", fields(json!({ "title": "v1" })));
+    let b = s.sim.insert(BASE, "Notes", fields(json!({ "title": "b" })));
+    assert_eq!(title(&s.cache, &a).await.as_deref(), Some("v1"));
+    assert_eq!(title(&s.cache, &b).await.as_deref(), Some("b"));
+    // The consumer is down: changes pile up in the webhook's payloads.
+    s.sim.update(BASE, "Notes", &a, fields(json!({ "title": "v2" })));
+    s.sim.update(BASE, "Notes", &a, fields(json!({ "title": "v3" })));
+    assert!(s.sim.remove(BASE, "Notes", &b));
+    let c = s.sim.insert(BASE, "Notes", fields(json!({ "title": "c" })));
+
+    let report = s.feed.round().await.expect("the round runs");
+    assert_eq!(report.payloads, 6, "2 creates, 2 updates, a delete, a create");
+    // b's creation is skipped (b is gone when read); its delete applies.
+    assert_eq!(report.changes, 5);
+    assert!(!report.resynced && !report.busy && !report.more);
+    assert_eq!(title(&s.cache, &a).await.as_deref(), Some("v3"));
+    assert_eq!(title(&s.cache, &b).await, None);
+    assert_eq!(title(&s.cache, &c).await.as_deref(), Some("c"));
+
+    let again = s.feed.round().await.expect("the round runs");
+    assert_eq!((again.payloads, again.changes), (0, 0), "nothing is applied twice");
+    // Another instance continues from the stored cursor.
+    let position = FeedState::new(&s.cache, format!("airtable:{BASE}:{}", s.webhook.id))
+        .position()
+        .await
+        .expect("the store answers");
+    assert_eq!(position.as_deref(), Some("7"));
+}
+
+#[tokio::test]
+async fn one_consumer_at_a_time() {
+    let s = setup().await;
+    let state = FeedState::new(&s.cache, format!("airtable:{BASE}:{}", s.webhook.id));
+    let lock = state
+        .try_lock(Duration::from_secs(30))
+        .await
+        .expect("answers")
+        .expect("free");
+    let report = s.feed.round().await.expect("the round runs");
+    assert!(report.busy, "another consumer holds the feed");
+    state.unlock(lock).await.expect("unlocks");
+    assert!(!s.feed.round().await.expect("runs").busy);
+}
+
+#[tokio::test]
+async fn past_the_payload_retention_the_base_is_invalidated() {
+    let s = setup().await;
+    let a = s.sim.insert(BASE, "Notes", fields(json!({ "title": "old" })));
+    assert!(s.feed.round().await.expect("runs").changes > 0);
+    assert_eq!(title(&s.cache, &a).await.as_deref(), Some("old"));
+    s.sim.update(BASE, "Notes", &a, fields(json!({ "title": "new" })));
+    // A week and a day without the consumer; the webhook itself was refreshed meanwhile.
+    s.sim.advance(6 * DAY);
+    s.feed.refresh().await.expect("refreshed");
+    s.sim.advance(2 * DAY);
+    assert_eq!(
+        title(&s.cache, &a).await.as_deref(),
+        Some("old"),
+        "still the stale copy"
+    );
+
+    let report = s.feed.round().await.expect("runs");
+    assert!(report.resynced, "the lost payload was noticed");
+    assert_eq!(
+        title(&s.cache, &a).await.as_deref(),
+        Some("new"),
+        "read again from Airtable"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_webhook_invalidates_the_base_and_says_so() {
+    let s = setup().await;
+    let a = s.sim.insert(BASE, "Notes", fields(json!({ "title": "old" })));
+    assert_eq!(title(&s.cache, &a).await.as_deref(), Some("old"));
+    s.sim.update(BASE, "Notes", &a, fields(json!({ "title": "new" })));
+    s.sim.advance(8 * DAY);
+    assert!(s.sim.webhook_ids(BASE).is_empty(), "expired unrefreshed");
+    let err = s.feed.round().await.expect_err("the webhook is gone");
+    assert!(matches!(err, FeedError::WebhookGone(_)), "{err}");
+    assert_eq!(
+        title(&s.cache, &a).await.as_deref(),
+        Some("new"),
+        "read again from Airtable"
+    );
+    // Webhooks can be listed and removed.
+    let fresh = s.client.create_webhook(None).await.expect("created");
+    assert_eq!(s.client.list_webhooks().await.expect("listed").len(), 1);
+    s.client.delete_webhook(&fresh.id).await.expect("deleted");
+    assert!(s.client.list_webhooks().await.expect("listed").is_empty());
+}
