@@ -274,7 +274,10 @@ impl AirtableClient {
             )));
         }
         if !matches!(api_url.scheme(), "http" | "https") {
-            return Err(AirtableError::Config(format!("api_url {:?} is not http(s)", config.api_url)));
+            return Err(AirtableError::Config(format!(
+                "api_url {:?} is not http(s)",
+                config.api_url
+            )));
         }
         api_url.set_query(None);
         // No burst: requests are spaced 1/n s apart, so no window of a second sees more than

@@ -444,17 +444,30 @@ async fn the_simulator_is_seeded_over_http() {
     let records = c
         .create_records(
             "Notes",
-            vec![fields(json!({ "title": "a", "done": false })), fields(json!({ "title": "b", "tags": [] }))],
+            vec![
+                fields(json!({ "title": "a", "done": false })),
+                fields(json!({ "title": "b", "tags": [] })),
+            ],
         )
         .await
         .expect("created");
     assert_eq!(records.len(), 2);
-    assert_eq!(Value::Object(records[0].fields.clone()), json!({ "title": "a" }), "empty cells left out");
+    assert_eq!(
+        Value::Object(records[0].fields.clone()),
+        json!({ "title": "a" }),
+        "empty cells left out"
+    );
     let updated = c
-        .update_records("Notes", vec![(records[1].id.clone(), fields(json!({ "title": "b2", "done": true })))])
+        .update_records(
+            "Notes",
+            vec![(records[1].id.clone(), fields(json!({ "title": "b2", "done": true })))],
+        )
         .await
         .expect("updated");
-    assert_eq!(Value::Object(updated[0].fields.clone()), json!({ "title": "b2", "done": true }));
+    assert_eq!(
+        Value::Object(updated[0].fields.clone()),
+        json!({ "title": "b2", "done": true })
+    );
     assert_eq!(sim.count(BASE, "Notes"), 2);
 
     // A failed create is not sent again: it may have happened.

@@ -308,4 +308,9 @@ async fn the_overview_follows_the_cache_and_the_deliveries() {
     })
     .await;
     assert!(error.as_str().unwrap().contains("unavailable"), "{error}");
+    let (status, html) = client.page("/admin/?entity=events&id=recE1").await;
+    assert_eq!(status, 503, "a lookup while the store is down");
+    assert!(html.contains("the store did not answer"), "{html}");
+    let (status, _) = client.page("/admin/?flush=events:*").await;
+    assert_eq!(status, 503, "a dry run while the store is down");
 }

@@ -704,3 +704,47 @@ async fn no_cache_refreshes_records_without_the_telemetry_layer() {
         "and stored afresh"
     );
 }
+
+/// A record a query refill finds gone at the source takes its cached responses with it: the
+/// response of `GET /projects/{id}` is not served after the refill forgot the record.
+#[tokio::test]
+async fn a_record_a_query_refill_drops_takes_its_responses_with_it() {
+    let h = Harness::new();
+    let cache = h.cache.clone();
+    let project_route = get(move |Path(pid): Path<String>| {
+        let cache = cache.clone();
+        async move {
+            match cache.get::<Project>(&id(&pid)).await {
+                Ok(Some(p)) => Json(p).into_response(),
+                Ok(None) => StatusCode::NOT_FOUND.into_response(),
+                Err(err) => (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
+            }
+        }
+    })
+    .layer(ResponseCacheLayer::new(&h.cache).ttl(Duration::from_secs(300)));
+    let app = Router::new()
+        .route("/projects/{id}", project_route)
+        .merge(h.app())
+        .layer(CacheTelemetryLayer::new());
+    let get_project = || {
+        app.clone()
+            .oneshot(Request::get("/projects/recP2").body(Body::empty()).unwrap())
+    };
+    assert_eq!(get_project().await.unwrap().status(), StatusCode::OK);
+    let served = get_project().await.unwrap();
+    assert!(served.headers().contains_key("x-cache-key"), "the response is cached");
+
+    // The source deletes recP2 without telling the cache; the event's leaderboard is read.
+    assert!(h.origin.remove::<Project>(&id("recP2")));
+    let list = app
+        .clone()
+        .oneshot(Request::get("/events/recE1/projects").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let body = list.into_body().collect().await.unwrap().to_bytes();
+    assert!(!String::from_utf8_lossy(&body).contains("recP2"));
+
+    let after = get_project().await.unwrap();
+    assert!(!after.headers().contains_key("x-cache-key"), "the stored response was purged");
+    assert_eq!(after.status(), StatusCode::NOT_FOUND);
+}

@@ -589,3 +589,86 @@ fn refuses_to_build_without_a_proper_secret() {
     let bad_path = webhook::routes::<()>(WebhookConfig::new(h.cache.clone(), SECRET).path("hooks"));
     assert!(matches!(bad_path, Err(ConfigError::Path { .. })));
 }
+
+/// A delivery refused before its body was read says `Connection: close`, so a keep-alive
+/// client sends its next request on a fresh connection, and every next request succeeds.
+#[tokio::test]
+async fn keep_alive_clients_survive_a_401_and_a_415() {
+    let h = Harness::new();
+    let base = serve(router(&h.cache)).await;
+    let client = reqwest::Client::new();
+    let big = vec![b'x'; 50 * 1024];
+    for round in 0..20 {
+        let wrong_secret = client
+            .post(format!("{base}/webhooks/airtable"))
+            .header("x-airtable-secret", "wrong")
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong_secret.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(header(&wrong_secret, "connection"), Some("close"), "round {round}");
+        let not_json = client
+            .post(format!("{base}/webhooks/airtable"))
+            .header("x-airtable-secret", SECRET)
+            .header("content-type", "text/plain")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(not_json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(header(&not_json, "connection"), Some("close"), "round {round}");
+        let next = client
+            .post(format!("{base}/webhooks/airtable"))
+            .header("x-airtable-secret", SECRET)
+            .json(&event_payload("Renamed", "2026-01-01T00:00:00Z"))
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("round {round}: the next request failed: {err}"));
+        assert_eq!(next.status(), StatusCode::OK, "round {round}");
+    }
+}
+
+/// A delete, then the record's earlier state delivered late (or again): acknowledged as not
+/// applied, with a reason, and the record stays deleted.
+#[tokio::test]
+async fn a_late_delivery_after_a_delete_is_refused() {
+    let h = Harness::new();
+    let app = router(&h.cache);
+    let post = |payload: Value| {
+        app.clone().oneshot(
+            Request::post("/webhooks/airtable")
+                .header("x-airtable-secret", SECRET)
+                .header("content-type", "application/json")
+                .body(Body::from(payload.to_string()))
+                .unwrap(),
+        )
+    };
+    let body = |response: http::Response<Body>| async move {
+        serde_json::from_slice::<Value>(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
+    };
+    let first = post(project_payload(5, 1, "2026-11-21T09:00:00Z")).await.unwrap();
+    assert_eq!(body(first).await["applied"], true);
+    // The application deletes the project (stamped with the cache's clock, now).
+    assert!(h.cache.delete::<Project>(&id("recP2")).await.unwrap());
+    for _ in 0..2 {
+        let late = post(project_payload(5, 1, "2026-11-21T09:00:00Z")).await.unwrap();
+        assert_eq!(late.status(), StatusCode::OK);
+        let late = body(late).await;
+        assert_eq!(late["applied"], false, "{late}");
+        assert_eq!(late["reason"], "stale", "{late}");
+    }
+    assert_eq!(h.cache.get::<Project>(&id("recP2")).await.unwrap(), None);
+
+    // A delete the source delivered, then an earlier state of the record: refused by its time.
+    let delete = json!({"table": "Projects", "record_id": "recP1", "timestamp": "2026-11-21T10:00:00Z", "action": "delete"});
+    assert_eq!(body(post(delete).await.unwrap()).await["applied"], true);
+    let mut earlier = project_payload(5, 1, "2026-11-21T09:59:59Z");
+    earlier["record_id"] = json!("recP1");
+    earlier["record"]["id"] = json!("recP1");
+    let refused = body(post(earlier).await.unwrap()).await;
+    assert_eq!(refused["applied"], false, "{refused}");
+    assert_eq!(refused["reason"], "stale", "{refused}");
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), None);
+}

@@ -108,6 +108,30 @@ fn postgres_class(declared: &str, category: &str) -> (ColumnClass, bool) {
     (class, naive)
 }
 
+/// Whether `table` is a table (not a view): only tables take the outbox's triggers.
+pub(crate) async fn is_table(pool: &crate::SqlPool, table: &str) -> Result<bool, SqlError> {
+    let catalogue = |source| SqlError::Catalogue {
+        table: table.to_owned(),
+        source,
+    };
+    let kind: Option<String> = match pool {
+        crate::SqlPool::Postgres(pool) => {
+            sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = to_regclass(quote_ident($1))")
+                .bind(table)
+                .fetch_optional(pool)
+                .await
+                .map_err(catalogue)?
+        }
+        crate::SqlPool::Sqlite(pool) => sqlx::query_scalar("SELECT type FROM sqlite_master WHERE name = $1")
+            .bind(table)
+            .fetch_optional(pool)
+            .await
+            .map_err(catalogue)?,
+    };
+    // `r`: an ordinary table, `p`: a partitioned one.
+    Ok(matches!(kind.as_deref(), Some("r" | "p" | "table")))
+}
+
 /// Reads the columns of `table`; empty when there is no such table or view.
 pub(crate) async fn sqlite(pool: &SqlitePool, table: &str) -> Result<Columns, SqlError> {
     let rows = sqlx::query("SELECT name, type FROM pragma_table_info($1)")

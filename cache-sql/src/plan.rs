@@ -76,6 +76,8 @@ pub(crate) struct Plan {
     filter_binds: HashMap<&'static str, FilterBind>,
     /// The score expression by sortable field name.
     scores: HashMap<&'static str, String>,
+    /// The version field's column and its class, if the model has one.
+    pub(crate) version_column: Option<(&'static str, ColumnClass)>,
     /// The head of every query: `SELECT … FROM …`.
     select: String,
     queries: Mutex<HashMap<Shape, Arc<str>>>,
@@ -224,6 +226,7 @@ impl Plan {
             delete: format!("DELETE FROM {table_ref} WHERE {one} RETURNING {version_expr}").into(),
             filter_binds,
             scores,
+            version_column: version.map(|v| (v.source_name, columns[v.source_name].class)),
             select: from,
             queries: Mutex::new(HashMap::new()),
             columns,
@@ -340,7 +343,7 @@ fn pg_select(name: &str, column: &Column) -> String {
 }
 
 /// The score of a sortable column as the cache computes it, `NULL` when absent.
-fn raw_score(dialect: Dialect, c: &str, class: ColumnClass) -> String {
+pub(crate) fn raw_score(dialect: Dialect, c: &str, class: ColumnClass) -> String {
     match (dialect, class) {
         (Dialect::Postgres, ColumnClass::Timestamp) => format!("floor(extract(epoch FROM {c}) * 1000)::float8"),
         // A NaN scores as an absent value, as `SortKey` scores it.

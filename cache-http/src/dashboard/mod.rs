@@ -388,14 +388,25 @@ struct PageQuery {
 #[derive(Debug)]
 enum LookupResult {
     Found { entity: &'static str, id: RecordId, held: Held },
-    Invalid { entity: String, id: String, message: String },
+    /// Bad input (`400`) or a failing store (`503`).
+    Invalid {
+        entity: String,
+        id: String,
+        message: String,
+        status: StatusCode,
+    },
 }
 
 /// A dry run's outcome, for the page.
 #[derive(Debug)]
 enum DryRunResult {
     Counted(DryRun),
-    Invalid { pattern: String, message: String },
+    /// Bad input (`400`) or a failing store (`503`).
+    Invalid {
+        pattern: String,
+        message: String,
+        status: StatusCode,
+    },
 }
 
 async fn page(State(state): State<Arc<DashboardState>>, headers: HeaderMap, query: Result<Query<PageQuery>, QueryRejection>) -> Response {
@@ -414,8 +425,8 @@ async fn page(State(state): State<Arc<DashboardState>>, headers: HeaderMap, quer
     let lookup = match (query.entity, query.id) {
         (Some(entity), Some(record)) if !record.trim().is_empty() => {
             let result = lookup(&state.cache, &entity, record.trim()).await;
-            if matches!(result, LookupResult::Invalid { .. }) {
-                status = StatusCode::BAD_REQUEST;
+            if let LookupResult::Invalid { status: refused, .. } = &result {
+                status = *refused;
             }
             Some(result)
         }
@@ -425,7 +436,11 @@ async fn page(State(state): State<Arc<DashboardState>>, headers: HeaderMap, quer
         Some(pattern) => {
             let pattern = pattern.trim().to_owned();
             let result = match validate_pattern(&pattern) {
-                Err(message) => DryRunResult::Invalid { pattern, message },
+                Err(message) => DryRunResult::Invalid {
+                    pattern,
+                    message,
+                    status: StatusCode::BAD_REQUEST,
+                },
                 Ok(()) => match inspect::dry_run(&state.cache, &pattern).await {
                     Ok(run) => {
                         state
@@ -436,11 +451,12 @@ async fn page(State(state): State<Arc<DashboardState>>, headers: HeaderMap, quer
                     Err(err) => DryRunResult::Invalid {
                         pattern,
                         message: err.to_string(),
+                        status: crate::error::ApiError::from_store(&err).status(),
                     },
                 },
             };
-            if matches!(result, DryRunResult::Invalid { .. }) {
-                status = StatusCode::BAD_REQUEST;
+            if let DryRunResult::Invalid { status: refused, .. } = &result {
+                status = *refused;
             }
             Some(result)
         }
@@ -460,17 +476,18 @@ async fn page(State(state): State<Arc<DashboardState>>, headers: HeaderMap, quer
 }
 
 async fn lookup(cache: &Cache, entity: &str, record: &str) -> LookupResult {
-    let invalid = |message: String| LookupResult::Invalid {
+    let invalid = |message: String, status: StatusCode| LookupResult::Invalid {
         entity: entity.to_owned(),
         id: record.to_owned(),
         message,
+        status,
     };
     let Some(handle) = cache.entities().get(entity) else {
-        return invalid(format!("no entity is registered as {entity:?}"));
+        return invalid(format!("no entity is registered as {entity:?}"), StatusCode::BAD_REQUEST);
     };
     let id = match RecordId::new(record) {
         Ok(id) => id,
-        Err(err) => return invalid(err.to_string()),
+        Err(err) => return invalid(err.to_string(), StatusCode::BAD_REQUEST),
     };
     match inspect::inspect(cache, handle.schema(), &id).await {
         Ok(held) => LookupResult::Found {
@@ -478,7 +495,10 @@ async fn lookup(cache: &Cache, entity: &str, record: &str) -> LookupResult {
             id,
             held,
         },
-        Err(err) => invalid(format!("the store did not answer: {err}")),
+        Err(err) => invalid(
+            format!("the store did not answer: {err}"),
+            crate::error::ApiError::from_store(&err).status(),
+        ),
     }
 }
 

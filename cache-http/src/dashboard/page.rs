@@ -12,6 +12,9 @@ use super::{
     inspect::Held,
 };
 
+/// How many of the last deliveries the page lists.
+const MAX_DELIVERIES_SHOWN: usize = 10;
+
 /// Escapes text for HTML content and quoted attributes.
 pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -251,7 +254,12 @@ fn lookup_result(html: &mut String, entity: &str, id: &str, held: &Held, csrf: &
 }
 
 fn time(at: &DateTime<Utc>) -> String {
-    format!(r#"<time datetime="{}">{}</time>"#, at.to_rfc3339(), at.format("%H:%M:%S UTC"))
+    format!(
+        r#"<time datetime="{}" title="{}">{}</time>"#,
+        at.to_rfc3339(),
+        at.format("%Y-%m-%d %H:%M:%S UTC"),
+        at.format("%H:%M:%S")
+    )
 }
 
 fn opt(value: Option<f64>, unit: &str) -> String {
@@ -293,7 +301,7 @@ pub(crate) fn live(o: &Overview) -> String {
     };
     let _ = write!(
         html,
-        r#"<p class="muted" id="window">Sampled every {} s; the charts cover the last {}. Updated {}.</p>
+        r#"<p class="muted" id="window">Sampled every {} s; the charts cover the last {}. Updated {} UTC.</p>
 <section aria-labelledby="figures-h"><h2 id="figures-h" class="visually-hidden">The last minute</h2><dl class="figures">
 <div><dt>Hit rate, last minute</dt><dd id="fig-hit-rate">{}</dd></div>
 <div><dt>Misses</dt><dd id="fig-misses">{}/s</dd></div>
@@ -367,6 +375,17 @@ pub(crate) fn live(o: &Overview) -> String {
             window: o.window_seconds,
             series: series(&|e| e.p99_ms),
         },
+        Chart {
+            id: "chart-ping",
+            title: "Store ping",
+            unit: " ms",
+            max: None,
+            window: o.window_seconds,
+            series: vec![Series {
+                label: "store",
+                points: o.samples.iter().map(|s| (ago(&s.at), s.ping_ms)).collect(),
+            }],
+        },
     ];
     html.push_str(r#"<section aria-labelledby="charts-h"><h2 id="charts-h">Over time, per entity</h2><div class="charts">"#);
     for chart in &charts {
@@ -378,7 +397,7 @@ pub(crate) fn live(o: &Overview) -> String {
         html.push_str("</figure>");
     }
     html.push_str("</div>");
-    html.push_str(r#"<p class="hint">Read latency: the duration of the cache's reads (get, get_many, query) of each entity, from the metrics' histogram buckets; a hit is one store round trip. Store ping below is the store alone.</p></section>"#);
+    html.push_str(r#"<p class="hint">Read latency: the duration of the cache's reads (get, get_many, query) of each entity, from the metrics' histogram buckets; a hit is one store round trip. Store ping is the store alone.</p></section>"#);
 
     // Store health.
     html.push_str(r#"<div class="columns"><section aria-labelledby="store-h" class="card"><h2 id="store-h">Store</h2><dl class="facts" id="store-facts">"#);
@@ -409,8 +428,8 @@ pub(crate) fn live(o: &Overview) -> String {
     if o.deliveries.is_empty() {
         html.push_str(r#"<p class="muted" id="deliveries-empty">No webhook or change-feed delivery reported yet.</p>"#);
     } else {
-        html.push_str(r#"<div class="scroll" tabindex="0" role="region" aria-labelledby="deliveries-h"><table id="deliveries"><thead><tr><th scope="col">When</th><th scope="col">Source</th><th scope="col">Record</th><th scope="col">Outcome</th></tr></thead><tbody>"#);
-        for d in o.deliveries.iter().take(20) {
+        html.push_str(r#"<div class="scroll" tabindex="0" role="region" aria-labelledby="deliveries-h"><table id="deliveries"><thead><tr><th scope="col">When (UTC)</th><th scope="col">Source</th><th scope="col">Record</th><th scope="col">Outcome</th></tr></thead><tbody>"#);
+        for d in o.deliveries.iter().take(MAX_DELIVERIES_SHOWN) {
             let record = match (&d.entity, &d.record) {
                 (Some(e), Some(r)) => format!("{} <code>{}</code>", escape(e), escape(r)),
                 (Some(e), None) => escape(e),

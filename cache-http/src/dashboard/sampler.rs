@@ -176,15 +176,15 @@ impl Sampler {
 
         let mut state = self.lock();
         let wall = Utc::now();
-        let failure = ping.err().or(stats.as_ref().err().map(|e| cache_core::StoreError::Backend(e.to_string())));
-        if let Some(err) = &failure {
+        let failure = ping
+            .err()
+            .map(|e| e.to_string())
+            .or_else(|| stats.as_ref().err().map(ToString::to_string));
+        if let Some(message) = failure {
             if state.store.reachable || state.store.checked_at.is_none() {
-                tracing::warn!(error = %err, "dashboard_store_unhealthy");
+                tracing::warn!(error = %message, "dashboard_store_unhealthy");
             }
-            state.store.last_error = Some(StoreFailure {
-                at: wall,
-                message: err.to_string(),
-            });
+            state.store.last_error = Some(StoreFailure { at: wall, message });
         } else if !state.store.reachable && state.store.checked_at.is_some() {
             tracing::info!("dashboard_store_healthy");
         }
