@@ -53,8 +53,8 @@ pub enum FeedError {
     #[error("{0} changes were not applied; the cursor stays for a retry")]
     Retry(usize),
     /// The webhook no longer exists (it expired unrefreshed, or was deleted): the base's
-    /// entities were invalidated; create a webhook again ([`AirtableClient::create_webhook`]
-    /// (crate::AirtableClient::create_webhook)).
+    /// entities were invalidated; create a webhook again
+    /// ([`AirtableClient::create_webhook`](crate::AirtableClient::create_webhook)).
     #[error("the webhook {0} is gone (expired or deleted); the base's cached records were invalidated")]
     WebhookGone(String),
     /// The configuration is unusable.

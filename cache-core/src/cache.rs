@@ -360,8 +360,8 @@ impl Cache {
     // ---------------------------------------------------------------- reads
 
     /// Reads one record: from the store, or on a miss from the origin (then stored). `None`
-    /// when the source does not have it (remembered as a tombstone for the entity's
-    /// `tombstone_ttl`). An origin failure is an error and is never cached; a store failure is
+    /// when the source does not have it (remembered as a fill tombstone for the entity's
+    /// `negative_ttl`). An origin failure is an error and is never cached; a store failure is
     /// logged and answered from the origin.
     pub async fn get<T: Cacheable>(&self, id: &RecordId) -> Result<Option<T>, CacheError> {
         let schema = T::schema();
@@ -734,7 +734,8 @@ impl Cache {
         if !missing.is_empty() {
             let mode = RemoveMode::FillTombstone {
                 lease,
-                ttl: self.jittered(schema.tombstone_ttl),
+                // A negative answer: short-lived, unlike a delete the source reported.
+                ttl: self.jittered(schema.negative_ttl),
             };
             match inner.store.remove(schema, &missing, mode).await {
                 Ok(previous) => {
@@ -980,7 +981,9 @@ impl Cache {
 
     pub(crate) fn store_failed(&self, entity: &'static str, operation: &'static str, err: &StoreError) {
         self.inner.stats.store_error(entity, operation);
-        tracing::warn!(entity, operation, error = %err, "cache_store_error");
+        if let Some(held) = self.inner.stats.warnings.store.admit(Instant::now()) {
+            tracing::warn!(entity, operation, error = %err, held_back = held, "cache_store_error");
+        }
     }
 
     pub(crate) fn origin_done(
@@ -993,8 +996,10 @@ impl Cache {
         self.inner
             .stats
             .origin_done(entity, operation, started.elapsed(), err.is_none());
-        if let Some(err) = err {
-            tracing::warn!(entity, operation, error = %err, "cache_origin_error");
+        if let Some(err) = err
+            && let Some(held) = self.inner.stats.warnings.origin.admit(Instant::now())
+        {
+            tracing::warn!(entity, operation, error = %err, held_back = held, "cache_origin_error");
         }
     }
 

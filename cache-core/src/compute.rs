@@ -257,7 +257,10 @@ impl Run<'_> {
     fn store_failed(&self, operation: &'static str, err: &StoreError) {
         self.count(Outcome::StoreError);
         telemetry::count(Event::StoreError, 1);
-        tracing::warn!(name = self.name, key = self.key, operation, error = %err, "computed_store_error");
+        let warnings = &self.cache.stats_handle().warnings;
+        if let Some(held) = warnings.store.admit(std::time::Instant::now()) {
+            tracing::warn!(name = self.name, key = self.key, operation, error = %err, held_back = held, "computed_store_error");
+        }
     }
 
     /// A value answered from the store or another computation: whoever builds on it depends

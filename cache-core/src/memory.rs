@@ -2,9 +2,20 @@
 //! store (indexes, leases, versions, tombstones, completeness markers, fill tokens), checked
 //! by the same [conformance suite](crate::testing).
 //!
-//! Records, tombstones and values live in a [`moka`] cache bounded by a memory budget (each
-//! entry weighs its key and body plus a fixed overhead) with per-entry TTLs. Index structures
-//! live beside it in plain maps behind one lock; they are not counted in the budget.
+//! ## The memory budget
+//! The budget ([`MemoryStoreBuilder::max_capacity_bytes`]) bounds everything the store holds,
+//! each thing weighed at what it costs in this process (measured; see the soak figures in
+//! `docs/benchmarks.md`):
+//! - records, tombstones and values live in a [`moka`] cache with per-entry TTLs, each entry
+//!   weighing its key, its body, its slots in moka's own structures, and (for a record) its
+//!   entries in the index maps beside it, or (for a value) its entries under its tags;
+//! - completeness markers (one per distinct index result asked for) have a sixteenth of the
+//!   budget, and a lifetime (see [`markers`]);
+//! - fill leases have another sixteenth: past it a fill takes no lease, so it is not stored
+//!   (never wrong, only uncached).
+//!
+//! Evicting a record drops the markers whose result contained it, found through the markers'
+//! first filters, never by looking at every marker.
 //!
 //! ## Logical keys
 //! Entries are keyed by the logical keys [`Store::flush`] patterns match (`projects:r:recX`,
@@ -33,13 +44,27 @@ use crate::{
 };
 
 mod computed;
+mod markers;
 mod watermark;
+
+use markers::{EntityMarkers, MarkerUse};
 
 /// The default memory budget of a [`MemoryStore`]: 128 MiB.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 128 * 1024 * 1024;
 
-/// What an entry weighs beside its key and body.
-const ENTRY_OVERHEAD: usize = 96;
+/// What an entry weighs beside its key, body and index entries: moka's hash table slot, entry
+/// info, deque and timer nodes, our `Key` and `Entry`, and the allocator's headers.
+const ENTRY_OVERHEAD: usize = 512;
+/// What a heap allocation costs beside its bytes (glibc's header, rounded up to 16).
+const ALLOCATION: usize = 16;
+/// What a record's line in the index weighs beside its id and entries: its slot in the
+/// `indexed` B-tree (nodes are not full) and its entry vectors.
+const INDEXED_OVERHEAD: usize = 192;
+/// What each tag of a record weighs beside its text: the two strings in the record's entries,
+/// and under `tags` the key, the id set (a B-tree leaf for few ids) and a copy of the id.
+const TAG_OVERHEAD: usize = 480;
+/// What a lease weighs: its slot in the lease map (at most half full) and its copy of the id.
+const LEASE_WEIGHT: usize = 128;
 
 /// The in-memory store. Cheap to clone: clones share the same data.
 ///
@@ -62,6 +87,8 @@ pub struct MemoryStore {
 
 struct Inner {
     entries: Moka<Key, Entry>,
+    /// The markers' and the leases' shares of the budget, in bytes.
+    side_budget: u64,
     state: tokio::sync::Mutex<State>,
     /// Entries moka evicted (size, real-time expiry), for the index to forget under the lock.
     evicted: Arc<Mutex<Evicted>>,
@@ -90,8 +117,9 @@ pub struct MemoryStoreBuilder {
 }
 
 impl MemoryStoreBuilder {
-    /// The memory budget for records, tombstones and values, in bytes (default
-    /// [`DEFAULT_MEMORY_BUDGET`]). Beyond it the least useful entries are evicted.
+    /// The memory budget, in bytes (default [`DEFAULT_MEMORY_BUDGET`]): everything the store
+    /// holds, each thing weighed at what it costs (see the [module docs](self)). Beyond it
+    /// the least useful entries are evicted.
     pub fn max_capacity_bytes(mut self, bytes: u64) -> Self {
         self.budget = bytes;
         self
@@ -108,16 +136,20 @@ impl MemoryStoreBuilder {
     pub fn build(self) -> MemoryStore {
         let evicted: Arc<Mutex<Evicted>> = Arc::default();
         let sink = Arc::clone(&evicted);
+        let side_budget = self.budget / 16;
         let entries = Moka::builder()
-            .max_capacity(self.budget)
+            .max_capacity(self.budget - 2 * side_budget)
             .weigher(|key: &Key, entry: &Entry| {
-                let weight = key.weight() + entry.body_len() + ENTRY_OVERHEAD;
+                let weight = key.weight() + entry.weight();
                 u32::try_from(weight).unwrap_or(u32::MAX)
             })
             .expire_after(EntryExpiry)
             .eviction_listener(move |key, entry, cause| {
-                // Our own removals and replacements already updated the index.
-                if matches!(cause, RemovalCause::Expired | RemovalCause::Size) {
+                // Our own removals and replacements already updated the index; a tombstone
+                // has nothing in it.
+                if matches!(cause, RemovalCause::Expired | RemovalCause::Size)
+                    && !matches!(entry.kind, Kind::Tombstone { .. })
+                {
                     sink.lock().unwrap_or_else(PoisonError::into_inner).push((key, entry));
                 }
             })
@@ -125,6 +157,7 @@ impl MemoryStoreBuilder {
         MemoryStore {
             inner: Arc::new(Inner {
                 entries,
+                side_budget,
                 state: tokio::sync::Mutex::default(),
                 evicted,
                 clock: self.clock,
@@ -178,10 +211,11 @@ impl Key {
         Self::Tombstone(entity.entity, id.clone())
     }
 
+    /// What the key's own allocation costs (entity names are static).
     fn weight(&self) -> usize {
         match self {
-            Self::Record(e, id) | Self::Tombstone(e, id) => e.len() + id.as_str().len(),
-            Self::Value(k) => k.len(),
+            Self::Record(_, id) | Self::Tombstone(_, id) => id.as_str().len() + ALLOCATION,
+            Self::Value(k) => k.len() + ALLOCATION,
         }
     }
 }
@@ -210,6 +244,8 @@ enum Kind {
         version: Option<f64>,
         /// Which write this is, so that a late eviction notice never unindexes a newer write.
         generation: u64,
+        /// What the record's index entries cost in the index maps ([`index_weight`]).
+        index_weight: u32,
     },
     /// Not at the source. `deleted`: the delete the source reported, which orders later
     /// writes (`None` for a fill's "not found"). `answers`: whether reads are told "not
@@ -238,11 +274,22 @@ impl Entry {
         Self::tombstone(deleted, answers, expires_at.saturating_duration_since(now), now)
     }
 
-    fn body_len(&self) -> usize {
-        match &self.kind {
-            Kind::Record { body, .. } | Kind::Value { body, .. } => body.len(),
-            Kind::Tombstone { .. } => 0,
-        }
+    /// What the entry costs beside its key.
+    fn weight(&self) -> usize {
+        ENTRY_OVERHEAD
+            + match &self.kind {
+                Kind::Record { body, index_weight, .. } => body.len() + ALLOCATION + *index_weight as usize,
+                // The tag list, and the key's copy under each tag in `value_tags`.
+                Kind::Value { body, tags } => {
+                    body.len()
+                        + ALLOCATION
+                        + tags
+                            .iter()
+                            .map(|t| 2 * (t.len() + ALLOCATION) + 96 + 64)
+                            .sum::<usize>()
+                }
+                Kind::Tombstone { .. } => 0,
+            }
     }
 }
 
@@ -264,9 +311,24 @@ impl Expiry<Key, Entry> for EntryExpiry {
     }
 }
 
+/// What a record's index entries cost in the index maps: its line in `indexed` and its id
+/// under each of its tags.
+fn index_weight(id: &RecordId, entries: &IndexEntries) -> u32 {
+    let id_len = id.as_str().len() + ALLOCATION;
+    let tags: usize = entries
+        .tags
+        .iter()
+        .map(|(f, v)| 2 * (f.len() + v.len()) + 2 * id_len + TAG_OVERHEAD)
+        .sum();
+    let scores: usize = entries.scores.iter().map(|(f, _)| f.len() + ALLOCATION + 32).sum();
+    u32::try_from(INDEXED_OVERHEAD + id_len + tags + scores).unwrap_or(u32::MAX)
+}
+
 #[derive(Default)]
 struct State {
     entities: HashMap<&'static str, EntityState>,
+    /// The markers of every entity against their share of the budget.
+    marker_use: MarkerUse,
     /// Value keys by tag.
     value_tags: HashMap<String, HashSet<String>>,
     /// Compute locks and purge marks.
@@ -283,12 +345,15 @@ struct EntityState {
     indexed: BTreeMap<RecordId, Indexed>,
     /// Ids by (field, value).
     tags: HashMap<(String, String), BTreeSet<RecordId>>,
-    /// Complete results by filter key: the epoch they were marked in, and their filters.
-    markers: HashMap<String, (u64, Vec<(String, String)>)>,
+    /// Complete results by filter key.
+    markers: EntityMarkers,
     /// Leases by id: (lease, expiry).
     leases: HashMap<RecordId, (u64, Instant)>,
     /// Lease count above which expired leases are dropped.
     lease_cleanup_at: usize,
+    /// When the leases' share of the budget is full, expired leases are looked for again only
+    /// after this.
+    lease_sweep_after: Option<Instant>,
 }
 
 struct Indexed {
@@ -384,16 +449,9 @@ impl EntityState {
             .collect()
     }
 
-    /// Whether a complete result contains (or, after a move, may contain) this record.
-    fn covered(&self, entries: &IndexEntries) -> bool {
-        self.markers.values().any(|(epoch, filters)| {
-            *epoch == self.epoch && filters.iter().all(|(f, v)| entries.tag(f) == Some(v.as_str()))
-        })
-    }
-
-    fn invalidate_markers(&mut self) {
+    fn invalidate_markers(&mut self, usage: &mut MarkerUse) {
         self.epoch += 1;
-        self.markers.clear();
+        self.markers.clear(usage);
     }
 }
 
@@ -457,14 +515,17 @@ impl Inner {
         for (key, entry) in evicted {
             match (&*key, entry.kind) {
                 (Key::Record(entity, id), Kind::Record { generation, .. }) => {
-                    let Some(es) = state.entities.get_mut(entity) else {
+                    let State {
+                        entities, marker_use, ..
+                    } = &mut *state;
+                    let Some(es) = entities.get_mut(entity) else {
                         continue;
                     };
-                    let current = es.indexed.get(id).filter(|i| i.generation == generation);
-                    // A record in a complete result keeps its index entries: the query then
-                    // finds its body missing and answers Incomplete instead of a partial page.
-                    if current.is_some_and(|i| !es.covered(&i.entries)) {
-                        es.unindex(id);
+                    if es.indexed.get(id).is_some_and(|i| i.generation == generation) {
+                        // The complete results that contained it are no longer all here.
+                        if let Some(entries) = es.unindex(id) {
+                            es.markers.drop_covering(&entries, marker_use);
+                        }
                     }
                 }
                 // Only when no newer value took the key (a replacement is not an eviction).
@@ -475,6 +536,43 @@ impl Inner {
             }
         }
         state
+    }
+
+    /// How many more leases fit in their share of the budget.
+    fn lease_room(&self, state: &State) -> usize {
+        let held: usize = state.entities.values().map(|es| es.leases.len()).sum();
+        (self.side_budget as usize / LEASE_WEIGHT).saturating_sub(held)
+    }
+
+    /// Drops the oldest markers until they fit in their share of the budget, and expired ones
+    /// at the front of the queue on the way.
+    fn trim_markers(&self, state: &mut State) {
+        let now = self.now();
+        let cap = self.side_budget as usize;
+        let State {
+            entities, marker_use, ..
+        } = state;
+        while let Some((entity, key, stamp)) = marker_use.pop_oldest() {
+            let Some(es) = entities.get_mut(entity) else {
+                continue;
+            };
+            if !es.markers.is_current(&key, stamp) {
+                continue;
+            }
+            // `holds` drops an expired marker itself.
+            if !es.markers.holds(&key, es.epoch, now, marker_use) || marker_use.bytes > cap {
+                es.markers.remove(&key, Some(stamp), marker_use);
+                continue;
+            }
+            // Still wanted, and within the budget: it stays first in line.
+            marker_use.push_front(entity, key, stamp);
+            break;
+        }
+        if marker_use.queue_is_stale() {
+            marker_use.retain_queue(|entity, key, stamp| {
+                entities.get(entity).is_some_and(|es| es.markers.is_current(key, stamp))
+            });
+        }
     }
 
     async fn write_record(
@@ -489,6 +587,7 @@ impl Inner {
                 body: write.body.clone(),
                 version: write.version,
                 generation,
+                index_weight: index_weight(&write.id, &write.index),
             },
             ttl: write.ttl,
             expires_at: self.now() + write.ttl,
@@ -531,15 +630,35 @@ impl Store for MemoryStore {
     async fn lease(&self, entity: &EntitySchema, ids: &[RecordId], ttl: Duration) -> StoreResult<Lease> {
         let inner = &self.inner;
         let mut state = inner.lock().await;
-        let es = state.entities.entry(entity.entity).or_default();
         let now = inner.now();
         let lease = inner.next_lease.fetch_add(1, Ordering::Relaxed);
-        for id in ids {
-            es.leases.insert(id.clone(), (lease, now + ttl));
-        }
-        if es.leases.len() > es.lease_cleanup_at.max(1024) {
+        let room = inner.lease_room(&state);
+        let es = state.entities.entry(entity.entity).or_default();
+        // Expired leases are dropped when the map doubled since, or (at most once a second)
+        // when the leases' share of the budget is full.
+        let full = room < ids.len() && es.lease_sweep_after.is_none_or(|after| now >= after);
+        if es.leases.len() > es.lease_cleanup_at.max(1024) || full {
+            let before = es.leases.len();
             es.leases.retain(|_, (_, expires)| *expires > now);
             es.lease_cleanup_at = es.leases.len() * 2;
+            es.lease_sweep_after = Some(now + Duration::from_secs(1));
+            if room + (before - es.leases.len()) < ids.len() {
+                // Over the leases' share of the budget: this fill holds no lease, so its
+                // result is refused (never wrong, only not cached).
+                for id in ids {
+                    es.leases.remove(id);
+                }
+                tracing::debug!(entity = entity.entity, "cache_memory_leases_full");
+                return Ok(Lease(lease));
+            }
+        } else if room < ids.len() {
+            for id in ids {
+                es.leases.remove(id);
+            }
+            return Ok(Lease(lease));
+        }
+        for id in ids {
+            es.leases.insert(id.clone(), (lease, now + ttl));
         }
         Ok(Lease(lease))
     }
@@ -602,7 +721,10 @@ impl Store for MemoryStore {
     ) -> StoreResult<Vec<Option<IndexEntries>>> {
         let inner = &self.inner;
         let mut state = inner.lock().await;
-        let es = state.entities.entry(entity.entity).or_default();
+        let State {
+            entities, marker_use, ..
+        } = &mut *state;
+        let es = entities.entry(entity.entity).or_default();
         let now = inner.now();
         let mut out = Vec::with_capacity(ids.len());
         let mut wrote = false;
@@ -650,7 +772,7 @@ impl Store for MemoryStore {
             es.seq += 1;
         }
         if mode == RemoveMode::Invalidate {
-            es.invalidate_markers();
+            es.invalidate_markers(marker_use);
         }
         Ok(out)
     }
@@ -661,13 +783,13 @@ impl Store for MemoryStore {
         // a hit does not hold every other caller through its reads.
         let (token, page) = {
             let mut state = inner.lock().await;
-            let es = state.entities.entry(entity.entity).or_default();
+            let now = inner.now();
+            let State {
+                entities, marker_use, ..
+            } = &mut *state;
+            let es = entities.entry(entity.entity).or_default();
             let token = es.token();
-            if es
-                .markers
-                .get(&query.filter_key())
-                .is_none_or(|(epoch, _)| *epoch != es.epoch)
-            {
+            if !es.markers.holds(&query.filter_key(), es.epoch, now, marker_use) {
                 return Ok(QueryLookup::Incomplete(token));
             }
             (token, es.page(query))
@@ -717,8 +839,22 @@ impl Store for MemoryStore {
                 inner.write_record(es, entity, write).await;
             }
         }
+        // An empty result is a negative answer: anyone can ask for values that match nothing.
+        let ttl = records
+            .iter()
+            .map(|r| r.ttl)
+            .max()
+            .unwrap_or(entity.negative_ttl);
         let epoch = es.epoch;
-        es.markers.insert(query.filter_key(), (epoch, filters));
+        let expires_at = inner.now() + ttl;
+        let State {
+            entities, marker_use, ..
+        } = &mut *state;
+        if let Some(es) = entities.get_mut(entity.entity) {
+            es.markers
+                .insert(entity.entity, query.filter_key(), filters, epoch, expires_at, marker_use);
+        }
+        inner.trim_markers(&mut state);
         Ok(QueryFill::Completed { forgotten: dropped })
     }
 
@@ -770,9 +906,12 @@ impl Store for MemoryStore {
             }
             match (&*key, &entry.kind) {
                 (Key::Record(entity, id), _) => {
-                    if let Some(es) = state.entities.get_mut(entity) {
+                    let State {
+                        entities, marker_use, ..
+                    } = &mut *state;
+                    if let Some(es) = entities.get_mut(entity) {
                         es.unindex(id);
-                        es.invalidate_markers();
+                        es.invalidate_markers(marker_use);
                     }
                 }
                 (Key::Value(k), Kind::Value { tags, .. }) => forget_value_tags(&mut state.value_tags, k, tags),
@@ -781,11 +920,14 @@ impl Store for MemoryStore {
         }
         if pattern.is_none() {
             // Keep epochs and sequences: a fill token issued before the flush stays void.
-            for es in state.entities.values_mut() {
+            let State {
+                entities, marker_use, ..
+            } = &mut *state;
+            for es in entities.values_mut() {
                 es.indexed.clear();
                 es.tags.clear();
                 es.leases.clear();
-                es.invalidate_markers();
+                es.invalidate_markers(marker_use);
                 es.seq += 1;
             }
             state.value_tags.clear();
@@ -800,9 +942,17 @@ impl Store for MemoryStore {
     async fn stats(&self) -> StoreResult<StoreStats> {
         let inner = &self.inner;
         inner.entries.run_pending_tasks().await;
+        let (markers, side_bytes) = {
+            let state = inner.lock().await;
+            let leases: usize = state.entities.values().map(|es| es.leases.len()).sum();
+            let markers: usize = state.entities.values().map(|es| es.markers.len()).sum();
+            (markers, state.marker_use.bytes + leases * LEASE_WEIGHT)
+        };
         let now = inner.now();
-        let total_keys = inner.entries.iter().filter(|(_, e)| e.expires_at > now).count() as u64;
-        let used = inner.entries.weighted_size();
+        let entries = inner.entries.iter().filter(|(_, e)| e.expires_at > now).count();
+        // Markers are keys too, as on Redis; leases are not counted (they live seconds).
+        let total_keys = (entries + markers) as u64;
+        let used = inner.entries.weighted_size() + side_bytes as u64;
         Ok(StoreStats {
             backend: "memory".to_owned(),
             total_keys,

@@ -8,6 +8,9 @@ use serde::{Serialize, Serializer, ser::SerializeStruct};
 pub const DEFAULT_TTL: Duration = Duration::from_secs(8 * 3600);
 /// The default time a tombstone (negative cache entry) lives: 6 hours.
 pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(6 * 3600);
+/// The default time a negative answer lives (a fill that found no record, an index result
+/// that found none): 5 minutes.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// Bumped whenever the way records and indexes are stored changes, so that every fingerprint
 /// changes with it.
@@ -28,8 +31,11 @@ pub struct EntitySchema {
     pub type_name: &'static str,
     /// How long a cached record lives (before jitter).
     pub ttl: Duration,
-    /// How long a tombstone lives.
+    /// How long a tombstone lives: the delete the source reported.
     pub tombstone_ttl: Duration,
+    /// How long a negative answer lives: a fill that found no record (a fill tombstone), or
+    /// an index result that found none. Short, since anyone can ask for ids that do not exist.
+    pub negative_ttl: Duration,
     /// The Rust name of the id field.
     pub id_field: &'static str,
     /// The Rust name of the `#[cache(version)]` field, if any.
@@ -58,6 +64,11 @@ pub struct FieldSchema {
     pub sortable: bool,
     /// `#[cache(skip)]`: never stored in the cache.
     pub skipped: bool,
+    /// `#[cache(default)]` (on the field or the struct): a source record without the field
+    /// (or with `null`) reads as the field's default instead of being refused. Sources that
+    /// leave out empty cells (Airtable) may omit it. Does not change what is stored, so it is
+    /// not part of the fingerprint.
+    pub default: bool,
 }
 
 /// What a field holds.
@@ -119,6 +130,7 @@ impl EntitySchema {
                 type_name: entity,
                 ttl: DEFAULT_TTL,
                 tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
+                negative_ttl: DEFAULT_NEGATIVE_TTL,
                 id_field: "id",
                 version_field: None,
                 fields: Vec::new(),
@@ -210,6 +222,12 @@ impl EntitySchemaBuilder {
         self
     }
 
+    /// How long negative answers live (see [`EntitySchema::negative_ttl`]).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.schema.negative_ttl = ttl;
+        self
+    }
+
     /// The Rust name of the id field.
     pub fn id_field(mut self, name: &'static str) -> Self {
         self.schema.id_field = name;
@@ -247,7 +265,14 @@ impl FieldSchema {
             index: None,
             sortable: false,
             skipped: false,
+            default: false,
         }
+    }
+
+    /// Whether a source record may leave this field out: it is an `Option`, a `Links<T>`
+    /// (absent is empty), takes a default, or is skipped (never read).
+    pub fn may_be_absent(&self) -> bool {
+        self.optional || self.default || self.skipped || matches!(self.kind, FieldKind::Links { .. })
     }
 }
 
@@ -263,13 +288,14 @@ impl Serialize for EntitySchema {
                 serialize_secs(self.0, s)
             }
         }
-        let mut s = serializer.serialize_struct("EntitySchema", 9)?;
+        let mut s = serializer.serialize_struct("EntitySchema", 11)?;
         s.serialize_field("entity", self.entity)?;
         s.serialize_field("source_table", self.source_table)?;
         s.serialize_field("type_name", self.type_name)?;
         s.serialize_field("key_prefix", self.entity)?;
         s.serialize_field("ttl_secs", &Secs(&self.ttl))?;
         s.serialize_field("tombstone_ttl_secs", &Secs(&self.tombstone_ttl))?;
+        s.serialize_field("negative_ttl_secs", &Secs(&self.negative_ttl))?;
         s.serialize_field("id_field", self.id_field)?;
         s.serialize_field("version_field", &self.version_field)?;
         s.serialize_field("fields", &self.fields)?;
@@ -280,7 +306,7 @@ impl Serialize for EntitySchema {
 
 impl Serialize for FieldSchema {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("FieldSchema", 9)?;
+        let mut s = serializer.serialize_struct("FieldSchema", 10)?;
         s.serialize_field("name", self.name)?;
         s.serialize_field("source_name", self.source_name)?;
         s.serialize_field("rust_type", self.rust_type)?;
@@ -292,6 +318,7 @@ impl Serialize for FieldSchema {
         s.serialize_field("kind", kind)?;
         s.serialize_field("target", &target)?;
         s.serialize_field("optional", &self.optional)?;
+        s.serialize_field("default", &self.default)?;
         s.serialize_field("index", &self.index)?;
         s.serialize_field("sortable", &self.sortable)?;
         s.serialize_field("skipped", &self.skipped)?;
@@ -331,11 +358,23 @@ mod tests {
     }
 
     #[test]
+    fn a_default_changes_what_may_be_absent_not_the_fingerprint() {
+        let mut points = FieldSchema::scalar("points", "i64");
+        assert!(!points.may_be_absent());
+        let required = base().field(points.clone()).build();
+        points.default = true;
+        assert!(points.may_be_absent());
+        let defaulted = base().field(points).build();
+        assert_eq!(required.fingerprint(), defaulted.fingerprint());
+    }
+
+    #[test]
     fn serialises_to_json() {
         let json = serde_json::to_value(base().build()).unwrap();
         assert_eq!(json["entity"], "projects");
         assert_eq!(json["ttl_secs"], 8 * 3600);
         assert_eq!(json["fields"][0]["kind"], "scalar");
+        assert_eq!(json["fields"][0]["default"], false);
         assert_eq!(json["fingerprint"].as_str().unwrap().len(), 8);
     }
 }

@@ -131,6 +131,8 @@ pub(crate) struct Stats {
     entities: RwLock<HashMap<&'static str, Arc<Counters>>>,
     /// By the addresses of (entity, operation or stale reason).
     meters: RwLock<HashMap<LabelsAddr, Meter, BuildHasherDefault<AddrHasher>>>,
+    /// How often failures are logged.
+    pub(crate) warnings: crate::log_limit::WarnLimits,
 }
 
 /// The addresses and lengths of two `&'static str` labels.

@@ -233,6 +233,132 @@ async fn stats_report_the_memory_backend() {
     assert_eq!(stats.backend, "memory");
     assert_eq!(stats.total_keys, 1);
     assert!(stats.memory_used_bytes.unwrap() > 0);
-    assert!(stats.memory_used_human.unwrap().ends_with('B'));
+    assert_eq!(
+        stats.memory_used_human,
+        Some(cache_core::human_bytes(stats.memory_used_bytes.unwrap()))
+    );
     assert_eq!(stats.keyspace_hits, None);
+}
+
+const BUDGET: u64 = 1024 * 1024;
+
+fn by_email(email: &str) -> IndexQuery {
+    IndexQuery::all().filter("email", email.to_owned())
+}
+
+/// What the store says it holds, after its pending work.
+async fn used(store: &MemoryStore) -> (u64, u64) {
+    let stats = store.stats().await.unwrap();
+    (stats.total_keys, stats.memory_used_bytes.unwrap())
+}
+
+#[tokio::test]
+async fn distinct_index_lookups_stay_within_the_budget_and_are_reported() {
+    let store = MemoryStore::builder().max_capacity_bytes(BUDGET).build();
+    let u = users();
+    let lookups = 20_000;
+    for i in 0..lookups {
+        let q = by_email(&format!("nobody{i}@example.com"));
+        let t = match store.query(u, &q).await.unwrap() {
+            QueryLookup::Incomplete(t) => t,
+            QueryLookup::Complete { .. } => panic!("{i}: complete before it was filled"),
+        };
+        assert!(store.complete_query(u, &q, t, &[]).await.unwrap().is_complete());
+    }
+    let (keys, bytes) = used(&store).await;
+    assert!(bytes <= BUDGET, "{bytes} bytes in a budget of {BUDGET}");
+    assert!(keys > 0 && keys < lookups, "the markers are counted and bounded: {keys} keys");
+    // A sixteenth of the budget, at what each marker weighs (well above 100 bytes).
+    assert!(bytes >= BUDGET / 16 - 1024, "the markers' share is used and reported: {bytes}");
+    // The oldest went first; the newest answers from the store.
+    let newest = by_email(&format!("nobody{}@example.com", lookups - 1));
+    assert!(matches!(store.query(u, &newest).await.unwrap(), QueryLookup::Complete { page, .. } if page.is_empty()));
+    let oldest = by_email("nobody0@example.com");
+    assert!(matches!(store.query(u, &oldest).await.unwrap(), QueryLookup::Incomplete(_)));
+}
+
+#[tokio::test]
+async fn an_empty_result_lives_the_negative_ttl_and_a_full_one_its_records_ttl() {
+    let (store, clock) = on_clock();
+    let p = projects();
+    let (empty, full) = (by_event("none"), by_event("e1"));
+    let t = token(&store, &empty).await;
+    assert!(store.complete_query(p, &empty, t, &[]).await.unwrap().is_complete());
+    let t = token(&store, &full).await;
+    let records = [record("p1", "e1", 3600 * SEC)];
+    assert!(store.complete_query(p, &full, t, &records).await.unwrap().is_complete());
+
+    clock.advance(p.negative_ttl - SEC);
+    assert!(matches!(store.query(p, &empty).await.unwrap(), QueryLookup::Complete { .. }));
+    clock.advance(2 * SEC);
+    assert!(
+        matches!(store.query(p, &empty).await.unwrap(), QueryLookup::Incomplete(_)),
+        "an empty result is a negative answer: it lives {:?}",
+        p.negative_ttl
+    );
+    assert!(matches!(store.query(p, &full).await.unwrap(), QueryLookup::Complete { page, .. } if page.len() == 1));
+    assert_eq!(used(&store).await.0, 2, "the record and its result's marker");
+}
+
+#[tokio::test]
+async fn fill_tombstones_of_random_ids_stay_within_the_budget() {
+    let store = MemoryStore::builder().max_capacity_bytes(BUDGET).build();
+    let p = projects();
+    for i in 0..20_000 {
+        let ids = [id(&format!("rec{i:014}"))];
+        let lease = store.lease(p, &ids, 30 * SEC).await.unwrap();
+        let mode = RemoveMode::FillTombstone { lease, ttl: 300 * SEC };
+        store.remove(p, &ids, mode).await.unwrap();
+    }
+    let (keys, bytes) = used(&store).await;
+    assert!(bytes <= BUDGET, "{bytes} bytes in a budget of {BUDGET}");
+    // Each tombstone weighs what it costs in moka (several hundred bytes), not its id alone.
+    assert!(keys > 0 && keys < 20_000 / 4, "{keys} tombstones in {BUDGET} bytes");
+}
+
+#[tokio::test]
+async fn leases_past_their_share_are_not_taken_and_their_fills_are_refused() {
+    let store = MemoryStore::builder().max_capacity_bytes(64 * 1024).build();
+    let p = projects();
+    // Fills that never come back (an origin that hangs): their leases pile up.
+    for i in 0..1_000 {
+        store.lease(p, &[id(&format!("h{i}"))], 30 * SEC).await.unwrap();
+    }
+    let (_, bytes) = used(&store).await;
+    assert!(bytes <= 64 * 1024, "{bytes}");
+    let lease = store.lease(p, &[id("p1")], 30 * SEC).await.unwrap();
+    let outcome = store
+        .put(p, &[record("p1", "e1", 3600 * SEC)], WriteMode::Fill(lease))
+        .await
+        .unwrap();
+    assert_eq!(outcome, vec![WriteOutcome::LeaseLost], "no room for its lease: not stored");
+    assert_eq!(store.get(p, &id("p1")).await.unwrap(), Lookup::Miss);
+}
+
+#[tokio::test]
+async fn evicting_a_record_drops_only_the_results_that_contained_it() {
+    let store = MemoryStore::builder().max_capacity_bytes(64 * 1024).build();
+    let p = projects();
+    let (other, evicted) = (by_event("e2"), by_event("e1"));
+    let t = token(&store, &other).await;
+    let kept = [record("k1", "e2", 3600 * SEC)];
+    assert!(store.complete_query(p, &other, t, &kept).await.unwrap().is_complete());
+    // Fill "e1" with more than the budget holds: its own records evict each other.
+    let big: Vec<RecordWrite> = (0..200)
+        .map(|i| {
+            let mut r = record(&format!("p{i:03}"), "e1", 3600 * SEC);
+            r.body = Bytes::from(vec![b' '; 512]);
+            r
+        })
+        .collect();
+    let t = token(&store, &evicted).await;
+    assert!(store.complete_query(p, &evicted, t, &big).await.unwrap().is_complete());
+    let _ = used(&store).await;
+    assert!(matches!(store.query(p, &evicted).await.unwrap(), QueryLookup::Incomplete(_)));
+    match store.get(p, &id("k1")).await.unwrap() {
+        // Kept: its result still answers.
+        Lookup::Hit(_) => assert!(matches!(store.query(p, &other).await.unwrap(), QueryLookup::Complete { page, .. } if page.len() == 1)),
+        // Evicted too: its result is incomplete, never empty.
+        _ => assert!(matches!(store.query(p, &other).await.unwrap(), QueryLookup::Incomplete(_))),
+    }
 }

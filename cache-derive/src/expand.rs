@@ -11,7 +11,7 @@
 //!   `serde_json::Value`.
 //!
 //! Trait bounds on user types (`IndexValue`, `SortKey`, `Cacheable` for link targets,
-//! `Default` for skipped fields) are generated with the span of the field's type, so that a
+//! `Default` for skipped and defaulted fields) are generated with the span of the field's type, so that a
 //! missing impl is reported on the type the user wrote.
 
 use proc_macro2::{Span, TokenStream};
@@ -188,6 +188,10 @@ fn field_bounds(cont: &Container<'_>) -> TokenStream {
             bounds.push(quote_spanned!(ty.span()=>
                 #ty: #krate::__private::serde::Serialize + #krate::__private::serde::de::DeserializeOwned
             ));
+            // Links have a default (`None`, empty) whatever their target.
+            if matches!(f.default, Some(attr::FieldDefault::Trait)) {
+                bounds.push(quote_spanned!(ty.span()=> #ty: ::core::default::Default));
+            }
         }
         if f.attrs.indexed.is_some() {
             bounds.push(quote_spanned!(ty.span()=> #ty: #krate::IndexValue));
@@ -317,9 +321,17 @@ fn schema(cont: &Container<'_>, entity: &str, id_name: &str, fields: &[&Field<'_
         };
         let sortable = f.attrs.sortable.is_some();
         let skipped = !f.is_stored();
-        calls.extend(quote! {
-            .field(#krate::__private::field(#name, #source_name, #rust_type, #kind, #optional, #index, #sortable, #skipped))
-        });
+        let field = quote!(#krate::__private::field(#name, #source_name, #rust_type, #kind, #optional, #index, #sortable, #skipped));
+        let field = if f.default.is_some() {
+            quote!({
+                let mut __field = #field;
+                __field.default = true;
+                __field
+            })
+        } else {
+            field
+        };
+        calls.extend(quote!(.field(#field)));
     }
     quote! {
         static __SCHEMA: #krate::__private::LazyLock<#krate::EntitySchema> = #krate::__private::LazyLock::new(|| {
@@ -488,7 +500,8 @@ fn to_source(cont: &Container<'_>, entity: &str, stored: &[&Field<'_>]) -> Token
     }
 }
 
-/// The body of `from_source()`: every field by source name, the id from the record.
+/// The body of `from_source()`: every field by source name, the id from the record; a
+/// defaulted field that is absent or `null` takes its default.
 fn from_source(cont: &Container<'_>, entity: &str) -> TokenStream {
     let krate = &cont.attrs.krate;
     let inits = cont.fields.iter().map(|f| {
@@ -500,14 +513,23 @@ fn from_source(cont: &Container<'_>, entity: &str) -> TokenStream {
             let default = quote!(<#ty as ::core::default::Default>::default());
             return quote!(#fi: #default);
         }
-        let value = quote!(__fields.remove(#source_name));
-        match (&f.shape, f.optional) {
-            (Shape::Link { .. }, true) => {
-                quote!(#fi: #krate::__private::optional_link_from_source(#entity, #source_name, #value)?)
-            }
-            _ => {
-                let read = quote!(#krate::__private::from_source::<#ty>);
-                quote!(#fi: #read(#entity, #source_name, #value)?)
+        let read = match (&f.shape, f.optional) {
+            (Shape::Link { .. }, true) => quote!(#krate::__private::optional_link_from_source),
+            _ => quote!(#krate::__private::from_source::<#ty>),
+        };
+        let Some(default) = &f.default else {
+            return quote!(#fi: #read(#entity, #source_name, __fields.remove(#source_name))?);
+        };
+        let default = match default {
+            attr::FieldDefault::Trait => quote!(<#ty as ::core::default::Default>::default()),
+            // Spanned by the path, so that a function of the wrong type is reported there.
+            attr::FieldDefault::Path(path) => quote_spanned!(path.span()=> #path()),
+        };
+        quote! {
+            #fi: match __fields.remove(#source_name) {
+                ::core::option::Option::None
+                | ::core::option::Option::Some(#krate::__private::serde_json::Value::Null) => #default,
+                __value => #read(#entity, #source_name, __value)?,
             }
         }
     });

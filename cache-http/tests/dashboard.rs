@@ -29,31 +29,59 @@ async fn signing_in_exchanges_the_token_for_a_strict_short_lived_cookie() {
 
     let (status, html) = client.page("/admin/").await;
     assert_eq!(status, 200);
-    assert!(html.contains(r#"<label for="token">Admin token</label>"#), "the sign-in form: {html}");
+    assert!(
+        html.contains(r#"<label for="token">Admin token</label>"#),
+        "the sign-in form: {html}"
+    );
     assert!(!html.contains("chart-hit-rate"), "nothing else before signing in");
     let redirect = client.get("/admin").send().await.unwrap();
     assert_eq!(redirect.headers()["location"], "/admin/");
 
     // A wrong or empty token: 403, the form again with why, no cookie.
-    for (token, why) in [("wrong-token-0123456789-abcdefghij", "not the admin token"), ("", "Enter the admin token")] {
-        let response = client.post_form("/admin/session", &[("token", token)]).send().await.unwrap();
+    for (token, why) in [
+        ("wrong-token-0123456789-abcdefghij", "not the admin token"),
+        ("", "Enter the admin token"),
+    ] {
+        let response = client
+            .post_form("/admin/session", &[("token", token)])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 403, "{token:?}");
         assert!(response.headers().get("set-cookie").is_none());
         assert!(response.text().await.unwrap().contains(why));
     }
 
     let cookie = client.sign_in(TOKEN).await;
-    for part in ["model_cache_admin=", "HttpOnly", "SameSite=Strict", "Path=/admin", "Max-Age=1800"] {
+    for part in [
+        "model_cache_admin=",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/admin",
+        "Max-Age=1800",
+    ] {
         assert!(cookie.contains(part), "{part} in {cookie}");
     }
-    assert!(!cookie.contains("Secure"), "plain HTTP: the browser would drop a Secure cookie");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP: the browser would drop a Secure cookie"
+    );
 
     let response = client.get("/admin/").send().await.unwrap();
-    let csp = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert_eq!(response.headers()["cache-control"], "no-store");
     let html = response.text().await.unwrap();
-    assert!(html.contains(r#"id="chart-hit-rate""#), "the signed-in page has the charts");
+    assert!(
+        html.contains(r#"id="chart-hit-rate""#),
+        "the signed-in page has the charts"
+    );
     let csrf = csrf_of(&html);
     assert!(csrf.len() >= 43, "a random CSRF token: {csrf}");
 
@@ -67,10 +95,18 @@ async fn signing_in_exchanges_the_token_for_a_strict_short_lived_cookie() {
     assert!(secure.headers()["set-cookie"].to_str().unwrap().contains("; Secure"));
 
     // Signing out ends the session.
-    let out = client.post_form("/admin/session/end", &[("csrf", &csrf)]).send().await.unwrap();
+    let out = client
+        .post_form("/admin/session/end", &[("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.status(), 303);
     assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
-    assert_eq!(client.get("/admin/live").send().await.unwrap().status(), 401, "the old cookie is dead");
+    assert_eq!(
+        client.get("/admin/live").send().await.unwrap().status(),
+        401,
+        "the old cookie is dead"
+    );
 }
 
 #[tokio::test]
@@ -92,7 +128,11 @@ async fn requests_without_a_session_or_from_another_site_are_refused() {
     assert_eq!(response.status(), 401);
     assert!(response.text().await.unwrap().contains("sign in first"));
     client.cookie = Some("model_cache_admin=forged".to_owned());
-    assert_eq!(client.get("/admin/live").send().await.unwrap().status(), 401, "a forged cookie");
+    assert_eq!(
+        client.get("/admin/live").send().await.unwrap().status(),
+        401,
+        "a forged cookie"
+    );
     let (status, html) = client.page("/admin/").await;
     assert_eq!(status, 200);
     assert!(html.contains(r#"id="token""#), "a forged cookie gets the sign-in form");
@@ -105,10 +145,30 @@ async fn requests_without_a_session_or_from_another_site_are_refused() {
     // A form posted by another site: no CSRF token, or the wrong origin, or the browser's word.
     let forged = [
         (vec![("pattern", "*")], None, None, "CSRF token"),
-        (vec![("pattern", "*"), ("csrf", "not-the-token")], None, None, "CSRF token"),
-        (vec![("pattern", "*"), ("csrf", csrf.as_str())], Some("http://evil.example"), None, "Origin"),
-        (vec![("pattern", "*"), ("csrf", csrf.as_str())], None, Some("cross-site"), "another site"),
-        (vec![("pattern", "*"), ("csrf", csrf.as_str())], None, Some("same-site"), "another site"),
+        (
+            vec![("pattern", "*"), ("csrf", "not-the-token")],
+            None,
+            None,
+            "CSRF token",
+        ),
+        (
+            vec![("pattern", "*"), ("csrf", csrf.as_str())],
+            Some("http://evil.example"),
+            None,
+            "Origin",
+        ),
+        (
+            vec![("pattern", "*"), ("csrf", csrf.as_str())],
+            None,
+            Some("cross-site"),
+            "another site",
+        ),
+        (
+            vec![("pattern", "*"), ("csrf", csrf.as_str())],
+            None,
+            Some("same-site"),
+            "another site",
+        ),
     ];
     for (fields, origin, fetch_site, why) in forged {
         let mut req = client.post_form("/admin/flush", &fields);
@@ -165,14 +225,21 @@ async fn looks_up_invalidates_and_flushes_after_a_dry_run() {
     let csrf = client.csrf().await;
     let _ = h.cache.get::<Event>(&id("recE1")).await.unwrap();
     let _ = h.cache.get::<Event>(&id("recE2")).await.unwrap();
-    assert_eq!(h.cache.get::<Event>(&id("recGone")).await.unwrap(), None, "leaves a tombstone");
+    assert_eq!(
+        h.cache.get::<Event>(&id("recGone")).await.unwrap(),
+        None,
+        "leaves a tombstone"
+    );
     let _ = h.cache.get::<Project>(&id("recP1")).await.unwrap();
 
     let (status, html) = client.page("/admin/?entity=projects&id=recP1").await;
     assert_eq!(status, 200);
     assert!(html.contains(r#"id="held">cached<"#), "{html}");
     assert!(html.contains(r#"<dd id="held-version">1</dd>"#), "the version");
-    assert!(html.contains("<code>event=&quot;recE1&quot;</code>"), "the index entry: {html}");
+    assert!(
+        html.contains("<code>event=&quot;recE1&quot;</code>"),
+        "the index entry: {html}"
+    );
     assert!(html.contains("Project recP1"), "the cached form");
     let (_, html) = client.page("/admin/?entity=events&id=recGone").await;
     assert!(html.contains(r#"id="held">tombstone<"#));
@@ -189,7 +256,10 @@ async fn looks_up_invalidates_and_flushes_after_a_dry_run() {
 
     // Invalidate: redirected back to the lookup, which now misses; the origin is not called.
     let response = client
-        .post_form("/admin/records/invalidate", &[("csrf", &csrf), ("entity", "events"), ("id", "recE1")])
+        .post_form(
+            "/admin/records/invalidate",
+            &[("csrf", &csrf), ("entity", "events"), ("id", "recE1")],
+        )
         .send()
         .await
         .unwrap();
@@ -213,15 +283,30 @@ async fn looks_up_invalidates_and_flushes_after_a_dry_run() {
     assert!(html.contains("without its"), "why the pattern is refused: {html}");
 
     let (_, html) = client.page("/admin/?flush=events:*").await;
-    assert!(html.contains(r#"<strong id="dry-run-count">1</strong> cached record would be removed (1 in events)"#), "{html}");
-    assert!(html.contains("may also match tombstones"), "what cannot be counted: {html}");
-    assert!(matches!(
-        h.store.get(<Event as cache_core::Cacheable>::schema(), &id("recE2")).await.unwrap(),
-        Lookup::Hit(_)
-    ), "a dry run removes nothing");
+    assert!(
+        html.contains(r#"<strong id="dry-run-count">1</strong> cached record would be removed (1 in events)"#),
+        "{html}"
+    );
+    assert!(
+        html.contains("may also match tombstones"),
+        "what cannot be counted: {html}"
+    );
+    assert!(
+        matches!(
+            h.store
+                .get(<Event as cache_core::Cacheable>::schema(), &id("recE2"))
+                .await
+                .unwrap(),
+            Lookup::Hit(_)
+        ),
+        "a dry run removes nothing"
+    );
     let (_, html) = client.page("/admin/?flush=projects:r:*").await;
     assert!(html.contains(r#"<strong id="dry-run-count">1</strong>"#));
-    assert!(!html.contains("may also match"), "a record pattern matches nothing uncounted: {html}");
+    assert!(
+        !html.contains("may also match"),
+        "a record pattern matches nothing uncounted: {html}"
+    );
 
     // The confirmation must name the pattern of the last dry run.
     let response = client
@@ -238,17 +323,26 @@ async fn looks_up_invalidates_and_flushes_after_a_dry_run() {
         .unwrap();
     assert_eq!(response.status(), 303);
     let (_, html) = client.page("/admin/").await;
-    assert!(html.contains("Flushed events:*: 2 keys removed."), "a record and a tombstone: {html}");
+    assert!(
+        html.contains("Flushed events:*: 2 keys removed."),
+        "a record and a tombstone: {html}"
+    );
     let response = client
         .post_form("/admin/flush", &[("csrf", &csrf), ("pattern", "events:*")])
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 409, "a dry run confirms one flush");
-    assert!(matches!(
-        h.store.get(<Project as cache_core::Cacheable>::schema(), &id("recP1")).await.unwrap(),
-        Lookup::Hit(_)
-    ), "other entities stay");
+    assert!(
+        matches!(
+            h.store
+                .get(<Project as cache_core::Cacheable>::schema(), &id("recP1"))
+                .await
+                .unwrap(),
+            Lookup::Hit(_)
+        ),
+        "other entities stay"
+    );
 }
 
 #[tokio::test]
@@ -279,7 +373,10 @@ async fn the_overview_follows_the_cache_and_the_deliveries() {
         }
     })
     .await;
-    assert!(sample["p50_ms"].as_f64().is_some(), "latency from the histogram: {sample}");
+    assert!(
+        sample["p50_ms"].as_f64().is_some(),
+        "latency from the histogram: {sample}"
+    );
     let o = overview(&client).await;
     assert_eq!(o["entities"]["events"]["hits"], 19);
     assert_eq!(o["entities"]["events"]["misses"], 1);
@@ -287,15 +384,26 @@ async fn the_overview_follows_the_cache_and_the_deliveries() {
     assert_eq!(o["store"]["stats"]["backend"], "memory");
 
     // Deliveries and feeds reported to the log appear, newest first.
-    log.record(DeliveryEvent::new("webhook", "applied").entity("events").record("recE1"));
-    log.record(DeliveryEvent::new("webhook", "invalid_record").entity("events").detail("`name` is missing"));
+    log.record(
+        DeliveryEvent::new("webhook", "applied")
+            .entity("events")
+            .record("recE1"),
+    );
+    log.record(
+        DeliveryEvent::new("webhook", "invalid_record")
+            .entity("events")
+            .detail("`name` is missing"),
+    );
     log.feed_progress("sql", FeedProgress::new("42").backlog(3));
     let o = overview(&client).await;
     assert_eq!(o["deliveries"][0]["outcome"], "invalid_record");
     assert_eq!(o["deliveries"][1]["record"], "recE1");
     assert_eq!(o["feeds"]["sql"]["backlog"], 3);
     let live = client.get("/admin/live").send().await.unwrap().text().await.unwrap();
-    assert!(live.contains("`name` is missing") && live.contains("<code>42</code>"), "{live}");
+    assert!(
+        live.contains("`name` is missing") && live.contains("<code>42</code>"),
+        "{live}"
+    );
 
     // The store going down shows as unreachable with its error.
     h.store.set_down(true);

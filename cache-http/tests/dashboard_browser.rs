@@ -82,7 +82,11 @@ impl Browser {
             );
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(&binary)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -97,7 +101,11 @@ impl Browser {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + LIMIT;
         while http.get(format!("{}/status", driver.url)).send().await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not answer on {}", driver.url);
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not answer on {}",
+                driver.url
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let browser = std::env::var("CHROME_BIN").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
@@ -138,7 +146,12 @@ impl Browser {
     /// Fails the test with `message`, pointing to a screenshot of the moment.
     async fn fail(&self, message: &str) -> ! {
         let path = self.shot("failure").await;
-        let url = self.client.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+        let url = self
+            .client
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default();
         panic!("{}: {message}\n  at {url}\n  screenshot: {}", self.test, path.display());
     }
 
@@ -208,7 +221,8 @@ impl Browser {
                 }
             }
             if Instant::now() >= deadline {
-                self.fail(&format!("timed out waiting for {what} ({css}); last seen: {last:?}")).await;
+                self.fail(&format!("timed out waiting for {what} ({css}); last seen: {last:?}"))
+                    .await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -236,20 +250,33 @@ async fn app() -> (Harness, String, DeliveryLog) {
 #[tokio::test]
 async fn signs_in_and_watches_the_charts_move() {
     let _one = BROWSER.lock().await;
-    let Some(b) = Browser::start("charts").await else { return };
+    let Some(b) = Browser::start("charts").await else {
+        return;
+    };
     let (_h, base, log) = app().await;
 
     b.goto(&format!("{base}/admin/")).await;
     b.fill("#token", "not-the-token-0123456789-abcdef").await;
     b.click("#signin").await;
     let error = b.text("#signin-error").await;
-    b.check(error.contains("not the admin token"), format!("a wrong token is refused: {error:?}")).await;
+    b.check(
+        error.contains("not the admin token"),
+        format!("a wrong token is refused: {error:?}"),
+    )
+    .await;
     b.shot("wrong-token").await;
 
     b.fill("#token", TOKEN).await;
     b.click("#signin").await;
-    let before = b.find("#chart-hit-rate").await.attr("data-latest").await.unwrap().unwrap_or_default();
-    b.check(!before.contains("events=1"), format!("no reads yet: {before}")).await;
+    let before = b
+        .find("#chart-hit-rate")
+        .await
+        .attr("data-latest")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    b.check(!before.contains("events=1"), format!("no reads yet: {before}"))
+        .await;
     let cookies = b.client.execute("return document.cookie", vec![]).await.unwrap();
     b.check(
         !cookies.as_str().unwrap_or_default().contains("model_cache_admin"),
@@ -261,44 +288,112 @@ async fn signs_in_and_watches_the_charts_move() {
     // A burst of requests through the application.
     let http = reqwest::Client::new();
     for n in 0..40 {
-        let path = if n % 4 == 0 { "/events/recE1/projects" } else { "/events/recE1" };
+        let path = if n % 4 == 0 {
+            "/events/recE1/projects"
+        } else {
+            "/events/recE1"
+        };
         let response = http.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(response.status(), 200);
     }
-    log.record(DeliveryEvent::new("webhook", "applied").entity("events").record("recE1"));
+    log.record(
+        DeliveryEvent::new("webhook", "applied")
+            .entity("events")
+            .record("recE1"),
+    );
 
     // The script refreshes the live panels: the hit-rate line appears without a reload.
     let latest = b
-        .until("the hit-rate chart to show the burst", "#chart-hit-rate", Some("data-latest"), |v| {
-            v.split(',').any(|part| part.starts_with("events=") && part != "events=none")
-        })
+        .until(
+            "the hit-rate chart to show the burst",
+            "#chart-hit-rate",
+            Some("data-latest"),
+            |v| {
+                v.split(',')
+                    .any(|part| part.starts_with("events=") && part != "events=none")
+            },
+        )
         .await;
     b.check(latest.contains("events="), &latest).await;
-    let refreshed = b.find("#live").await.attr("data-refreshed").await.unwrap().unwrap_or_default();
-    b.check(!refreshed.is_empty(), "the panels were refreshed by the script, not by a reload").await;
+    let refreshed = b
+        .find("#live")
+        .await
+        .attr("data-refreshed")
+        .await
+        .unwrap()
+        .unwrap_or_default();
     b.check(
-        !b.client.find_all(Locator::Css("#chart-hit-rate polyline, #chart-hit-rate circle")).await.unwrap().is_empty(),
+        !refreshed.is_empty(),
+        "the panels were refreshed by the script, not by a reload",
+    )
+    .await;
+    b.check(
+        !b.client
+            .find_all(Locator::Css("#chart-hit-rate polyline, #chart-hit-rate circle"))
+            .await
+            .unwrap()
+            .is_empty(),
         "the chart draws the burst",
     )
     .await;
-    b.until("the delivery to be listed", "#deliveries", None, |t| t.contains("recE1") && t.contains("applied"))
-        .await;
-    b.until("the response cache to be listed", "#responses", None, |t| t.contains("events")).await;
+    b.until("the delivery to be listed", "#deliveries", None, |t| {
+        t.contains("recE1") && t.contains("applied")
+    })
+    .await;
+    b.until("the response cache to be listed", "#responses", None, |t| {
+        t.contains("events")
+    })
+    .await;
     let hits = b.text("#entities tbody tr:first-child td[data-count=hits]").await;
-    b.check(hits.parse::<u64>().unwrap_or(0) > 0, format!("events hits since start: {hits}")).await;
+    b.check(
+        hits.parse::<u64>().unwrap_or(0) > 0,
+        format!("events hits since start: {hits}"),
+    )
+    .await;
 
     // Pausing stops the updates, for people who need the page to hold still.
     b.click("#pause").await;
     let pressed = b.find("#pause").await.attr("aria-pressed").await.unwrap();
-    b.check(pressed.as_deref() == Some("true"), "the pause button says it is pressed").await;
+    b.check(
+        pressed.as_deref() == Some("true"),
+        "the pause button says it is pressed",
+    )
+    .await;
     b.shot("charts").await;
+
+    // Every field has a label, and the page fits a phone's width.
+    let unlabelled = b
+        .client
+        .execute(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select')]\
+             .filter(e => !e.id || !document.querySelector('label[for=\"' + e.id + '\"]')).map(e => e.name)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.check(unlabelled == json!([]), format!("fields without a label: {unlabelled}"))
+        .await;
+    b.client.set_window_size(390, 844).await.unwrap();
+    let fits = b
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.shot("phone").await;
+    b.check(fits == json!(true), "the page scrolls sideways on a phone")
+        .await;
     b.close().await;
 }
 
 #[tokio::test]
 async fn looks_up_invalidates_and_flushes_a_record() {
     let _one = BROWSER.lock().await;
-    let Some(b) = Browser::start("records").await else { return };
+    let Some(b) = Browser::start("records").await else {
+        return;
+    };
     let (h, base, _) = app().await;
     let _ = h.cache.get::<Event>(&id("recE1")).await.unwrap();
     let _ = h.cache.get::<Event>(&id("recE2")).await.unwrap();
@@ -317,24 +412,42 @@ async fn looks_up_invalidates_and_flushes_a_record() {
     let notice = b.text("#notice").await;
     b.check(notice.contains("Invalidated events recE1"), &notice).await;
     let held = b.text("#held").await;
-    b.check(held == "not cached", format!("after the invalidation: {held:?}")).await;
+    b.check(held == "not cached", format!("after the invalidation: {held:?}"))
+        .await;
     let schema = Event::schema();
-    b.check(h.store.get(schema, &id("recE1")).await.unwrap() == Lookup::Miss, "the store forgot recE1").await;
+    b.check(
+        h.store.get(schema, &id("recE1")).await.unwrap() == Lookup::Miss,
+        "the store forgot recE1",
+    )
+    .await;
 
     // A dry run counts; nothing goes until the confirmation.
     b.fill("#pattern", "events:*").await;
     b.click("#dry-run").await;
     let count = b.text("#dry-run-count").await;
-    b.check(count == "1", format!("one event record is left: {count:?}")).await;
-    b.check(matches!(h.store.get(schema, &id("recE2")).await.unwrap(), Lookup::Hit(_)), "the dry run removed nothing").await;
+    b.check(count == "1", format!("one event record is left: {count:?}"))
+        .await;
+    b.check(
+        matches!(h.store.get(schema, &id("recE2")).await.unwrap(), Lookup::Hit(_)),
+        "the dry run removed nothing",
+    )
+    .await;
     b.shot("dry-run").await;
 
     b.click("#confirm-flush").await;
     let notice = b.text("#notice").await;
-    b.check(notice.contains("Flushed events:*: 1 key removed."), &notice).await;
-    b.check(h.store.get(schema, &id("recE2")).await.unwrap() == Lookup::Miss, "the flush removed recE2").await;
+    b.check(notice.contains("Flushed events:*: 1 key removed."), &notice)
+        .await;
     b.check(
-        matches!(h.store.get(Project::schema(), &id("recP1")).await.unwrap(), Lookup::Hit(_)),
+        h.store.get(schema, &id("recE2")).await.unwrap() == Lookup::Miss,
+        "the flush removed recE2",
+    )
+    .await;
+    b.check(
+        matches!(
+            h.store.get(Project::schema(), &id("recP1")).await.unwrap(),
+            Lookup::Hit(_)
+        ),
         "projects stay",
     )
     .await;
@@ -355,10 +468,17 @@ async fn attacker(target: &str) -> String {
 #[tokio::test]
 async fn refuses_requests_without_a_session_and_forged_forms() {
     let _one = BROWSER.lock().await;
-    let Some(b) = Browser::start("refusals").await else { return };
+    let Some(b) = Browser::start("refusals").await else {
+        return;
+    };
     let (h, base, _) = app().await;
     let _ = h.cache.get::<Event>(&id("recE1")).await.unwrap();
-    let cached = || async { matches!(h.store.get(Event::schema(), &id("recE1")).await.unwrap(), Lookup::Hit(_)) };
+    let cached = || async {
+        matches!(
+            h.store.get(Event::schema(), &id("recE1")).await.unwrap(),
+            Lookup::Hit(_)
+        )
+    };
 
     // Without a session: the live panels are refused, the page asks to sign in.
     b.goto(&format!("{base}/admin/live")).await;
@@ -376,7 +496,11 @@ async fn refuses_requests_without_a_session_and_forged_forms() {
     b.goto(&format!("{same_site}/")).await;
     b.click("#go").await;
     let refusal = b.text("#refusal").await;
-    b.check(refusal.contains("another site"), format!("Sec-Fetch-Site: same-site is refused: {refusal}")).await;
+    b.check(
+        refusal.contains("another site"),
+        format!("Sec-Fetch-Site: same-site is refused: {refusal}"),
+    )
+    .await;
     b.check(cached().await, "nothing was flushed").await;
     b.shot("forged-same-site").await;
 
@@ -385,7 +509,11 @@ async fn refuses_requests_without_a_session_and_forged_forms() {
     b.goto(&format!("{cross_site}/")).await;
     b.click("#go").await;
     let refusal = b.text("#refusal").await;
-    b.check(refusal.contains("another site"), format!("Sec-Fetch-Site: cross-site is refused: {refusal}")).await;
+    b.check(
+        refusal.contains("another site"),
+        format!("Sec-Fetch-Site: cross-site is refused: {refusal}"),
+    )
+    .await;
     b.check(cached().await, "nothing was flushed").await;
     b.shot("forged-cross-site").await;
 
@@ -402,7 +530,9 @@ async fn refuses_requests_without_a_session_and_forged_forms() {
 #[ignore = "takes a minute and a half; makes the README's screenshot"]
 async fn readme_screenshot() {
     let _one = BROWSER.lock().await;
-    let Some(b) = Browser::start("readme").await else { return };
+    let Some(b) = Browser::start("readme").await else {
+        return;
+    };
     let h = Harness::new();
     let dashboard = cache_http::dashboard::Dashboard::new(&h.cache)
         .prometheus(cache_http::metrics::install_recorder().unwrap())
@@ -427,24 +557,52 @@ async fn readme_screenshot() {
         round += 1;
         let second = started.elapsed().as_secs();
         let bulk_edit = (40..55).contains(&second);
-        if bulk_edit || round % 12 == 0 {
+        if bulk_edit || round.is_multiple_of(12) {
             h.cache.invalidate::<Event>(&id("recE1")).await.unwrap();
         }
-        if bulk_edit && round % 2 == 0 || round % 17 == 0 {
-            h.cache.invalidate::<Project>(&id(if round % 3 == 0 { "recP2" } else { "recP1" })).await.unwrap();
+        if bulk_edit && round.is_multiple_of(2) || round.is_multiple_of(17) {
+            h.cache
+                .invalidate::<Project>(&id(if round.is_multiple_of(3) { "recP2" } else { "recP1" }))
+                .await
+                .unwrap();
         }
         let _ = http.get(format!("{base}/events/recE1")).send().await;
         let _ = http.get(format!("{base}/events/recE1/projects")).send().await;
-        let _ = h.cache.get::<Project>(&id(if round % 3 == 0 { "recP2" } else { "recP1" })).await;
-        if round % 300 == 0 {
-            log.record(DeliveryEvent::new("webhook", "applied").entity("projects").record("recP1"));
+        let _ = h
+            .cache
+            .get::<Project>(&id(if round.is_multiple_of(3) { "recP2" } else { "recP1" }))
+            .await;
+        if round.is_multiple_of(300) {
+            log.record(
+                DeliveryEvent::new("webhook", "applied")
+                    .entity("projects")
+                    .record("recP1"),
+            );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    log.record(DeliveryEvent::new("webhook", "stale").entity("projects").record("recP1").detail("version 3 is older than the cached 4"));
-    log.record(DeliveryEvent::new("webhook", "applied").entity("events").record("recE1"));
-    log.record(DeliveryEvent::new("webhook", "invalid_record").entity("Events").detail("field `Name` is missing"));
-    log.feed_progress("sql", FeedProgress::new("outbox:1042").backlog(0).last_applied(chrono::Utc::now()));
+    log.record(
+        DeliveryEvent::new("webhook", "stale")
+            .entity("projects")
+            .record("recP1")
+            .detail("version 3 is older than the cached 4"),
+    );
+    log.record(
+        DeliveryEvent::new("webhook", "applied")
+            .entity("events")
+            .record("recE1"),
+    );
+    log.record(
+        DeliveryEvent::new("webhook", "invalid_record")
+            .entity("Events")
+            .detail("field `Name` is missing"),
+    );
+    log.feed_progress(
+        "sql",
+        FeedProgress::new("outbox:1042")
+            .backlog(0)
+            .last_applied(chrono::Utc::now()),
+    );
     b.goto(&format!("{base}/admin/")).await;
     b.find("#chart-hit-rate polyline").await;
     let path = b.shot("page").await;

@@ -88,14 +88,19 @@ fn unknown(text: &str, exported: &BTreeSet<String>) -> Vec<String> {
 }
 
 fn read(file: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana").join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/grafana")
+        .join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
 fn the_checker_catches_a_metric_the_product_does_not_export() {
     let exported = exported();
-    assert_eq!(unknown("rate(model_cache_lookups_total[5m])", &exported), Vec::<String>::new());
+    assert_eq!(
+        unknown("rate(model_cache_lookups_total[5m])", &exported),
+        Vec::<String>::new()
+    );
     assert_eq!(
         unknown("rate(model_cache_lookups[5m]) + model_cache_breaker_open", &exported),
         vec!["model_cache_breaker_open".to_owned(), "model_cache_lookups".to_owned()]
@@ -111,7 +116,9 @@ fn the_grafana_dashboard_names_only_exported_metrics() {
     let mut queried = 0;
     for panel in panels.iter().filter(|p| p["type"] != "row") {
         let title = panel["title"].as_str().unwrap();
-        let targets = panel["targets"].as_array().unwrap_or_else(|| panic!("{title} has targets"));
+        let targets = panel["targets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{title} has targets"));
         assert!(!targets.is_empty(), "{title} queries something");
         for target in targets {
             let expr = target["expr"].as_str().unwrap_or_else(|| panic!("{title}: an expr"));
@@ -121,9 +128,16 @@ fn the_grafana_dashboard_names_only_exported_metrics() {
     }
     assert!(queried >= 15, "the dashboard covers the metrics: {queried} queries");
     let unknown = unknown(&text, &exported);
-    assert!(unknown.is_empty(), "dashboard.json names metrics the product does not export: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "dashboard.json names metrics the product does not export: {unknown:?}"
+    );
     let used = named(&text);
-    for core in ["model_cache_lookups_total", "model_cache_origin_calls_total", "model_cache_store_errors_total"] {
+    for core in [
+        "model_cache_lookups_total",
+        "model_cache_origin_calls_total",
+        "model_cache_store_errors_total",
+    ] {
         assert!(used.contains(core), "the dashboard shows {core}");
     }
 }
@@ -140,7 +154,14 @@ fn the_alert_rules_name_only_exported_metrics() {
     ] {
         assert!(text.contains(&format!("- alert: {alert}\n")), "alerts.yml has {alert}");
     }
-    assert_eq!(text.matches("- alert: ").count(), text.matches("        expr: ").count(), "every alert has an expr");
+    assert_eq!(
+        text.matches("- alert: ").count(),
+        text.matches("        expr: ").count(),
+        "every alert has an expr"
+    );
     let unknown = unknown(&text, &exported);
-    assert!(unknown.is_empty(), "alerts.yml names metrics the product does not export: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "alerts.yml names metrics the product does not export: {unknown:?}"
+    );
 }

@@ -294,7 +294,8 @@ fn summarise(tally: &mut Tally, state: &State, now: Instant) {
         failed_fast = tally.failed_fast,
         outage_ms = tally
             .since
-            .map_or(0, |t| u64::try_from(now.duration_since(t).as_millis()).unwrap_or(u64::MAX)),
+            .map_or(0, |t| u64::try_from(now.duration_since(t).as_millis())
+                .unwrap_or(u64::MAX)),
         "redis_circuit_summary"
     );
     tally.last_summary = now;

@@ -324,10 +324,7 @@ impl Connector {
 
 /// Starts connecting in the background.
 fn defer(connector: Connector, conn: &RedisConnection, error: &str) {
-    tracing::warn!(
-        error,
-        "redis_connect_deferred"
-    );
+    tracing::warn!(error, "redis_connect_deferred");
     tokio::spawn(connector.keep_connecting(conn.watch()));
 }
 
@@ -355,7 +352,12 @@ fn is_tls_refusal(err: &RedisError) -> bool {
             .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()?
             .downcast_ref::<std::io::Error>()
     });
-    io.is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput))
+    io.is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+        )
+    })
 }
 
 impl RedisStoreBuilder {
@@ -438,9 +440,13 @@ async fn warn_about_eviction(conn: &Established) {
         return;
     };
     for node in nodes {
-        let reply = on_established_node(conn, &node, redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").clone())
-            .await
-            .and_then(|reply| redis::from_redis_value::<HashMap<String, String>>(reply).map_err(Into::into));
+        let reply = on_established_node(
+            conn,
+            &node,
+            redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").clone(),
+        )
+        .await
+        .and_then(|reply| redis::from_redis_value::<HashMap<String, String>>(reply).map_err(Into::into));
         let policy = match reply {
             Ok(mut config) => config.remove("maxmemory-policy").unwrap_or_default(),
             Err(err) => {

@@ -533,7 +533,11 @@ fn crc16(data: &[u8]) -> u16 {
     for &byte in data {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
         }
     }
     crc
@@ -549,7 +553,11 @@ mod tests {
         assert_eq!(slot_of(b"foo"), 12_182);
         assert_eq!(slot_of(b"123456789"), 12_739);
         assert_eq!(slot_of(b"{user1000}.following"), slot_of(b"user1000"));
-        assert_eq!(slot_of(b"foo{}{bar}"), slot_of(b"foo{}{bar}"), "an empty tag hashes the key");
+        assert_eq!(
+            slot_of(b"foo{}{bar}"),
+            slot_of(b"foo{}{bar}"),
+            "an empty tag hashes the key"
+        );
         assert_ne!(slot_of(b"foo{}{bar}"), slot_of(b"bar"));
     }
 

@@ -928,7 +928,12 @@ impl Store for RedisStore {
             // A token from another layout (or another store) can never be current here.
             return Ok(QueryFill::Refused);
         }
-        let ittl = index_ttl(entity, records);
+        // An empty result is a negative answer: its marker (and the tag sets it creates) live
+        // the entity's negative lifetime; keys already there keep their longer one.
+        let ittl = match records {
+            [] => ms(entity.negative_ttl).min(index_ttl(entity, records)),
+            _ => index_ttl(entity, records),
+        };
         let groups = by_bucket(&layout, records.iter().map(|w| &w.id));
         self.guarded("complete_query", async {
             let answers = try_join_all((0..layout.bucket_count()).map(|bucket| {

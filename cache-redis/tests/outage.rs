@@ -134,11 +134,24 @@ async fn a_store_built_while_redis_hangs_connects_when_it_answers() {
 #[tokio::test]
 async fn configuration_errors_still_fail_the_build() {
     let server = RedisServer::start();
-    let _: () = server.query(redis::cmd("ACL").arg("SETUSER").arg("reader").arg("on").arg(">right").arg("+@all"));
+    let _: () = server.query(
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("reader")
+            .arg("on")
+            .arg(">right")
+            .arg("+@all"),
+    );
     let url = format!("redis://reader:wrong@127.0.0.1:{}", server.port());
-    let err = RedisStore::builder(url).connect().await.expect_err("refused credentials");
+    let err = RedisStore::builder(url)
+        .connect()
+        .await
+        .expect_err("refused credentials");
     assert!(err.to_string().contains("could not connect"), "{err}");
-    let err = RedisStore::builder("http://127.0.0.1:1").connect().await.expect_err("bad url");
+    let err = RedisStore::builder("http://127.0.0.1:1")
+        .connect()
+        .await
+        .expect_err("bad url");
     assert!(err.to_string().contains("invalid redis url"), "{err}");
 }
 
@@ -213,7 +226,10 @@ async fn a_paused_server_never_delays_a_request_beyond_the_budget() {
     })
     .await;
     let resumed_at = reads_now();
-    wait_until("reads go on", Duration::from_secs(10), || reads_now() >= resumed_at + 100).await;
+    wait_until("reads go on", Duration::from_secs(10), || {
+        reads_now() >= resumed_at + 100
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for reader in readers {
         reader.await.expect("every read answered");
@@ -316,7 +332,11 @@ async fn stats_count_a_namespace_that_owns_the_database() {
         mset.arg(format!("own:v:k{i}")).arg("x");
     }
     let _: () = mset.query_async(&mut store.connection()).await.unwrap();
-    assert_eq!(store.stats().await.unwrap().total_keys, 12_000, "every sampled key is ours");
+    assert_eq!(
+        store.stats().await.unwrap().total_keys,
+        12_000,
+        "every sampled key is ours"
+    );
 }
 
 // ------------------------------------------------------------------ cluster
@@ -325,11 +345,10 @@ async fn stats_count_a_namespace_that_owns_the_database() {
 /// every other slot keeps working, and the store's global breaker never opens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_master_costs_only_its_own_slots() {
-    let mut cluster = tokio::task::spawn_blocking(|| {
-        RedisCluster::start_with_args(3, &["--cluster-require-full-coverage", "no"])
-    })
-    .await
-    .unwrap();
+    let mut cluster =
+        tokio::task::spawn_blocking(|| RedisCluster::start_with_args(3, &["--cluster-require-full-coverage", "no"]))
+            .await
+            .unwrap();
     let store = RedisStore::cluster(cluster.urls())
         .namespace(unique_namespace())
         .operation_budget(Duration::from_millis(300))
@@ -350,7 +369,10 @@ async fn a_dead_master_costs_only_its_own_slots() {
     let owner = |key: &String| cluster.owner_of(&store.value_key(key));
     let doomed: Vec<&String> = keys.iter().filter(|k| owner(k) == 0).collect();
     let healthy: Vec<&String> = keys.iter().filter(|k| owner(k) != 0).collect();
-    assert!(!doomed.is_empty() && !healthy.is_empty(), "30 keys spread over 3 masters");
+    assert!(
+        !doomed.is_empty() && !healthy.is_empty(),
+        "30 keys spread over 3 masters"
+    );
 
     tokio::task::block_in_place(|| cluster.node_mut(0).stop());
     for _ in 0..3 {
@@ -366,10 +388,18 @@ async fn a_dead_master_costs_only_its_own_slots() {
         }
     }
     let circuit = store.circuit();
-    assert_eq!((circuit.state, circuit.opened), (CircuitState::Closed, 0), "{circuit:?}");
+    assert_eq!(
+        (circuit.state, circuit.opened),
+        (CircuitState::Closed, 0),
+        "{circuit:?}"
+    );
     let slots: std::collections::HashSet<u16> = doomed
         .iter()
         .map(|k| cluster.nodes()[1].query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(store.value_key(k))))
         .collect();
-    assert_eq!(store.unavailable_slots(), slots.len(), "the dead master's slots, no others");
+    assert_eq!(
+        store.unavailable_slots(),
+        slots.len(),
+        "the dead master's slots, no others"
+    );
 }

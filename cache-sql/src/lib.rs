@@ -55,12 +55,14 @@
 
 mod columns;
 mod origin;
+pub mod outbox;
 mod plan;
 mod transaction;
 
 use std::time::Duration;
 
 pub use origin::{DEFAULT_STATEMENT_TIMEOUT, SqlOrigin, SqlOriginBuilder};
+pub use outbox::{Outbox, OutboxListener};
 pub use plan::NORMALIZED_SUFFIX;
 pub use transaction::{Committed, MAX_NOTED_WRITES, SqlTransaction};
 use sqlx::{PgPool, SqlitePool};
@@ -238,6 +240,15 @@ pub enum SqlError {
         /// The bound.
         max: usize,
     },
+    /// The feed's position or lock in the store failed.
+    #[error("outbox feed state: {0}")]
+    Feed(#[source] cache_core::StoreError),
+    /// The cache refused a batch (an entity not registered with it).
+    #[error("applying outbox changes: {0}")]
+    Cache(#[source] cache_core::CacheError),
+    /// The store failed to apply a change: the batch stays in the outbox for the next round.
+    #[error("the store failed to apply an outbox change; it is applied again at the next round")]
+    Retry,
     /// Reading back or deleting a record failed (the error names the table).
     #[error(transparent)]
     Origin(cache_core::OriginError),

@@ -63,6 +63,11 @@ impl SqlOrigin {
         &self.inner.pool
     }
 
+    /// Every entity's plan.
+    pub(crate) fn plans(&self) -> impl Iterator<Item = &Plan> {
+        self.inner.plans.values()
+    }
+
     fn plan(&self, entity: &'static EntitySchema) -> Result<&Plan, OriginError> {
         self.inner.plans.get(entity.entity).ok_or_else(|| {
             OriginError::Unsupported(format!(
@@ -263,7 +268,8 @@ impl SqlOriginBuilder {
                 SqlPool::Postgres(pool) => columns::postgres(pool, schema.source_table).await?,
                 SqlPool::Sqlite(pool) => columns::sqlite(pool, schema.source_table).await?,
             };
-            let plan = Plan::new(self.pool.dialect(), schema, columns)?;
+            let is_table = columns::is_table(&self.pool, schema.source_table).await?;
+            let plan = Plan::new(self.pool.dialect(), schema, columns, is_table)?;
             plans.insert(schema.entity, plan);
         }
         tracing::info!(

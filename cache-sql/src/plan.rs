@@ -64,6 +64,8 @@ struct Shape {
 pub(crate) struct Plan {
     pub(crate) schema: &'static EntitySchema,
     pub(crate) dialect: Dialect,
+    /// A table (not a view): it can take the outbox's triggers.
+    pub(crate) is_table: bool,
     /// The id column's class (integer, uuid or text).
     pub(crate) key: ColumnClass,
     /// SQLite: the selected columns, id first.
@@ -86,7 +88,12 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// Checks the table against the schema and builds the statements.
-    pub(crate) fn new(dialect: Dialect, schema: &'static EntitySchema, columns: Columns) -> Result<Self, SqlError> {
+    pub(crate) fn new(
+        dialect: Dialect,
+        schema: &'static EntitySchema,
+        columns: Columns,
+        is_table: bool,
+    ) -> Result<Self, SqlError> {
         let table = schema.source_table;
         if columns.is_empty() {
             return Err(SqlError::NoTable {
@@ -218,6 +225,7 @@ impl Plan {
         Ok(Self {
             schema,
             dialect,
+            is_table,
             key,
             selected,
             fetch: format!("{from} WHERE {one}").into(),

@@ -274,7 +274,15 @@ impl SqlTransaction {
                     })?;
                 Ok(from_micros(micros))
             }
-            Tx::Sqlite(_) => Ok(SystemTime::now()),
+            // To the millisecond, as the outbox's triggers read SQLite's clock: a change this
+            // commit applies and the same change from the outbox then carry one time.
+            Tx::Sqlite(_) => {
+                let now = SystemTime::now();
+                let micros = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).saturating_mul(1000));
+                Ok(from_micros(micros))
+            }
         }
     }
 }

@@ -378,10 +378,12 @@ pub async fn seed(config: &Config) -> Result<(), AppError> {
     };
     let db = Database::connect(&config.database_url).await.map_err(fail)?;
     let started = Instant::now();
-    let report = seed::seed(&db, SeedCounts::DEMO).await.map_err(|source| AppError::Incomplete(format!(
-        "seeding {} failed: {source}; the demo tables may be empty now: run `demo-app seed` again",
-        config.database_url
-    )))?;
+    let report = seed::seed(&db, SeedCounts::DEMO).await.map_err(|source| {
+        AppError::Incomplete(format!(
+            "seeding {} failed: {source}; the demo tables may be empty now: run `demo-app seed` again",
+            config.database_url
+        ))
+    })?;
     let c = report.counts;
     // What the tables hold, not what was sent.
     let expected = [
@@ -395,10 +397,7 @@ pub async fn seed(config: &Config) -> Result<(), AppError> {
     for (table, want) in expected {
         // The table names are the demo's own constants, quoted.
         let count = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", quote(table)));
-        let have: i64 = sqlx::query_scalar(count)
-            .fetch_one(db.pool())
-            .await
-            .map_err(fail)?;
+        let have: i64 = sqlx::query_scalar(count).fetch_one(db.pool()).await.map_err(fail)?;
         if usize::try_from(have).ok() != Some(want) {
             short.push(format!("{table}: {have} rows of {want}"));
         }

@@ -386,7 +386,10 @@ mod tests {
         assert_eq!(default("redis_operation_budget_ms"), ms(redis.operation_budget));
         assert_eq!(default("redis_connect_timeout_ms"), ms(redis.connect_timeout));
         assert_eq!(default("redis_response_timeout_ms"), ms(redis.response_timeout));
-        assert_eq!(default("redis_breaker_failures"), [redis.breaker.failure_threshold.to_string()]);
+        assert_eq!(
+            default("redis_breaker_failures"),
+            [redis.breaker.failure_threshold.to_string()]
+        );
         assert_eq!(default("redis_breaker_cool_down_ms"), ms(redis.breaker.cool_down));
     }
 

@@ -525,3 +525,97 @@ async fn serves_through_a_redis_cluster() {
     assert_eq!(ids(&after)[0], third);
     app.stop().await;
 }
+
+/// The three ways a deleted project used to come back, each answered 404 now: a write racing
+/// the delete, a late webhook of its earlier state, and a cached response outliving a query
+/// refill that found it gone.
+#[tokio::test]
+async fn deletes_are_final() {
+    for backend in backends() {
+        let app = TestApp::start(backend).await;
+        let event = app.first_event().await;
+        let mut projects = app
+            .cache
+            .query(Project::by_event(&event.id).limit(3))
+            .await
+            .expect("query");
+        let (raced, late, purged) = (projects.remove(0), projects.remove(0), projects.remove(0));
+
+        // 1. A write racing the delete: its database write commits first, its cache upsert
+        //    lands after the delete's tombstone.
+        let path = format!("/projects/{}", raced.id);
+        assert_eq!(app.get(&path).await.status(), StatusCode::OK);
+        let changes = demo_app::writes::ProjectChanges {
+            name: Some("Written before the delete".into()),
+            description: None,
+            collaborators: None,
+        };
+        let written = app
+            .origin
+            .update_project(&raced.id, &changes)
+            .await
+            .expect("update")
+            .expect("the project");
+        let deleted = app.http.delete(format!("{}{path}", app.base)).send().await.expect("delete");
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT, "{backend:?}");
+        assert_eq!(
+            app.cache.upsert(&written).await.expect("upsert"),
+            cache_core::UpsertOutcome::Deleted,
+            "{backend:?}"
+        );
+        let gone = app.get(&path).await;
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND, "{backend:?}");
+        let board = json(app.get(&format!("/events/{}/projects?limit=100", event.id)).await).await;
+        assert!(!ids(&board).contains(&raced.id.to_string()), "{backend:?}");
+
+        // 2. A late webhook of the state before the delete.
+        let path = format!("/projects/{}", late.id);
+        let record = app
+            .origin
+            .fetch(Project::schema(), &late.id)
+            .await
+            .expect("fetch")
+            .expect("the project");
+        let deleted = app.http.delete(format!("{}{path}", app.base)).send().await.expect("delete");
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+        let delivery = app
+            .http
+            .post(format!("{}/webhooks/airtable", app.base))
+            .header("x-airtable-secret", app.secrets.webhook.expose())
+            .json(&json!({
+                "table": "Projects",
+                "record_id": late.id,
+                "timestamp": record.fields["updated_at"],
+                "record": record.fields,
+            }))
+            .send()
+            .await
+            .expect("webhook");
+        assert_eq!(delivery.status(), StatusCode::OK);
+        let delivery = json(delivery).await;
+        assert_eq!(delivery["applied"], false, "{backend:?}: {delivery}");
+        assert!(delivery["reason"].is_string(), "{delivery}");
+        assert_eq!(app.get(&path).await.status(), StatusCode::NOT_FOUND, "{backend:?}");
+
+        // 3. A cached response of a project a query refill finds gone.
+        let path = format!("/projects/{}", purged.id);
+        assert_eq!(app.get(&path).await.status(), StatusCode::OK);
+        assert!(app.get(&path).await.headers().contains_key("x-cache-key"), "response cached");
+        let removed = app
+            .sql(format!("DELETE FROM {} WHERE \"id\" = $1", quote("Projects")), &purged.id)
+            .await;
+        assert_eq!(removed, 1);
+        let refreshed = app
+            .http
+            .get(format!("{}/events/{}/projects?limit=100", app.base, event.id))
+            .header("cache-control", "no-cache")
+            .send()
+            .await
+            .expect("leaderboard");
+        assert!(!ids(&json(refreshed).await).contains(&purged.id.to_string()));
+        let after = app.get(&path).await;
+        assert!(!after.headers().contains_key("x-cache-key"), "{backend:?}: the response was purged");
+        assert_eq!(after.status(), StatusCode::NOT_FOUND, "{backend:?}");
+        app.stop().await;
+    }
+}

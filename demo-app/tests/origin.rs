@@ -255,8 +255,16 @@ async fn batches_existence_and_delete() {
         present.sort();
         assert_eq!(present, expected);
 
-        assert!(origin.delete(schema, &projects[0].id).await.unwrap());
-        assert!(!origin.delete(schema, &projects[0].id).await.unwrap());
+        let deleted = origin.delete(schema, &projects[0].id).await.unwrap().expect("it existed");
+        // The deleted row comes back whole, so the cache can read the version it had.
+        let row = deleted.record.expect("the deleted row");
+        assert_eq!(row.id, projects[0].id);
+        assert_eq!(
+            Project::from_source(row).unwrap().version(),
+            projects[0].version(),
+            "{backend:?}"
+        );
+        assert!(origin.delete(schema, &projects[0].id).await.unwrap().is_none());
         assert!(origin.fetch(schema, &projects[0].id).await.unwrap().is_none());
         let calls = origin.calls();
         assert_eq!(

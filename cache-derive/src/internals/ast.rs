@@ -26,6 +26,9 @@ pub(crate) struct Field<'a> {
     pub(crate) ty: &'a Type,
     pub(crate) shape: Shape<'a>,
     pub(crate) optional: bool,
+    /// What the field takes when a source record leaves it out or sends `null`; `None` when
+    /// it is read as it is (an error for a required field).
+    pub(crate) default: Option<attr::FieldDefault>,
     pub(crate) attrs: attr::Field,
 }
 
@@ -74,6 +77,13 @@ impl<'a> Field<'a> {
             (None, Shape::Link { .. }) => container.rename_all.apply_to_field(&format!("{name}_id")),
             (None, _) => container.rename_all.apply_to_field(&name),
         };
+        let default = match &attrs.default {
+            Some(default) => Some(default.value.clone()),
+            None if container.default.is_some() && takes_container_default(&attrs, &shape, optional) => {
+                Some(attr::FieldDefault::Trait)
+            }
+            None => None,
+        };
         Some(Self {
             ident,
             name,
@@ -81,6 +91,7 @@ impl<'a> Field<'a> {
             ty: &field.ty,
             shape,
             optional,
+            default,
             attrs,
         })
     }
@@ -101,6 +112,18 @@ impl<'a> Field<'a> {
     pub(crate) fn is_stored(&self) -> bool {
         self.attrs.skip.is_none()
     }
+}
+
+/// Whether `#[cache(default)]` on the struct applies to a field. Not to the id (a record
+/// without one is not a record), skipped fields (never read), a `Link<T>` (no default record;
+/// `Option<Link<T>>` is already `None` when absent) or the version field (an invented version
+/// would order the record's changes wrongly; an `Option` version is already `None`): these stay
+/// as they are, and `check` rejects `#[cache(default)]` written on them.
+fn takes_container_default(attrs: &attr::Field, shape: &Shape<'_>, optional: bool) -> bool {
+    attrs.id.is_none()
+        && attrs.skip.is_none()
+        && attrs.version.is_none()
+        && !(matches!(shape, Shape::Link { .. }) && !optional)
 }
 
 /// The named fields of a struct, or `None` after reporting why the input is not one.

@@ -22,6 +22,8 @@ const TOMBSTONE_TTL: &str = "tombstone_ttl";
 const RENAME_ALL: &str = "rename_all";
 const CRATE: &str = "crate";
 const VIEW_OF: &str = "view_of";
+/// `#[cache(default)]` on the struct or a field, `#[cache(default = "path")]` on a field.
+const DEFAULT: &str = "default";
 
 const ID: &str = "id";
 const SOURCE: &str = "source";
@@ -32,8 +34,8 @@ const NORMALIZE: &str = "normalize";
 const LOWERCASE: &str = "lowercase";
 const EXACT: &str = "exact";
 
-const CONTAINER_KEYS: &[&str] = &[ENTITY, SOURCE_TABLE, TTL, TOMBSTONE_TTL, RENAME_ALL, CRATE];
-const FIELD_KEYS: &[&str] = &[ID, SOURCE, SKIP, VERSION];
+const CONTAINER_KEYS: &[&str] = &[ENTITY, SOURCE_TABLE, TTL, TOMBSTONE_TTL, RENAME_ALL, DEFAULT, CRATE];
+const FIELD_KEYS: &[&str] = &[ID, SOURCE, SKIP, VERSION, DEFAULT];
 const VIEW_CONTAINER_KEYS: &[&str] = &[VIEW_OF, CRATE];
 const VIEW_FIELD_KEYS: &[&str] = &[SKIP];
 
@@ -90,6 +92,15 @@ pub(crate) enum Normalize {
     Lowercase,
 }
 
+/// What a field absent from a source record takes.
+#[derive(Clone)]
+pub(crate) enum FieldDefault {
+    /// `#[cache(default)]`: `Default::default()` of the field's type.
+    Trait,
+    /// `#[cache(default = "path")]`: what the function at `path` returns.
+    Path(syn::ExprPath),
+}
+
 /// The container attributes of `#[derive(Cacheable)]`.
 pub(crate) struct Container {
     pub(crate) entity: Option<Spanned<String>>,
@@ -99,6 +110,9 @@ pub(crate) struct Container {
     /// Milliseconds.
     pub(crate) tombstone_ttl: Option<u64>,
     pub(crate) rename_all: RenameRule,
+    /// `#[cache(default)]`: absent fields take their type's default (see `ast::Field::default`
+    /// for which fields).
+    pub(crate) default: Option<Spanned<()>>,
     pub(crate) krate: syn::Path,
 }
 
@@ -108,6 +122,8 @@ pub(crate) struct Field {
     pub(crate) source: Option<Spanned<String>>,
     pub(crate) skip: Option<Spanned<()>>,
     pub(crate) version: Option<Spanned<()>>,
+    /// Spanned by the `default` key.
+    pub(crate) default: Option<Spanned<FieldDefault>>,
     pub(crate) indexed: Option<Spanned<Normalize>>,
     pub(crate) sortable: Option<Spanned<()>>,
 }
@@ -135,6 +151,7 @@ impl Container {
         let mut ttl = Attr::none(cx, cache_key(TTL));
         let mut tombstone_ttl = Attr::none(cx, cache_key(TOMBSTONE_TTL));
         let mut rename_all = Attr::none(cx, cache_key(RENAME_ALL));
+        let mut default = Attr::none(cx, cache_key(DEFAULT));
         let mut krate = Attr::none(cx, cache_key(CRATE));
 
         for attr in attrs {
@@ -186,6 +203,16 @@ impl Container {
                             Err(msg) => cx.error_spanned_by(&lit, msg),
                         }
                     }
+                    DEFAULT if meta.input.peek(Token![=]) => {
+                        skip_value(&meta)?;
+                        cx.error_spanned_by(
+                            &meta.path,
+                            format!(
+                                "`{DEFAULT} = \"...\"` goes on a field; on the struct, write `#[{CACHE}({DEFAULT})]`: every field absent at the source takes its type's `Default::default()`"
+                            ),
+                        );
+                    }
+                    DEFAULT => default.set(&meta.path, ()),
                     CRATE => {
                         let lit = string_value(&meta)?;
                         krate.set(&meta.path, lit.parse::<syn::Path>()?);
@@ -205,6 +232,7 @@ impl Container {
             ttl: ttl.get().map(|s| s.value),
             tombstone_ttl: tombstone_ttl.get().map(|s| s.value),
             rename_all: rename_all.get().map_or(RenameRule::None, |s| s.value),
+            default: default.get(),
             krate: krate.get().map_or_else(default_crate_path, |s| s.value),
         }
     }
@@ -216,6 +244,7 @@ impl Field {
         let mut source = Attr::none(cx, cache_key(SOURCE));
         let mut skip = Attr::none(cx, cache_key(SKIP));
         let mut version = Attr::none(cx, cache_key(VERSION));
+        let mut default = Attr::none(cx, cache_key(DEFAULT));
         let mut indexed = Attr::none(cx, format!("#[{INDEXED}]"));
         let mut sortable = Attr::none(cx, format!("#[{SORTABLE}]"));
 
@@ -277,6 +306,20 @@ impl Field {
                     ID => id.set(&meta.path, ()),
                     SKIP => skip.set(&meta.path, ()),
                     VERSION => version.set(&meta.path, ()),
+                    DEFAULT if meta.input.peek(Token![=]) => {
+                        let lit = string_value(&meta)?;
+                        match lit.parse::<syn::ExprPath>() {
+                            Ok(path) => default.set(&meta.path, FieldDefault::Path(path)),
+                            Err(_) => cx.error_spanned_by(
+                                &lit,
+                                format!(
+                                    "invalid `{DEFAULT} = {}`: expected the path of a function that returns the field's type, like `{DEFAULT} = \"default_points\"` or `{DEFAULT} = \"Points::zero\"`",
+                                    lit.token()
+                                ),
+                            ),
+                        }
+                    }
+                    DEFAULT => default.set(&meta.path, FieldDefault::Trait),
                     SOURCE => {
                         let lit = string_value(&meta)?;
                         if lit.value().is_empty() {
@@ -298,6 +341,7 @@ impl Field {
             source: source.get(),
             skip: skip.get(),
             version: version.get(),
+            default: default.get(),
             indexed: indexed.get(),
             sortable: sortable.get(),
         }

@@ -8,7 +8,7 @@ use quote::ToTokens;
 use super::{
     Ctxt,
     ast::{Container, Field},
-    attr::Normalize,
+    attr::{FieldDefault, Normalize},
     ty::{self, Shape},
 };
 
@@ -18,6 +18,7 @@ pub(crate) fn check(cx: &Ctxt, cont: &Container<'_>) {
     check_version(cx, cont);
     for field in &cont.fields {
         check_skip(cx, field);
+        check_default(cx, field);
         check_types(cx, field);
     }
     check_source_names(cx, cont);
@@ -79,6 +80,10 @@ fn check_id(cx: &Ctxt, cont: &Container<'_>) {
             attrs.source.as_ref().map(|s| &s.tokens),
             "`#[cache(source)]` cannot be on the id field: the id is the record's own id at the source, not one of its fields",
         ),
+        (
+            attrs.default.as_ref().map(|s| &s.tokens),
+            "`#[cache(default)]` cannot be on the id field: every record has its id, a record without one is not a record",
+        ),
     ];
     for (tokens, message) in conflicts {
         if let Some(tokens) = tokens {
@@ -125,6 +130,42 @@ fn check_skip(cx: &Ctxt, field: &Field<'_>) {
             );
         }
     }
+}
+
+/// `#[cache(default)]` on a field: only where a default value means what the source meant.
+fn check_default(cx: &Ctxt, field: &Field<'_>) {
+    let Some(default) = &field.attrs.default else {
+        return;
+    };
+    if field.attrs.id.is_some() {
+        return; // Reported by `check_id`.
+    }
+    let written = match default.value {
+        FieldDefault::Trait => "`#[cache(default)]`",
+        FieldDefault::Path(_) => "`#[cache(default = \"...\")]`",
+    };
+    let message = if field.attrs.skip.is_some() {
+        format!(
+            "{written} cannot be combined with `#[cache(skip)]`: a skipped field is never read from the source, and is always `Default::default()`"
+        )
+    } else if field.attrs.version.is_some() {
+        format!(
+            "{written} cannot be on the `#[cache(version)]` field: a record of unknown version would be ordered as if it had the default one, and its changes could be refused as older; make the field an `Option`, so that an absent version is unknown (`None`), not invented"
+        )
+    } else if matches!(default.value, FieldDefault::Trait) && matches!(field.shape, Shape::Link { .. }) && !field.optional {
+        format!(
+            "{written} cannot be on a `{}`: a link always names a record, and there is no default record; use `Option<Link<T>>`, which is `None` when the source has no link (or name a fallback record with `default = \"...\"`)",
+            type_text(field)
+        )
+    } else if matches!(default.value, FieldDefault::Path(_)) && field.optional {
+        format!(
+            "{written} cannot be on an `Option` field (`{}`): `None` is written to the source as an empty cell, which would read back as the default; an absent `Option` is already `None`",
+            type_text(field)
+        )
+    } else {
+        return;
+    };
+    cx.error_spanned_by(&default.tokens, message);
 }
 
 fn check_types(cx: &Ctxt, field: &Field<'_>) {

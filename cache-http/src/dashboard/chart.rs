@@ -91,7 +91,7 @@ impl Chart<'_> {
         let id = escape(self.id);
         let _ = write!(
             svg,
-            r#"<svg id="{id}" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{id}-t {id}-d" data-latest="{}" preserveAspectRatio="none">"#,
+            r#"<svg id="{id}" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{id}-t {id}-d" data-latest="{}">"#,
             escape(&latest.join(","))
         );
         let _ = write!(
@@ -114,8 +114,18 @@ impl Chart<'_> {
                 escape(&format_value(value))
             );
         }
-        for (ago, label) in [(self.window, span(self.window)), (self.window / 2.0, span(self.window / 2.0)), (0.0, "now".to_owned())] {
-            let anchor = if ago == 0.0 { "end" } else if ago == self.window { "start" } else { "middle" };
+        for (ago, label) in [
+            (self.window, span(self.window)),
+            (self.window / 2.0, span(self.window / 2.0)),
+            (0.0, "now".to_owned()),
+        ] {
+            let anchor = if ago == 0.0 {
+                "end"
+            } else if ago == self.window {
+                "start"
+            } else {
+                "middle"
+            };
             let _ = write!(
                 svg,
                 r#"<text class="axis" x="{:.1}" y="{}" text-anchor="{anchor}">{label}</text>"#,
@@ -125,7 +135,11 @@ impl Chart<'_> {
         }
         for (n, series) in self.series.iter().enumerate() {
             let (colour, dash) = STYLES[n % STYLES.len()];
-            let dash = if dash.is_empty() { String::new() } else { format!(r#" stroke-dasharray="{dash}""#) };
+            let dash = if dash.is_empty() {
+                String::new()
+            } else {
+                format!(r#" stroke-dasharray="{dash}""#)
+            };
             let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
             for &(ago, value) in &series.points {
                 match value {
@@ -157,7 +171,11 @@ impl Chart<'_> {
         svg.push_str(r#"<ul class="legend">"#);
         for (n, series) in self.series.iter().enumerate() {
             let (colour, dash) = STYLES[n % STYLES.len()];
-            let dash = if dash.is_empty() { String::new() } else { format!(r#" stroke-dasharray="{dash}""#) };
+            let dash = if dash.is_empty() {
+                String::new()
+            } else {
+                format!(r#" stroke-dasharray="{dash}""#)
+            };
             let _ = write!(
                 svg,
                 r#"<li><svg class="key" viewBox="0 0 24 8" aria-hidden="true"><line x1="0" x2="24" y1="4" y2="4" stroke="{colour}" stroke-width="3"{dash}/></svg>{}</li>"#,

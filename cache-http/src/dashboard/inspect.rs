@@ -129,7 +129,10 @@ pub(crate) async fn dry_run(cache: &Cache, pattern: &str) -> Result<DryRun, Stor
 /// The pattern's text before its first wildcard, class or escape: every key it matches
 /// starts with it.
 fn literal_prefix(pattern: &str) -> String {
-    pattern.chars().take_while(|c| !matches!(c, '*' | '?' | '[' | '\\')).collect()
+    pattern
+        .chars()
+        .take_while(|c| !matches!(c, '*' | '?' | '[' | '\\'))
+        .collect()
 }
 
 #[cfg(test)]

@@ -309,7 +309,10 @@ fn overview(state: &DashboardState) -> Overview {
 fn html(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     secure_headers(headers);
     response
 }
@@ -349,28 +352,35 @@ fn signed_in(state: &DashboardState, headers: &HeaderMap) -> Option<(String, Ses
     Some((id.to_owned(), session))
 }
 
-/// Checks a state-changing request: a live session, the same origin, the session's CSRF
-/// token. Answers the session, or the refusal to send.
-fn check_change(
-    state: &DashboardState,
-    headers: &HeaderMap,
-    csrf: Option<&str>,
-    path: &str,
-) -> Result<(String, Session), Response> {
-    if let Err(why) = session::check_origin(headers) {
-        return Err(refused(StatusCode::FORBIDDEN, why.message(), path, why.label()));
+/// Why a state change was refused.
+#[derive(Debug, Clone, Copy)]
+struct Refusal {
+    status: StatusCode,
+    message: &'static str,
+    reason: &'static str,
+}
+
+impl Refusal {
+    fn respond(self, path: &str) -> Response {
+        refused(self.status, self.message, path, self.reason)
     }
-    let Some((id, session)) = signed_in(state, headers) else {
-        return Err(refused(
-            StatusCode::UNAUTHORIZED,
-            "refused: sign in first (there is no session, or it expired)",
-            path,
-            "no_session",
-        ));
+}
+
+/// Checks a state-changing request: the same origin, a live session, the session's CSRF
+/// token. Answers the session id and the session.
+fn check_change(state: &DashboardState, headers: &HeaderMap, csrf: Option<&str>) -> Result<(String, Session), Refusal> {
+    let cross_site = |why: session::CrossSite| Refusal {
+        status: StatusCode::FORBIDDEN,
+        message: why.message(),
+        reason: why.label(),
     };
-    if let Err(why) = session::check_csrf(&session, csrf) {
-        return Err(refused(StatusCode::FORBIDDEN, why.message(), path, why.label()));
-    }
+    session::check_origin(headers).map_err(cross_site)?;
+    let (id, session) = signed_in(state, headers).ok_or(Refusal {
+        status: StatusCode::UNAUTHORIZED,
+        message: "refused: sign in first (there is no session, or it expired)",
+        reason: "no_session",
+    })?;
+    session::check_csrf(&session, csrf).map_err(cross_site)?;
     Ok((id, session))
 }
 
@@ -387,7 +397,11 @@ struct PageQuery {
 /// A lookup's outcome, for the page.
 #[derive(Debug)]
 enum LookupResult {
-    Found { entity: &'static str, id: RecordId, held: Held },
+    Found {
+        entity: &'static str,
+        id: RecordId,
+        held: Held,
+    },
     /// Bad input (`400`) or a failing store (`503`).
     Invalid {
         entity: String,
@@ -409,7 +423,11 @@ enum DryRunResult {
     },
 }
 
-async fn page(State(state): State<Arc<DashboardState>>, headers: HeaderMap, query: Result<Query<PageQuery>, QueryRejection>) -> Response {
+async fn page(
+    State(state): State<Arc<DashboardState>>,
+    headers: HeaderMap,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
     start_sampler(&state);
     let Some((id, session)) = signed_in(&state, &headers) else {
         let mut response = html(StatusCode::OK, page::sign_in(None));
@@ -483,7 +501,10 @@ async fn lookup(cache: &Cache, entity: &str, record: &str) -> LookupResult {
         status,
     };
     let Some(handle) = cache.entities().get(entity) else {
-        return invalid(format!("no entity is registered as {entity:?}"), StatusCode::BAD_REQUEST);
+        return invalid(
+            format!("no entity is registered as {entity:?}"),
+            StatusCode::BAD_REQUEST,
+        );
     };
     let id = match RecordId::new(record) {
         Ok(id) => id,
@@ -518,7 +539,12 @@ struct SignInForm {
     token: String,
 }
 
-async fn sign_in(State(state): State<Arc<DashboardState>>, headers: HeaderMap, uri: Uri, form: Result<Form<SignInForm>, FormRejection>) -> Response {
+async fn sign_in(
+    State(state): State<Arc<DashboardState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    form: Result<Form<SignInForm>, FormRejection>,
+) -> Response {
     // A sign-in sent by another site would sign the browser in to the attacker's choice.
     if let Err(why) = session::check_origin(&headers) {
         return refused(StatusCode::FORBIDDEN, why.message(), "/admin/session", why.label());
@@ -537,12 +563,18 @@ async fn sign_in(State(state): State<Arc<DashboardState>>, headers: HeaderMap, u
         Ok(id) => id,
         Err(err) => {
             tracing::error!(error = %err, "dashboard_session_failed");
-            return html(StatusCode::INTERNAL_SERVER_ERROR, page::sign_in(Some("No session could be opened.")));
+            return html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                page::sign_in(Some("No session could be opened.")),
+            );
         }
     };
     let secure = session::is_https(&headers, uri.scheme_str());
     let Some(cookie) = session::session_cookie(&id, state.sessions.ttl(), secure) else {
-        return html(StatusCode::INTERNAL_SERVER_ERROR, page::sign_in(Some("No session could be opened.")));
+        return html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            page::sign_in(Some("No session could be opened.")),
+        );
     };
     tracing::info!("dashboard_sign_in");
     let mut response = see_other("/admin/");
@@ -555,11 +587,15 @@ struct CsrfForm {
     csrf: Option<String>,
 }
 
-async fn sign_out(State(state): State<Arc<DashboardState>>, headers: HeaderMap, form: Result<Form<CsrfForm>, FormRejection>) -> Response {
+async fn sign_out(
+    State(state): State<Arc<DashboardState>>,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
     let csrf = form.as_ref().ok().and_then(|Form(f)| f.csrf.as_deref());
-    let (id, _) = match check_change(&state, &headers, csrf, "/admin/session/end") {
+    let (id, _) = match check_change(&state, &headers, csrf) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(refusal) => return refusal.respond("/admin/session/end"),
     };
     state.sessions.close(&id);
     tracing::info!("dashboard_sign_out");
@@ -571,15 +607,27 @@ async fn sign_out(State(state): State<Arc<DashboardState>>, headers: HeaderMap, 
 }
 
 async fn live(State(state): State<Arc<DashboardState>>, headers: HeaderMap) -> Response {
+    start_sampler(&state);
     if signed_in(&state, &headers).is_none() {
-        return refused(StatusCode::UNAUTHORIZED, "refused: sign in first", "/admin/live", "no_session");
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "refused: sign in first",
+            "/admin/live",
+            "no_session",
+        );
     }
     html(StatusCode::OK, page::live(&overview(&state)))
 }
 
 async fn overview_json(State(state): State<Arc<DashboardState>>, headers: HeaderMap) -> Response {
+    start_sampler(&state);
     if signed_in(&state, &headers).is_none() {
-        return refused(StatusCode::UNAUTHORIZED, "refused: sign in first", "/admin/overview.json", "no_session");
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "refused: sign in first",
+            "/admin/overview.json",
+            "no_session",
+        );
     }
     let mut response = Json(overview(&state)).into_response();
     secure_headers(response.headers_mut());
@@ -604,9 +652,9 @@ async fn invalidate(
     let Ok(Form(form)) = form else {
         return refused(StatusCode::BAD_REQUEST, "the form could not be read", path, "bad_form");
     };
-    let (session_id, _) = match check_change(&state, &headers, form.csrf.as_deref(), path) {
+    let (session_id, _) = match check_change(&state, &headers, form.csrf.as_deref()) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(refusal) => return refusal.respond(path),
     };
     let Some(handle) = state.cache.entities().get(&form.entity) else {
         return refused(StatusCode::BAD_REQUEST, "no such entity", path, "unknown_entity");
@@ -641,14 +689,18 @@ struct FlushForm {
     pattern: String,
 }
 
-async fn flush(State(state): State<Arc<DashboardState>>, headers: HeaderMap, form: Result<Form<FlushForm>, FormRejection>) -> Response {
+async fn flush(
+    State(state): State<Arc<DashboardState>>,
+    headers: HeaderMap,
+    form: Result<Form<FlushForm>, FormRejection>,
+) -> Response {
     let path = "/admin/flush";
     let Ok(Form(form)) = form else {
         return refused(StatusCode::BAD_REQUEST, "the form could not be read", path, "bad_form");
     };
-    let (session_id, session) = match check_change(&state, &headers, form.csrf.as_deref(), path) {
+    let (session_id, session) = match check_change(&state, &headers, form.csrf.as_deref()) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(refusal) => return refusal.respond(path),
     };
     let pattern = form.pattern.trim();
     if session.pending_flush.as_deref() != Some(pattern) {
@@ -665,7 +717,10 @@ async fn flush(State(state): State<Arc<DashboardState>>, headers: HeaderMap, for
     let notice = match state.cache.store().flush(Some(pattern)).await {
         Ok(removed) => {
             tracing::info!(pattern, removed, "dashboard_flush");
-            format!("Flushed {pattern}: {removed} {} removed.", if removed == 1 { "key" } else { "keys" })
+            format!(
+                "Flushed {pattern}: {removed} {} removed.",
+                if removed == 1 { "key" } else { "keys" }
+            )
         }
         Err(err) => {
             tracing::warn!(pattern, error = %err, "dashboard_flush_failed");

@@ -72,7 +72,11 @@ pub(crate) fn sign_in(error: Option<&str>) -> String {
     let mut html = head("Sign in · model-cache admin", false);
     html.push_str(r#"<body class="signin"><main id="main"><h1>model-cache admin</h1>"#);
     if let Some(error) = error {
-        let _ = write!(html, r#"<p class="error" role="alert" id="signin-error">{}</p>"#, escape(error));
+        let _ = write!(
+            html,
+            r#"<p class="error" role="alert" id="signin-error">{}</p>"#,
+            escape(error)
+        );
     }
     html.push_str(
         r#"<form method="post" action="/admin/session" class="card">
@@ -128,7 +132,11 @@ pub(crate) fn dashboard(ctx: &PageContext<'_>) -> String {
 "##
     );
     if let Some(notice) = ctx.notice {
-        let _ = write!(html, r#"<p class="notice" role="status" id="notice">{}</p>"#, escape(notice));
+        let _ = write!(
+            html,
+            r#"<p class="notice" role="status" id="notice">{}</p>"#,
+            escape(notice)
+        );
     }
     let _ = write!(
         html,
@@ -161,7 +169,11 @@ pub(crate) fn dashboard(ctx: &PageContext<'_>) -> String {
     );
     match ctx.lookup {
         Some(LookupResult::Invalid { message, .. }) => {
-            let _ = write!(html, r#"<p class="error" role="alert" id="lookup-result">{}</p>"#, escape(message));
+            let _ = write!(
+                html,
+                r#"<p class="error" role="alert" id="lookup-result">{}</p>"#,
+                escape(message)
+            );
         }
         Some(LookupResult::Found { entity, id, held }) => lookup_result(&mut html, entity, id.as_str(), held, &csrf),
         None => {}
@@ -183,7 +195,11 @@ pub(crate) fn dashboard(ctx: &PageContext<'_>) -> String {
     );
     match ctx.dry_run {
         Some(DryRunResult::Invalid { message, .. }) => {
-            let _ = write!(html, r#"<p class="error" role="alert" id="dry-run-result">{}</p>"#, escape(message));
+            let _ = write!(
+                html,
+                r#"<p class="error" role="alert" id="dry-run-result">{}</p>"#,
+                escape(message)
+            );
         }
         Some(DryRunResult::Counted(run)) => {
             let by_entity: Vec<String> = run.records.iter().map(|(e, n)| format!("{n} in {e}")).collect();
@@ -194,7 +210,11 @@ pub(crate) fn dashboard(ctx: &PageContext<'_>) -> String {
                 if run.truncated { "at least " } else { "" },
                 run.total,
                 if run.total == 1 { "" } else { "s" },
-                if by_entity.is_empty() { String::new() } else { format!(" ({})", escape(&by_entity.join(", "))) }
+                if by_entity.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", escape(&by_entity.join(", ")))
+                }
             );
             if !run.uncounted.is_empty() {
                 let _ = write!(
@@ -217,7 +237,12 @@ pub(crate) fn dashboard(ctx: &PageContext<'_>) -> String {
 }
 
 fn lookup_result(html: &mut String, entity: &str, id: &str, held: &Held, csrf: &str) {
-    let _ = write!(html, r#"<div id="lookup-result" role="status"><h3>{} <code>{}</code></h3>"#, escape(entity), escape(id));
+    let _ = write!(
+        html,
+        r#"<div id="lookup-result" role="status"><h3>{} <code>{}</code></h3>"#,
+        escape(entity),
+        escape(id)
+    );
     match held {
         Held::Miss => html.push_str(r#"<p><span class="badge miss" id="held">not cached</span> The next read goes to the origin.</p>"#),
         Held::Tombstone => html.push_str(r#"<p><span class="badge tomb" id="held">tombstone</span> The source does not have this record; the cache answers "not found" until the tombstone expires.</p>"#),
@@ -387,9 +412,16 @@ pub(crate) fn live(o: &Overview) -> String {
             }],
         },
     ];
-    html.push_str(r#"<section aria-labelledby="charts-h"><h2 id="charts-h">Over time, per entity</h2><div class="charts">"#);
+    html.push_str(
+        r#"<section aria-labelledby="charts-h"><h2 id="charts-h">Over time, per entity</h2><div class="charts">"#,
+    );
     for chart in &charts {
-        let _ = write!(html, r#"<figure class="card"><figcaption>{} <span class="muted">({})</span></figcaption>"#, escape(chart.title), escape(chart.unit.trim()));
+        let _ = write!(
+            html,
+            r#"<figure class="card"><figcaption>{} <span class="muted">({})</span></figcaption>"#,
+            escape(chart.title),
+            escape(chart.unit.trim())
+        );
         html.push_str(&chart.render());
         if chart.id.starts_with("chart-p") && !o.latency_known {
             html.push_str(r#"<p class="hint">Needs the Prometheus recorder (<code>Dashboard::prometheus</code>).</p>"#);
@@ -405,19 +437,45 @@ pub(crate) fn live(o: &Overview) -> String {
     if let Some(stats) = &o.store.stats {
         let _ = write!(html, "<dt>Backend</dt><dd>{}</dd>", escape(&stats.backend));
         let _ = write!(html, r#"<dt>Keys</dt><dd id="store-keys">{}</dd>"#, stats.total_keys);
-        let memory = stats.memory_used_human.clone().or_else(|| stats.memory_used_bytes.map(cache_core::human_bytes));
-        let _ = write!(html, "<dt>Memory</dt><dd>{}</dd>", escape(memory.as_deref().unwrap_or("–")));
-        let _ = write!(html, "<dt>Evicted keys</dt><dd>{}</dd>", stats.evicted_keys.map_or_else(|| "–".to_owned(), |n| n.to_string()));
-        let _ = write!(html, "<dt>Clients</dt><dd>{}</dd>", stats.connected_clients.map_or_else(|| "–".to_owned(), |n| n.to_string()));
+        let memory = stats
+            .memory_used_human
+            .clone()
+            .or_else(|| stats.memory_used_bytes.map(cache_core::human_bytes));
+        let _ = write!(
+            html,
+            "<dt>Memory</dt><dd>{}</dd>",
+            escape(memory.as_deref().unwrap_or("–"))
+        );
+        let _ = write!(
+            html,
+            "<dt>Evicted keys</dt><dd>{}</dd>",
+            stats.evicted_keys.map_or_else(|| "–".to_owned(), |n| n.to_string())
+        );
+        let _ = write!(
+            html,
+            "<dt>Clients</dt><dd>{}</dd>",
+            stats
+                .connected_clients
+                .map_or_else(|| "–".to_owned(), |n| n.to_string())
+        );
         if let (Some(h), Some(m)) = (stats.keyspace_hits, stats.keyspace_misses) {
-            let _ = write!(html, "<dt>Keyspace hit rate</dt><dd>{}</dd>", opt(super::sampler::percent(h, m), "%"));
+            let _ = write!(
+                html,
+                "<dt>Keyspace hit rate</dt><dd>{}</dd>",
+                opt(super::sampler::percent(h, m), "%")
+            );
         }
     }
     let store_errors: u64 = o.entities.values().map(|e| e.stats.store_errors).sum();
     let _ = write!(html, "<dt>Store errors answered around</dt><dd>{store_errors}</dd>");
     match &o.store.last_error {
         Some(failure) => {
-            let _ = write!(html, r#"<dt>Last error</dt><dd class="error-text">{} {}</dd>"#, time(&failure.at), escape(&failure.message));
+            let _ = write!(
+                html,
+                r#"<dt>Last error</dt><dd class="error-text">{} {}</dd>"#,
+                time(&failure.at),
+                escape(&failure.message)
+            );
         }
         None => html.push_str("<dt>Last error</dt><dd>none seen</dd>"),
     }
@@ -437,7 +495,11 @@ pub(crate) fn live(o: &Overview) -> String {
                 (None, None) => "–".to_owned(),
             };
             let class = if d.is_accepted() { "ok" } else { "bad" };
-            let detail = d.detail.as_deref().map(|t| format!(r#"<br><span class="muted">{}</span>"#, escape(t))).unwrap_or_default();
+            let detail = d
+                .detail
+                .as_deref()
+                .map(|t| format!(r#"<br><span class="muted">{}</span>"#, escape(t)))
+                .unwrap_or_default();
             let _ = write!(
                 html,
                 r#"<tr><td>{}</td><td>{}</td><td>{record}</td><td><span class="badge {class}">{}</span>{detail}</td></tr>"#,
@@ -459,7 +521,10 @@ pub(crate) fn live(o: &Overview) -> String {
                 "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
                 escape(name),
                 escape(&feed.cursor),
-                feed.last_applied.as_ref().map_or_else(|| "–".to_owned(), |at| format!("{} ({} s ago)", time(at), format_value(ago(at)))),
+                feed.last_applied.as_ref().map_or_else(
+                    || "–".to_owned(),
+                    |at| format!("{} ({} s ago)", time(at), format_value(ago(at)))
+                ),
                 feed.backlog.map_or_else(|| "–".to_owned(), |n| n.to_string())
             );
         }
@@ -507,10 +572,16 @@ pub(crate) fn live(o: &Overview) -> String {
         }
         html.push_str("</tbody></table></div>");
     }
-    html.push_str(r#"</section><section aria-labelledby="responses-h" class="card"><h2 id="responses-h">Response cache</h2>"#);
+    html.push_str(
+        r#"</section><section aria-labelledby="responses-h" class="card"><h2 id="responses-h">Response cache</h2>"#,
+    );
     match &o.response_cache {
-        None => html.push_str(r#"<p class="hint">Needs the Prometheus recorder (<code>Dashboard::prometheus</code>).</p>"#),
-        Some(resources) if resources.is_empty() => html.push_str(r#"<p class="muted">No cached response was looked up yet.</p>"#),
+        None => {
+            html.push_str(r#"<p class="hint">Needs the Prometheus recorder (<code>Dashboard::prometheus</code>).</p>"#)
+        }
+        Some(resources) if resources.is_empty() => {
+            html.push_str(r#"<p class="muted">No cached response was looked up yet.</p>"#)
+        }
         Some(resources) => {
             html.push_str(r#"<div class="scroll" tabindex="0" role="region" aria-labelledby="responses-h"><table id="responses"><thead><tr><th scope="col">Resource</th><th scope="col">Hit rate</th><th scope="col">Hits</th><th scope="col">Misses</th><th scope="col">Stored</th><th scope="col">Refused</th></tr></thead><tbody>"#);
             for (resource, c) in resources {
@@ -538,7 +609,10 @@ mod tests {
 
     #[test]
     fn escapes_markup_and_quotes() {
-        assert_eq!(escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
         assert_eq!(encode_query("a b/é"), "a%20b%2F%C3%A9");
     }
 }

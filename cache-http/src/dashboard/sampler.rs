@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cache_core::{Cache, CacheStats, StoreStats};
+use cache_core::{Cache, CacheStats, StoreError, StoreResult, StoreStats};
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
@@ -163,9 +163,9 @@ impl Sampler {
     pub(crate) async fn sample(&self) {
         let store = self.cache.store();
         let started = Instant::now();
-        let ping = store.ping().await;
+        let ping = bounded(store.ping()).await;
         let ping_ms = ping.is_ok().then(|| millis(started.elapsed()));
-        let stats = store.stats().await;
+        let stats = bounded(store.stats()).await;
         let now = Instant::now();
         let counters = self.cache.stats();
         let text = self.prometheus.as_ref().map(|handle| {
@@ -246,6 +246,15 @@ impl Sampler {
     }
 }
 
+/// How long the sampler waits for the store: a store that hangs must not stop the charts.
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn bounded<T>(call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    tokio::time::timeout(STORE_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("no answer within {STORE_TIMEOUT:?}"))))
+}
+
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -309,7 +318,7 @@ pub(crate) fn parse_exposition(text: &str) -> (Buckets, BTreeMap<String, Respons
     let mut buckets: BTreeMap<String, BTreeMap<u64, (f64, u64)>> = BTreeMap::new();
     let mut responses: BTreeMap<String, ResponseCacheCounts> = BTreeMap::new();
     for line in text.lines() {
-        let Some((name, labels, value)) = parse_line(line) else {
+        let Some(SampleLine { name, labels, value }) = parse_line(line) else {
             continue;
         };
         let label = |key: &str| labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
@@ -364,9 +373,15 @@ pub(crate) fn parse_exposition(text: &str) -> (Buckets, BTreeMap<String, Respons
     (buckets, responses)
 }
 
-/// One sample line of the text exposition: name, labels, value. Comments and malformed
-/// lines answer `None`.
-fn parse_line(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+/// One sample line of the text exposition.
+struct SampleLine<'a> {
+    name: &'a str,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// Reads one sample line of the text exposition. Comments and malformed lines answer `None`.
+fn parse_line(line: &str) -> Option<SampleLine<'_>> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return None;
@@ -423,7 +438,7 @@ fn parse_line(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
         "+Inf" => f64::INFINITY,
         v => v.parse().ok()?,
     };
-    Some((name, labels, value))
+    Some(SampleLine { name, labels, value })
 }
 
 #[cfg(test)]
@@ -437,7 +452,11 @@ mod tests {
         let p99 = quantile(&buckets, 0.99).unwrap();
         assert!((p99 - 0.091).abs() < 1e-9, "{p99}");
         assert_eq!(quantile(&[(0.001, 0), (f64::INFINITY, 0)], 0.5), None);
-        assert_eq!(quantile(&[(0.001, 0), (f64::INFINITY, 4)], 0.5), Some(0.001), "+Inf answers the last bound");
+        assert_eq!(
+            quantile(&[(0.001, 0), (f64::INFINITY, 4)], 0.5),
+            Some(0.001),
+            "+Inf answers the last bound"
+        );
         assert_eq!(quantile(&[], 0.5), None);
     }
 
@@ -457,9 +476,16 @@ model_cache_http_response_cache_total{resource="say \"hi\"",outcome="miss"} 4
 garbage{ line
 "#;
         let (buckets, responses) = parse_exposition(text);
-        assert_eq!(buckets["projects"], vec![(0.001, 4), (f64::INFINITY, 5)], "reads only, added up");
+        assert_eq!(
+            buckets["projects"],
+            vec![(0.001, 4), (f64::INFINITY, 5)],
+            "reads only, added up"
+        );
         let counts = responses["say \"hi\""];
-        assert_eq!((counts.hits, counts.misses, counts.hit_rate_percent), (4, 4, Some(50.0)));
+        assert_eq!(
+            (counts.hits, counts.misses, counts.hit_rate_percent),
+            (4, 4, Some(50.0))
+        );
     }
 
     #[test]

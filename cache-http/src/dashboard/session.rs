@@ -240,7 +240,10 @@ mod tests {
         assert!(sessions.get(&a, t0).is_some());
         let c = sessions.open(t0 + Duration::from_secs(2)).unwrap();
         assert_eq!(sessions.len(), 2, "the map is bounded");
-        assert!(sessions.get(&a, t0 + Duration::from_secs(2)).is_none(), "the oldest went");
+        assert!(
+            sessions.get(&a, t0 + Duration::from_secs(2)).is_none(),
+            "the oldest went"
+        );
         assert!(sessions.get(&b, t0 + Duration::from_secs(2)).is_some());
         assert!(sessions.get(&c, t0 + Duration::from_secs(61)).is_some());
         assert!(sessions.get(&c, t0 + Duration::from_secs(62)).is_none(), "expired");
@@ -267,7 +270,11 @@ mod tests {
     fn origins() {
         let host = ("host", "127.0.0.1:8080");
         assert_eq!(check_origin(&headers(&[host])), Ok(()), "scripts send neither header");
-        let same = [host, ("origin", "http://127.0.0.1:8080"), ("sec-fetch-site", "same-origin")];
+        let same = [
+            host,
+            ("origin", "http://127.0.0.1:8080"),
+            ("sec-fetch-site", "same-origin"),
+        ];
         assert_eq!(check_origin(&headers(&same)), Ok(()));
         let other_port = [host, ("origin", "http://127.0.0.1:9999")];
         assert_eq!(check_origin(&headers(&other_port)), Err(CrossSite::Origin));

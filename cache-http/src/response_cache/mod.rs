@@ -490,7 +490,7 @@ async fn store(config: &Config, key: &str, resource: &str, mut envelope: Envelop
     let value = match envelope.encode() {
         Ok(value) => value,
         Err(err) => {
-            tracing::warn!(key, error = %err, detail = "not stored", "response_cache_store_error");
+            store_error_logged(key, &err, "not stored");
             return;
         }
     };
@@ -559,7 +559,7 @@ async fn lookup(config: &Config, key: &str, headers: &HeaderMap) -> (Option<Enve
     let (bytes, stamp) = match config.store.get_computed(key).await {
         Ok(lookup) => (lookup.value, lookup.stamp),
         Err(err) => {
-            tracing::warn!(key, error = %err, detail = "lookup failed", "response_cache_store_error");
+            store_error_logged(key, &err, "lookup failed");
             return (None, None);
         }
     };
@@ -695,6 +695,15 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+
+/// Logs a store failure of the response cache, at most once per window in an outage.
+fn store_error_logged(key: &str, err: &dyn std::fmt::Display, detail: &'static str) {
+    static LIMIT: cache_core::log_limit::WarnLimit = cache_core::log_limit::WarnLimit::new();
+    if let Some(held_back) = LIMIT.admit(std::time::Instant::now()) {
+        tracing::warn!(key, error = %err, detail, held_back, "response_cache_store_error");
+    }
 }
 
 #[cfg(test)]

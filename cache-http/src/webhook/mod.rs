@@ -34,7 +34,10 @@
 
 mod payload;
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
 
 use axum::{
     Json, Router,
@@ -44,7 +47,7 @@ use axum::{
     routing::{get, post},
 };
 use bytes::Bytes;
-use cache_core::{Cache, CacheError, Change, ChangeOutcome, ModelError, RecordId, SourceRecord};
+use cache_core::{Cache, CacheError, Change, ChangeOutcome, ModelError, RecordId, SourceRecord, log_limit::WarnLimit};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Serialize, de::IgnoredAny};
@@ -328,12 +331,18 @@ impl WebhookReceiver {
             }
             Err(err) => {
                 metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => err.outcome()).increment(1);
-                tracing::warn!(
-                    status = err.status().as_u16(),
-                    reason = err.outcome(),
-                    error = %err,
-                    "webhook_rejected"
-                );
+                // Counted always; logged at most once a window, so that a flood of bad
+                // deliveries does not flood the logs.
+                static REJECTED: WarnLimit = WarnLimit::new();
+                if let Some(held_back) = REJECTED.admit(Instant::now()) {
+                    tracing::warn!(
+                        status = err.status().as_u16(),
+                        reason = err.outcome(),
+                        error = %err,
+                        held_back,
+                        "webhook_rejected"
+                    );
+                }
             }
         }
         result

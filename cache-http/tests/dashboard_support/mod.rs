@@ -91,7 +91,11 @@ impl Client {
 
     /// Signs in with `token`; keeps the cookie. Answers the `Set-Cookie` value.
     pub async fn sign_in(&mut self, token: &str) -> String {
-        let response = self.post_form("/admin/session", &[("token", token)]).send().await.unwrap();
+        let response = self
+            .post_form("/admin/session", &[("token", token)])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 303, "signing in redirects to the page");
         let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
         let pair = set_cookie.split(';').next().unwrap().to_owned();

@@ -17,8 +17,17 @@ use sqlx::{
 
 /// A database that lives as long as the test holds it.
 pub enum TestDb {
-    Sqlite { pool: SqlitePool, _dir: tempfile::TempDir },
-    Postgres { pool: PgPool, url: String, schema: String },
+    Sqlite {
+        pool: SqlitePool,
+        options: SqliteConnectOptions,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        pool: PgPool,
+        options: PgConnectOptions,
+        url: String,
+        schema: String,
+    },
 }
 
 impl TestDb {
@@ -30,10 +39,14 @@ impl TestDb {
             .create_if_missing(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .expect("SQLite opens");
-        Self::Sqlite { pool, _dir: dir }
+        Self::Sqlite {
+            pool,
+            options,
+            _dir: dir,
+        }
     }
 
     /// A fresh schema on the PostgreSQL server of `TEST_POSTGRES_URL`; `None` (with a notice)
@@ -49,12 +62,18 @@ impl TestDb {
             .await
             .expect("the schema is created");
         let options: PgConnectOptions = url.parse().expect("a PostgreSQL URL");
+        let options = options.options([("search_path", schema.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(4)
-            .connect_with(options.options([("search_path", schema.as_str())]))
+            .connect_with(options.clone())
             .await
             .expect("PostgreSQL answers");
-        Some(Self::Postgres { pool, url, schema })
+        Some(Self::Postgres {
+            pool,
+            options,
+            url,
+            schema,
+        })
     }
 
     pub fn pool(&self) -> SqlPool {
@@ -77,6 +96,44 @@ impl TestDb {
             };
             result.unwrap_or_else(|e| panic!("{statement}: {e}"));
         }
+    }
+
+    /// Runs statements on a connection of their own, outside the pool, as psql or sqlite3
+    /// would: each statement commits on its own.
+    pub async fn execute_elsewhere(&self, sql: &str) {
+        let statements: Vec<String> = sql
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        match self {
+            Self::Sqlite { options, .. } => {
+                let mut conn = sqlx::SqliteConnection::connect_with(options).await.expect("connects");
+                for statement in statements {
+                    conn.execute(AssertSqlSafe(statement.clone()))
+                        .await
+                        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+                }
+            }
+            Self::Postgres { options, .. } => {
+                let mut conn = PgConnection::connect_with(options).await.expect("connects");
+                for statement in statements {
+                    conn.execute(AssertSqlSafe(statement.clone()))
+                        .await
+                        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+                }
+            }
+        }
+    }
+
+    /// One number the database answers (`SELECT count(*) …`).
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        match self {
+            Self::Sqlite { pool, .. } => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Self::Postgres { pool, .. } => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// Inserts records given in source shape: single links as their id, multi-record links as
@@ -247,7 +304,7 @@ impl GatedOrigin {
         }
     }
 
-    /// Fetches made so far.
+    /// Fetches (one or many) made so far.
     pub fn fetches(&self) -> usize {
         self.fetches.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -286,6 +343,7 @@ impl Origin for GatedOrigin {
         entity: &'static EntitySchema,
         ids: &[RecordId],
     ) -> Result<Vec<SourceRecord>, OriginError> {
+        self.fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.fetch_many(entity, ids).await
     }
 

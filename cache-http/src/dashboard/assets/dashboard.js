@@ -39,7 +39,6 @@
     pause.addEventListener("click", function () {
       paused = !paused;
       pause.setAttribute("aria-pressed", String(paused));
-      pause.textContent = paused ? "Resume updates" : "Pause updates";
       if (updated) updated.textContent = paused ? "Paused" : "Live";
       if (!paused) refresh();
     });

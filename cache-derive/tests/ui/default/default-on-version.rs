@@ -1,0 +1,12 @@
+use cache_core::{Cacheable, RecordId};
+
+#[derive(Cacheable)]
+#[cache(entity = "votes")]
+struct Vote {
+    #[cache(id)]
+    id: RecordId,
+    #[cache(version, default)]
+    revision: u64,
+}
+
+fn main() {}

@@ -1,0 +1,282 @@
+//! Change capture through the outbox, on SQLite and PostgreSQL: writers the application never
+//! hears of reach the cache.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use cache_core::{Cache, Cacheable, Lookup, MemoryStore, RecordId};
+use cache_sql::{
+    Outbox, OutboxListener, SqlOrigin,
+    outbox::{Operation, OutboxChange},
+};
+use common::{GatedOrigin, HeldOrigin, TestDb};
+use tokio::{sync::watch, time::timeout};
+
+#[derive(Debug, Clone, PartialEq, Cacheable)]
+#[cache(entity = "people", source_table = "people")]
+struct Person {
+    #[cache(id)]
+    id: RecordId,
+    name: String,
+    #[cache(version)]
+    version: i64,
+}
+
+const TABLES: &str = "CREATE TABLE people (id TEXT PRIMARY KEY, name TEXT NOT NULL, version BIGINT NOT NULL);
+    INSERT INTO people VALUES ('ada', 'Ada', 1), ('bob', 'Bob', 1)";
+
+struct Setup {
+    db: Arc<TestDb>,
+    origin: SqlOrigin,
+    gated: GatedOrigin,
+    cache: Cache,
+    store: MemoryStore,
+}
+
+async fn setup(db: TestDb) -> Setup {
+    db.execute(TABLES).await;
+    let origin = SqlOrigin::builder(db.pool())
+        .model::<Person>()
+        .build()
+        .await
+        .expect("the tables answer the models");
+    let db = Arc::new(db);
+    let gated = GatedOrigin::new(HeldOrigin {
+        origin: origin.clone(),
+        db: Arc::clone(&db),
+    });
+    let store = MemoryStore::new();
+    let cache = Cache::builder(store.clone(), gated.clone())
+        .register::<Person>()
+        .build()
+        .expect("a cache");
+    Outbox::new(&origin).install().await.expect("installs the triggers");
+    Setup {
+        db,
+        origin,
+        gated,
+        cache,
+        store,
+    }
+}
+
+fn id(s: &str) -> RecordId {
+    s.parse().expect("a valid id")
+}
+
+/// What the cache holds for a person, without asking the database.
+async fn cached(cache: &Cache, pid: &str) -> Lookup {
+    cache
+        .store()
+        .get(Person::schema(), &id(pid))
+        .await
+        .expect("the store answers")
+}
+
+fn person(lookup: Lookup) -> Option<Person> {
+    match lookup {
+        Lookup::Hit(bytes) => Some(Person::from_cached(&bytes).expect("a cached person")),
+        _ => None,
+    }
+}
+
+async fn external_writes_are_served_without_the_application(db: TestDb) {
+    let s = setup(db).await;
+    assert_eq!(s.cache.get::<Person>(&id("ada")).await.expect("answers").expect("ada").name, "Ada");
+    assert!(s.cache.get::<Person>(&id("bob")).await.expect("answers").is_some());
+    let fetches = s.gated.fetches();
+
+    let (applied_tx, mut applied) = watch::channel(0_usize);
+    let listener = OutboxListener::new(&s.origin, &s.cache)
+        .poll_interval(Duration::from_millis(20))
+        .on_batch(move |rows| applied_tx.send_modify(|n| *n += rows.len()));
+    let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        listener
+            .run(async {
+                let _ = stop.await;
+            })
+            .await
+    });
+
+    // As psql or sqlite3 would: another connection, each statement its own transaction.
+    s.db.execute_elsewhere("UPDATE people SET name = 'Ada L.', version = 2 WHERE id = 'ada'; DELETE FROM people WHERE id = 'bob'")
+        .await;
+    timeout(Duration::from_secs(10), applied.wait_for(|n| *n >= 2))
+        .await
+        .expect("the listener applied both changes")
+        .expect("the listener runs");
+
+    let ada = s.cache.get::<Person>(&id("ada")).await.expect("answers").expect("ada");
+    assert_eq!((ada.name.as_str(), ada.version), ("Ada L.", 2), "served new");
+    assert_eq!(s.cache.get::<Person>(&id("bob")).await.expect("answers"), None, "served 404");
+    assert!(matches!(cached(&s.cache, "bob").await, Lookup::Tombstone));
+    assert_eq!(
+        s.gated.fetches(),
+        fetches + 1,
+        "the only read was the listener's of the updated row"
+    );
+    assert_eq!(s.db.count("SELECT count(*) FROM cache_outbox").await, 0, "pruned");
+
+    stop_tx.send(()).expect("the listener is running");
+    running.await.expect("joins").expect("stops cleanly");
+}
+
+async fn changes_made_while_no_listener_runs_are_applied_when_one_starts(db: TestDb) {
+    let s = setup(db).await;
+    // 500 inserts, then 500 updates: 1,000 changes, none of which the application hears of.
+    let mut inserts = String::new();
+    for n in 0..500 {
+        inserts.push_str(&format!("INSERT INTO people VALUES ('p{n}', 'v1', 1);"));
+    }
+    s.db.execute(&format!("BEGIN; {inserts} COMMIT")).await;
+    // Read some of them through the cache now: it holds their first state.
+    for n in (0..500).step_by(50) {
+        let p = s.cache.get::<Person>(&id(&format!("p{n}"))).await.expect("answers");
+        assert_eq!(p.expect("inserted").name, "v1");
+    }
+    s.db.execute("UPDATE people SET name = 'v2', version = 2 WHERE id LIKE 'p%'").await;
+    assert_eq!(s.db.count("SELECT count(*) FROM cache_outbox").await, 1000);
+
+    let listener = OutboxListener::new(&s.origin, &s.cache).batch_size(200);
+    let mut rounds = 0;
+    while s.db.count("SELECT count(*) FROM cache_outbox").await > 0 {
+        listener.run_once().await.expect("a round");
+        rounds += 1;
+        assert!(rounds < 20, "the outbox drains");
+    }
+    for n in 0..500 {
+        let p = person(cached(&s.cache, &format!("p{n}")).await).unwrap_or_else(|| panic!("p{n} is cached"));
+        assert_eq!((p.name.as_str(), p.version), ("v2", 2), "p{n}");
+    }
+    let _ = &s.store;
+}
+
+async fn two_listeners_never_apply_out_of_order(db: TestDb) {
+    let s = setup(db).await;
+    // A second instance: its own cache over the same store.
+    let other = Cache::builder(s.store.clone(), s.gated.clone())
+        .register::<Person>()
+        .build()
+        .expect("a cache");
+    let log: Arc<Mutex<Vec<OutboxChange>>> = Arc::default();
+    let listener = |cache: &Cache| {
+        let log = Arc::clone(&log);
+        OutboxListener::new(&s.origin, cache)
+            .batch_size(7)
+            .on_batch(move |rows| log.lock().expect("the log").extend_from_slice(rows))
+    };
+    let listeners = [listener(&s.cache), listener(&other)];
+
+    let (done_tx, done) = watch::channel(false);
+    let mut runners = Vec::new();
+    for listener in listeners {
+        let db = Arc::clone(&s.db);
+        let mut done = done.clone();
+        runners.push(tokio::spawn(async move {
+            let mut refused = 0;
+            loop {
+                let finished = *done.borrow_and_update();
+                refused += listener.run_once().await.expect("a round").refused;
+                if finished && db.count("SELECT count(*) FROM cache_outbox").await == 0 {
+                    return refused;
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for version in 2..=101 {
+        for pid in ["ada", "bob"] {
+            s.db.execute(&format!("UPDATE people SET name = '{pid}{version}', version = {version} WHERE id = '{pid}'"))
+                .await;
+        }
+    }
+    done_tx.send_replace(true);
+    let mut refused = 0;
+    for runner in runners {
+        refused += timeout(Duration::from_secs(60), runner)
+            .await
+            .expect("the listeners drain the outbox")
+            .expect("joins");
+    }
+
+    let log = log.lock().expect("the log").clone();
+    assert_eq!(log.len(), 200, "every change applied once");
+    let mut last: HashMap<RecordId, (i64, std::time::SystemTime)> = HashMap::new();
+    for change in &log {
+        assert_eq!(change.operation, Operation::Upsert);
+        if let Some((seq, at)) = last.get(&change.id) {
+            assert!(change.seq > *seq && change.at >= *at, "{change:?} after seq {seq}");
+        }
+        last.insert(change.id.clone(), (change.seq, change.at));
+    }
+    assert_eq!(refused, 0, "nothing reached the cache out of order");
+    for pid in ["ada", "bob"] {
+        let p = person(cached(&s.cache, pid).await).expect("cached");
+        assert_eq!((p.name, p.version), (format!("{pid}101"), 101));
+    }
+}
+
+async fn the_triggers_print_install_and_remove(db: TestDb) {
+    let s = setup(db).await;
+    let outbox = Outbox::new(&s.origin);
+    let sql = outbox.install_sql();
+    assert!(sql.contains("CREATE TABLE IF NOT EXISTS cache_outbox"), "{sql}");
+    assert!(sql.contains("\"people\""), "{sql}");
+    s.db.execute("UPDATE people SET version = 2 WHERE id = 'ada'").await;
+    assert_eq!(s.db.count("SELECT count(*) FROM cache_outbox").await, 1);
+    outbox.remove().await.expect("removes");
+    s.db.execute("UPDATE people SET version = 3 WHERE id = 'ada'").await;
+    assert_eq!(s.db.count("SELECT count(*) FROM cache_outbox").await, 1, "no trigger any more");
+    outbox.install().await.expect("installs again");
+    s.db.execute("DELETE FROM people WHERE id = 'ada'").await;
+    assert_eq!(s.db.count("SELECT count(*) FROM cache_outbox").await, 2);
+    let version: Option<f64> = match &*s.db {
+        TestDb::Sqlite { pool, .. } => {
+            sqlx::query_scalar("SELECT version FROM cache_outbox WHERE operation = 'delete'")
+                .fetch_one(pool)
+                .await
+        }
+        TestDb::Postgres { pool, .. } => {
+            sqlx::query_scalar("SELECT version FROM cache_outbox WHERE operation = 'delete'")
+                .fetch_one(pool)
+                .await
+        }
+    }
+    .expect("the delete row");
+    assert_eq!(version, Some(3.0), "a delete records the deleted version");
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::TestDb::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = super::TestDb::postgres().await else { return };
+                    super::$name(db).await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    external_writes_are_served_without_the_application,
+    changes_made_while_no_listener_runs_are_applied_when_one_starts,
+    two_listeners_never_apply_out_of_order,
+    the_triggers_print_install_and_remove,
+);
