@@ -105,6 +105,9 @@ pub struct RoundReport {
     pub changes: usize,
     /// Changes the cache refused as older or deleted (acknowledged all the same).
     pub refused: usize,
+    /// Changes whose record does not parse as the model (logged as
+    /// `airtable_feed_change_invalid`; the record stays as cached).
+    pub invalid: usize,
     /// Payloads were lost (older than Airtable keeps them): the base's entities were
     /// invalidated.
     pub resynced: bool,
@@ -295,15 +298,25 @@ impl WebhookFeed {
             report.payloads += payloads.len();
             report.changes += changes.len();
             if !changes.is_empty() {
+                metrics::counter!("airtable_feed_changes_total").increment(changes.len() as u64);
                 let outcomes = inner.cache.apply_changes(changes).await?;
                 let retry = outcomes.iter().filter(|o| o.should_retry()).count();
                 if retry > 0 {
                     return Err(FeedError::Retry(retry));
                 }
-                report.refused += outcomes
-                    .iter()
-                    .filter(|o| matches!(o, cache_core::ChangeOutcome::Refused(_)))
-                    .count();
+                for outcome in &outcomes {
+                    match outcome {
+                        cache_core::ChangeOutcome::Refused(refusal) => {
+                            report.refused += 1;
+                            tracing::debug!(reason = refusal.as_str(), "airtable_feed_change_refused");
+                        }
+                        cache_core::ChangeOutcome::Invalid(err) => {
+                            report.invalid += 1;
+                            tracing::warn!(error = %err, "airtable_feed_change_invalid");
+                        }
+                        _ => {}
+                    }
+                }
             }
             if page.cursor != cursor {
                 inner.state.set_position(lock, &page.cursor.to_string()).await?;

@@ -226,7 +226,10 @@ fn to_source(entity: &EntitySchema, record: Record) -> Result<SourceRecord, Orig
 
 /// A cell as the cache's index entry for it (what `IndexValue` gives the model's value).
 fn tag(field: &FieldSchema, value: Option<&Value>) -> Option<String> {
-    let text = match value? {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return absent_tag(field);
+    };
+    let text = match value {
         Value::String(s) => s.clone(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
@@ -243,6 +246,27 @@ fn tag(field: &FieldSchema, value: Option<&Value>) -> Option<String> {
         _ => return None,
     };
     Some(field.index.map_or(text.clone(), |kind| kind.normalize(text)))
+}
+
+/// The index entry of an absent cell: none, unless the model gives the field a default
+/// (`#[cache(default)]`): then its type's default, `0`, `false`, `""`. (The schema does not
+/// tell a default function from the type's default: a query on a value such a function
+/// returns misses the absent cells.)
+fn absent_tag(field: &FieldSchema) -> Option<String> {
+    if !field.default || field.optional {
+        return None;
+    }
+    let text = match cell_kind(field) {
+        CellKind::Number => "0",
+        CellKind::Checkbox => "false",
+        CellKind::Text if field.rust_type.trim() == "String" => "",
+        CellKind::Text => return None,
+    };
+    Some(
+        field
+            .index
+            .map_or(text.to_owned(), |kind| kind.normalize(text.to_owned())),
+    )
 }
 
 /// A cell as a sort score: numbers as they are, dates (ISO 8601) as milliseconds since the
@@ -395,6 +419,11 @@ mod tests {
         let link = FieldSchema::scalar("team", "Link<Team>");
         assert_eq!(tag(&link, Some(&json!(["t1"]))).as_deref(), Some("t1"));
         assert_eq!(tag(&link, Some(&json!(["t1", "t2"]))), None);
+        let mut points = FieldSchema::scalar("points", "i64");
+        assert_eq!(tag(&points, None), None, "a required number has no entry when absent");
+        points.default = true;
+        assert_eq!(tag(&points, None).as_deref(), Some("0"), "absent takes the default");
+        assert_eq!(tag(&points, Some(&Value::Null)).as_deref(), Some("0"));
     }
 
     #[test]

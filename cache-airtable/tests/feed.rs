@@ -270,3 +270,46 @@ async fn an_expired_webhook_invalidates_the_base_and_says_so() {
     s.client.delete_webhook(&fresh.id).await.expect("deleted");
     assert!(s.client.list_webhooks().await.expect("listed").is_empty());
 }
+
+#[tokio::test]
+async fn the_poll_catches_a_missed_notification_and_the_webhook_is_refreshed() {
+    let s = setup().await;
+    let a = s.sim.insert(BASE, "Notes", fields(json!({ "title": "old" })));
+    assert_eq!(title(&s.cache, &a).await.as_deref(), Some("old"));
+    let expires = s.client.list_webhooks().await.expect("listed")[0]
+        .expiration_time
+        .clone();
+    // Six days on, and no ping reaches the route.
+    s.sim.advance(6 * DAY);
+    s.sim.set_pings(false);
+    let mut config = FeedConfig::new(s.webhook.id.clone(), s.webhook.mac_secret_base64.clone());
+    config.poll_interval = Duration::from_millis(50);
+    let origin = AirtableOrigin::new(s.client.clone());
+    let polling = WebhookFeed::new(s.cache.clone(), origin, config).expect("valid");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let consumer = tokio::spawn({
+        let polling = polling.clone();
+        async move {
+            polling
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        }
+    });
+    s.sim.update(BASE, "Notes", &a, fields(json!({ "title": "new" })));
+    eventually("the polled change", async || {
+        title(&s.cache, &a).await.as_deref() == Some("new")
+    })
+    .await;
+    assert_eq!(polling.notifications(), 0, "no notification arrived");
+    let refreshed = s.client.list_webhooks().await.expect("listed")[0]
+        .expiration_time
+        .clone();
+    assert!(
+        refreshed > expires,
+        "refreshed at start: {refreshed:?} after {expires:?}"
+    );
+    let _ = stop.send(());
+    consumer.await.expect("the consumer stops");
+}

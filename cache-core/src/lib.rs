@@ -55,7 +55,8 @@ pub use origin::{Deletion, Origin, OriginError, SourceFilter, SourceQuery};
 pub use query::{Filter, IndexQuery, Order, Query, Sort};
 pub use registry::{EntityHandle, Registry};
 pub use schema::{
-    DEFAULT_NEGATIVE_TTL, DEFAULT_TOMBSTONE_TTL, DEFAULT_TTL, EntitySchema, EntitySchemaBuilder, FieldKind, FieldSchema, IndexKind,
+    DEFAULT_NEGATIVE_TTL, DEFAULT_TOMBSTONE_TTL, DEFAULT_TTL, EntitySchema, EntitySchemaBuilder, FieldKind,
+    FieldSchema, IndexKind,
 };
 pub use stats::{CacheStats, EntityStats, describe_metrics};
 pub use store::{

@@ -12,7 +12,9 @@
 //! - completeness markers (one per distinct index result asked for) have a sixteenth of the
 //!   budget, and a lifetime (see [`markers`]);
 //! - fill leases have another sixteenth: past it a fill takes no lease, so it is not stored
-//!   (never wrong, only uncached).
+//!   (never wrong, only uncached);
+//! - purge marks (every purge of a tag, which every distinct miss makes) a third sixteenth: past it
+//!   the oldest are forgotten, and values computed before them are refused (not stored).
 //!
 //! Evicting a record drops the markers whose result contained it, found through the markers'
 //! first filters, never by looking at every marker.
@@ -38,8 +40,8 @@ use futures::stream::{self, BoxStream, StreamExt};
 use moka::{Expiry, future::Cache as Moka, notification::RemovalCause};
 
 use crate::{
-    Clock, DeleteOrder, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Lookup, QueryFill, QueryLookup, RecordId,
-    RecordWrite, RemoveMode, Store, StoreResult, StoreStats, SystemClock, Tombstone, WriteMode, WriteOutcome,
+    Clock, DeleteOrder, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Lookup, QueryFill, QueryLookup,
+    RecordId, RecordWrite, RemoveMode, Store, StoreResult, StoreStats, SystemClock, Tombstone, WriteMode, WriteOutcome,
     human_bytes, keys, order,
 };
 
@@ -54,7 +56,7 @@ pub const DEFAULT_MEMORY_BUDGET: u64 = 128 * 1024 * 1024;
 
 /// What an entry weighs beside its key, body and index entries: moka's hash table slot, entry
 /// info, deque and timer nodes, our `Key` and `Entry`, and the allocator's headers.
-const ENTRY_OVERHEAD: usize = 512;
+const ENTRY_OVERHEAD: usize = 560;
 /// What a heap allocation costs beside its bytes (glibc's header, rounded up to 16).
 const ALLOCATION: usize = 16;
 /// What a record's line in the index weighs beside its id and entries: its slot in the
@@ -87,7 +89,8 @@ pub struct MemoryStore {
 
 struct Inner {
     entries: Moka<Key, Entry>,
-    /// The markers' and the leases' shares of the budget, in bytes.
+    /// The share of the budget of each of the markers, the leases and the purge marks, in
+    /// bytes.
     side_budget: u64,
     state: tokio::sync::Mutex<State>,
     /// Entries moka evicted (size, real-time expiry), for the index to forget under the lock.
@@ -138,7 +141,7 @@ impl MemoryStoreBuilder {
         let sink = Arc::clone(&evicted);
         let side_budget = self.budget / 16;
         let entries = Moka::builder()
-            .max_capacity(self.budget - 2 * side_budget)
+            .max_capacity(self.budget - 3 * side_budget)
             .weigher(|key: &Key, entry: &Entry| {
                 let weight = key.weight() + entry.weight();
                 u32::try_from(weight).unwrap_or(u32::MAX)
@@ -281,12 +284,7 @@ impl Entry {
                 Kind::Record { body, index_weight, .. } => body.len() + ALLOCATION + *index_weight as usize,
                 // The tag list, and the key's copy under each tag in `value_tags`.
                 Kind::Value { body, tags } => {
-                    body.len()
-                        + ALLOCATION
-                        + tags
-                            .iter()
-                            .map(|t| 2 * (t.len() + ALLOCATION) + 96 + 64)
-                            .sum::<usize>()
+                    body.len() + ALLOCATION + tags.iter().map(|t| 2 * (t.len() + ALLOCATION) + 96 + 64).sum::<usize>()
                 }
                 Kind::Tombstone { .. } => 0,
             }
@@ -840,19 +838,21 @@ impl Store for MemoryStore {
             }
         }
         // An empty result is a negative answer: anyone can ask for values that match nothing.
-        let ttl = records
-            .iter()
-            .map(|r| r.ttl)
-            .max()
-            .unwrap_or(entity.negative_ttl);
+        let ttl = records.iter().map(|r| r.ttl).max().unwrap_or(entity.negative_ttl);
         let epoch = es.epoch;
         let expires_at = inner.now() + ttl;
         let State {
             entities, marker_use, ..
         } = &mut *state;
         if let Some(es) = entities.get_mut(entity.entity) {
-            es.markers
-                .insert(entity.entity, query.filter_key(), filters, epoch, expires_at, marker_use);
+            es.markers.insert(
+                entity.entity,
+                query.filter_key(),
+                filters,
+                epoch,
+                expires_at,
+                marker_use,
+            );
         }
         inner.trim_markers(&mut state);
         Ok(QueryFill::Completed { forgotten: dropped })
@@ -946,7 +946,8 @@ impl Store for MemoryStore {
             let state = inner.lock().await;
             let leases: usize = state.entities.values().map(|es| es.leases.len()).sum();
             let markers: usize = state.entities.values().map(|es| es.markers.len()).sum();
-            (markers, state.marker_use.bytes + leases * LEASE_WEIGHT)
+            let side = state.marker_use.bytes + leases * LEASE_WEIGHT + state.computed.marks_weight();
+            (markers, side)
         };
         let now = inner.now();
         let entries = inner.entries.iter().filter(|(_, e)| e.expires_at > now).count();
@@ -1002,7 +1003,9 @@ impl Store for MemoryStore {
         let inner = &self.inner;
         let mut state = inner.lock().await;
         let now = inner.now();
-        state.computed.purged(tags, now, &inner.purges);
+        state
+            .computed
+            .purged(tags, now, &inner.purges, inner.side_budget as usize);
         let mut keys = BTreeSet::new();
         for tag in tags {
             if let Some(found) = state.value_tags.remove(tag) {

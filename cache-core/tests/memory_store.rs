@@ -61,7 +61,11 @@ async fn records_tombstones_values_and_leases_expire_on_the_injected_clock() {
         .await
         .unwrap();
     store
-        .remove(p, &[id("p2")], RemoveMode::Tombstone(cache_core::Tombstone::new(20 * SEC)))
+        .remove(
+            p,
+            &[id("p2")],
+            RemoveMode::Tombstone(cache_core::Tombstone::new(20 * SEC)),
+        )
         .await
         .unwrap();
     store
@@ -150,9 +154,14 @@ async fn flush_patterns_match_the_logical_keys() {
             &[record("p1", "e1", 3600 * SEC), record("p2", "e1", 3600 * SEC)],
         )
         .await
-        .unwrap().is_complete();
+        .unwrap()
+        .is_complete();
     store
-        .remove(p, &[id("p3")], RemoveMode::Tombstone(cache_core::Tombstone::new(3600 * SEC)))
+        .remove(
+            p,
+            &[id("p3")],
+            RemoveMode::Tombstone(cache_core::Tombstone::new(3600 * SEC)),
+        )
         .await
         .unwrap();
     store
@@ -267,14 +276,23 @@ async fn distinct_index_lookups_stay_within_the_budget_and_are_reported() {
     }
     let (keys, bytes) = used(&store).await;
     assert!(bytes <= BUDGET, "{bytes} bytes in a budget of {BUDGET}");
-    assert!(keys > 0 && keys < lookups, "the markers are counted and bounded: {keys} keys");
+    assert!(
+        keys > 0 && keys < lookups,
+        "the markers are counted and bounded: {keys} keys"
+    );
     // A sixteenth of the budget, at what each marker weighs (well above 100 bytes).
-    assert!(bytes >= BUDGET / 16 - 1024, "the markers' share is used and reported: {bytes}");
+    assert!(
+        bytes >= BUDGET / 16 - 1024,
+        "the markers' share is used and reported: {bytes}"
+    );
     // The oldest went first; the newest answers from the store.
     let newest = by_email(&format!("nobody{}@example.com", lookups - 1));
     assert!(matches!(store.query(u, &newest).await.unwrap(), QueryLookup::Complete { page, .. } if page.is_empty()));
     let oldest = by_email("nobody0@example.com");
-    assert!(matches!(store.query(u, &oldest).await.unwrap(), QueryLookup::Incomplete(_)));
+    assert!(matches!(
+        store.query(u, &oldest).await.unwrap(),
+        QueryLookup::Incomplete(_)
+    ));
 }
 
 #[tokio::test]
@@ -289,7 +307,10 @@ async fn an_empty_result_lives_the_negative_ttl_and_a_full_one_its_records_ttl()
     assert!(store.complete_query(p, &full, t, &records).await.unwrap().is_complete());
 
     clock.advance(p.negative_ttl - SEC);
-    assert!(matches!(store.query(p, &empty).await.unwrap(), QueryLookup::Complete { .. }));
+    assert!(matches!(
+        store.query(p, &empty).await.unwrap(),
+        QueryLookup::Complete { .. }
+    ));
     clock.advance(2 * SEC);
     assert!(
         matches!(store.query(p, &empty).await.unwrap(), QueryLookup::Incomplete(_)),
@@ -331,7 +352,11 @@ async fn leases_past_their_share_are_not_taken_and_their_fills_are_refused() {
         .put(p, &[record("p1", "e1", 3600 * SEC)], WriteMode::Fill(lease))
         .await
         .unwrap();
-    assert_eq!(outcome, vec![WriteOutcome::LeaseLost], "no room for its lease: not stored");
+    assert_eq!(
+        outcome,
+        vec![WriteOutcome::LeaseLost],
+        "no room for its lease: not stored"
+    );
     assert_eq!(store.get(p, &id("p1")).await.unwrap(), Lookup::Miss);
 }
 
@@ -354,11 +379,85 @@ async fn evicting_a_record_drops_only_the_results_that_contained_it() {
     let t = token(&store, &evicted).await;
     assert!(store.complete_query(p, &evicted, t, &big).await.unwrap().is_complete());
     let _ = used(&store).await;
-    assert!(matches!(store.query(p, &evicted).await.unwrap(), QueryLookup::Incomplete(_)));
+    assert!(matches!(
+        store.query(p, &evicted).await.unwrap(),
+        QueryLookup::Incomplete(_)
+    ));
     match store.get(p, &id("k1")).await.unwrap() {
         // Kept: its result still answers.
-        Lookup::Hit(_) => assert!(matches!(store.query(p, &other).await.unwrap(), QueryLookup::Complete { page, .. } if page.len() == 1)),
+        Lookup::Hit(_) => assert!(
+            matches!(store.query(p, &other).await.unwrap(), QueryLookup::Complete { page, .. } if page.len() == 1)
+        ),
         // Evicted too: its result is incomplete, never empty.
-        _ => assert!(matches!(store.query(p, &other).await.unwrap(), QueryLookup::Incomplete(_))),
+        _ => assert!(matches!(
+            store.query(p, &other).await.unwrap(),
+            QueryLookup::Incomplete(_)
+        )),
     }
+}
+
+#[tokio::test]
+async fn purge_marks_of_distinct_misses_stay_within_the_budget() {
+    let store = MemoryStore::builder().max_capacity_bytes(BUDGET).build();
+    for i in 0..50_000 {
+        store
+            .purge_tags(&[format!("record:projects:rec{i:014}")])
+            .await
+            .unwrap();
+    }
+    let (_, bytes) = used(&store).await;
+    assert!(bytes <= BUDGET, "{bytes} bytes in a budget of {BUDGET}");
+    assert!(
+        bytes >= BUDGET / 16 - 1024,
+        "the marks' share is used and reported: {bytes}"
+    );
+    // A value computed before the forgotten marks is refused, one computed now is stored.
+    let lookup = store.get_computed("k").await.unwrap();
+    for i in 50_000..60_000 {
+        store
+            .purge_tags(&[format!("record:projects:rec{i:014}")])
+            .await
+            .unwrap();
+    }
+    let write = |stamp| cache_core::ComputedWrite {
+        value: Bytes::from_static(b"v"),
+        ttl: 60 * SEC,
+        tags: vec!["unrelated".to_owned()],
+        stamp,
+        lock: None,
+    };
+    assert!(!store.put_computed("k", &write(lookup.stamp)).await.unwrap());
+    let fresh = store.get_computed("k").await.unwrap();
+    assert!(store.put_computed("k", &write(fresh.stamp)).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_miss_is_remembered_for_the_negative_ttl_not_the_tombstone_ttl() {
+    use cache_core::{
+        Cache, Cacheable,
+        testing::{MemoryOrigin, conformance::RaceProject},
+    };
+    let (store, clock) = on_clock();
+    let origin = MemoryOrigin::new();
+    let cache = Cache::builder(store, origin.clone()).ttl_jitter(0.0).build().unwrap();
+    let schema = RaceProject::schema();
+    assert!(schema.negative_ttl < schema.tombstone_ttl);
+    let rid = id("recLater1");
+    assert_eq!(cache.get::<RaceProject>(&rid).await.unwrap(), None);
+    // Created at the source without telling the cache.
+    let created = RaceProject {
+        id: rid.clone(),
+        name: "late".into(),
+        event: "recE1".into(),
+        version: 1,
+    };
+    origin.put(&created).unwrap();
+    clock.advance(schema.negative_ttl - SEC);
+    assert_eq!(
+        cache.get::<RaceProject>(&rid).await.unwrap(),
+        None,
+        "still remembered as missing"
+    );
+    clock.advance(2 * SEC);
+    assert_eq!(cache.get::<RaceProject>(&rid).await.unwrap(), Some(created));
 }

@@ -14,9 +14,10 @@ use syn::{DeriveInput, parse_macro_input};
 /// Derives `cache_core::Cacheable` for a struct with named fields.
 ///
 /// Container: `#[cache(entity = "projects", source_table = "Projects", ttl = "8h",
-/// tombstone_ttl = "6h", rename_all = "camelCase", crate = "path")]`. Fields:
+/// tombstone_ttl = "6h", rename_all = "camelCase", default, crate = "path")]`. Fields:
 /// `#[cache(id)]`, `#[indexed]`, `#[indexed(normalize = "lowercase")]`, `#[sortable]`,
-/// `#[cache(version)]`, `#[cache(source = "Field Name")]`, `#[cache(skip)]`.
+/// `#[cache(version)]`, `#[cache(source = "Field Name")]`, `#[cache(skip)]`,
+/// `#[cache(default)]`, `#[cache(default = "path::to::fn")]`.
 #[proc_macro_derive(Cacheable, attributes(cache, indexed, sortable))]
 pub fn derive_cacheable(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

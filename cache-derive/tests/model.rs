@@ -455,13 +455,13 @@ fn schema_json() {
         json["fields"],
         json!([
             { "name": "name", "source_name": "name", "rust_type": "String", "kind": "scalar", "target": null,
-              "optional": false, "index": null, "sortable": false, "skipped": false },
+              "optional": false, "default": false, "index": null, "sortable": false, "skipped": false },
             { "name": "owner", "source_name": "owner_id", "rust_type": "Option<Link<User>>", "kind": "link",
-              "target": "users", "optional": true, "index": "exact", "sortable": false, "skipped": false },
+              "target": "users", "optional": true, "default": false, "index": "exact", "sortable": false, "skipped": false },
             { "name": "status", "source_name": "status", "rust_type": "Status", "kind": "scalar", "target": null,
-              "optional": false, "index": "exact", "sortable": false, "skipped": false },
+              "optional": false, "default": false, "index": "exact", "sortable": false, "skipped": false },
             { "name": "starts_at", "source_name": "starts_at", "rust_type": "Option<DateTime<Utc>>",
-              "kind": "scalar", "target": null, "optional": true, "index": null, "sortable": true,
+              "kind": "scalar", "target": null, "optional": true, "default": false, "index": null, "sortable": true,
               "skipped": false },
         ])
     );

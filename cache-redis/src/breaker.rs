@@ -10,10 +10,10 @@
 //! for another cool-down. Only unavailability counts as a failure: a server that answers with
 //! an error is up.
 //!
-//! Logs: the state changes (`redis_circuit_open`, `redis_circuit_half_open`,
+//! Logs: the state changes (`redis_circuit_open`, the outage's first `redis_circuit_half_open`,
 //! `redis_circuit_closed` with the outage's length and counts) and, while Redis fails, one
-//! `redis_circuit_summary` every 10 s with the calls that failed and were refused; never a line
-//! per call.
+//! `redis_circuit_summary` every 10 s with the calls that failed, were refused and probed;
+//! never a line per call.
 
 use std::{
     sync::{
@@ -91,6 +91,10 @@ struct Tally {
     failed: u64,
     /// Calls refused, since the last summary.
     failed_fast: u64,
+    /// Probes let through, since the last summary.
+    probes: u64,
+    /// Whether this outage has probed yet (only its first probe is logged at `info`).
+    probed: bool,
 }
 
 #[derive(Debug)]
@@ -137,6 +141,8 @@ impl CircuitBreaker {
                     last_summary: Instant::now(),
                     failed: 0,
                     failed_fast: 0,
+                    probes: 0,
+                    probed: false,
                 },
             )),
             rejected: AtomicU64::new(0),
@@ -160,7 +166,12 @@ impl CircuitBreaker {
             State::Closed { .. } => Ok(Admission::Pass),
             State::Open { until, failures } if now >= until => {
                 *state = State::HalfOpen { failures };
-                tracing::info!(failures, "redis_circuit_half_open");
+                tally.probes += 1;
+                if std::mem::replace(&mut tally.probed, true) {
+                    tracing::debug!(failures, "redis_circuit_half_open");
+                } else {
+                    tracing::info!(failures, "redis_circuit_half_open");
+                }
                 Ok(Admission::Probe)
             }
             State::Open { .. } | State::HalfOpen { .. } => {
@@ -196,6 +207,8 @@ impl CircuitBreaker {
         }
         tally.failed = 0;
         tally.failed_fast = 0;
+        tally.probes = 0;
+        tally.probed = false;
     }
 
     /// Records a call that found the server unavailable.
@@ -292,6 +305,7 @@ fn summarise(tally: &mut Tally, state: &State, now: Instant) {
         ?state,
         failed = tally.failed,
         failed_fast = tally.failed_fast,
+        probes = tally.probes,
         outage_ms = tally
             .since
             .map_or(0, |t| u64::try_from(now.duration_since(t).as_millis())
@@ -301,6 +315,7 @@ fn summarise(tally: &mut Tally, state: &State, now: Instant) {
     tally.last_summary = now;
     tally.failed = 0;
     tally.failed_fast = 0;
+    tally.probes = 0;
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use cache_core::{
 };
 use futures::{
     StreamExt,
-    future::try_join_all,
+    future::{Either, try_join_all},
     stream::{self, BoxStream},
 };
 use redis::{RedisError, Script, ScriptInvocation, Value};
@@ -313,9 +313,12 @@ impl RedisStore {
             }
             work.await
         };
-        // Set when a failure was a cluster slot's (its breaker has it), not the server's.
-        let slot_scoped = Arc::new(AtomicBool::new(false));
-        let attempt = in_slot_scope(Arc::clone(&slot_scoped), attempt);
+        // On a cluster, set when a failure was a slot's (its breaker has it), not the cluster's.
+        let slot_scoped = self.inner.conn.is_cluster().then(|| Arc::new(AtomicBool::new(false)));
+        let attempt = match &slot_scoped {
+            Some(flag) => Either::Left(in_slot_scope(Arc::clone(flag), attempt)),
+            None => Either::Right(attempt),
+        };
         let result = match budget {
             Some(budget) => tokio::time::timeout(budget, attempt).await.unwrap_or_else(|_| {
                 Err(StoreError::Unavailable(format!(
@@ -331,7 +334,12 @@ impl RedisStore {
             Err(err @ StoreError::Unavailable(_)) => {
                 // Logged by the breaker (state changes and a periodic summary), not per call.
                 tracing::debug!(op, error = %err, "redis_store_unavailable");
-                if slot_scoped.load(Ordering::Acquire) && !probing {
+                if slot_scoped.is_some_and(|flag| flag.load(Ordering::Acquire)) {
+                    // A slot's breaker has it. A probe got that far after its `PING` answered:
+                    // the cluster is reachable.
+                    if probing {
+                        breaker.success();
+                    }
                     return result;
                 }
                 let slow = budget.is_some_and(|b| started.elapsed() >= b / 2);

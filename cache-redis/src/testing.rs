@@ -6,6 +6,12 @@
 //! owns its servers, so tests run in parallel and never touch a shared server. Failures panic
 //! with the server's log.
 //!
+//! Outages are played on a real server: [`RedisServer::stop`] and
+//! [`start_again`](RedisServer::start_again) on the same port, [`pause`](RedisServer::pause)
+//! and [`resume`](RedisServer::resume) (`SIGSTOP`/`SIGCONT`: a hung server), and
+//! [`RedisServer::reserve`] for a server that is not up yet. [`RedisServer::command_calls`]
+//! counts what reached it (`INFO commandstats`).
+//!
 //! A server counts as started once its process is alive and the server answering on its port
 //! works in its directory (`CONFIG GET dir`): when another process took the port first, ours
 //! exits and the other one answers, and the helper tries other ports.

@@ -84,7 +84,10 @@ async fn a_miss_leaves_a_small_tombstone_that_lives_the_negative_ttl() {
         "a fill's lease is gone with it: {keys:#?}"
     );
     // The entity's shared keys (sequence, meta, ids), not one per miss.
-    let per_record = keys.iter().filter(|(k, ..)| k.contains(":tomb:") || k.contains("purged:")).count();
+    let per_record = keys
+        .iter()
+        .filter(|(k, ..)| k.contains(":tomb:") || k.contains("purged:"))
+        .count();
     assert!(keys.len() - per_record <= 8, "{keys:#?}");
 }
 
@@ -128,13 +131,20 @@ async fn an_empty_index_result_lives_the_negative_ttl() {
     assert_eq!(stats.entity("conformance_race_projects").origin_calls, lookups);
     let keys = keys_of(&namespace);
     // A marker and a tag set per lookup.
-    let per_lookup: Vec<_> = keys.iter().filter(|(k, ..)| k.contains(":c:") || k.contains(":t:")).collect();
+    let per_lookup: Vec<_> = keys
+        .iter()
+        .filter(|(k, ..)| k.contains(":c:") || k.contains(":t:"))
+        .collect();
     assert_eq!(per_lookup.len(), 2 * lookups as usize, "{keys:#?}");
     for (key, ttl, bytes) in &per_lookup {
         assert!(*ttl > 0 && *ttl <= negative_ms(), "{key} lives {ttl} ms");
         // The marker is a counter; the tag set holds the marker's live member and the meta
         // hash's clean mark (a set of two strings, about 340 bytes on Redis 7).
-        let max = if key.contains(":c:") { MAX_KEY_BYTES } else { 3 * MAX_KEY_BYTES };
+        let max = if key.contains(":c:") {
+            MAX_KEY_BYTES
+        } else {
+            3 * MAX_KEY_BYTES
+        };
         assert!(*bytes <= max, "{key} costs {bytes} bytes");
     }
 }

@@ -179,8 +179,7 @@ fn sqlite_class(declared: &str) -> ColumnClass {
         ColumnClass::Integer
     } else if d.contains("CHAR") || d.contains("CLOB") || d.contains("TEXT") || d.contains("UUID") {
         ColumnClass::Text
-    } else if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") || d.contains("NUM") || d.contains("DEC")
-    {
+    } else if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") || d.contains("NUM") || d.contains("DEC") {
         ColumnClass::Number
     } else {
         ColumnClass::Text

@@ -49,8 +49,34 @@
 //! # }
 //! ```
 //!
+//! Lowercase-normalised lookups (`#[indexed(normalize = "lowercase")]`) are answered from a
+//! second column, `<column>_normalized` ([`NORMALIZED_SUFFIX`]), holding the value exactly as
+//! the cache normalises it; [`SqlOriginBuilder::build`] refuses a table without it, naming the
+//! table and the column.
+//!
+//! Two more parts keep the cache in step with the database:
+//!
+//! - [`SqlTransaction`] ([`SqlOrigin::begin`]): the application's writes, read back before
+//!   `COMMIT` and applied to the cache through [`Cache::apply_changes`](cache_core::Cache::apply_changes)
+//!   only after it succeeded; nothing on rollback, error or drop.
+//! - [`Outbox`] and [`OutboxListener`] ([`outbox`]): triggers generated from the models
+//!   record every writer's changes in an outbox table in the writer's transaction; listeners
+//!   (woken by PostgreSQL's `NOTIFY`, polling SQLite) apply them through the same path.
+//!
+//! ```no_run
+//! # use cache_core::Cache;
+//! # use cache_sql::{Outbox, OutboxListener, SqlOrigin};
+//! # async fn capture(origin: SqlOrigin, cache: Cache) -> Result<(), cache_sql::SqlError> {
+//! println!("{}", Outbox::new(&origin).install_sql()); // review it, or:
+//! Outbox::new(&origin).install().await?;
+//! let listener = OutboxListener::new(&origin, &cache);
+//! tokio::spawn(async move { listener.run(std::future::pending()).await });
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The guide's chapter "SQL databases" explains the tables the origin expects, the normalised
-//! columns of lowercase lookups, and how each native type is read.
+//! columns of lowercase lookups, how each native type is read, and the outbox.
 #![warn(missing_docs)]
 
 mod columns;
@@ -64,8 +90,8 @@ use std::time::Duration;
 pub use origin::{DEFAULT_STATEMENT_TIMEOUT, SqlOrigin, SqlOriginBuilder};
 pub use outbox::{Outbox, OutboxListener};
 pub use plan::NORMALIZED_SUFFIX;
-pub use transaction::{Committed, MAX_NOTED_WRITES, SqlTransaction};
 use sqlx::{PgPool, SqlitePool};
+pub use transaction::{Committed, MAX_NOTED_WRITES, SqlTransaction};
 
 /// The SQL a database speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +180,9 @@ pub enum SqlError {
         declared: String,
     },
     /// An indexed field's column cannot be compared for equality with an index value.
-    #[error("table `{table}`: column `{column}` is `{declared}`; an indexed field needs text, a number, a bool or a uuid")]
+    #[error(
+        "table `{table}`: column `{column}` is `{declared}`; an indexed field needs text, a number, a bool or a uuid"
+    )]
     NotIndexable {
         /// The table.
         table: String,
@@ -177,6 +205,10 @@ pub enum SqlError {
         /// The normalised column it needs.
         normalized: String,
     },
+    /// A row's normalised column does not hold its value as the cache normalises it: a
+    /// lookup would miss it (see [`SqlOriginBuilder::check_normalized_values`]).
+    #[error(transparent)]
+    NotNormalized(Box<NotNormalized>),
     /// A query filtered on a field that is not indexed.
     #[error("table `{table}`: field `{field}` is not indexed")]
     NotFilterable {
@@ -262,4 +294,28 @@ pub enum SqlError {
         /// What was wrong.
         reason: String,
     },
+}
+
+/// A row whose normalised column is not what the cache looks up ([`SqlError::NotNormalized`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "table `{table}`: row `{id}` has `{column}` = {value:?} but `{normalized}` = {found:?}; \
+     the cache looks it up as {expected:?}"
+)]
+#[non_exhaustive]
+pub struct NotNormalized {
+    /// The table.
+    pub table: String,
+    /// The indexed column.
+    pub column: String,
+    /// Its normalised column.
+    pub normalized: String,
+    /// The row.
+    pub id: String,
+    /// The indexed column's value.
+    pub value: String,
+    /// What the normalised column holds.
+    pub found: Option<String>,
+    /// What it should hold.
+    pub expected: String,
 }

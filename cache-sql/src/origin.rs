@@ -45,6 +45,7 @@ struct Inner {
 pub struct SqlOriginBuilder {
     pool: SqlPool,
     timeout: Duration,
+    check_normalized: bool,
     entities: Vec<&'static EntitySchema>,
 }
 
@@ -54,6 +55,7 @@ impl SqlOrigin {
         SqlOriginBuilder {
             pool: pool.into(),
             timeout: DEFAULT_STATEMENT_TIMEOUT,
+            check_normalized: false,
             entities: Vec::new(),
         }
     }
@@ -61,6 +63,73 @@ impl SqlOrigin {
     /// The pool the origin reads through.
     pub fn pool(&self) -> &SqlPool {
         &self.inner.pool
+    }
+
+    /// Reads every row of each table with a lowercase-indexed field and checks that its
+    /// normalised column holds exactly the value the cache looks up
+    /// (`IndexKind::Lowercase.normalize` of the indexed column): the first row that does not
+    /// is refused ([`SqlError::NotNormalized`]). Reads the tables row by row (a stream, not
+    /// all at once).
+    pub async fn check_normalized_values(&self) -> Result<(), SqlError> {
+        use futures::TryStreamExt;
+
+        for plan in self.inner.plans.values() {
+            for field in plan.schema.indexed_fields() {
+                let Some(kind @ cache_core::IndexKind::Lowercase) = field.index else {
+                    continue;
+                };
+                let table = plan.schema.source_table;
+                let d = plan.dialect;
+                let normalized = format!("{}{}", field.source_name, crate::NORMALIZED_SUFFIX);
+                let sql = format!(
+                    "SELECT CAST({} AS TEXT), CAST({} AS TEXT), CAST({} AS TEXT) FROM {} WHERE {} IS NOT NULL",
+                    d.quote(plan.schema.id_field),
+                    d.quote(field.source_name),
+                    d.quote(&normalized),
+                    d.quote(table),
+                    d.quote(field.source_name)
+                );
+                let failed = |source| SqlError::Query {
+                    table: table.to_owned(),
+                    source,
+                };
+                let check = |(id, value, found): (String, String, Option<String>)| {
+                    let expected = kind.normalize(value.clone());
+                    if found.as_deref() == Some(expected.as_str()) {
+                        Ok(())
+                    } else {
+                        Err(SqlError::NotNormalized(Box::new(crate::NotNormalized {
+                            table: table.to_owned(),
+                            column: field.source_name.to_owned(),
+                            normalized: normalized.clone(),
+                            id,
+                            value,
+                            found,
+                            expected,
+                        })))
+                    }
+                };
+                match &self.inner.pool {
+                    SqlPool::Postgres(pool) => {
+                        let mut rows =
+                            sqlx::query_as::<_, (String, String, Option<String>)>(AssertSqlSafe(sql.clone()))
+                                .fetch(pool);
+                        while let Some(row) = rows.try_next().await.map_err(failed)? {
+                            check(row)?;
+                        }
+                    }
+                    SqlPool::Sqlite(pool) => {
+                        let mut rows =
+                            sqlx::query_as::<_, (String, String, Option<String>)>(AssertSqlSafe(sql.clone()))
+                                .fetch(pool);
+                        while let Some(row) = rows.try_next().await.map_err(failed)? {
+                            check(row)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every entity's plan.
@@ -78,11 +147,7 @@ impl SqlOrigin {
     }
 
     /// Runs `fut` under the statement timeout, naming the table in its errors.
-    async fn run<T>(
-        &self,
-        plan: &Plan,
-        fut: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, OriginError> {
+    async fn run<T>(&self, plan: &Plan, fut: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, OriginError> {
         let table = plan.schema.source_table;
         match tokio::time::timeout(self.inner.timeout, fut).await {
             Ok(Ok(value)) => Ok(value),
@@ -106,7 +171,7 @@ impl SqlOrigin {
             }
             SqlPool::Sqlite(pool) => {
                 let rows = self.run(plan, sqlite_query(sql, binds).fetch_all(pool)).await?;
-                rows.iter().map(|row| decode_sqlite(plan, row)).collect()
+                rows.iter().map(|row| decode_sqlite(plan, row, 0)).collect()
             }
         }
     }
@@ -130,12 +195,13 @@ impl SqlOrigin {
             }
             Conn::Sqlite(conn) => {
                 let rows = self.run(plan, sqlite_query(sql, vec![keys]).fetch_all(conn)).await?;
-                rows.iter().map(|row| decode_sqlite(plan, row)).collect()
+                rows.iter().map(|row| decode_sqlite(plan, row, 0)).collect()
             }
         }
     }
 
-    /// Deletes a record inside a transaction: whether it existed, and its version.
+    /// Deletes a record inside a transaction: whether it existed, its version and the row as it
+    /// was.
     pub(crate) async fn delete_in(
         &self,
         conn: Conn<'_>,
@@ -148,23 +214,25 @@ impl SqlOrigin {
         };
         let sql = Arc::clone(&plan.delete);
         let version = |e: sqlx::Error| decode_error(plan, "RETURNING", e.to_string());
-        let deleted: Option<Option<f64>> = match conn {
-            Conn::Postgres(conn) => self
-                .run(plan, pg_query(sql, vec![key]).fetch_optional(conn))
-                .await?
-                .map(|row| row.try_get(0))
-                .transpose()
-                .map_err(version)?,
-            Conn::Sqlite(conn) => self
+        let deleted: Option<(Option<f64>, SourceRecord)> = match conn {
+            Conn::Postgres(conn) => match self.run(plan, pg_query(sql, vec![key]).fetch_optional(conn)).await? {
+                Some(row) => Some((row.try_get(0).map_err(version)?, decode_pg(plan, &row, 1)?)),
+                None => None,
+            },
+            Conn::Sqlite(conn) => match self
                 .run(plan, sqlite_query(sql, vec![key]).fetch_optional(conn))
                 .await?
-                .map(|row| row.try_get(0))
-                .transpose()
-                .map_err(version)?,
+            {
+                Some(row) => Some((row.try_get(0).map_err(version)?, decode_sqlite(plan, &row, 1)?)),
+                None => None,
+            },
         };
-        Ok(deleted.map(|version| match version {
-            Some(v) => Deletion::new().with_version(v),
-            None => Deletion::new(),
+        Ok(deleted.map(|(version, record)| {
+            let deletion = Deletion::new().with_record(record);
+            match version {
+                Some(v) => deletion.with_version(v),
+                None => deletion,
+            }
         }))
     }
 
@@ -256,6 +324,17 @@ impl SqlOriginBuilder {
         self
     }
 
+    /// Also reads every row of each table with a lowercase-indexed field at start-up, and
+    /// refuses ([`SqlError::NotNormalized`], naming the table, the column and the row) when a
+    /// normalised column does not hold exactly what the cache would look up: a column written
+    /// by SQL's `lower()` on non-ASCII text, or not written at all. Off by default: it reads
+    /// whole tables ([`SqlOrigin::check_normalized_values`] runs it on demand).
+    #[must_use]
+    pub fn check_normalized_values(mut self, check: bool) -> Self {
+        self.check_normalized = check;
+        self
+    }
+
     /// Reads every table's columns, checks them against the models and builds the
     /// statements. Refuses, naming the table and the column: a missing table or column, an id
     /// column that is not an integer, uuid or text, a sortable or version field on a column
@@ -278,13 +357,17 @@ impl SqlOriginBuilder {
             entities = plans.len(),
             "SQL origin checked its tables"
         );
-        Ok(SqlOrigin {
+        let origin = SqlOrigin {
             inner: Arc::new(Inner {
                 pool: self.pool,
                 timeout: self.timeout,
                 plans,
             }),
-        })
+        };
+        if self.check_normalized {
+            origin.check_normalized_values().await?;
+        }
+        Ok(origin)
     }
 }
 
@@ -334,9 +417,7 @@ impl Origin for SqlOrigin {
             };
             binds.push(bind);
         }
-        let sql = plan
-            .query(query)
-            .map_err(|e| OriginError::Unsupported(e.to_string()))?;
+        let sql = plan.query(query).map_err(|e| OriginError::Unsupported(e.to_string()))?;
         let limit = query.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
         match plan.dialect {
             Dialect::Postgres => binds.push(Bind::OptInt(limit)),
@@ -376,14 +457,65 @@ pub(crate) enum Conn<'a> {
 }
 
 fn decode_pg_rows(plan: &Plan, rows: &[sqlx::postgres::PgRow]) -> Result<Vec<SourceRecord>, OriginError> {
-    rows.iter()
-        .map(|row| {
-            let json: String = row
-                .try_get(0)
-                .map_err(|e| decode_error(plan, plan.schema.id_field, e.to_string()))?;
-            decode_json(plan, &json)
-        })
-        .collect()
+    rows.iter().map(|row| decode_pg(plan, row, 0)).collect()
+}
+
+/// Reads a PostgreSQL row (selected as [`Plan`] casts each column) into a record in source
+/// shape. `NULL` columns are left out, as Airtable leaves out empty fields.
+fn decode_pg(plan: &Plan, row: &sqlx::postgres::PgRow, from: usize) -> Result<SourceRecord, OriginError> {
+    let mut id = None;
+    let mut fields = Map::new();
+    for (n, selected) in plan.selected.iter().enumerate() {
+        let i = n + from;
+        let name = selected.name;
+        let fail = |e: sqlx::Error| decode_error(plan, name, e.to_string());
+        if n == 0 {
+            let text: String = row.try_get(i).map_err(fail)?;
+            id = Some(RecordId::new(text).map_err(|e| decode_error(plan, name, e.to_string()))?);
+            continue;
+        }
+        let value = match selected.class {
+            ColumnClass::Integer => row.try_get::<Option<i64>, _>(i).map_err(fail)?.map(Value::from),
+            ColumnClass::Bool => row.try_get::<Option<bool>, _>(i).map_err(fail)?.map(Value::Bool),
+            ColumnClass::Number => row
+                .try_get::<Option<String>, _>(i)
+                .map_err(fail)?
+                .map(|text| number(&text)),
+            ColumnClass::Json | ColumnClass::Array => match row.try_get::<Option<String>, _>(i).map_err(fail)? {
+                Some(text) => {
+                    Some(serde_json::from_str(&text).map_err(|e| decode_error(plan, name, format!("not JSON: {e}")))?)
+                }
+                None => None,
+            },
+            ColumnClass::Timestamp | ColumnClass::Uuid | ColumnClass::Text => {
+                match row.try_get::<Option<String>, _>(i).map_err(fail)? {
+                    // A multi-record link in a text column holds a JSON list.
+                    Some(text) if selected.links => Some(
+                        serde_json::from_str(&text)
+                            .map_err(|e| decode_error(plan, name, format!("not a JSON list of ids: {e}")))?,
+                    ),
+                    other => other.map(Value::String),
+                }
+            }
+        };
+        if let Some(value) = value.filter(|v| !v.is_null()) {
+            fields.insert(name.to_owned(), value);
+        }
+    }
+    let id = id.ok_or_else(|| decode_error(plan, plan.schema.id_field, "the id is missing".to_owned()))?;
+    Ok(SourceRecord { id, fields })
+}
+
+/// A number from its exact text: an integer when it is one (`3`, not `3.0`), else a float;
+/// `NaN` and infinities, which JSON cannot hold, as no value.
+fn number(text: &str) -> Value {
+    if let Ok(n) = text.parse::<i64>() {
+        return Value::from(n);
+    }
+    text.parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .map_or(Value::Null, Value::Number)
 }
 
 /// A statement parameter.
@@ -435,7 +567,11 @@ fn filter_value(dialect: Dialect, bind: FilterBind, value: &str) -> Option<Bind>
         (FilterBind::Bool, Dialect::Sqlite) => Bind::Int(i64::from(parse_bool(value)?)),
         (FilterBind::Bool, Dialect::Postgres) => Bind::Text(parse_bool(value)?.to_string()),
         (FilterBind::Uuid, _) => canonical_uuid(value).then(|| Bind::Text(value.to_owned()))?,
-        (FilterBind::Number, _) => Bind::Float(value.parse().ok()?),
+        (FilterBind::Number, Dialect::Sqlite) => Bind::Float(value.parse().ok()?),
+        (FilterBind::Number, Dialect::Postgres) => {
+            value.parse::<f64>().ok()?;
+            Bind::Text(value.to_owned())
+        }
         (FilterBind::Text, _) => Bind::Text(value.to_owned()),
     })
 }
@@ -470,36 +606,14 @@ fn decode_error(plan: &Plan, column: &str, reason: String) -> OriginError {
     })
 }
 
-/// Reads a PostgreSQL row (`to_json` of the selected columns) into a record in source shape.
-/// `NULL` columns are left out, as Airtable leaves out empty fields.
-fn decode_json(plan: &Plan, json: &str) -> Result<SourceRecord, OriginError> {
-    let id_field = plan.schema.id_field;
-    let mut fields: Map<String, Value> =
-        serde_json::from_str(json).map_err(|e| decode_error(plan, id_field, format!("unreadable row: {e}")))?;
-    let id = match fields.remove(id_field) {
-        Some(Value::String(id)) => RecordId::new(id).map_err(|e| decode_error(plan, id_field, e.to_string()))?,
-        _ => return Err(decode_error(plan, id_field, "the id is missing".to_owned())),
-    };
-    fields.retain(|_, v| !v.is_null());
-    for selected in plan.selected.iter().filter(|s| s.links) {
-        // A multi-record link in a text column holds a JSON list.
-        if let Some(value) = fields.get_mut(selected.name)
-            && let Value::String(text) = value
-        {
-            *value = serde_json::from_str(text)
-                .map_err(|e| decode_error(plan, selected.name, format!("not a JSON list of ids: {e}")))?;
-        }
-    }
-    Ok(SourceRecord { id, fields })
-}
-
 /// Reads a SQLite row into a record in source shape, by each value's storage class and its
 /// column's declared type (a `BOOLEAN` column's 0/1 as a bool, a `JSON` column's text as
 /// JSON). `NULL` columns are left out.
-fn decode_sqlite(plan: &Plan, row: &SqliteRow) -> Result<SourceRecord, OriginError> {
+fn decode_sqlite(plan: &Plan, row: &SqliteRow, from: usize) -> Result<SourceRecord, OriginError> {
     let mut id = None;
     let mut fields = Map::new();
-    for (i, selected) in plan.selected.iter().enumerate() {
+    for (n, selected) in plan.selected.iter().enumerate() {
+        let i = n + from;
         let name = selected.name;
         let fail = |e: sqlx::Error| decode_error(plan, name, e.to_string());
         let raw = row.try_get_raw(i).map_err(fail)?;
@@ -530,7 +644,7 @@ fn decode_sqlite(plan: &Plan, row: &SqliteRow) -> Result<SourceRecord, OriginErr
             }
             other => return Err(decode_error(plan, name, format!("unsupported value of type {other}"))),
         };
-        if i == 0 {
+        if n == 0 {
             let text = match value {
                 Value::String(s) => s,
                 other => other.to_string(),

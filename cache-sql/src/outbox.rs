@@ -129,7 +129,11 @@ impl Outbox {
     /// Creates the outbox table and the triggers (again: it replaces them), in one transaction.
     pub async fn install(&self) -> Result<(), SqlError> {
         self.execute(self.install_statements()).await?;
-        tracing::info!(event = "sql_outbox_installed", tables = self.tables().len(), "outbox triggers installed");
+        tracing::info!(
+            event = "sql_outbox_installed",
+            tables = self.tables().len(),
+            "outbox triggers installed"
+        );
         Ok(())
     }
 
@@ -371,8 +375,8 @@ impl OutboxListener {
         self
     }
 
-    /// Calls `observer` with each batch once it is applied, while the feed is still held: in
-    /// the order the changes reached the cache.
+    /// Calls `observer` with each batch once it is applied and pruned, while the feed is
+    /// still held: in the order the changes reached the cache.
     #[must_use]
     pub fn on_batch(mut self, observer: impl Fn(&[OutboxChange]) + Send + Sync + 'static) -> Self {
         self.observer = Some(Arc::new(observer));
@@ -446,14 +450,14 @@ impl OutboxListener {
                 };
                 let full = rows.len() >= self.batch;
                 drained.refused += self.apply(&rows).await?;
-                if let Some(observer) = &self.observer {
-                    observer(&rows);
-                }
                 self.prune(&rows).await?;
                 self.feed
                     .set_position(&lock, &last.to_string())
                     .await
                     .map_err(SqlError::Feed)?;
+                if let Some(observer) = &self.observer {
+                    observer(&rows);
+                }
                 drained.rows += rows.len();
                 if !full || started.elapsed() > self.lock_ttl / 2 {
                     break;

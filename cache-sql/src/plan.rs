@@ -47,7 +47,7 @@ pub(crate) enum FilterBind {
     Bool,
     /// A UUID: only its canonical lower-case text can equal an index value.
     Uuid,
-    /// A floating-point number (SQLite).
+    /// A number: only text that reads as one can equal a value.
     Number,
     /// The value normalised as the cache normalises it, against the normalised column.
     Normalized(IndexKind),
@@ -150,8 +150,8 @@ impl Plan {
                     (ColumnClass::Integer, _) => FilterBind::Integer,
                     (ColumnClass::Bool, _) => FilterBind::Bool,
                     (ColumnClass::Uuid, _) => FilterBind::Uuid,
-                    (ColumnClass::Number, Dialect::Sqlite) => FilterBind::Number,
-                    (ColumnClass::Text | ColumnClass::Number, _) => FilterBind::Text,
+                    (ColumnClass::Number, _) => FilterBind::Number,
+                    (ColumnClass::Text, _) => FilterBind::Text,
                     (ColumnClass::Timestamp | ColumnClass::Json | ColumnClass::Array, _) => {
                         return Err(SqlError::NotIndexable {
                             table: table.to_owned(),
@@ -179,24 +179,25 @@ impl Plan {
 
         let q = |name: &str| dialect.quote(name);
         let id = col(dialect, schema.id_field);
-        let from = match dialect {
+        let list = match dialect {
             Dialect::Postgres => {
                 let mut list = format!("{id}::text AS {}", q(schema.id_field));
                 for field in &stored {
                     list.push_str(", ");
                     list.push_str(&pg_select(field.source_name, &columns[field.source_name]));
                 }
-                format!(
-                    "SELECT to_json(__r)::text FROM {} AS __t CROSS JOIN LATERAL (SELECT {list}) AS __r",
-                    q(table)
-                )
+                list
             }
-            Dialect::Sqlite => {
-                let list: Vec<String> = selected.iter().map(|s| q(s.name)).collect();
-                format!("SELECT {} FROM {}", list.join(", "), q(table))
-            }
+            Dialect::Sqlite => selected.iter().map(|s| q(s.name)).collect::<Vec<_>>().join(", "),
+        };
+        let from = match dialect {
+            Dialect::Postgres => format!("SELECT {list} FROM {} AS __t", q(table)),
+            Dialect::Sqlite => format!("SELECT {list} FROM {}", q(table)),
         };
         let (one, many) = match dialect {
+            // A text key is compared as text: a cast to `varchar(20)` would cut a longer id
+            // down to one that matches another row.
+            Dialect::Postgres if key == ColumnClass::Text => (format!("{id} = $1"), format!("{id} = ANY($1)")),
             Dialect::Postgres => (
                 format!("{id} = CAST($1 AS {})", key_column.declared),
                 format!("{id} = ANY(CAST($1 AS {}[]))", key_column.declared),
@@ -231,7 +232,8 @@ impl Plan {
             fetch: format!("{from} WHERE {one}").into(),
             fetch_many: format!("{from} WHERE {many}").into(),
             exists_many: format!("SELECT {id_text} FROM {table_ref} WHERE {many}").into(),
-            delete: format!("DELETE FROM {table_ref} WHERE {one} RETURNING {version_expr}").into(),
+            // The version first, then the row as a fetch selects it.
+            delete: format!("DELETE FROM {table_ref} WHERE {one} RETURNING {version_expr}, {list}").into(),
             filter_binds,
             scores,
             version_column: version.map(|v| (v.source_name, columns[v.source_name].class)),
@@ -280,13 +282,22 @@ impl Plan {
             let n = i + 1;
             conditions.push(match (bind, d) {
                 (FilterBind::Normalized(_), _) => {
-                    format!("{} = ${n}", col(d, &format!("{}{NORMALIZED_SUFFIX}", field.source_name)))
+                    format!(
+                        "{} = ${n}",
+                        col(d, &format!("{}{NORMALIZED_SUFFIX}", field.source_name))
+                    )
                 }
-                (_, Dialect::Postgres) => format!(
-                    "{} = CAST(${n} AS {})",
-                    col(d, field.source_name),
-                    self.columns[field.source_name].declared
-                ),
+                (_, Dialect::Postgres) => {
+                    let declared = &self.columns[field.source_name].declared;
+                    if is_pg_text(declared) {
+                        // Compared as text: a cast to `varchar(20)` would cut a longer value
+                        // down to one that matches.
+                        format!("{} = ${n}", col(d, field.source_name))
+                    } else {
+                        // Numbers, bools, uuids, enums: the value cast to the column's type.
+                        format!("{} = CAST(${n} AS {declared})", col(d, field.source_name))
+                    }
+                }
                 (_, Dialect::Sqlite) => format!("{} = ${n}", col(d, field.source_name)),
             });
         }
@@ -317,6 +328,11 @@ impl Plan {
     }
 }
 
+/// Whether a PostgreSQL type is one of the character types, which compare with `text`.
+fn is_pg_text(declared: &str) -> bool {
+    declared == "text" || declared == "name" || declared.starts_with("character")
+}
+
 /// A column of the entity's table, as statements name it.
 fn col(dialect: Dialect, name: &str) -> String {
     match dialect {
@@ -333,20 +349,23 @@ fn id_text(dialect: Dialect, id: &str) -> String {
     }
 }
 
-/// A selected column on PostgreSQL: timestamps as RFC 3339 text in UTC (a timestamp without
-/// time zone is taken as UTC), whatever the session's time zone; everything else as
-/// `to_json` renders it.
+/// A selected column on PostgreSQL, in the form the origin decodes: integers as `int8`,
+/// bools as `bool`, numbers as their exact text, timestamps as RFC 3339 text in UTC (a
+/// timestamp without time zone is taken as UTC) whatever the session's time zone, JSON and
+/// arrays as JSON text, everything else (text, uuids, enums) as text.
 fn pg_select(name: &str, column: &Column) -> String {
     let c = col(Dialect::Postgres, name);
     let alias = Dialect::Postgres.quote(name);
+    let rfc3339 = "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'";
     match column.class {
+        ColumnClass::Integer => format!("{c}::int8 AS {alias}"),
+        ColumnClass::Bool => format!("{c} AS {alias}"),
         ColumnClass::Timestamp if column.naive_time || column.declared == "date" => {
-            format!("to_char({c}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS {alias}")
+            format!("to_char({c}, {rfc3339}) AS {alias}")
         }
-        ColumnClass::Timestamp => {
-            format!("to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS {alias}")
-        }
-        _ => format!("{c} AS {alias}"),
+        ColumnClass::Timestamp => format!("to_char({c} AT TIME ZONE 'UTC', {rfc3339}) AS {alias}"),
+        ColumnClass::Json | ColumnClass::Array => format!("to_json({c})::text AS {alias}"),
+        ColumnClass::Number | ColumnClass::Uuid | ColumnClass::Text => format!("{c}::text AS {alias}"),
     }
 }
 
@@ -393,7 +412,9 @@ mod tests {
     /// The expression against real SQLite agrees with `DateTime::timestamp_millis`.
     #[tokio::test]
     async fn sqlite_millis_round_down_as_chrono_does() {
-        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.expect("SQLite opens");
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:")
+            .await
+            .expect("SQLite opens");
         let sql = format!("SELECT {}", sqlite_millis("$1"));
         for text in [
             "2024-05-01T10:00:00Z",
@@ -403,7 +424,9 @@ mod tests {
             "2024-05-01T10:00:00.1234567-05:30",
             "1969-12-31T23:59:59.25Z",
         ] {
-            let want = chrono::DateTime::parse_from_rfc3339(text).expect("RFC 3339").timestamp_millis();
+            let want = chrono::DateTime::parse_from_rfc3339(text)
+                .expect("RFC 3339")
+                .timestamp_millis();
             let got: f64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(text)
                 .fetch_one(&pool)

@@ -51,8 +51,13 @@ struct Noted {
     invalidate: bool,
 }
 
-/// A database transaction whose writes reach the cache after its commit: see the
-/// [module docs](self).
+/// A database transaction whose writes reach the cache after its commit, and only then.
+///
+/// [`commit`](Self::commit) reads back the rows noted with [`wrote`](Self::wrote) on the
+/// transaction's own connection before `COMMIT` (what the cache gets is what is committed),
+/// with the database's clock as the changes' time; only when `COMMIT` succeeded does it apply
+/// them through [`Cache::apply_changes`]. A rollback, an error or a drop applies nothing; a
+/// cache step failing after the commit invalidates the records instead (never stale).
 ///
 /// ```no_run
 /// # use cache_core::{Cache, Cacheable, RecordId};
@@ -278,9 +283,9 @@ impl SqlTransaction {
             // commit applies and the same change from the outbox then carry one time.
             Tx::Sqlite(_) => {
                 let now = SystemTime::now();
-                let micros = now
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).saturating_mul(1000));
+                let micros = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| {
+                    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).saturating_mul(1000)
+                });
                 Ok(from_micros(micros))
             }
         }
@@ -303,7 +308,8 @@ pub(crate) async fn apply(cache: &Cache, changes: Vec<Change>) -> Committed {
     if changes.is_empty() {
         return committed;
     }
-    let targets: Vec<(&'static EntitySchema, RecordId)> = changes.iter().map(|c| (c.entity(), c.id().clone())).collect();
+    let targets: Vec<(&'static EntitySchema, RecordId)> =
+        changes.iter().map(|c| (c.entity(), c.id().clone())).collect();
     let outcomes = match cache.apply_changes(changes).await {
         Ok(outcomes) => outcomes,
         Err(err) => {

@@ -4,10 +4,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use cache_core::{
-    Cache, Cacheable, Change, ChangeOutcome, MemoryStore, RecordId, Refusal,
-    testing::FailingStore,
-};
+use cache_core::{Cache, Cacheable, Change, ChangeOutcome, MemoryStore, RecordId, Refusal, testing::FailingStore};
 use cache_sql::{SqlError, SqlOrigin, SqlTransaction};
 use common::{GatedOrigin, HeldOrigin, TestDb};
 use tokio::time::timeout;
@@ -93,9 +90,12 @@ async fn commit_applies_the_committed_row(db: TestDb) {
     let mut tx = s.origin.begin(&s.cache).await.expect("begins");
     // The database computes the version: the cache gets what is committed, not what the
     // application meant.
-    run(&mut tx, "UPDATE people SET name = 'Ada L.', version = version + 1 WHERE id = 'ada'")
-        .await
-        .expect("updates");
+    run(
+        &mut tx,
+        "UPDATE people SET name = 'Ada L.', version = version + 1 WHERE id = 'ada'",
+    )
+    .await
+    .expect("updates");
     tx.wrote::<Person>(&id("ada")).expect("noted");
     let committed = tx.commit().await.expect("commits");
     assert_eq!((committed.applied, committed.invalidated), (1, 0));
@@ -112,16 +112,23 @@ async fn rollback_error_and_drop_apply_nothing(db: TestDb) {
 
     // Rolled back.
     let mut tx = s.origin.begin(&s.cache).await.expect("begins");
-    run(&mut tx, "UPDATE people SET name = 'Rolled', version = 9 WHERE id = 'ada'")
-        .await
-        .expect("updates");
+    run(
+        &mut tx,
+        "UPDATE people SET name = 'Rolled', version = 9 WHERE id = 'ada'",
+    )
+    .await
+    .expect("updates");
     tx.wrote::<Person>(&id("ada")).expect("noted");
     tx.rollback().await.expect("rolls back");
 
     // An error inside the transaction: the application returns early and drops it.
     let failed = async {
         let mut tx = s.origin.begin(&s.cache).await.expect("begins");
-        run(&mut tx, "UPDATE people SET name = 'Errored', version = 9 WHERE id = 'ada'").await?;
+        run(
+            &mut tx,
+            "UPDATE people SET name = 'Errored', version = 9 WHERE id = 'ada'",
+        )
+        .await?;
         tx.wrote::<Person>(&id("ada")).expect("noted");
         run(&mut tx, "INSERT INTO people VALUES ('bob', 'Bob again', 1)").await?;
         tx.commit().await.map(|_| ()).map_err(|e| match e {
@@ -134,15 +141,22 @@ async fn rollback_error_and_drop_apply_nothing(db: TestDb) {
 
     // Dropped without commit.
     let mut tx = s.origin.begin(&s.cache).await.expect("begins");
-    run(&mut tx, "UPDATE people SET name = 'Dropped', version = 9 WHERE id = 'ada'")
-        .await
-        .expect("updates");
+    run(
+        &mut tx,
+        "UPDATE people SET name = 'Dropped', version = 9 WHERE id = 'ada'",
+    )
+    .await
+    .expect("updates");
     tx.wrote::<Person>(&id("ada")).expect("noted");
     drop(tx);
 
     let fetches = s.gated.fetches();
     let ada = person(&s, "ada").await.expect("ada");
-    assert_eq!((ada.name.as_str(), ada.version), ("Ada", 1), "the cache was not touched");
+    assert_eq!(
+        (ada.name.as_str(), ada.version),
+        ("Ada", 1),
+        "the cache was not touched"
+    );
     assert_eq!(s.gated.fetches(), fetches, "and still serves its copy");
     s.cache.invalidate::<Person>(&id("ada")).await.expect("invalidates");
     assert_eq!(person(&s, "ada").await.expect("ada").name, "Ada", "nor the database");
@@ -154,9 +168,12 @@ async fn a_failing_cache_step_leaves_the_record_invalidated(db: TestDb) {
     assert_eq!(person(&s, "ada").await.expect("ada").name, "Ada");
     s.store.fail("put");
     let mut tx = s.origin.begin(&s.cache).await.expect("begins");
-    run(&mut tx, "UPDATE people SET name = 'Ada L.', version = 2 WHERE id = 'ada'")
-        .await
-        .expect("updates");
+    run(
+        &mut tx,
+        "UPDATE people SET name = 'Ada L.', version = 2 WHERE id = 'ada'",
+    )
+    .await
+    .expect("updates");
     tx.wrote::<Person>(&id("ada")).expect("noted");
     let committed = tx.commit().await.expect("the commit succeeded");
     assert_eq!((committed.applied, committed.invalidated), (0, 1), "{committed:?}");
@@ -196,7 +213,11 @@ async fn a_delete_in_the_transaction_leaves_a_versioned_tombstone(db: TestDb) {
     let s = setup(db, MemoryStore::new()).await;
     let old = person(&s, "bob").await.expect("bob");
     let mut tx = s.origin.begin(&s.cache).await.expect("begins");
-    let deleted = tx.delete::<Person>(&id("bob")).await.expect("deletes").expect("bob existed");
+    let deleted = tx
+        .delete::<Person>(&id("bob"))
+        .await
+        .expect("deletes")
+        .expect("bob existed");
     assert_eq!(deleted.version, Some(1.0));
     assert!(tx.delete::<Person>(&id("nobody")).await.expect("answers").is_none());
     tx.commit().await.expect("commits");
@@ -206,7 +227,10 @@ async fn a_delete_in_the_transaction_leaves_a_versioned_tombstone(db: TestDb) {
     // A late write of the old state is refused by the tombstone.
     let late = Change::upsert(Person::schema(), old.to_source().expect("source shape"));
     let outcome = s.cache.apply_change(late).await.expect("answers");
-    assert!(matches!(outcome, ChangeOutcome::Refused(Refusal::Deleted)), "{outcome:?}");
+    assert!(
+        matches!(outcome, ChangeOutcome::Refused(Refusal::Deleted)),
+        "{outcome:?}"
+    );
 }
 
 macro_rules! both {

@@ -237,8 +237,20 @@ async fn native_types_read_into_the_model(db: TestDb, tables: &str) {
     // A uuid key only as the database renders it.
     let upper = rid(&OWNER.to_uppercase());
     assert!(origin.fetch(Owner::schema(), &upper).await.expect("answers").is_none());
-    assert!(origin.fetch(Gadget::schema(), &rid("09")).await.expect("answers").is_none());
-    assert!(origin.fetch(Gadget::schema(), &rid("nine")).await.expect("answers").is_none());
+    assert!(
+        origin
+            .fetch(Gadget::schema(), &rid("09"))
+            .await
+            .expect("answers")
+            .is_none()
+    );
+    assert!(
+        origin
+            .fetch(Gadget::schema(), &rid("nine"))
+            .await
+            .expect("answers")
+            .is_none()
+    );
 
     let aggregated = origin
         .fetch(OwnerGadgets::schema(), &rid(OWNER))
@@ -275,6 +287,8 @@ async fn native_types_read_into_the_model(db: TestDb, tables: &str) {
         lamp.version(),
         "the deleted row's version, as the model computes it"
     );
+    let last = Gadget::from_source(deleted.record.expect("the deleted row")).expect("reads as a Gadget");
+    assert_eq!(last, lamp, "the row as it was when deleted");
 }
 
 #[tokio::test]
@@ -359,8 +373,16 @@ mod v2 {
 async fn a_model_gains_a_field_and_its_table_a_column(db: TestDb) {
     db.execute("CREATE TABLE notes (id TEXT PRIMARY KEY, title TEXT NOT NULL); INSERT INTO notes VALUES ('n1', 'hello'), ('n2', 'world')")
         .await;
-    let before = SqlOrigin::builder(db.pool()).model::<v1::Note>().build().await.expect("v1 reads notes");
-    let n1 = before.fetch(v1::Note::schema(), &rid("n1")).await.expect("answers").expect("n1");
+    let before = SqlOrigin::builder(db.pool())
+        .model::<v1::Note>()
+        .build()
+        .await
+        .expect("v1 reads notes");
+    let n1 = before
+        .fetch(v1::Note::schema(), &rid("n1"))
+        .await
+        .expect("answers")
+        .expect("n1");
     assert_eq!(v1::Note::from_source(n1).expect("reads").title, "hello");
 
     // The new model against the old table is refused at start-up, naming table and column.
@@ -374,7 +396,11 @@ async fn a_model_gains_a_field_and_its_table_a_column(db: TestDb) {
 
     db.execute("ALTER TABLE notes ADD COLUMN pinned BOOLEAN NOT NULL DEFAULT false; UPDATE notes SET pinned = true WHERE id = 'n2'")
         .await;
-    let after = SqlOrigin::builder(db.pool()).model::<v2::Note>().build().await.expect("v2 reads notes");
+    let after = SqlOrigin::builder(db.pool())
+        .model::<v2::Note>()
+        .build()
+        .await
+        .expect("v2 reads notes");
     let cache = Cache::builder(MemoryStore::new(), after)
         .register::<v2::Note>()
         .build()
@@ -389,7 +415,13 @@ async fn a_model_gains_a_field_and_its_table_a_column(db: TestDb) {
         }]
     );
     // The old model still reads the table: extra columns are not its business.
-    assert!(before.fetch(v1::Note::schema(), &rid("n2")).await.expect("answers").is_some());
+    assert!(
+        before
+            .fetch(v1::Note::schema(), &rid("n2"))
+            .await
+            .expect("answers")
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -452,4 +484,110 @@ async fn postgres_the_start_up_check_names_table_and_column() {
 #[tokio::test]
 async fn sqlite_the_start_up_check_names_table_and_column() {
     the_start_up_check_names_table_and_column(TestDb::sqlite().await).await;
+}
+
+#[derive(Debug, Clone, PartialEq, Cacheable)]
+#[cache(entity = "codes", source_table = "codes")]
+struct Code {
+    #[cache(id)]
+    id: RecordId,
+    #[indexed]
+    label: String,
+}
+
+/// A longer id or value is not cut down to a `varchar(3)` that another row holds.
+#[tokio::test]
+async fn postgres_bounded_text_is_compared_whole() {
+    let Some(db) = TestDb::postgres().await else { return };
+    db.execute("CREATE TABLE codes (id varchar(3) PRIMARY KEY, label character varying(3) NOT NULL); INSERT INTO codes VALUES ('abc', 'xyz')")
+        .await;
+    let origin = SqlOrigin::builder(db.pool())
+        .model::<Code>()
+        .build()
+        .await
+        .expect("builds");
+    assert!(
+        origin
+            .fetch(Code::schema(), &rid("abc"))
+            .await
+            .expect("answers")
+            .is_some()
+    );
+    assert!(
+        origin
+            .fetch(Code::schema(), &rid("abcd"))
+            .await
+            .expect("answers")
+            .is_none()
+    );
+    assert!(
+        origin
+            .exists_many(Code::schema(), &[rid("abcd")])
+            .await
+            .expect("answers")
+            .is_empty()
+    );
+    let cache = Cache::builder(MemoryStore::new(), origin)
+        .register::<Code>()
+        .build()
+        .expect("a cache");
+    assert!(cache.query(Code::by_label("xyzw")).await.expect("answers").is_empty());
+    assert_eq!(cache.query(Code::by_label("xyz")).await.expect("answers").len(), 1);
+}
+
+#[derive(Debug, Clone, PartialEq, Cacheable)]
+#[cache(entity = "subscribers", source_table = "subscribers")]
+struct Subscriber {
+    #[cache(id)]
+    id: RecordId,
+    #[indexed(normalize = "lowercase")]
+    email: String,
+}
+
+/// A normalised column that does not hold what the cache looks up (here: lower-cased but not
+/// trimmed, as SQL's `lower()` alone would write it) is refused, naming table, column and row.
+async fn normalised_values_are_checked_on_demand(db: TestDb) {
+    db.execute("CREATE TABLE subscribers (id TEXT PRIMARY KEY, email TEXT NOT NULL, email_normalized TEXT)")
+        .await;
+    db.execute_in_transaction(&[
+        "INSERT INTO subscribers VALUES ('s1', 'ada@example.com', 'ada@example.com')".to_owned(),
+        "INSERT INTO subscribers VALUES ('s2', ' ÉVE@Example.com', ' éve@example.com')".to_owned(),
+    ])
+    .await;
+    let unchecked = SqlOrigin::builder(db.pool()).model::<Subscriber>().build().await;
+    assert!(unchecked.is_ok(), "the column exists: the data is not read by default");
+    let checked = SqlOrigin::builder(db.pool())
+        .model::<Subscriber>()
+        .check_normalized_values(true)
+        .build()
+        .await;
+    match checked {
+        Err(SqlError::NotNormalized(row)) => {
+            assert_eq!(
+                (row.table.as_str(), row.column.as_str(), row.id.as_str()),
+                ("subscribers", "email", "s2")
+            );
+            assert_eq!(row.expected, "éve@example.com");
+        }
+        other => panic!("expected NotNormalized, got {other:?}"),
+    }
+    db.execute("UPDATE subscribers SET email_normalized = 'éve@example.com' WHERE id = 's2'")
+        .await;
+    SqlOrigin::builder(db.pool())
+        .model::<Subscriber>()
+        .check_normalized_values(true)
+        .build()
+        .await
+        .expect("every row normalised as the cache does");
+}
+
+#[tokio::test]
+async fn postgres_normalised_values_are_checked_on_demand() {
+    let Some(db) = TestDb::postgres().await else { return };
+    normalised_values_are_checked_on_demand(db).await;
+}
+
+#[tokio::test]
+async fn sqlite_normalised_values_are_checked_on_demand() {
+    normalised_values_are_checked_on_demand(TestDb::sqlite().await).await;
 }

@@ -13,6 +13,7 @@ use cache_core::{Cache, ConfigError, MemoryStore, Store};
 use cache_http::{
     CacheTelemetryLayer, ResponseCacheLayer,
     admin::{self, AdminConfig},
+    dashboard::Dashboard,
     metrics,
     webhook::{self, WebhookConfig},
 };
@@ -241,15 +242,17 @@ impl Secrets {
 pub fn router(state: AppState, secrets: &Secrets) -> Result<Router, AppError> {
     let cache = state.cache.clone();
     let reads = api::read_routes().route_layer(ResponseCacheLayer::new(&cache));
+    // The operator's page at `/admin/`: it lists the webhook's deliveries.
+    let dashboard = Dashboard::new(&cache).prometheus(metrics::install_recorder()?);
+    let webhook = WebhookConfig::new(cache.clone(), secrets.webhook.expose()).deliveries(dashboard.delivery_log());
     let app = Router::new()
         .merge(reads)
         .merge(api::write_routes())
         .with_state(state)
-        .merge(webhook::routes(WebhookConfig::new(
-            cache.clone(),
-            secrets.webhook.expose(),
-        ))?)
-        .merge(admin::routes(AdminConfig::new(cache, secrets.admin.expose()))?)
+        .merge(webhook::routes(webhook)?)
+        .merge(admin::routes(
+            AdminConfig::new(cache, secrets.admin.expose()).dashboard(dashboard),
+        )?)
         .merge(metrics::routes()?)
         .layer(CacheTelemetryLayer::new());
     Ok(app)
@@ -280,6 +283,7 @@ pub async fn serve(config: &Config) -> Result<(), AppError> {
         origin_rate_limit = config.origin_rate_limit,
         "demo_listening"
     );
+    eprintln!("The operator's dashboard: http://{addr}/admin/ (sign in with ADMIN_TOKEN)");
     if let Some(generated) = generated {
         eprintln!("\n{generated}");
     }

@@ -25,7 +25,22 @@ const SPACE_AND_CONTROL: &[char] = &[
 
 /// Characters whose UTF-8 takes several bytes, or whose lowercase has another length.
 const WIDE: &[char] = &[
-    'é', 'ß', 'İ', '\u{212a}', 'ẞ', 'Σ', 'ς', '\u{10ffff}', '😀', '\u{fffd}', 'ﬃ', 'Å', '\u{0301}', '한', 'ǅ', '\u{e000}',
+    'é',
+    'ß',
+    'İ',
+    '\u{212a}',
+    'ẞ',
+    'Σ',
+    'ς',
+    '\u{10ffff}',
+    '😀',
+    '\u{fffd}',
+    'ﬃ',
+    'Å',
+    '\u{0301}',
+    '한',
+    'ǅ',
+    '\u{e000}',
 ];
 
 /// Letters and digits, so that plausible ids and names come up too.
@@ -93,9 +108,9 @@ impl<'a> Source<'a> {
         raw % n.max(1)
     }
 
-    /// True about once in `n` times.
+    /// True about once in `n` times (false once the bytes are exhausted).
     pub fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
+        self.below(n) + 1 == n.max(1)
     }
 
     /// One of `items` (non-empty).

@@ -33,7 +33,9 @@ pub fn is_valid_id(id: &str) -> bool {
 pub fn is_encoded_component(component: &str) -> bool {
     let bytes = component.as_bytes();
     component.char_indices().all(|(at, c)| match c {
-        '%' => bytes.get(at + 1..at + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)),
+        '%' => bytes
+            .get(at + 1..at + 3)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)),
         c => !c.is_whitespace() && !c.is_control() && !COMPONENT_FORBIDDEN.contains(c),
     })
 }
@@ -207,7 +209,8 @@ fn matches_from(
         None => k == key.len(),
         // The star takes nothing, or one more character.
         Some(Element::Star) => {
-            matches_from(elements, key, e + 1, k, memo) || (k < key.len() && matches_from(elements, key, e, k + 1, memo))
+            matches_from(elements, key, e + 1, k, memo)
+                || (k < key.len() && matches_from(elements, key, e, k + 1, memo))
         }
         Some(element) => k < key.len() && element.matches(key[k]) && matches_from(elements, key, e + 1, k + 1, memo),
     };

@@ -3,7 +3,7 @@
 //! same lock.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -18,16 +18,23 @@ use crate::{ComputeLock, ComputedLookup, ComputedWrite, LockAttempt, LockWait, P
 #[derive(Debug, Default)]
 pub(super) struct PurgeCounter(AtomicU64);
 
+/// What a purge mark weighs beside twice its tag's length (the tag is kept in the map and in
+/// the order of purges): its map slot, its place in the order, and the allocator's headers.
+const MARK_OVERHEAD: usize = 160;
+
 /// Locks and purge marks.
 #[derive(Default)]
 pub(super) struct ComputedState {
     locks: HashMap<String, Lock>,
     /// The last purge of each tag: its number and when it happened.
     marks: HashMap<String, (u64, Instant)>,
+    /// Every purge of a tag in the order of their numbers (a tag purged again is here twice;
+    /// the older entry is skipped when it reaches the front).
+    order: VecDeque<(u64, String)>,
+    /// What `order` and `marks` weigh.
+    bytes: usize,
     /// The highest number among the marks forgotten: older stamps cannot be checked.
     forgotten: u64,
-    /// Mark count above which marks older than [`PURGE_MEMORY`] are forgotten.
-    cleanup_at: usize,
 }
 
 struct Lock {
@@ -39,24 +46,36 @@ struct Lock {
 }
 
 impl ComputedState {
-    /// Records a purge of `tags` (called under the state lock by `purge_tags`).
-    pub(super) fn purged(&mut self, tags: &[String], now: Instant, counter: &PurgeCounter) {
+    /// Records a purge of `tags` (called under the state lock by `purge_tags`), then forgets
+    /// the marks older than [`PURGE_MEMORY`], and the oldest ones beyond `budget` bytes (every
+    /// distinct miss purges its record's tag). A forgotten mark refuses every value computed
+    /// from a lookup before it: never wrong, only not stored.
+    pub(super) fn purged(&mut self, tags: &[String], now: Instant, counter: &PurgeCounter, budget: usize) {
         let n = counter.0.fetch_add(1, Ordering::AcqRel) + 1;
         for tag in tags {
             self.marks.insert(tag.clone(), (n, now));
+            self.order.push_back((n, tag.clone()));
+            self.bytes += mark_weight(tag);
         }
-        if self.marks.len() > self.cleanup_at.max(1024) {
-            let mut forgotten = self.forgotten;
-            self.marks.retain(|_, (n, at)| {
-                let keep = now.saturating_duration_since(*at) < PURGE_MEMORY;
-                if !keep {
-                    forgotten = forgotten.max(*n);
+        while let Some((n, tag)) = self.order.front() {
+            let current = self.marks.get(tag).filter(|(m, _)| m == n).copied();
+            let expired = current.is_some_and(|(_, at)| now.saturating_duration_since(at) >= PURGE_MEMORY);
+            if current.is_some() && !expired && self.bytes <= budget {
+                break;
+            }
+            if let Some((n, tag)) = self.order.pop_front() {
+                self.bytes -= mark_weight(&tag);
+                if current.is_some() {
+                    self.marks.remove(&tag);
+                    self.forgotten = self.forgotten.max(n);
                 }
-                keep
-            });
-            self.forgotten = forgotten;
-            self.cleanup_at = self.marks.len() * 2;
+            }
         }
+    }
+
+    /// What the purge marks weigh, in bytes.
+    pub(super) fn marks_weight(&self) -> usize {
+        self.bytes
     }
 
     /// Whether a value computed after `stamp` with `tags` may be stored.
@@ -74,6 +93,10 @@ impl ComputedState {
             lock.released.send_replace(true);
         }
     }
+}
+
+fn mark_weight(tag: &str) -> usize {
+    2 * tag.len() + MARK_OVERHEAD
 }
 
 impl MemoryStore {
@@ -196,7 +219,7 @@ mod tests {
         let now = Instant::now();
         let tags = |t: &[&str]| t.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let before = PurgeStamp(counter.0.load(Ordering::Acquire));
-        state.purged(&tags(&["a"]), now, &counter);
+        state.purged(&tags(&["a"]), now, &counter, usize::MAX);
         let after = PurgeStamp(counter.0.load(Ordering::Acquire));
         assert!(!state.allows(before, &tags(&["a", "b"])));
         assert!(state.allows(before, &tags(&["b"])));
@@ -210,11 +233,11 @@ mod tests {
         let start = Instant::now();
         let old = PurgeStamp(0);
         for i in 0..1100 {
-            state.purged(&[format!("t{i}")], start, &counter);
+            state.purged(&[format!("t{i}")], start, &counter, usize::MAX);
         }
         let later = start + PURGE_MEMORY + Duration::from_secs(1);
         for i in 0..1000 {
-            state.purged(&[format!("u{i}")], later, &counter);
+            state.purged(&[format!("u{i}")], later, &counter, usize::MAX);
         }
         assert!(
             state.marks.len() <= 1000,
@@ -227,5 +250,26 @@ mod tests {
         );
         let recent = PurgeStamp(counter.0.load(Ordering::Acquire));
         assert!(state.allows(recent, &["t5".to_owned()]));
+    }
+
+    #[test]
+    fn marks_beyond_their_budget_are_forgotten_oldest_first() {
+        let mut state = ComputedState::default();
+        let counter = PurgeCounter::default();
+        let now = Instant::now();
+        let budget = 100 * mark_weight("t000");
+        let first = PurgeStamp(counter.0.load(Ordering::Acquire));
+        for i in 0..1000 {
+            state.purged(&[format!("t{i:03}")], now, &counter, budget);
+        }
+        assert!(state.marks_weight() <= budget, "{}", state.marks_weight());
+        assert!(state.marks.len() <= 100 && state.marks.contains_key("t999"));
+        assert!(!state.allows(first, &["t999".to_owned()]), "a purge after the stamp");
+        assert!(
+            !state.allows(first, &["other".to_owned()]),
+            "older than what is remembered"
+        );
+        let recent = PurgeStamp(counter.0.load(Ordering::Acquire));
+        assert!(state.allows(recent, &["t999".to_owned()]));
     }
 }

@@ -20,7 +20,7 @@ use crate::IndexEntries;
 /// What a marker weighs beside its key and filters: its slot in its entity's map (a hash
 /// table at most half full), its place in the order of insertion and under its first filter,
 /// and the allocator's headers of its key and filter strings.
-const MARKER_OVERHEAD: usize = 320;
+const MARKER_OVERHEAD: usize = 420;
 /// What each filter of a marker weighs beside its text: two `String`s in the marker and the
 /// key under which it is filed, with their allocations.
 const FILTER_OVERHEAD: usize = 112;

@@ -283,7 +283,10 @@ impl Person {
         }
         fields.insert("rating".into(), json!(self.rating));
         fields.insert("version".into(), json!(self.version));
-        SourceRecord { id: id(self.id), fields }
+        SourceRecord {
+            id: id(self.id),
+            fields,
+        }
     }
 
     /// The index entry of a field, as the cache computes it.
@@ -316,7 +319,15 @@ pub fn seed() -> OriginSeed {
     };
     OriginSeed {
         entities: vec![
-            (teams(), vec![team("t1", "Red"), team("t2", "Blue"), team("t3", "Green"), team("t4", "Spare")]),
+            (
+                teams(),
+                vec![
+                    team("t1", "Red"),
+                    team("t2", "Blue"),
+                    team("t3", "Green"),
+                    team("t4", "Spare"),
+                ],
+            ),
             (people(), persons().iter().map(Person::source).collect()),
         ],
     }
@@ -378,7 +389,12 @@ fn filter(field: &str, value: &str) -> SourceFilter {
     }
 }
 
-fn source_query(filters: Vec<SourceFilter>, sort: Option<(&str, Order)>, offset: usize, limit: Option<usize>) -> SourceQuery {
+fn source_query(
+    filters: Vec<SourceFilter>,
+    sort: Option<(&str, Order)>,
+    offset: usize,
+    limit: Option<usize>,
+) -> SourceQuery {
     SourceQuery {
         filters,
         sort: sort.map(|(f, o)| (people().field(f).expect("a fixture field"), o)),
@@ -461,7 +477,11 @@ where
     let Some(origin) = origin(factory).await else { return };
     for missing in ["p99", "t1", "P1"] {
         assert!(
-            origin.fetch(people(), &id(missing)).await.expect("fetch answers").is_none(),
+            origin
+                .fetch(people(), &id(missing))
+                .await
+                .expect("fetch answers")
+                .is_none(),
             "{missing} is not a person"
         );
     }
@@ -518,11 +538,25 @@ where
     O: Origin,
 {
     let Some(origin) = origin(factory).await else { return };
-    assert_query(&origin, source_query(vec![filter("status", "closed")], None, 0, None), &["p2", "p5"]).await;
-    assert_query(&origin, source_query(vec![filter("status", "draft")], None, 0, None), &["p10", "p12", "p6", "p8"])
-        .await;
+    assert_query(
+        &origin,
+        source_query(vec![filter("status", "closed")], None, 0, None),
+        &["p2", "p5"],
+    )
+    .await;
+    assert_query(
+        &origin,
+        source_query(vec![filter("status", "draft")], None, 0, None),
+        &["p10", "p12", "p6", "p8"],
+    )
+    .await;
     // Exact means exact: no case folding.
-    assert_query(&origin, source_query(vec![filter("status", "Closed")], None, 0, None), &[]).await;
+    assert_query(
+        &origin,
+        source_query(vec![filter("status", "Closed")], None, 0, None),
+        &[],
+    )
+    .await;
 }
 
 /// An exact filter on an integer field.
@@ -533,8 +567,18 @@ where
     O: Origin,
 {
     let Some(origin) = origin(factory).await else { return };
-    assert_query(&origin, source_query(vec![filter("level", "2")], None, 0, None), &["p11", "p2", "p3", "p8"]).await;
-    assert_query(&origin, source_query(vec![filter("level", "0")], None, 0, None), &["p12", "p6", "p9"]).await;
+    assert_query(
+        &origin,
+        source_query(vec![filter("level", "2")], None, 0, None),
+        &["p11", "p2", "p3", "p8"],
+    )
+    .await;
+    assert_query(
+        &origin,
+        source_query(vec![filter("level", "0")], None, 0, None),
+        &["p12", "p6", "p9"],
+    )
+    .await;
 }
 
 /// An exact filter on a bool field.
@@ -545,8 +589,12 @@ where
     O: Origin,
 {
     let Some(origin) = origin(factory).await else { return };
-    assert_query(&origin, source_query(vec![filter("active", "false")], None, 0, None), &["p11", "p2", "p5", "p7", "p9"])
-        .await;
+    assert_query(
+        &origin,
+        source_query(vec![filter("active", "false")], None, 0, None),
+        &["p11", "p2", "p5", "p7", "p9"],
+    )
+    .await;
     assert_query(
         &origin,
         source_query(vec![filter("active", "true")], None, 0, None),
@@ -563,7 +611,12 @@ where
     O: Origin,
 {
     let Some(origin) = origin(factory).await else { return };
-    assert_query(&origin, source_query(vec![filter("team", "t2")], None, 0, None), &["p3", "p4"]).await;
+    assert_query(
+        &origin,
+        source_query(vec![filter("team", "t2")], None, 0, None),
+        &["p3", "p4"],
+    )
+    .await;
     assert_query(&origin, source_query(vec![filter("team", "t9")], None, 0, None), &[]).await;
 }
 
@@ -583,9 +636,19 @@ where
         ("p10@example.com", "p10"),
     ] {
         let value = IndexKind::Lowercase.normalize(value.to_owned());
-        assert_query(&origin, source_query(vec![filter("email", &value)], None, 0, None), &[want]).await;
+        assert_query(
+            &origin,
+            source_query(vec![filter("email", &value)], None, 0, None),
+            &[want],
+        )
+        .await;
     }
-    assert_query(&origin, source_query(vec![filter("email", "nobody@example.com")], None, 0, None), &[]).await;
+    assert_query(
+        &origin,
+        source_query(vec![filter("email", "nobody@example.com")], None, 0, None),
+        &[],
+    )
+    .await;
 }
 
 /// Several filters: all of them hold.
@@ -646,7 +709,9 @@ where
     assert_query(
         &origin,
         source_query(vec![], None, 0, None),
-        &["p1", "p10", "p11", "p12", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9"],
+        &[
+            "p1", "p10", "p11", "p12", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9",
+        ],
     )
     .await;
 }
@@ -662,7 +727,9 @@ where
     assert_query(
         &origin,
         source_query(vec![], Some(("points", Order::Asc)), 0, None),
-        &["p11", "p3", "p7", "p12", "p2", "p8", "p10", "p5", "p1", "p4", "p6", "p9"],
+        &[
+            "p11", "p3", "p7", "p12", "p2", "p8", "p10", "p5", "p1", "p4", "p6", "p9",
+        ],
     )
     .await;
     assert_query(
@@ -684,7 +751,9 @@ where
     assert_query(
         &origin,
         source_query(vec![], Some(("points", Order::Desc)), 0, None),
-        &["p9", "p6", "p4", "p1", "p5", "p10", "p8", "p2", "p12", "p7", "p3", "p11"],
+        &[
+            "p9", "p6", "p4", "p1", "p5", "p10", "p8", "p2", "p12", "p7", "p3", "p11",
+        ],
     )
     .await;
 }
@@ -697,7 +766,12 @@ where
     O: Origin,
 {
     let Some(origin) = origin(factory).await else { return };
-    for sort in [None, Some(("points", Order::Asc)), Some(("points", Order::Desc)), Some(("rating", Order::Desc))] {
+    for sort in [
+        None,
+        Some(("points", Order::Asc)),
+        Some(("points", Order::Desc)),
+        Some(("rating", Order::Desc)),
+    ] {
         let whole = ids_of(&origin, &source_query(vec![], sort, 0, None)).await;
         assert_eq!(whole, reference(&source_query(vec![], sort, 0, None)), "{sort:?}");
         let mut paged = Vec::new();
@@ -710,8 +784,16 @@ where
             whole[3..].to_vec(),
             "an offset without a limit"
         );
-        assert!(ids_of(&origin, &source_query(vec![], sort, 0, Some(0))).await.is_empty());
-        assert!(ids_of(&origin, &source_query(vec![], sort, 100, Some(5))).await.is_empty());
+        assert!(
+            ids_of(&origin, &source_query(vec![], sort, 0, Some(0)))
+                .await
+                .is_empty()
+        );
+        assert!(
+            ids_of(&origin, &source_query(vec![], sort, 100, Some(5)))
+                .await
+                .is_empty()
+        );
     }
 }
 
@@ -740,7 +822,11 @@ where
         "a second delete finds nothing"
     );
     assert!(origin.delete(people(), &id("p99")).await.expect("answers").is_none());
-    let team = origin.delete(teams(), &id("t4")).await.expect("answers").expect("t4 existed");
+    let team = origin
+        .delete(teams(), &id("t4"))
+        .await
+        .expect("answers")
+        .expect("t4 existed");
     assert_eq!(team.version, None, "an entity without a version field");
     assert_eq!(
         ids_of(&origin, &source_query(vec![filter("team", "t2")], None, 0, None)).await,

@@ -123,7 +123,7 @@ fn takes_container_default(attrs: &attr::Field, shape: &Shape<'_>, optional: boo
     attrs.id.is_none()
         && attrs.skip.is_none()
         && attrs.version.is_none()
-        && !(matches!(shape, Shape::Link { .. }) && !optional)
+        && (optional || !matches!(shape, Shape::Link { .. }))
 }
 
 /// The named fields of a struct, or `None` after reporting why the input is not one.

@@ -152,7 +152,10 @@ fn check_default(cx: &Ctxt, field: &Field<'_>) {
         format!(
             "{written} cannot be on the `#[cache(version)]` field: a record of unknown version would be ordered as if it had the default one, and its changes could be refused as older; make the field an `Option`, so that an absent version is unknown (`None`), not invented"
         )
-    } else if matches!(default.value, FieldDefault::Trait) && matches!(field.shape, Shape::Link { .. }) && !field.optional {
+    } else if matches!(default.value, FieldDefault::Trait)
+        && matches!(field.shape, Shape::Link { .. })
+        && !field.optional
+    {
         format!(
             "{written} cannot be on a `{}`: a link always names a record, and there is no default record; use `Option<Link<T>>`, which is `None` when the source has no link (or name a fallback record with `default = \"...\"`)",
             type_text(field)

@@ -54,7 +54,12 @@ use serde::{Serialize, de::IgnoredAny};
 use serde_json::{Value, json};
 
 pub use self::payload::{WebhookAction, WebhookPayload, payload_schema};
-use crate::{ConfigError, Secret, error::ApiError, metrics::WEBHOOK_DELIVERIES_TOTAL};
+use crate::{
+    ConfigError, Secret,
+    dashboard::{DeliveryEvent, DeliveryLog},
+    error::ApiError,
+    metrics::WEBHOOK_DELIVERIES_TOTAL,
+};
 
 /// The default path of the webhook.
 pub const DEFAULT_PATH: &str = "/webhooks/airtable";
@@ -72,6 +77,7 @@ pub struct WebhookConfig {
     secret_header: HeaderName,
     path: String,
     max_body_bytes: usize,
+    deliveries: Option<DeliveryLog>,
 }
 
 impl WebhookConfig {
@@ -84,6 +90,7 @@ impl WebhookConfig {
             secret_header: DEFAULT_SECRET_HEADER,
             path: DEFAULT_PATH.to_owned(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            deliveries: None,
         }
     }
 
@@ -103,6 +110,13 @@ impl WebhookConfig {
     /// The largest body accepted (default [`DEFAULT_MAX_BODY_BYTES`]); larger ones get `413`.
     pub fn max_body_bytes(mut self, max: usize) -> Self {
         self.max_body_bytes = max;
+        self
+    }
+
+    /// Reports every delivery and its outcome to `log` (the
+    /// [dashboard's](crate::dashboard::Dashboard::delivery_log)).
+    pub fn deliveries(mut self, log: DeliveryLog) -> Self {
+        self.deliveries = Some(log);
         self
     }
 }
@@ -300,6 +314,7 @@ pub struct WebhookReceiver {
     secret_header: HeaderName,
     path: String,
     max_body_bytes: usize,
+    deliveries: Option<DeliveryLog>,
 }
 
 impl WebhookReceiver {
@@ -318,6 +333,7 @@ impl WebhookReceiver {
             secret_header: config.secret_header,
             path: config.path,
             max_body_bytes: config.max_body_bytes,
+            deliveries: config.deliveries,
         })
     }
 
@@ -328,9 +344,20 @@ impl WebhookReceiver {
             Ok(delivery) => {
                 let outcome = delivery.reason.unwrap_or("applied");
                 metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(1);
+                if let Some(log) = &self.deliveries {
+                    log.record(
+                        DeliveryEvent::new("webhook", outcome)
+                            .entity(delivery.entity)
+                            .record(delivery.record_id.clone())
+                            .detail(delivery.action),
+                    );
+                }
             }
             Err(err) => {
                 metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => err.outcome()).increment(1);
+                if let Some(log) = &self.deliveries {
+                    log.record(DeliveryEvent::new("webhook", err.outcome()).detail(err.to_string()));
+                }
                 // Counted always; logged at most once a window, so that a flood of bad
                 // deliveries does not flood the logs.
                 static REJECTED: WarnLimit = WarnLimit::new();

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cache_core::{Deletion, EntitySchema, FieldKind, IndexKind, Origin, OriginError, RecordId, SourceQuery, SourceRecord};
+use cache_core::{
+    Deletion, EntitySchema, FieldKind, IndexKind, Origin, OriginError, RecordId, SourceQuery, SourceRecord,
+};
 use cache_sql::{NORMALIZED_SUFFIX, SqlOrigin, SqlPool};
 use serde_json::Value;
 use sqlx::{
@@ -95,6 +97,32 @@ impl TestDb {
                 Self::Postgres { pool, .. } => pool.execute(AssertSqlSafe(statement.to_owned())).await.map(|_| ()),
             };
             result.unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+    }
+
+    /// Runs statements in one transaction.
+    pub async fn execute_in_transaction(&self, statements: &[String]) {
+        match self {
+            Self::Sqlite { pool, .. } => {
+                let mut tx = pool.begin().await.expect("begins");
+                for statement in statements {
+                    (&mut *tx)
+                        .execute(AssertSqlSafe(statement.clone()))
+                        .await
+                        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+                }
+                tx.commit().await.expect("commits");
+            }
+            Self::Postgres { pool, .. } => {
+                let mut tx = pool.begin().await.expect("begins");
+                for statement in statements {
+                    (&mut *tx)
+                        .execute(AssertSqlSafe(statement.clone()))
+                        .await
+                        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+                }
+                tx.commit().await.expect("commits");
+            }
         }
     }
 

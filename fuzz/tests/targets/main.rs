@@ -34,58 +34,66 @@ macro_rules! fuzz {
         ::bolero::check!()
             .with_iterations($short)
             .with_max_len($max_len)
-            .for_each(move |input: &[u8]| (target.0)(input));
+            .for_each(move |input: &[u8]| {
+                // The whole wrapper, not its field (closures capture fields apart).
+                let target = &mut target;
+                (target.0)(input)
+            });
     }};
 }
 pub(crate) use fuzz;
 
 /// A single-threaded runtime, as each target drives one request at a time.
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A hackathon; `slug` is indexed.
 #[derive(Cacheable, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cache(entity = "events", source_table = "Events")]
-pub struct Event {
+pub(crate) struct Event {
     #[cache(id)]
-    pub id: RecordId,
-    pub name: String,
+    id: RecordId,
+    name: String,
     #[indexed]
-    pub slug: String,
+    slug: String,
 }
 
 /// A user; `email` is indexed, lowercased.
 #[derive(Cacheable, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cache(entity = "users", source_table = "Users")]
-pub struct User {
+pub(crate) struct User {
     #[cache(id)]
-    pub id: RecordId,
+    id: RecordId,
     #[indexed(normalize = "lowercase")]
-    pub email: String,
+    email: String,
 }
 
 /// A project in one event (`event_id` at the source, indexed), sorted by points.
 #[derive(Cacheable, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cache(entity = "projects", source_table = "Projects")]
-pub struct Project {
+pub(crate) struct Project {
     #[cache(id)]
-    pub id: RecordId,
-    pub name: String,
-    pub event: Link<Event>,
-    pub collaborators: Links<User>,
+    id: RecordId,
+    name: String,
+    event: Link<Event>,
+    collaborators: Links<User>,
     #[sortable]
-    pub points: i64,
+    points: i64,
     #[cache(version)]
-    pub version: i64,
+    version: i64,
 }
 
-pub fn id(s: &str) -> RecordId {
+/// A valid id.
+pub(crate) fn id(s: &str) -> RecordId {
     RecordId::new(s).unwrap()
 }
 
 /// Two events and three projects at the source.
-pub fn origin() -> MemoryOrigin {
+pub(crate) fn origin() -> MemoryOrigin {
     let origin = MemoryOrigin::new();
     for (eid, slug) in [("recE1", "hack-one"), ("recE2", "hack-two")] {
         origin
@@ -112,7 +120,7 @@ pub fn origin() -> MemoryOrigin {
 }
 
 /// A cache over a fresh in-memory store and `origin`, with the three models registered.
-pub fn cache(origin: &MemoryOrigin) -> (Cache, Arc<dyn Store>) {
+pub(crate) fn cache(origin: &MemoryOrigin) -> (Cache, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let cache = Cache::builder(Arc::clone(&store), origin.clone())
         .ttl_jitter(0.0)

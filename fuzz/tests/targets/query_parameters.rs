@@ -3,7 +3,7 @@
 //! `http:{resource}:{id}:{sub}:params_{hash}:{version}`), and `offset` / `limit` as an API
 //! hands them to `Cache::query` (the demo's `?offset=&limit=`).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -57,35 +57,64 @@ async fn part(Path((id, part)): Path<(String, String)>, RawQuery(query): RawQuer
 fn query_parameters() {
     let rt = runtime();
     let mut harness = Harness::new();
-    fuzz!(2_000, 512, |input: &[u8]| {
+    let mut outcomes: BTreeMap<&'static str, u64> = BTreeMap::new();
+    fuzz!(1_000, 512, |input: &[u8]| {
         let mut source = Source::new(input);
+        let paging = source.one_in(4);
         let pairs = pairs(&mut source);
         check_canonical(&mut source, &pairs);
         if harness.requests >= REQUESTS_PER_HARNESS {
             harness = Harness::new();
         }
         harness.requests += 3;
-        rt.block_on(check_response_keys(&harness, &mut source, &pairs));
-        if source.one_in(4) {
+        let keyed = rt.block_on(check_response_keys(&harness, &mut source, &pairs));
+        *outcomes.entry(keyed).or_default() += 1;
+        if paging {
             rt.block_on(check_paging(&mut source));
+            *outcomes.entry("paged").or_default() += 1;
         }
     });
+    eprintln!("query_parameters outcomes: {outcomes:?}");
+    // Most URIs reach the layer (the `http` crate refuses some raw characters).
+    let keyed = outcomes.get("keyed").copied().unwrap_or(0);
+    if outcomes.values().sum::<u64>() >= 1_000 {
+        assert!(keyed > outcomes.get("refused").copied().unwrap_or(0), "{outcomes:?}");
+        assert!(outcomes.contains_key("paged"), "{outcomes:?}");
+    }
 }
 
 /// Query parameters as sent: names and values with `&`, `=`, `%` and the rest, raw or encoded.
 fn pairs(source: &mut Source<'_>) -> Vec<(String, Option<String>)> {
     (0..source.below(6))
         .map(|_| {
-            let name = match source.below(3) {
-                0 => source.text(6),
+            let name = match source.below(4) {
+                3 => source.text(6),
+                2 => visible(&source.text(6)),
                 _ => source.pick(&["sort", "page", "q", "a", "offset", "limit"]).to_string(),
             };
-            let value = match source.below(5) {
-                0 => None,
-                1 => Some(percent_encode_all(&source.text(10))),
-                _ => Some(source.text(10)),
+            let value = match source.below(8) {
+                7 => None,
+                6 => Some(source.text(10)),
+                5 => Some(percent_encode_all(&source.text(10))),
+                _ => Some(visible(&source.text(10))),
             };
-            (name, value)
+            // `&` and `=` raw would make other parameters than the ones listed.
+            let name = name.replace('&', "%26").replace('=', "%3D");
+            (name, value.map(|v| v.replace('&', "%26")))
+        })
+        .collect()
+}
+
+/// `text` with visible ASCII kept raw (`:`, `*`, `[`, `%`...) and the rest percent-encoded,
+/// as a browser sends it.
+fn visible(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '#' {
+                c.to_string()
+            } else {
+                percent_encode_all(c.encode_utf8(&mut [0; 4]))
+            }
         })
         .collect()
 }
@@ -114,6 +143,12 @@ fn shuffled(source: &mut Source<'_>, pairs: &[(String, Option<String>)]) -> Vec<
 }
 
 fn check_canonical(source: &mut Source<'_>, pairs: &[(String, Option<String>)]) {
+    let any = source.text(24);
+    assert_eq!(
+        canonical_query(&canonical_query(&any)),
+        canonical_query(&any),
+        "{any:?}"
+    );
     let raw = join(pairs);
     let canonical = canonical_query(&raw);
     assert_eq!(canonical_query(&canonical), canonical, "{raw:?}");
@@ -137,14 +172,20 @@ async fn send(app: &Router, uri: &str) -> Option<(StatusCode, Option<String>, St
     let key = response
         .headers()
         .get(X_CACHE_KEY)
-        .map(|v| v.to_str().unwrap().to_owned());
+        // Keys keep non-ASCII text as it is: the header carries it as UTF-8.
+        .map(|v| String::from_utf8(v.as_bytes().to_vec()).unwrap());
     let body = response.into_body().collect().await.unwrap().to_bytes();
     Some((status, key, String::from_utf8(body.to_vec()).unwrap()))
 }
 
 /// The first request is stored, the same one with its parameters moved is served from it,
 /// under a key whose readable parts are encoded; a request with another parameter is not.
-async fn check_response_keys(harness: &Harness, source: &mut Source<'_>, pairs: &[(String, Option<String>)]) {
+/// Answers `"keyed"`, or `"refused"` for a URI the `http` crate refuses.
+async fn check_response_keys(
+    harness: &Harness,
+    source: &mut Source<'_>,
+    pairs: &[(String, Option<String>)],
+) -> &'static str {
     let segment = |source: &mut Source<'_>| {
         let text = source.text(12);
         if text.is_empty() { "x".to_owned() } else { text }
@@ -159,7 +200,7 @@ async fn check_response_keys(harness: &Harness, source: &mut Source<'_>, pairs: 
     let first_uri = format!("{path}?{query}");
     let Some((status, key, first)) = send(&harness.app, &first_uri).await else {
         // A URI the `http` crate refuses never reaches the layer.
-        return;
+        return "refused";
     };
     assert_eq!(status, StatusCode::OK, "{first_uri:?}");
     let moved_uri = format!("{path}?{}", join(&shuffled(source, pairs)).replace('#', "%23"));
@@ -183,12 +224,17 @@ async fn check_response_keys(harness: &Harness, source: &mut Source<'_>, pairs: 
     assert_eq!(percent_decode(key_id), Some(params), "{hit_key:?}");
     assert_eq!(sub, if part.is_some() { "parts" } else { "_" }, "{hit_key:?}");
     let hex = hash.strip_prefix("params_").unwrap_or_else(|| panic!("{hit_key:?}"));
-    assert!(hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()), "{hit_key:?}");
+    assert!(
+        hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{hit_key:?}"
+    );
 
-    let other_uri = format!("{first_uri}&zz%00=1");
+    // A parameter no earlier request of this harness had.
+    let other_uri = format!("{first_uri}&zz%00={}", harness.requests);
     let (status, other_key, _) = send(&harness.app, &other_uri).await.unwrap();
     assert_eq!(status, StatusCode::OK, "{other_uri:?}");
     assert_eq!(other_key, None, "{other_uri:?} was served from {first_uri:?}");
+    "keyed"
 }
 
 /// `offset` and `limit`, whatever their size: a page is the slice of the whole order.

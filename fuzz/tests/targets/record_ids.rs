@@ -47,7 +47,10 @@ fn check_text(text: &str) {
             assert!(text.len() <= MAX_ID_LEN, "the length is checked first");
             assert_eq!(text[at..].chars().next(), Some(ch), "{text:?}");
             assert!(!is_valid_id(&ch.to_string()), "{ch:?} is allowed");
-            assert!(is_valid_id(&text[..at]) || at == 0, "{text:?}: not the first bad character");
+            assert!(
+                is_valid_id(&text[..at]) || at == 0,
+                "{text:?}: not the first bad character"
+            );
             assert_eq!(id, text);
         }
     }
