@@ -15,7 +15,8 @@ use std::{
 
 use async_trait::async_trait;
 use cache_core::{
-    Cacheable, Deletion, EntitySchema, IndexEntries, ModelError, Order, Origin, OriginError, RecordId, SourceQuery, SourceRecord,
+    Cacheable, Deletion, EntitySchema, IndexEntries, ModelError, Order, Origin, OriginError, RecordId, SourceQuery,
+    SourceRecord,
 };
 
 /// How many calls the origin answered, by method.

@@ -18,8 +18,8 @@ use tracing::Instrument;
 
 use crate::{
     CacheError, CacheView, Cacheable, ConfigError, EntitySchema, FillToken, IndexEntries, IndexQuery, InvalidSwitch,
-    Lookup, Origin, OriginError, Query, QueryFill, QueryLookup, RecordId, RecordWrite, Registry, RemoveMode, SourceQuery,
-    SourceRecord, Store, StoreError, WriteMode, WriteOutcome,
+    Lookup, Origin, OriginError, Query, QueryFill, QueryLookup, RecordId, RecordWrite, Registry, RemoveMode,
+    SourceQuery, SourceRecord, Store, StoreError, WriteMode, WriteOutcome,
     change::{ChangeOutcome, Refusal, write_tags},
     flight::{Flight, FlightGuard, FlightOf, Flights, Found, QueryOutcome, RecordsOutcome, spawn_shared},
     keys, order,
@@ -886,7 +886,12 @@ impl Cache {
                         // tagged by them, or by the result they left, is stale.
                         let mut tags = write_tags(schema, &forgotten[0], None, None);
                         tags.extend(forgotten.iter().map(|id| keys::record_tag(entity, id)));
-                        tags.extend(unpaged.filters.iter().map(|f| keys::index_tag(entity, f.field, &f.value)));
+                        tags.extend(
+                            unpaged
+                                .filters
+                                .iter()
+                                .map(|f| keys::index_tag(entity, f.field, &f.value)),
+                        );
                         self.purge(schema, tags).await;
                     }
                 }

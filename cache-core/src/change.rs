@@ -24,8 +24,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::{
-    Cache, CacheError, Cacheable, EntitySchema, ModelError, RecordId, RecordWrite, RemoveMode, SourceRecord,
-    Tombstone, WriteMode, WriteOutcome, keys, registry::EntityHandle, stats::StaleReason,
+    Cache, CacheError, Cacheable, EntitySchema, ModelError, RecordId, RecordWrite, RemoveMode, SourceRecord, Tombstone,
+    WriteMode, WriteOutcome, keys, registry::EntityHandle, stats::StaleReason,
 };
 
 /// How long the latest source time applied to a record is remembered by default: 7 days. A
@@ -331,11 +331,7 @@ impl Cache {
         let entity = schema.entity;
         let marker = at.map(|at| (keys::order_key(entity, id), at));
         if let Some((key, at)) = &marker {
-            match self
-                .store()
-                .advance_watermark(key, *at, self.ordering_ttl())
-                .await
-            {
+            match self.store().advance_watermark(key, *at, self.ordering_ttl()).await {
                 Ok(true) => {}
                 Ok(false) => return self.refused(entity, id, Refusal::Older),
                 Err(err) => {
@@ -358,7 +354,11 @@ impl Cache {
     async fn put_upsert(&self, handle: EntityHandle, write: RecordWrite) -> ChangeOutcome {
         let schema = handle.schema();
         let entity = schema.entity;
-        let outcome = match self.store().put(schema, std::slice::from_ref(&write), WriteMode::Upsert).await {
+        let outcome = match self
+            .store()
+            .put(schema, std::slice::from_ref(&write), WriteMode::Upsert)
+            .await
+        {
             Ok(outcomes) => outcomes.into_iter().next(),
             Err(err) => {
                 self.store_failed(entity, "put", &err);
@@ -368,8 +368,11 @@ impl Cache {
         match outcome {
             Some(WriteOutcome::Written { previous }) => {
                 tracing::debug!(entity, id = %write.id, "cache_upserted");
-                self.purge(schema, write_tags(schema, &write.id, previous.as_ref(), Some(&write.index)))
-                    .await;
+                self.purge(
+                    schema,
+                    write_tags(schema, &write.id, previous.as_ref(), Some(&write.index)),
+                )
+                .await;
                 ChangeOutcome::Applied
             }
             Some(WriteOutcome::StaleVersion | WriteOutcome::LeaseLost) => {

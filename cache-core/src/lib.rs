@@ -9,10 +9,10 @@
 
 mod cache;
 pub mod change;
-pub mod feed;
 mod clock;
 pub mod compute;
 mod error;
+pub mod feed;
 mod flight;
 mod id;
 pub mod keys;
@@ -60,9 +60,9 @@ pub use schema::{
 };
 pub use stats::{CacheStats, EntityStats, describe_metrics};
 pub use store::{
-    ComputeLock, ComputedLookup, ComputedWrite, DeleteOrder, FillToken, Lease, LockAttempt, LockWait, Lookup, PURGE_MEMORY,
-    PurgeStamp, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats, Tombstone, WriteMode,
-    WriteOutcome, human_bytes,
+    ComputeLock, ComputedLookup, ComputedWrite, DeleteOrder, FillToken, Lease, LockAttempt, LockWait, Lookup,
+    PURGE_MEMORY, PurgeStamp, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult,
+    StoreStats, Tombstone, WriteMode, WriteOutcome, human_bytes,
 };
 pub use sweep::{SweepProgress, SweepReport};
 

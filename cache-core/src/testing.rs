@@ -4,8 +4,8 @@
 //! [`FailingStore`], a store that can be taken down, fail one method and hold calls at a gate.
 
 pub mod conformance;
-pub mod origin_conformance;
 mod failing;
+pub mod origin_conformance;
 
 pub use failing::{FailingStore, StoreHold};
 
@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::{
-    Cacheable, Deletion, EntitySchema, IndexEntries, ModelError, Origin, OriginError, RecordId, SourceQuery, SourceRecord, order,
+    Cacheable, Deletion, EntitySchema, IndexEntries, ModelError, Origin, OriginError, RecordId, SourceQuery,
+    SourceRecord, order,
 };
 
 /// An origin method, for counting, failing and holding calls.
@@ -183,17 +184,14 @@ impl MemoryOrigin {
     /// Puts a record in its source shape without parsing it, with the index entries given (to
     /// serve records a model cannot read).
     pub fn put_raw(&self, entity: &'static EntitySchema, source: SourceRecord, index: IndexEntries) {
-        lock(&self.inner.tables)
-            .entry(entity.entity)
-            .or_default()
-            .insert(
-                source.id.clone(),
-                Stored {
-                    source,
-                    index,
-                    version: None,
-                },
-            );
+        lock(&self.inner.tables).entry(entity.entity).or_default().insert(
+            source.id.clone(),
+            Stored {
+                source,
+                index,
+                version: None,
+            },
+        );
     }
 
     /// Removes a record at the source (not counted as a call); answers whether it was there.

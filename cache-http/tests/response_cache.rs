@@ -745,6 +745,9 @@ async fn a_record_a_query_refill_drops_takes_its_responses_with_it() {
     assert!(!String::from_utf8_lossy(&body).contains("recP2"));
 
     let after = get_project().await.unwrap();
-    assert!(!after.headers().contains_key("x-cache-key"), "the stored response was purged");
+    assert!(
+        !after.headers().contains_key("x-cache-key"),
+        "the stored response was purged"
+    );
     assert_eq!(after.status(), StatusCode::NOT_FOUND);
 }

@@ -662,7 +662,8 @@ async fn a_late_delivery_after_a_delete_is_refused() {
     assert_eq!(h.cache.get::<Project>(&id("recP2")).await.unwrap(), None);
 
     // A delete the source delivered, then an earlier state of the record: refused by its time.
-    let delete = json!({"table": "Projects", "record_id": "recP1", "timestamp": "2026-11-21T10:00:00Z", "action": "delete"});
+    let delete =
+        json!({"table": "Projects", "record_id": "recP1", "timestamp": "2026-11-21T10:00:00Z", "action": "delete"});
     assert_eq!(body(post(delete).await.unwrap()).await["applied"], true);
     let mut earlier = project_payload(5, 1, "2026-11-21T09:59:59Z");
     earlier["record_id"] = json!("recP1");

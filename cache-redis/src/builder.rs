@@ -168,6 +168,17 @@ impl RedisStoreBuilder {
         for url in &self.urls {
             check_url(url)?;
         }
+        #[cfg(feature = "tls")]
+        if self
+            .urls
+            .iter()
+            .any(|url| url.starts_with("rediss") || url.starts_with("valkeys"))
+        {
+            // redis-rs builds its TLS configuration with the process's default rustls provider,
+            // which rustls cannot choose when another crate compiles in a second one (reqwest's
+            // aws-lc-rs): choose ring, unless the application installed one already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let connector = self.connector()?;
         let conn = RedisConnection::pending(self.cluster, self.breaker.cool_down, self.operation_budget / 2);
         match tokio::time::timeout(self.connect_timeout, connector.attempt()).await {

@@ -73,10 +73,10 @@ impl FlushPlan {
             // `ENTITY:REST`, the entity spelled out.
             Some(colon) if elements[..colon].iter().all(|e| literal(e).is_some()) => {
                 let entity: String = elements[..colon].iter().filter_map(literal).collect();
-                let rest = &pattern[elements[colon].end..];
+                let rest = widened(&elements[colon + 1..]);
                 if entity == "v" || entity == "tag" {
                     // Values and tag sets: the physical key is the namespace and the logical one.
-                    format!("{prefix}{pattern}")
+                    format!("{prefix}{}", widened(&elements))
                 } else {
                     // `{projects}:<fp>:REST` and `{projects.2/4}:<fp>:REST`, in one pass.
                     format!("{prefix}{{{}[.}}]*:{rest}", escape(&entity))
@@ -230,7 +230,22 @@ struct Element<'a> {
     literal: Option<char>,
     raw: &'a str,
     start: usize,
-    end: usize,
+}
+
+/// The elements as a `SCAN MATCH` pattern that finds at least every key they match: Redis
+/// matches bytes where [`glob_match`] matches characters, so a `?` or a class (which would
+/// miss a character of several bytes) becomes `*`; every key found is then decided exactly.
+fn widened(elements: &[Element<'_>]) -> String {
+    elements
+        .iter()
+        .map(|e| {
+            if e.literal.is_some() || e.raw == "*" {
+                e.raw
+            } else {
+                "*"
+            }
+        })
+        .collect()
 }
 
 /// The elements of a valid pattern, read as [`glob_match`] and Redis read them.
@@ -268,7 +283,6 @@ fn elements(pattern: &str) -> Vec<Element<'_>> {
             literal,
             raw: &pattern[at(i)..at(next)],
             start: at(i),
-            end: at(next),
         });
         i = next;
     }
@@ -311,6 +325,9 @@ mod tests {
         assert_eq!(plan("projects:*").scan_pattern(), "mc:{projects[.}]*:*");
         assert_eq!(plan("projects:r:rec\\1").scan_pattern(), "mc:{projects[.}]*:r:rec\\1");
         assert_eq!(plan("v:http:*").scan_pattern(), "mc:v:http:*");
+        // Redis matches bytes: `?` and classes would miss a character of several bytes.
+        assert_eq!(plan("projects:r:?").scan_pattern(), "mc:{projects[.}]*:r:*");
+        assert_eq!(plan("v:[ab]x").scan_pattern(), "mc:v:*x");
         assert_eq!(plan("tag:a*").scan_pattern(), "mc:tag:a*");
         assert_eq!(plan("proj*:r:*").scan_pattern(), "mc:{proj*");
         assert_eq!(plan("a\\*b?:*").scan_pattern(), "mc:{a\\*b*");

@@ -833,9 +833,13 @@ impl Store for RedisStore {
                 meta::version_arg(tombstone.version),
                 tombstone.at.map(|at| at.to_string()).unwrap_or_default(),
             ),
-            RemoveMode::FillTombstone { lease, ttl } => {
-                ("fill-tombstone", ms(ttl), lease.0.to_string(), String::new(), String::new())
-            }
+            RemoveMode::FillTombstone { lease, ttl } => (
+                "fill-tombstone",
+                ms(ttl),
+                lease.0.to_string(),
+                String::new(),
+                String::new(),
+            ),
         };
         let groups = by_bucket(&layout, ids.iter());
         self.guarded("remove", async {

@@ -35,7 +35,8 @@ async fn a_delete_on_one_instance_refuses_late_changes_on_another() {
         version,
     };
     let before = SystemTime::now() - Duration::from_secs(60);
-    let delivery = |p: &RaceProject, at: SystemTime| Change::upsert(RaceProject::schema(), p.to_source().unwrap()).at(at);
+    let delivery =
+        |p: &RaceProject, at: SystemTime| Change::upsert(RaceProject::schema(), p.to_source().unwrap()).at(at);
 
     origin.put(&state("first", 1)).unwrap();
     assert_eq!(b.get::<RaceProject>(&id).await.unwrap(), Some(state("first", 1)));
@@ -58,18 +59,15 @@ async fn a_delete_on_one_instance_refuses_late_changes_on_another() {
     assert_eq!(b.upsert(&state("voted", 2)).await.unwrap(), UpsertOutcome::Deleted);
     for cache in [&a, &b] {
         assert_eq!(cache.get::<RaceProject>(&id).await.unwrap(), None);
-        assert!(
-            cache
-                .query(RaceProject::by_event(&"recE1".to_owned()))
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(cache.query(RaceProject::by_event("recE1")).await.unwrap().is_empty());
     }
 
     // Re-created at the source, delivered to B after the delete: both serve it.
     origin.put(&state("again", 3)).unwrap();
-    let outcome = b.apply_change(delivery(&state("again", 3), SystemTime::now())).await.unwrap();
+    let outcome = b
+        .apply_change(delivery(&state("again", 3), SystemTime::now()))
+        .await
+        .unwrap();
     assert!(matches!(outcome, ChangeOutcome::Applied), "{outcome:?}");
     for cache in [&a, &b] {
         assert_eq!(cache.get::<RaceProject>(&id).await.unwrap(), Some(state("again", 3)));

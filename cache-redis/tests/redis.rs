@@ -85,7 +85,8 @@ async fn complete(store: &RedisStore, query: &IndexQuery, records: &[RecordWrite
         store
             .complete_query(notes(), query, token, records)
             .await
-            .expect("complete").is_complete()
+            .expect("complete")
+            .is_complete()
     );
 }
 
@@ -195,7 +196,11 @@ async fn script_flush_does_not_break_operations() {
     upsert(&store, &[note("n3", "a", 3.0)]).await;
     let _: () = server.query(redis::cmd("SCRIPT").arg("FLUSH"));
     store
-        .remove(notes(), &[id("n1")], RemoveMode::Tombstone(cache_core::Tombstone::new(LONG)))
+        .remove(
+            notes(),
+            &[id("n1")],
+            RemoveMode::Tombstone(cache_core::Tombstone::new(LONG)),
+        )
         .await
         .expect("remove");
     let _: () = server.query(redis::cmd("SCRIPT").arg("FLUSH"));
@@ -604,11 +609,16 @@ async fn flush_patterns_remove_the_same_logical_keys_as_on_the_memory_store() {
             let filled = store
                 .complete_query(notes(), &by_tag("a"), token, &origin[..2])
                 .await
-                .expect("complete").is_complete();
+                .expect("complete")
+                .is_complete();
             assert!(filled);
             store.put(notes(), &origin[2..], WriteMode::Upsert).await.expect("put");
             store
-                .remove(notes(), &[id("n9")], RemoveMode::Tombstone(cache_core::Tombstone::new(LONG)))
+                .remove(
+                    notes(),
+                    &[id("n9")],
+                    RemoveMode::Tombstone(cache_core::Tombstone::new(LONG)),
+                )
                 .await
                 .expect("tombstone");
             let mut task = note("t1", "x", 0.0);
@@ -634,7 +644,8 @@ async fn flush_patterns_remove_the_same_logical_keys_as_on_the_memory_store() {
                 let filled = store
                     .complete_query(notes(), &by_tag("a"), token, &origin)
                     .await
-                    .expect("complete").is_complete();
+                    .expect("complete")
+                    .is_complete();
                 assert!(filled, "{pattern:?}");
                 assert_eq!(
                     page_ids(store.query(notes(), &by_tag("a")).await.expect("query")),

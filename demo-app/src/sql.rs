@@ -377,7 +377,10 @@ mod tests {
         assert_eq!(stmt.binds, vec![text("recA"), text("recB"), text("recC")]);
         let stmt = exists_many(users(), &ids[..2]);
         assert_eq!(stmt.sql, r#"SELECT "id" FROM "Users" WHERE "id" IN ($1, $2)"#);
-        assert_eq!(delete(users(), &ids[0]).sql, r#"DELETE FROM "Users" WHERE "id" = $1 RETURNING *"#);
+        assert_eq!(
+            delete(users(), &ids[0]).sql,
+            r#"DELETE FROM "Users" WHERE "id" = $1 RETURNING *"#
+        );
     }
 
     #[test]

@@ -556,7 +556,12 @@ async fn deletes_are_final() {
             .await
             .expect("update")
             .expect("the project");
-        let deleted = app.http.delete(format!("{}{path}", app.base)).send().await.expect("delete");
+        let deleted = app
+            .http
+            .delete(format!("{}{path}", app.base))
+            .send()
+            .await
+            .expect("delete");
         assert_eq!(deleted.status(), StatusCode::NO_CONTENT, "{backend:?}");
         assert_eq!(
             app.cache.upsert(&written).await.expect("upsert"),
@@ -576,7 +581,12 @@ async fn deletes_are_final() {
             .await
             .expect("fetch")
             .expect("the project");
-        let deleted = app.http.delete(format!("{}{path}", app.base)).send().await.expect("delete");
+        let deleted = app
+            .http
+            .delete(format!("{}{path}", app.base))
+            .send()
+            .await
+            .expect("delete");
         assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
         let delivery = app
             .http
@@ -600,9 +610,15 @@ async fn deletes_are_final() {
         // 3. A cached response of a project a query refill finds gone.
         let path = format!("/projects/{}", purged.id);
         assert_eq!(app.get(&path).await.status(), StatusCode::OK);
-        assert!(app.get(&path).await.headers().contains_key("x-cache-key"), "response cached");
+        assert!(
+            app.get(&path).await.headers().contains_key("x-cache-key"),
+            "response cached"
+        );
         let removed = app
-            .sql(format!("DELETE FROM {} WHERE \"id\" = $1", quote("Projects")), &purged.id)
+            .sql(
+                format!("DELETE FROM {} WHERE \"id\" = $1", quote("Projects")),
+                &purged.id,
+            )
             .await;
         assert_eq!(removed, 1);
         let refreshed = app
@@ -614,7 +630,10 @@ async fn deletes_are_final() {
             .expect("leaderboard");
         assert!(!ids(&json(refreshed).await).contains(&purged.id.to_string()));
         let after = app.get(&path).await;
-        assert!(!after.headers().contains_key("x-cache-key"), "{backend:?}: the response was purged");
+        assert!(
+            !after.headers().contains_key("x-cache-key"),
+            "{backend:?}: the response was purged"
+        );
         assert_eq!(after.status(), StatusCode::NOT_FOUND, "{backend:?}");
         app.stop().await;
     }

@@ -255,7 +255,11 @@ async fn batches_existence_and_delete() {
         present.sort();
         assert_eq!(present, expected);
 
-        let deleted = origin.delete(schema, &projects[0].id).await.unwrap().expect("it existed");
+        let deleted = origin
+            .delete(schema, &projects[0].id)
+            .await
+            .unwrap()
+            .expect("it existed");
         // The deleted row comes back whole, so the cache can read the version it had.
         let row = deleted.record.expect("the deleted row");
         assert_eq!(row.id, projects[0].id);

@@ -255,7 +255,8 @@ async fn complete(store: &dyn Store, entity: &EntitySchema, query: &IndexQuery, 
         store
             .complete_query(entity, query, t, records)
             .await
-            .expect("complete_query").is_complete(),
+            .expect("complete_query")
+            .is_complete(),
         "complete_query with a fresh token is accepted"
     );
 }
@@ -790,7 +791,11 @@ where
         } else {
             store.remove(p, &[id("p8")], mode).await.expect("remove");
         }
-        let accepted = store.complete_query(p, &q, t, &fill).await.expect("complete_query").is_complete();
+        let accepted = store
+            .complete_query(p, &q, t, &fill)
+            .await
+            .expect("complete_query")
+            .is_complete();
         assert!(!accepted, "a query fill after a concurrent {what} is refused");
         assert!(!is_complete(&*store, p, &q).await, "after a refused fill ({what})");
     }
@@ -817,7 +822,11 @@ where
         project("p1", "e1", "open", 1.0, None),
         project("p2", "e1", "open", 2.0, None),
     ];
-    let accepted = store.complete_query(p, &q, t, &refill).await.expect("complete_query").is_complete();
+    let accepted = store
+        .complete_query(p, &q, t, &refill)
+        .await
+        .expect("complete_query")
+        .is_complete();
     assert!(accepted, "a refill with the token of a complete answer");
     assert_eq!(page_ids(&*store, p, &q).await, ["p1", "p2"]);
     let t = complete_token(store.query(p, &q).await.expect("query"));
@@ -825,7 +834,11 @@ where
         .remove(p, &[id("p1")], RemoveMode::Tombstone(Tombstone::new(LONG)))
         .await
         .expect("remove");
-    let accepted = store.complete_query(p, &q, t, &refill).await.expect("complete_query").is_complete();
+    let accepted = store
+        .complete_query(p, &q, t, &refill)
+        .await
+        .expect("complete_query")
+        .is_complete();
     assert!(!accepted, "a refill after a write is refused");
     assert_eq!(lookup(&*store, p, "p1").await, Lookup::Tombstone, "the delete stays");
     assert_eq!(page_ids(&*store, p, &q).await, ["p2"]);
@@ -856,7 +869,8 @@ where
     let accepted = store
         .complete_query(p, &q, t, &[project("p1", "e1", "open", 1.0, None)])
         .await
-        .expect("complete_query").is_complete();
+        .expect("complete_query")
+        .is_complete();
     assert!(accepted, "fills are not writes");
     assert_eq!(page_ids(&*store, p, &q).await, ["p1"]);
 }
@@ -1017,7 +1031,8 @@ where
             ],
         )
         .await
-        .expect("complete_query").is_complete();
+        .expect("complete_query")
+        .is_complete();
     assert!(accepted);
     assert_eq!(lookup(&*store, p, "p1").await, Lookup::Hit(newer.body));
     assert_eq!(page_ids(&*store, p, &q).await, ["p2"]);

@@ -16,10 +16,9 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use super::{Gate, lock};
 use crate::{
-    QueryFill,
     ComputeLock, ComputedLookup, ComputedWrite, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, LockAttempt,
-    LockWait, Lookup, MemoryStore, QueryLookup, RecordId, RecordWrite, RemoveMode, Store, StoreError, StoreResult,
-    StoreStats, WriteMode, WriteOutcome,
+    LockWait, Lookup, MemoryStore, QueryFill, QueryLookup, RecordId, RecordWrite, RemoveMode, Store, StoreError,
+    StoreResult, StoreStats, WriteMode, WriteOutcome,
 };
 
 /// A store in front of another (a [`MemoryStore`] by default) that can be taken down: while it

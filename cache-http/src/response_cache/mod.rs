@@ -697,7 +697,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-
 /// Logs a store failure of the response cache, at most once per window in an outage.
 fn store_error_logged(key: &str, err: &dyn std::fmt::Display, detail: &'static str) {
     static LIMIT: cache_core::log_limit::WarnLimit = cache_core::log_limit::WarnLimit::new();

@@ -420,7 +420,9 @@ impl WebhookReceiver {
                 let record = source_record(entity, &id, payload.record)?;
                 // A record that does not parse is refused before it claims its timestamp, so
                 // a bad delivery cannot hold back the record's later ones.
-                handle.check_source(&record).map_err(|err| invalid_record(entity, err))?;
+                handle
+                    .check_source(&record)
+                    .map_err(|err| invalid_record(entity, err))?;
                 Change::upsert(schema, record)
             }
             WebhookAction::Delete => Change::delete(schema, id.clone()),
@@ -520,9 +522,10 @@ fn parse_payload(bytes: &[u8]) -> Result<WebhookPayload, WebhookError> {
     let payload = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
         let err = err.into_inner();
-        // A body both of the wrong shape and malformed further on is malformed: checking the
-        // rest costs a second pass, but only for a body that is refused anyway.
-        if err.is_data() && serde_json::from_slice::<IgnoredAny>(bytes).is_ok() {
+        // Valid JSON of the wrong shape is 422, whatever serde_json calls the error (a wrong
+        // enum value is a "syntax" error to it); a body malformed anywhere is 400. Checking
+        // costs a second pass, but only for a body that is refused anyway.
+        if serde_json::from_slice::<IgnoredAny>(bytes).is_ok() {
             WebhookError::InvalidPayload {
                 path,
                 reason: err.to_string(),
@@ -587,6 +590,19 @@ mod tests {
             parse_payload(br#"{"table": "Projects", "record_id": 5} trailing"#),
             Err(WebhookError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_wrong_action_is_a_wrong_shape_not_malformed_json() {
+        for action in ["null", "5", "[]", "\"upsertt\""] {
+            let body = format!(
+                r#"{{"table": "Projects", "record_id": "recE1", "timestamp": "2026-01-01T00:00:00Z", "action": {action}}}"#
+            );
+            match parse_payload(body.as_bytes()) {
+                Err(WebhookError::InvalidPayload { path, .. }) => assert_eq!(path, "action", "{action}"),
+                other => panic!("{action}: {other:?}"),
+            }
+        }
     }
 
     #[test]

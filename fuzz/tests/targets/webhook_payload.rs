@@ -214,15 +214,12 @@ async fn deliver(harness: &Harness, source: &mut Source<'_>) -> String {
     if status != StatusCode::OK {
         assert!(json["error"].is_string(), "{status} {json}");
         if status == StatusCode::BAD_REQUEST && expected.is_none() {
-            // Known, reported with issue 12's fuzzing: an `action` that is JSON but neither a
-            // string nor an object (`null`, `5`, `[]`) is answered `400 malformed JSON` rather
-            // than `422`, as serde_json files that mismatch under syntax errors. Every other
-            // valid JSON body gets `400` only for an unknown table.
-            let action = serde_json::from_slice::<Value>(&body).ok().map(|v| v["action"].clone());
-            let odd_action = action.is_some_and(|a| !a.is_string() && !a.is_object());
+            // Valid JSON is refused with 400 only for an unknown table. (A number out of range
+            // for a float, `1e400`, is JSON to a reader skipping it, not to one reading it
+            // into a value.)
             let out_of_range = serde_json::from_slice::<Value>(&body).is_err();
             assert!(
-                json["table"].is_string() || odd_action || out_of_range,
+                json["table"].is_string() || out_of_range,
                 "a valid JSON body refused with 400: {json} for {shown}"
             );
         }

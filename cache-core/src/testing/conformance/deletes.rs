@@ -3,7 +3,7 @@
 
 use std::{future::Future, time::Duration};
 
-use super::{LONG, LEASE, fresh, id, lookup, project, projects};
+use super::{LEASE, LONG, fresh, id, lookup, project, projects};
 use crate::{
     Cache, Cacheable, Change, ChangeOutcome, IntoStore, Lookup, RecordId, Refusal, RemoveMode, Tombstone,
     UpsertOutcome, WriteMode, WriteOutcome, testing::MemoryOrigin,
@@ -32,7 +32,10 @@ where
 {
     let store = fresh(&factory).await;
     let p = projects();
-    store.remove(p, &[id("p1")], deleted(Some(3.0), None)).await.expect("remove");
+    store
+        .remove(p, &[id("p1")], deleted(Some(3.0), None))
+        .await
+        .expect("remove");
     for version in [2.0, 3.0] {
         let write = project("p1", "e1", "open", 1.0, Some(version));
         assert_eq!(
@@ -60,7 +63,10 @@ where
 {
     let store = fresh(&factory).await;
     let p = projects();
-    store.remove(p, &[id("p1")], deleted(None, Some(1_000))).await.expect("remove");
+    store
+        .remove(p, &[id("p1")], deleted(None, Some(1_000)))
+        .await
+        .expect("remove");
     for (at, expected) in [
         (Some(999), WriteOutcome::Deleted),
         (Some(1_000), WriteOutcome::Deleted),
@@ -92,7 +98,10 @@ where
     S: IntoStore,
 {
     let store = fresh(&factory).await;
-    store.remove(projects(), &[id("p1")], deleted(Some(5.0), None)).await.expect("remove");
+    store
+        .remove(projects(), &[id("p1")], deleted(Some(5.0), None))
+        .await
+        .expect("remove");
     // A late, older delete (a redelivery) does not lower what the tombstone keeps.
     store
         .remove(projects(), &[id("p1")], deleted(Some(2.0), Some(7)))
@@ -140,11 +149,24 @@ where
 {
     let store = fresh(&factory).await;
     let p = projects();
-    store.remove(p, &[id("p1")], deleted(Some(3.0), None)).await.expect("remove");
-    store.remove(p, &[id("p1")], RemoveMode::Invalidate).await.expect("invalidate");
-    assert_eq!(lookup(&*store, p, "p1").await, Lookup::Miss, "an invalidated delete misses");
+    store
+        .remove(p, &[id("p1")], deleted(Some(3.0), None))
+        .await
+        .expect("remove");
+    store
+        .remove(p, &[id("p1")], RemoveMode::Invalidate)
+        .await
+        .expect("invalidate");
+    assert_eq!(
+        lookup(&*store, p, "p1").await,
+        Lookup::Miss,
+        "an invalidated delete misses"
+    );
     let stale = project("p1", "e1", "open", 1.0, Some(3.0));
-    assert_eq!(put_one(&*store, stale.clone(), WriteMode::Upsert).await, WriteOutcome::Deleted);
+    assert_eq!(
+        put_one(&*store, stale.clone(), WriteMode::Upsert).await,
+        WriteOutcome::Deleted
+    );
 
     let lease = store.lease(p, &[id("p1")], LEASE).await.expect("lease");
     let mode = RemoveMode::FillTombstone { lease, ttl: LONG };
@@ -239,7 +261,7 @@ where
     };
     origin.put(&first).expect("origin");
     assert_eq!(cache.get::<RaceProject>(&pid).await.expect("get"), Some(first.clone()));
-    let by_event = || RaceProject::by_event(&"e1".to_owned());
+    let by_event = || RaceProject::by_event("e1");
     assert_eq!(cache.query(by_event()).await.expect("query").len(), 1);
     // The write commits at the source ...
     let voted = RaceProject {
@@ -337,13 +359,22 @@ where
     let labels: Vec<String> = outcomes.iter().map(|o| format!("{o:?}")).collect();
     assert!(matches!(outcomes[0], ChangeOutcome::Applied), "{labels:?}");
     assert!(matches!(outcomes[1], ChangeOutcome::Applied), "{labels:?}");
-    assert!(matches!(outcomes[2], ChangeOutcome::Refused(Refusal::Older)), "{labels:?}");
-    assert!(matches!(outcomes[3], ChangeOutcome::Refused(Refusal::Older)), "{labels:?}");
+    assert!(
+        matches!(outcomes[2], ChangeOutcome::Refused(Refusal::Older)),
+        "{labels:?}"
+    );
+    assert!(
+        matches!(outcomes[3], ChangeOutcome::Refused(Refusal::Older)),
+        "{labels:?}"
+    );
     assert!(matches!(outcomes[4], ChangeOutcome::Applied), "{labels:?}");
     assert_eq!(origin.total_calls(), 0, "ordered by the store alone");
     assert_eq!(cache.get::<RaceProject>(&pid).await.expect("get"), None);
     // A genuine re-creation, later than the delete, is applied.
     let outcome = cache.apply_change(upsert("two", 2, 30)).await.expect("apply");
     assert!(matches!(outcome, ChangeOutcome::Applied), "{outcome:?}");
-    assert_eq!(cache.get::<RaceProject>(&pid).await.expect("get").map(|p| p.name), Some("two".into()));
+    assert_eq!(
+        cache.get::<RaceProject>(&pid).await.expect("get").map(|p| p.name),
+        Some("two".into())
+    );
 }
