@@ -884,7 +884,7 @@ impl Cache {
                     if !forgotten.is_empty() {
                         // The source no longer files them here (deleted, or moved): what was
                         // tagged by them, or by the result they left, is stale.
-                        let mut tags = write_tags(schema, &forgotten[0], None, None);
+                        let mut tags = vec![keys::entity_tag(entity)];
                         tags.extend(forgotten.iter().map(|id| keys::record_tag(entity, id)));
                         tags.extend(
                             unpaged

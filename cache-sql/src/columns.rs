@@ -50,6 +50,14 @@ pub(crate) struct Column {
 /// The columns of one table, by name.
 pub(crate) type Columns = HashMap<String, Column>;
 
+/// A catalogue read of `table` that failed.
+fn catalogue(table: &str) -> impl Fn(sqlx::Error) -> SqlError + '_ {
+    move |source| SqlError::Catalogue {
+        table: table.to_owned(),
+        source,
+    }
+}
+
 /// Reads the columns of `table` (resolved through the search path on PostgreSQL); empty when
 /// there is no such table or view.
 pub(crate) async fn postgres(pool: &PgPool, table: &str) -> Result<Columns, SqlError> {
@@ -61,24 +69,12 @@ pub(crate) async fn postgres(pool: &PgPool, table: &str) -> Result<Columns, SqlE
     .bind(table)
     .fetch_all(pool)
     .await
-    .map_err(|source| SqlError::Catalogue {
-        table: table.to_owned(),
-        source,
-    })?;
+    .map_err(catalogue(table))?;
     let mut columns = Columns::new();
     for row in rows {
-        let name: String = row.try_get(0).map_err(|source| SqlError::Catalogue {
-            table: table.to_owned(),
-            source,
-        })?;
-        let declared: String = row.try_get(1).map_err(|source| SqlError::Catalogue {
-            table: table.to_owned(),
-            source,
-        })?;
-        let category: String = row.try_get(2).map_err(|source| SqlError::Catalogue {
-            table: table.to_owned(),
-            source,
-        })?;
+        let name: String = row.try_get(0).map_err(catalogue(table))?;
+        let declared: String = row.try_get(1).map_err(catalogue(table))?;
+        let category: String = row.try_get(2).map_err(catalogue(table))?;
         let (class, naive_time) = postgres_class(&declared, &category);
         columns.insert(
             name,
@@ -110,10 +106,7 @@ fn postgres_class(declared: &str, category: &str) -> (ColumnClass, bool) {
 
 /// Whether `table` is a table (not a view): only tables take the outbox's triggers.
 pub(crate) async fn is_table(pool: &crate::SqlPool, table: &str) -> Result<bool, SqlError> {
-    let catalogue = |source| SqlError::Catalogue {
-        table: table.to_owned(),
-        source,
-    };
+    let catalogue = catalogue(table);
     let kind: Option<String> = match pool {
         crate::SqlPool::Postgres(pool) => {
             sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = to_regclass(quote_ident($1))")
@@ -138,20 +131,11 @@ pub(crate) async fn sqlite(pool: &SqlitePool, table: &str) -> Result<Columns, Sq
         .bind(table)
         .fetch_all(pool)
         .await
-        .map_err(|source| SqlError::Catalogue {
-            table: table.to_owned(),
-            source,
-        })?;
+        .map_err(catalogue(table))?;
     let mut columns = Columns::new();
     for row in rows {
-        let name: String = row.try_get(0).map_err(|source| SqlError::Catalogue {
-            table: table.to_owned(),
-            source,
-        })?;
-        let declared: String = row.try_get(1).map_err(|source| SqlError::Catalogue {
-            table: table.to_owned(),
-            source,
-        })?;
+        let name: String = row.try_get(0).map_err(catalogue(table))?;
+        let declared: String = row.try_get(1).map_err(catalogue(table))?;
         let class = sqlite_class(&declared);
         columns.insert(
             name,

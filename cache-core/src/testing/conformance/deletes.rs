@@ -17,6 +17,19 @@ fn deleted(version: Option<f64>, at: Option<i64>) -> RemoveMode {
     })
 }
 
+/// `write` as a change that happened at source time `at`.
+fn timed(write: crate::RecordWrite, at: Option<i64>) -> crate::RecordWrite {
+    crate::RecordWrite { at, ..write }
+}
+
+/// A read-through fill of `rid` that found nothing at the origin.
+async fn fill_not_found(store: &dyn crate::Store, rid: &str) {
+    let p = projects();
+    let lease = store.lease(p, &[id(rid)], LEASE).await.expect("lease");
+    let mode = RemoveMode::FillTombstone { lease, ttl: LONG };
+    store.remove(p, &[id(rid)], mode).await.expect("fill tombstone");
+}
+
 async fn put_one(store: &dyn crate::Store, write: crate::RecordWrite, mode: WriteMode) -> WriteOutcome {
     let mut out = store.put(projects(), &[write], mode).await.expect("put");
     out.pop().expect("one outcome")
@@ -72,17 +85,11 @@ where
         (Some(1_000), WriteOutcome::Deleted),
         (None, WriteOutcome::Unordered),
     ] {
-        let write = crate::RecordWrite {
-            at,
-            ..project("p1", "e1", "open", 1.0, None)
-        };
+        let write = timed(project("p1", "e1", "open", 1.0, None), at);
         assert_eq!(put_one(&*store, write, WriteMode::Upsert).await, expected, "at {at:?}");
     }
     assert_eq!(lookup(&*store, p, "p1").await, Lookup::Tombstone);
-    let back = crate::RecordWrite {
-        at: Some(1_001),
-        ..project("p1", "e1", "open", 1.0, None)
-    };
+    let back = timed(project("p1", "e1", "open", 1.0, None), Some(1_001));
     assert!(matches!(
         put_one(&*store, back.clone(), WriteMode::Upsert).await,
         WriteOutcome::Written { .. }
@@ -109,10 +116,7 @@ where
         .expect("remove");
     let write = project("p1", "e1", "open", 1.0, Some(4.0));
     assert_eq!(put_one(&*store, write, WriteMode::Upsert).await, WriteOutcome::Deleted);
-    let write = crate::RecordWrite {
-        at: Some(6),
-        ..project("p1", "e1", "open", 1.0, None)
-    };
+    let write = timed(project("p1", "e1", "open", 1.0, None), Some(6));
     assert_eq!(put_one(&*store, write, WriteMode::Upsert).await, WriteOutcome::Deleted);
 }
 
@@ -126,9 +130,7 @@ where
 {
     let store = fresh(&factory).await;
     let p = projects();
-    let lease = store.lease(p, &[id("p1")], LEASE).await.expect("lease");
-    let mode = RemoveMode::FillTombstone { lease, ttl: LONG };
-    store.remove(p, &[id("p1")], mode).await.expect("remove");
+    fill_not_found(&*store, "p1").await;
     assert_eq!(lookup(&*store, p, "p1").await, Lookup::Tombstone);
     let created = project("p1", "e1", "open", 1.0, None);
     assert!(matches!(
@@ -168,9 +170,7 @@ where
         WriteOutcome::Deleted
     );
 
-    let lease = store.lease(p, &[id("p1")], LEASE).await.expect("lease");
-    let mode = RemoveMode::FillTombstone { lease, ttl: LONG };
-    store.remove(p, &[id("p1")], mode).await.expect("fill tombstone");
+    fill_not_found(&*store, "p1").await;
     assert_eq!(lookup(&*store, p, "p1").await, Lookup::Tombstone);
     assert_eq!(
         put_one(&*store, stale, WriteMode::Upsert).await,
