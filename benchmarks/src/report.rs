@@ -159,6 +159,13 @@ impl Report {
     }
 }
 
+/// Where a line with this number stands in the report: by its number, then its letter
+/// (`2` < `9f` < `10a`, where text would put `10a` first).
+pub fn line_order(number: &str) -> (u32, &str) {
+    let digits = number.find(|c: char| !c.is_ascii_digit()).unwrap_or(number.len());
+    (number[..digits].parse().unwrap_or(u32::MAX), &number[digits..])
+}
+
 /// Text safe inside a Markdown table cell.
 fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
@@ -274,6 +281,13 @@ mod tests {
         assert_eq!(fmt_rate(45_120.4), "45,120/s");
         assert_eq!(thousands(100), "100");
         assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+
+    #[test]
+    fn lines_order_by_number_then_letter() {
+        let mut numbers = vec!["10a", "9f", "2", "10b", "5b", "1", "5a", "9a"];
+        numbers.sort_by_key(|n| line_order(n));
+        assert_eq!(numbers, ["1", "2", "5a", "5b", "9a", "9f", "10a", "10b"]);
     }
 
     #[test]

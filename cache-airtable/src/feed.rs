@@ -2,15 +2,24 @@
 //! `X-Airtable-Content-MAC` and wakes the consumer, and the consumer that reads the webhook's
 //! payloads from a cursor kept in the cache's store and hands them, in
 //! `baseTransactionNumber` order, to the cache's one change path.
+//!
+//! When the feed cannot know what changed (payloads dropped past Airtable's retention, the
+//! webhook gone, no cursor yet for this webhook) it resyncs: every cached record of the
+//! base's entities is read again from Airtable, 100 a request, and cached as Airtable has it
+//! now, or removed with a tombstone when Airtable no longer has it ([`WebhookFeed::resync`]).
+//!
+//! Every page, failure and resync is reported to the cache's feed status ([`Cache::feeds`],
+//! under the feed's name): the cursor, what the changes became, whether more payloads wait
+//! (`mightHaveMore`), and the lag (see [`cache_core::feed`]).
 
 use std::{
     collections::{HashMap, HashSet},
     future::Future,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use axum::{
@@ -21,7 +30,11 @@ use axum::{
     routing::post,
 };
 use base64::Engine;
-use cache_core::{Cache, CacheError, Change, EntitySchema, RecordId, StoreError, feed::FeedState};
+use cache_core::{
+    Cache, CacheError, Change, EntitySchema, RecordId, SourceRecord, StoreError,
+    feed::{Backlog, ChangeCounts, FeedReporter, FeedResync, FeedState},
+    keys,
+};
 use futures::StreamExt;
 use hmac::{KeyInit, Mac};
 use subtle::ConstantTimeEq;
@@ -53,9 +66,10 @@ pub enum FeedError {
     #[error("{0} changes were not applied; the cursor stays for a retry")]
     Retry(usize),
     /// The webhook no longer exists (it expired unrefreshed, or was deleted): the base's
-    /// entities were invalidated; create a webhook again
-    /// ([`AirtableClient::create_webhook`](crate::AirtableClient::create_webhook)).
-    #[error("the webhook {0} is gone (expired or deleted); the base's cached records were invalidated")]
+    /// cached records were resynced once; create a webhook again
+    /// ([`AirtableClient::create_webhook`](crate::AirtableClient::create_webhook)) and run a
+    /// feed on it.
+    #[error("the webhook {0} is gone (expired or deleted); the base's cached records were resynced")]
     WebhookGone(String),
     /// The configuration is unusable.
     #[error("invalid feed configuration: {0}")]
@@ -108,12 +122,16 @@ pub struct RoundReport {
     /// Changes whose record does not parse as the model (logged as
     /// `airtable_feed_change_invalid`; the record stays as cached).
     pub invalid: usize,
-    /// Payloads were lost (older than Airtable keeps them): the base's entities were
-    /// invalidated.
+    /// The feed could not know what changed (payloads lost past Airtable's retention, or no
+    /// cursor yet for this webhook): the base's cached records were resynced
+    /// ([`WebhookFeed::resync`]).
     pub resynced: bool,
     /// More payloads wait (the round stopped at its page bound).
     pub more: bool,
 }
+
+/// How many cached records a resync reads again per request: one page of Airtable's.
+pub const RESYNC_BATCH: usize = crate::MAX_PAGE_SIZE as usize;
 
 /// The webhooks-API change feed of one base. Cheap to clone.
 #[derive(Clone)]
@@ -125,10 +143,14 @@ struct Inner {
     cache: Cache,
     origin: AirtableOrigin,
     state: FeedState,
+    status: FeedReporter,
     config: FeedConfig,
     mac_secret: Vec<u8>,
     wake: Notify,
     notifications: AtomicU64,
+    /// Whether this process resynced the base after the webhook went away: once is enough,
+    /// every later round finds it gone too.
+    resynced_gone: AtomicBool,
     /// Table id → entity, resolved from the base's schema when a payload names a table.
     tables: Mutex<HashMap<String, Option<&'static EntitySchema>>>,
 }
@@ -153,15 +175,18 @@ impl WebhookFeed {
             return Err(FeedError::Config("webhook_id is empty".to_owned()));
         }
         let name = format!("airtable:{}:{}", origin.client().base_id(), config.webhook_id);
+        let state = FeedState::new(&cache, name);
         Ok(Self {
             inner: Arc::new(Inner {
-                state: FeedState::new(&cache, name),
+                status: state.reporter(),
+                state,
                 cache,
                 origin,
                 config,
                 mac_secret,
                 wake: Notify::new(),
                 notifications: AtomicU64::new(0),
+                resynced_gone: AtomicBool::new(false),
                 tables: Mutex::new(HashMap::new()),
             }),
         })
@@ -244,37 +269,72 @@ impl WebhookFeed {
         Ok(())
     }
 
+    /// The feed's name in the store and in the cache's feed status:
+    /// `airtable:{base}:{webhook}`.
+    pub fn name(&self) -> &str {
+        self.inner.state.name()
+    }
+
     /// One round: takes the feed (unless another consumer holds it), reads the payloads after
-    /// the stored cursor, applies them, and moves the cursor after each applied page.
+    /// the stored cursor, applies them, and moves the cursor after each applied page. Reports
+    /// each page, the round's end or its failure to the cache's feed status.
     pub async fn round(&self) -> Result<RoundReport, FeedError> {
-        let Some(lock) = self.inner.state.try_lock(self.inner.config.lock_ttl).await? else {
-            return Ok(RoundReport {
-                busy: true,
-                ..RoundReport::default()
-            });
+        let inner = &self.inner;
+        let lock = match inner.state.try_lock(inner.config.lock_ttl).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                inner.status.held_elsewhere();
+                return Ok(RoundReport {
+                    busy: true,
+                    ..RoundReport::default()
+                });
+            }
+            Err(err) => {
+                let err = FeedError::from(err);
+                inner.status.failed(&err, None, None);
+                return Err(err);
+            }
         };
-        let result = self.consume(&lock).await;
+        // The time of the oldest payload read and not applied, for the lag.
+        let mut unapplied = None;
+        let result = self.consume(&lock, &mut unapplied).await;
+        if let Err(err) = &result {
+            inner.status.failed(err, unapplied, None);
+        }
         // The lock lapses by itself if this fails; the cursor is what matters.
-        if let Err(err) = self.inner.state.unlock(lock).await {
+        if let Err(err) = inner.state.unlock(lock).await {
             tracing::warn!(error = %err, "airtable_feed_unlock_failed");
         }
         result
     }
 
-    async fn consume(&self, lock: &cache_core::feed::FeedLock) -> Result<RoundReport, FeedError> {
+    async fn consume(
+        &self,
+        lock: &cache_core::feed::FeedLock,
+        unapplied: &mut Option<SystemTime>,
+    ) -> Result<RoundReport, FeedError> {
         let inner = &self.inner;
         let client = inner.origin.client();
         let mut report = RoundReport::default();
-        let mut cursor = match inner.state.position().await? {
-            Some(position) => position.parse::<u64>().unwrap_or(1),
-            None => 1,
-        };
+        let stored = inner.state.position().await?;
+        // Without a cursor (a new or recreated webhook, or a cursor the store lost) the feed
+        // cannot know what changed before its webhook's first payload.
+        let mut unfollowed = stored.is_none();
+        if unfollowed {
+            self.resync("no_cursor").await?;
+            report.resynced = true;
+        }
+        let mut cursor = stored.and_then(|p| p.parse::<u64>().ok()).unwrap_or(1);
         for _ in 0..inner.config.max_pages_per_round {
+            let looked = SystemTime::now();
             let page = match client.list_payloads(&inner.config.webhook_id, cursor).await {
                 Ok(page) => page,
                 Err(err) if err.status() == Some(404) => {
                     tracing::error!(webhook = %inner.config.webhook_id, "airtable_feed_webhook_gone");
-                    self.invalidate_base().await?;
+                    if !inner.resynced_gone.load(Ordering::Acquire) {
+                        self.resync("webhook_gone").await?;
+                        inner.resynced_gone.store(true, Ordering::Release);
+                    }
                     return Err(FeedError::WebhookGone(inner.config.webhook_id.clone()));
                 }
                 Err(err) => return Err(err.into()),
@@ -282,47 +342,64 @@ impl WebhookFeed {
             // Airtable keeps payloads 7 days: a page that starts past the asked cursor means
             // some were dropped, and with them changes the cache never heard of.
             let skipped = page.cursor.saturating_sub(cursor) > page.payloads.len() as u64;
-            if skipped {
+            if skipped && !report.resynced {
                 tracing::error!(
                     webhook = %inner.config.webhook_id,
                     cursor,
                     next = page.cursor,
                     "airtable_feed_payloads_lost"
                 );
-                self.invalidate_base().await?;
+                self.resync("payloads_lost").await?;
                 report.resynced = true;
             }
             let mut payloads = page.payloads;
             payloads.sort_by_key(|p| p.base_transaction_number);
+            let times: Vec<SystemTime> = payloads
+                .iter()
+                .filter_map(|p| crate::origin::parse_time(&p.timestamp))
+                .collect();
+            *unapplied = times.iter().min().copied();
             let changes = self.changes(&payloads).await?;
             report.payloads += payloads.len();
             report.changes += changes.len();
-            if !changes.is_empty() {
-                metrics::counter!("airtable_feed_changes_total").increment(changes.len() as u64);
-                let outcomes = inner.cache.apply_changes(changes).await?;
-                let retry = outcomes.iter().filter(|o| o.should_retry()).count();
-                if retry > 0 {
-                    return Err(FeedError::Retry(retry));
-                }
-                for outcome in &outcomes {
-                    match outcome {
-                        cache_core::ChangeOutcome::Refused(refusal) => {
-                            report.refused += 1;
-                            tracing::debug!(reason = refusal.as_str(), "airtable_feed_change_refused");
-                        }
-                        cache_core::ChangeOutcome::Invalid(err) => {
-                            report.invalid += 1;
-                            tracing::warn!(error = %err, "airtable_feed_change_invalid");
-                        }
-                        _ => {}
+            let outcomes = if changes.is_empty() {
+                Vec::new()
+            } else {
+                inner.cache.apply_changes(changes).await?
+            };
+            let counts = ChangeCounts::of(&outcomes);
+            if counts.failed > 0 {
+                inner.status.applied(&outcomes, None, None);
+                return Err(FeedError::Retry(usize::try_from(counts.failed).unwrap_or(usize::MAX)));
+            }
+            for outcome in &outcomes {
+                match outcome {
+                    cache_core::ChangeOutcome::Refused(refusal) => {
+                        tracing::debug!(reason = refusal.as_str(), "airtable_feed_change_refused");
                     }
+                    cache_core::ChangeOutcome::Invalid(err) => {
+                        tracing::warn!(error = %err, "airtable_feed_change_invalid");
+                    }
+                    _ => {}
                 }
             }
-            if page.cursor != cursor {
+            report.refused += usize::try_from(counts.refused()).unwrap_or(usize::MAX);
+            report.invalid += usize::try_from(counts.invalid).unwrap_or(usize::MAX);
+            if page.cursor != cursor || unfollowed {
                 inner.state.set_position(lock, &page.cursor.to_string()).await?;
                 cursor = page.cursor;
+                unfollowed = false;
+            }
+            *unapplied = None;
+            if payloads.is_empty() {
+                inner.status.position(&cursor.to_string());
+            } else {
+                inner
+                    .status
+                    .applied(&outcomes, Some(&cursor.to_string()), times.iter().max().copied());
             }
             if !page.might_have_more {
+                inner.status.checked(Backlog::Exactly(0), None, looked);
                 if report.payloads > 0 {
                     tracing::debug!(
                         webhook = %inner.config.webhook_id,
@@ -335,6 +412,8 @@ impl WebhookFeed {
                 return Ok(report);
             }
         }
+        // The round's page bound: more wait, from after the last payload applied.
+        inner.status.checked(Backlog::AtLeastOne, None, SystemTime::now());
         report.more = true;
         Ok(report)
     }
@@ -407,9 +486,18 @@ impl WebhookFeed {
         if let Some(known) = lock(&self.inner.tables).get(table_id) {
             return Ok(*known);
         }
+        self.load_tables().await?;
+        // Bounded: the base's tables, plus this one if the base does not list it.
+        let entity = *lock(&self.inner.tables).entry(table_id.to_owned()).or_insert(None);
+        Ok(entity)
+    }
+
+    /// Reads the base's tables, and which registered entity each is (one request).
+    async fn load_tables(&self) -> Result<Vec<&'static EntitySchema>, FeedError> {
         let tables = self.inner.origin.client().list_tables().await?;
         let mut map = lock(&self.inner.tables);
         map.clear();
+        let mut served = Vec::new();
         for table in tables {
             let entity = self
                 .inner
@@ -421,46 +509,98 @@ impl WebhookFeed {
                     let source = self.inner.origin.table_of(schema);
                     source == table.id || source == table.name
                 });
+            if let Some(entity) = entity
+                && !served.iter().any(|e: &&EntitySchema| e.entity == entity.entity)
+            {
+                served.push(entity);
+            }
             map.insert(table.id, entity);
         }
-        // Bounded: the base's tables, plus this one if the base does not list it.
-        let entity = *map.entry(table_id.to_owned()).or_insert(None);
-        Ok(entity)
+        Ok(served)
     }
 
-    /// Invalidates every cached record of the entities this base serves: after lost
-    /// payloads, the next read of each asks Airtable.
-    async fn invalidate_base(&self) -> Result<(), FeedError> {
+    /// Checks every cached record of the base's entities against Airtable, for when the feed
+    /// cannot know what changed (`reason`: `payloads_lost`, `webhook_gone`, `no_cursor`): the
+    /// cached ids are read again, [`RESYNC_BATCH`] a request (as the sweep checks them, but
+    /// with their cells, so that one request both finds the deleted and refreshes the
+    /// changed). A record Airtable has is cached as it is now; one it no longer has is removed
+    /// with a tombstone. Both go through `Cache::apply_changes`. The entities' complete query
+    /// results and computed values are dropped too: a record created meanwhile is in none of
+    /// them. Reported to the feed status and logged as `airtable_feed_resync`.
+    ///
+    /// It reads about `cached records / 100` pages within the base's rate limit: 10,000 cached
+    /// records take some 20 s at 5 requests a second, within the default lock's 120 s.
+    pub async fn resync(&self, reason: &str) -> Result<FeedResync, FeedError> {
         let inner = &self.inner;
-        let mut invalidated = 0usize;
-        let entities: Vec<&'static EntitySchema> = inner.cache.entities().iter().map(|h| h.schema()).collect();
-        for entity in entities {
+        let started = Instant::now();
+        let mut resync = FeedResync::new(reason);
+        for entity in self.load_tables().await? {
+            resync.entities.push(entity.entity);
             let ids: Vec<RecordId> = {
-                let mut scan = inner.cache.store().scan_ids(entity, 500);
+                let mut seen = HashSet::new();
+                let mut scan = inner.cache.store().scan_ids(entity, RESYNC_BATCH);
                 let mut ids = Vec::new();
                 while let Some(batch) = scan.next().await {
-                    ids.extend(batch?);
+                    // A networked store's scan may answer an id twice.
+                    ids.extend(batch?.into_iter().filter(|id| seen.insert(id.clone())));
                 }
                 ids
             };
-            for chunk in ids.chunks(500) {
-                let changes = chunk.iter().map(|id| Change::invalidate(entity, id.clone())).collect();
+            for chunk in ids.chunks(RESYNC_BATCH) {
+                let fetched = cache_core::Origin::fetch_many(&inner.origin, entity, chunk).await?;
+                let mut found: HashMap<RecordId, SourceRecord> =
+                    fetched.into_iter().map(|r| (r.id.clone(), r)).collect();
+                let mut changes = Vec::with_capacity(chunk.len() * 2);
+                let now = SystemTime::now();
+                for id in chunk {
+                    match found.remove(id) {
+                        // Forgotten first: that drops the entity's complete query results.
+                        Some(record) => {
+                            changes.push(Change::invalidate(entity, id.clone()));
+                            changes.push(Change::upsert(entity, record));
+                            resync.refreshed += 1;
+                        }
+                        // Airtable did not have it now: a change of it from before is refused.
+                        None => {
+                            changes.push(Change::delete(entity, id.clone()).at(now));
+                            resync.removed += 1;
+                        }
+                    }
+                }
                 let outcomes = inner.cache.apply_changes(changes).await?;
                 let retry = outcomes.iter().filter(|o| o.should_retry()).count();
                 if retry > 0 {
                     return Err(FeedError::Retry(retry));
                 }
-                invalidated += chunk.len();
+                resync.checked += chunk.len() as u64;
             }
+            inner.cache.invalidate_tags([keys::entity_tag(entity.entity)]).await?;
         }
-        tracing::warn!(
-            base = %inner.origin.client().base_id(),
-            webhook = %inner.config.webhook_id,
-            invalidated,
-            "airtable_feed_resync"
-        );
-        metrics::counter!("airtable_feed_resyncs_total").increment(1);
-        Ok(())
+        resync.elapsed = started.elapsed();
+        resync.at = SystemTime::now();
+        // A resync that found nothing cached (a first start on an empty cache) is routine;
+        // one that had to check records means changes may have been missed meanwhile.
+        if resync.checked == 0 {
+            tracing::info!(
+                base = %inner.origin.client().base_id(),
+                webhook = %inner.config.webhook_id,
+                reason,
+                checked = 0,
+                "airtable_feed_resync"
+            );
+        } else {
+            tracing::warn!(
+                base = %inner.origin.client().base_id(),
+                webhook = %inner.config.webhook_id,
+                reason,
+                checked = resync.checked,
+                refreshed = resync.refreshed,
+                removed = resync.removed,
+                "airtable_feed_resync"
+            );
+        }
+        inner.status.resynced(resync.clone());
+        Ok(resync)
     }
 }
 

@@ -14,8 +14,10 @@
 //!   values escaped by [`formula`].
 //! - [`WebhookFeed`] serves the notification route (MAC checked in constant time), reads the
 //!   webhook's payloads from a cursor kept in the cache's store, and applies them through
-//!   `Cache::apply_changes`; it refreshes the webhook before its 7-day expiry and, when
-//!   payloads were lost, invalidates the base's cached records.
+//!   `Cache::apply_changes`; it refreshes the webhook before its 7-day expiry and, when it
+//!   cannot know what changed (payloads lost, the webhook gone), resyncs the base's cached
+//!   records against Airtable. It reports its progress to the cache's feed status
+//!   (`Cache::feeds`): cursor, lag, whether more payloads wait, outcomes.
 //!
 //! HTTPS (Airtable's own API) needs the `tls` feature.
 //!
@@ -73,6 +75,6 @@ pub use client::{
     MAX_PAGE_SIZE, MAX_RECORDS_PER_BATCH, MAX_URL_LEN, OnRateLimit, Page, RATE_LIMIT_PAUSE, Record, SortBy, TableInfo,
 };
 pub use error::AirtableError;
-pub use feed::{FeedConfig, FeedError, MAC_HEADER, RoundReport, WebhookFeed};
+pub use feed::{FeedConfig, FeedError, MAC_HEADER, RESYNC_BATCH, RoundReport, WebhookFeed};
 pub use origin::AirtableOrigin;
 pub use webhooks::{CreatedWebhook, Payload, PayloadPage, TableChanges, WebhookInfo};

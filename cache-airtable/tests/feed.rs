@@ -1,12 +1,15 @@
 //! The webhooks-API feed against the simulator, into a real `Cache` on the in-memory store.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cache_airtable::{
     AirtableClient, AirtableConfig, AirtableOrigin, CreatedWebhook, FeedConfig, FeedError, MAC_HEADER, WebhookFeed,
     testing::Simulator,
 };
-use cache_core::{Cache, Cacheable, MemoryStore, RecordId, feed::FeedState};
+use cache_core::{
+    Cache, Cacheable, Lookup, MemoryStore, RecordId,
+    feed::{Backlog, FeedState, FeedStatus},
+};
 use hmac::{KeyInit, Mac};
 use serde_json::{Map, Value, json};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -65,6 +68,9 @@ async fn setup() -> Setup {
     // Only notifications wake the consumer in these tests.
     config.poll_interval = Duration::from_secs(3600);
     let feed = WebhookFeed::new(cache.clone(), origin, config).expect("a valid feed");
+    // The first round follows the new webhook: with nothing cached, its resync reads nothing.
+    let first = feed.round().await.expect("the first round runs");
+    assert!(first.resynced && first.payloads == 0, "{first:?}");
     let app = feed.routes::<()>("/airtable/notifications");
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -78,6 +84,26 @@ async fn setup() -> Setup {
         notification_url,
         _server: server,
     }
+}
+
+/// What the store holds for a note, without asking Airtable.
+async fn held(cache: &Cache, id: &str) -> Lookup {
+    cache
+        .store()
+        .get(Note::schema(), &rid(id))
+        .await
+        .expect("the store answers")
+}
+
+fn held_title(lookup: Lookup) -> Option<String> {
+    match lookup {
+        Lookup::Hit(bytes) => Some(Note::from_cached(&bytes).expect("a cached note").title),
+        _ => None,
+    }
+}
+
+fn status(s: &Setup) -> FeedStatus {
+    s.cache.feeds().status(s.feed.name()).expect("the feed reported")
 }
 
 async fn title(cache: &Cache, id: &str) -> Option<String> {
@@ -219,56 +245,192 @@ async fn one_consumer_at_a_time() {
         .expect("free");
     let report = s.feed.round().await.expect("the round runs");
     assert!(report.busy, "another consumer holds the feed");
+    assert!(status(&s).held_elsewhere, "and the status says so");
     state.unlock(lock).await.expect("unlocks");
     assert!(!s.feed.round().await.expect("runs").busy);
+    assert!(!status(&s).held_elsewhere);
 }
 
 #[tokio::test]
-async fn past_the_payload_retention_the_base_is_invalidated() {
+async fn past_the_payload_retention_the_base_is_resynced() {
     let s = setup().await;
-    let a = s.sim.insert(BASE, "Notes", fields(json!({ "title": "old" })));
+    let changed = s.sim.insert(BASE, "Notes", fields(json!({ "title": "old" })));
+    let deleted = s.sim.insert(BASE, "Notes", fields(json!({ "title": "doomed" })));
+    let kept = s.sim.insert(BASE, "Notes", fields(json!({ "title": "kept" })));
     assert!(s.feed.round().await.expect("runs").changes > 0);
-    assert_eq!(title(&s.cache, &a).await.as_deref(), Some("old"));
-    s.sim.update(BASE, "Notes", &a, fields(json!({ "title": "new" })));
-    // A week and a day without the consumer; the webhook itself was refreshed meanwhile.
+    for id in [&changed, &deleted, &kept] {
+        assert!(title(&s.cache, id).await.is_some(), "{id} cached");
+    }
+    s.sim.update(BASE, "Notes", &changed, fields(json!({ "title": "new" })));
+    assert!(s.sim.remove(BASE, "Notes", &deleted));
+    // A week and a day without the consumer; the webhook itself was refreshed meanwhile, and
+    // the payloads of the change and the delete are gone.
     s.sim.advance(6 * DAY);
     s.feed.refresh().await.expect("refreshed");
     s.sim.advance(2 * DAY);
     assert_eq!(
-        title(&s.cache, &a).await.as_deref(),
+        held_title(held(&s.cache, &changed).await).as_deref(),
         Some("old"),
-        "still the stale copy"
+        "still stale"
+    );
+    assert_eq!(held_title(held(&s.cache, &deleted).await).as_deref(), Some("doomed"));
+
+    let requests = s.sim.stats(BASE).requests;
+    let report = s.feed.round().await.expect("runs");
+    assert!(report.resynced, "the lost payloads were noticed");
+    // Read from the store, not through the cache: the resync put them there.
+    assert_eq!(
+        held_title(held(&s.cache, &changed).await).as_deref(),
+        Some("new"),
+        "fresh"
+    );
+    assert!(
+        matches!(held(&s.cache, &deleted).await, Lookup::Tombstone),
+        "gone, and tombstoned"
+    );
+    assert_eq!(
+        held_title(held(&s.cache, &kept).await).as_deref(),
+        Some("kept"),
+        "still cached"
+    );
+    assert_eq!(
+        s.sim.stats(BASE).requests - requests,
+        3,
+        "the payloads, the base's tables, and one read of the 3 cached records"
     );
 
-    let report = s.feed.round().await.expect("runs");
-    assert!(report.resynced, "the lost payload was noticed");
-    assert_eq!(
-        title(&s.cache, &a).await.as_deref(),
-        Some("new"),
-        "read again from Airtable"
-    );
+    let status = status(&s);
+    let resync = status.last_resync.expect("the resync is reported");
+    assert_eq!(resync.reason, "payloads_lost");
+    assert_eq!(resync.entities, ["notes"]);
+    assert_eq!((resync.checked, resync.refreshed, resync.removed), (3, 2, 1));
+    assert_eq!(status.totals.resyncs, 2, "the first round's and this one");
+    assert_eq!(status.backlog, Backlog::Exactly(0));
+    assert!(!status.failing);
+    let recent = s.cache.feeds().recent();
+    assert_eq!(recent[0].outcome(), "resync", "among the recent deliveries: {recent:?}");
 }
 
 #[tokio::test]
-async fn an_expired_webhook_invalidates_the_base_and_says_so() {
+async fn an_expired_webhook_resyncs_the_base_once_and_says_so() {
     let s = setup().await;
-    let a = s.sim.insert(BASE, "Notes", fields(json!({ "title": "old" })));
-    assert_eq!(title(&s.cache, &a).await.as_deref(), Some("old"));
-    s.sim.update(BASE, "Notes", &a, fields(json!({ "title": "new" })));
+    let changed = s.sim.insert(BASE, "Notes", fields(json!({ "title": "old" })));
+    let deleted = s.sim.insert(BASE, "Notes", fields(json!({ "title": "doomed" })));
+    assert_eq!(title(&s.cache, &changed).await.as_deref(), Some("old"));
+    assert_eq!(title(&s.cache, &deleted).await.as_deref(), Some("doomed"));
+    s.sim.update(BASE, "Notes", &changed, fields(json!({ "title": "new" })));
+    assert!(s.sim.remove(BASE, "Notes", &deleted));
     s.sim.advance(8 * DAY);
     assert!(s.sim.webhook_ids(BASE).is_empty(), "expired unrefreshed");
     let err = s.feed.round().await.expect_err("the webhook is gone");
     assert!(matches!(err, FeedError::WebhookGone(_)), "{err}");
     assert_eq!(
-        title(&s.cache, &a).await.as_deref(),
+        held_title(held(&s.cache, &changed).await).as_deref(),
         Some("new"),
-        "read again from Airtable"
+        "fresh"
     );
+    assert!(matches!(held(&s.cache, &deleted).await, Lookup::Tombstone), "gone");
+    let gone = status(&s);
+    assert!(gone.failing);
+    assert!(gone.last_error.expect("the error").message.contains("gone"));
+    let resync = gone.last_resync.expect("a resync");
+    assert_eq!(
+        (resync.reason.as_str(), resync.refreshed, resync.removed),
+        ("webhook_gone", 1, 1)
+    );
+
+    // Every later round fails the same way, without reading the base again.
+    let requests = s.sim.stats(BASE).requests;
+    assert!(matches!(s.feed.round().await, Err(FeedError::WebhookGone(_))));
+    assert_eq!(s.sim.stats(BASE).requests - requests, 1, "the payload list alone");
+    assert_eq!(
+        status(&s).totals.resyncs,
+        2,
+        "the first round's and the one after the expiry"
+    );
+
     // Webhooks can be listed and removed.
     let fresh = s.client.create_webhook(None).await.expect("created");
     assert_eq!(s.client.list_webhooks().await.expect("listed").len(), 1);
     s.client.delete_webhook(&fresh.id).await.expect("deleted");
     assert!(s.client.list_webhooks().await.expect("listed").is_empty());
+}
+
+#[tokio::test]
+async fn a_feed_without_a_cursor_resyncs_what_the_cache_holds_first() {
+    let s = setup().await;
+    let changed = s.sim.insert(BASE, "Notes", fields(json!({ "title": "old" })));
+    let deleted = s.sim.insert(BASE, "Notes", fields(json!({ "title": "doomed" })));
+    assert!(title(&s.cache, &changed).await.is_some() && title(&s.cache, &deleted).await.is_some());
+    // The webhook is replaced while nothing consumes: the old one's payloads are lost with it.
+    s.client.delete_webhook(&s.webhook.id).await.expect("deleted");
+    s.sim.update(BASE, "Notes", &changed, fields(json!({ "title": "new" })));
+    assert!(s.sim.remove(BASE, "Notes", &deleted));
+    let replacement = s.client.create_webhook(None).await.expect("created");
+    let feed = WebhookFeed::new(
+        s.cache.clone(),
+        AirtableOrigin::new(s.client.clone()),
+        FeedConfig::new(replacement.id, replacement.mac_secret_base64),
+    )
+    .expect("valid");
+    let report = feed.round().await.expect("runs");
+    assert!(report.resynced);
+    assert_eq!(held_title(held(&s.cache, &changed).await).as_deref(), Some("new"));
+    assert!(matches!(held(&s.cache, &deleted).await, Lookup::Tombstone));
+    let status = s.cache.feeds().status(feed.name()).expect("reported");
+    assert_eq!(status.last_resync.map(|r| r.reason), Some("no_cursor".to_owned()));
+    assert_eq!(status.position.as_deref(), Some("1"), "followed from its first payload");
+    assert!(!feed.round().await.expect("runs").resynced, "once");
+}
+
+#[tokio::test]
+async fn the_feed_reports_its_cursor_lag_backlog_and_outcomes() {
+    let s = setup().await;
+    let before = SystemTime::now();
+    let caught_up = status(&s);
+    assert_eq!(caught_up.backlog, Backlog::Exactly(0));
+    assert!(caught_up.current_as_of.expect("as of the first round") <= before);
+
+    // 60 creations: more than a page of payloads (50), and the round reads one page.
+    let ids: Vec<String> = (0..60)
+        .map(|n| s.sim.insert(BASE, "Notes", fields(json!({ "title": format!("n{n}") }))))
+        .collect();
+    let mut config = FeedConfig::new(s.webhook.id.clone(), s.webhook.mac_secret_base64.clone());
+    config.max_pages_per_round = 1;
+    let one_page = WebhookFeed::new(s.cache.clone(), AirtableOrigin::new(s.client.clone()), config).expect("valid");
+    let report = one_page.round().await.expect("runs");
+    assert!(report.more && report.payloads == 50, "{report:?}");
+    let behind = status(&s);
+    assert_eq!(behind.backlog, Backlog::AtLeastOne, "mightHaveMore");
+    assert_eq!(behind.position.as_deref(), Some("51"));
+    let batch = behind.last_batch.expect("a batch");
+    assert_eq!((batch.applied, batch.refused(), batch.failed), (50, 0, 0));
+    let newest = behind.last_source_time.expect("the payloads' time");
+    assert_eq!(behind.current_as_of, Some(newest), "as of the last payload applied");
+    let now = SystemTime::now();
+    assert_eq!(behind.lag(now), Some(now.duration_since(newest).unwrap_or_default()));
+
+    let looked = SystemTime::now();
+    let report = s.feed.round().await.expect("runs");
+    assert!(!report.more && report.payloads == 10, "{report:?}");
+    let drained = status(&s);
+    assert_eq!(drained.backlog, Backlog::Exactly(0));
+    assert_eq!(drained.position.as_deref(), Some("61"));
+    assert!(
+        drained.current_as_of.expect("caught up") >= looked,
+        "as of the last look"
+    );
+    assert_eq!(drained.totals.changes.applied, 60);
+    assert_eq!(drained.totals.batches, 2);
+    assert!(drained.last_applied_at.expect("applied") >= looked);
+    for id in &ids[..3] {
+        assert!(
+            held_title(held(&s.cache, id).await).is_some(),
+            "{id} cached by the feed"
+        );
+    }
+    let outcomes: Vec<&str> = s.cache.feeds().recent().iter().map(|e| e.outcome()).collect();
+    assert_eq!(&outcomes[..2], ["applied", "applied"], "{outcomes:?}");
 }
 
 #[tokio::test]

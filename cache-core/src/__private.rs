@@ -36,6 +36,37 @@ pub fn field(
     field
 }
 
+/// `Cacheable::near_copy` for the derive, by autoref specialisation on the concrete model:
+/// `(&&NearCopy(self)).__near_copy()` finds [`CopyByClone`] (on `&NearCopy`) first when the
+/// model is `Clone`, and [`NoCopy`] (one autoref less) otherwise.
+pub struct NearCopy<'a, T>(pub &'a T);
+
+/// The `Clone` arm of [`NearCopy`].
+pub trait CopyByClone<T> {
+    /// `Some` copy of the record.
+    fn __near_copy(&self) -> Option<T>;
+}
+
+impl<T: Clone> CopyByClone<T> for &NearCopy<'_, T> {
+    #[inline]
+    fn __near_copy(&self) -> Option<T> {
+        Some(self.0.clone())
+    }
+}
+
+/// The fallback arm of [`NearCopy`].
+pub trait NoCopy<T> {
+    /// `None`: the model is not `Clone`.
+    fn __near_copy(&self) -> Option<T>;
+}
+
+impl<T> NoCopy<T> for NearCopy<'_, T> {
+    #[inline]
+    fn __near_copy(&self) -> Option<T> {
+        None
+    }
+}
+
 /// Serialises the borrowed cached form of a record.
 #[inline]
 pub fn to_cached<T: Serialize>(entity: &'static str, cached: &T) -> Result<Vec<u8>, ModelError> {

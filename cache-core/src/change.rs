@@ -340,6 +340,9 @@ impl Cache {
                 }
             }
         }
+        if marker.is_none() && matches!(step, Step::Remove(RemoveMode::Invalidate)) {
+            self.seal_order(entity, id).await;
+        }
         self.detach_flights(entity, std::slice::from_ref(id));
         let outcome = match step {
             Step::Upsert(write) => self.put_upsert(handle, write).await,
@@ -423,6 +426,30 @@ impl Cache {
     ///
     /// When the claim cannot be read, the record is forgotten too and the change answered
     /// [`ChangeOutcome::StoreFailed`], so that its redelivery writes and checks again.
+    /// Before an invalidation that carries no source time (the application saying "this record
+    /// changed"): stamps it, as `Cache::delete` is stamped, with this process's clock, and past
+    /// every change applied so far. A change delivered afterwards with an earlier source time
+    /// (a late redelivery of a delete the cache applied, or of an older state) is then refused
+    /// instead of bringing back what the invalidation dropped: a tombstone answering "not
+    /// found" for a record the source re-created, or an older record. The equal mark matters
+    /// too: the watermark lets a change at exactly its mark through, to keep redeliveries
+    /// idempotent. Refusing a change to an invalidated record is safe: the next read asks the
+    /// origin. Best effort: on a store failure the invalidation still happens.
+    async fn seal_order(&self, entity: &'static str, id: &RecordId) {
+        let key = keys::order_key(entity, id);
+        let mark = match self.store().get_value(&key).await {
+            Ok(bytes) => bytes.and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<i64>().ok()),
+            Err(err) => {
+                self.store_failed(entity, "get_value", &err);
+                return;
+            }
+        };
+        let sealed = mark.map_or(0, |mark| mark.saturating_add(1)).max(source_now());
+        if let Err(err) = self.store().advance_watermark(&key, sealed, self.ordering_ttl()).await {
+            self.store_failed(entity, "advance_watermark", &err);
+        }
+    }
+
     async fn check_superseded(
         &self,
         schema: &'static EntitySchema,

@@ -4,6 +4,12 @@
 //! A flight runs as its own task, so it completes (and fills the store) even when the caller
 //! that started it goes away. Writes through the cache detach the flights they make stale:
 //! a miss after an invalidation must not be answered by an origin call that began before it.
+//!
+//! Why this is not [`compute`'s flight](crate::compute): an origin call serves records, which
+//! are `'static` data any caller can clone, so it runs detached in its own task and is shared
+//! as a [`Shared`] future, keyed by entity and id (or query). A computation is the caller's
+//! closure, which may borrow and cannot outlive its caller: it runs in the caller's task, and
+//! when that caller goes away its waiters elect the next leader instead.
 
 use std::{
     collections::{HashMap, HashSet},

@@ -177,7 +177,7 @@ impl Class {
 }
 
 /// Checks a key pattern for [`Store::flush`](crate::Store::flush): every store refuses the same
-/// patterns, as [`StoreError::Invalid`](crate::StoreError::Invalid). Refused: the empty pattern
+/// patterns, as [`Invalid`](crate::StoreError::Invalid). Refused: the empty pattern
 /// (it matches nothing: flush everything with `None`), whitespace and control characters (no
 /// key has them: [`encode_component`] encodes them), a `[` without its `]` or a `]` without
 /// its `[`, and a trailing `\` (an escape of nothing).

@@ -44,6 +44,14 @@ pub trait Cacheable: Sized + Send + Sync + 'static {
 
     /// Reads a record from its source shape.
     fn from_source(record: SourceRecord) -> Result<Self, ModelError>;
+
+    /// A copy of the record, for the [near cache](crate::NearCache), which keeps decoded
+    /// records and hands out copies: `Some(self.clone())` for a model that is `Clone` (the
+    /// derive writes it so for every model that implements `Clone`). The default, `None`,
+    /// keeps the model's records and query results out of the near cache.
+    fn near_copy(&self) -> Option<Self> {
+        None
+    }
 }
 
 /// A view of a cached model: the cache stores the richest model `M` and hands back `Self`

@@ -87,10 +87,50 @@ impl SourceQuery {
 }
 
 /// The source of truth.
+///
+/// Two methods are required: [`Origin::fetch_many`] (records by id) and [`Origin::query`]
+/// (records by index). The others have defaults built on them, which an origin overrides when
+/// the source can answer more cheaply: [`Origin::fetch`] as a batch of one,
+/// [`Origin::exists_many`] as a `fetch_many` whose fields are dropped, and [`Origin::delete`]
+/// as [`OriginError::Unsupported`] (a read-only source; the application deletes through its
+/// own path and tells the cache).
+///
+/// ```
+/// use async_trait::async_trait;
+/// use cache_core::{EntitySchema, Origin, OriginError, RecordId, SourceQuery, SourceRecord};
+///
+/// struct Catalogue;
+///
+/// #[async_trait]
+/// impl Origin for Catalogue {
+///     async fn fetch_many(
+///         &self,
+///         _entity: &'static EntitySchema,
+///         ids: &[RecordId],
+///     ) -> Result<Vec<SourceRecord>, OriginError> {
+///         Ok(ids
+///             .iter()
+///             .map(|id| SourceRecord { id: id.clone(), fields: serde_json::Map::new() })
+///             .collect())
+///     }
+///
+///     async fn query(
+///         &self,
+///         _entity: &'static EntitySchema,
+///         _query: &SourceQuery,
+///     ) -> Result<Vec<SourceRecord>, OriginError> {
+///         Ok(Vec::new())
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait Origin: Send + Sync + 'static {
-    /// Fetches one record; `Ok(None)` when the source does not have it.
-    async fn fetch(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<SourceRecord>, OriginError>;
+    /// Fetches one record; `Ok(None)` when the source does not have it. Defaults to
+    /// [`Origin::fetch_many`] of the one id.
+    async fn fetch(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<SourceRecord>, OriginError> {
+        let records = self.fetch_many(entity, std::slice::from_ref(id)).await?;
+        Ok(records.into_iter().find(|record| record.id == *id))
+    }
 
     /// Fetches many records in one call; ids the source does not have are simply absent, and
     /// the order is free.
@@ -104,13 +144,30 @@ pub trait Origin: Send + Sync + 'static {
     async fn query(&self, entity: &'static EntitySchema, query: &SourceQuery)
     -> Result<Vec<SourceRecord>, OriginError>;
 
-    /// Which of `ids` the source still has, in one call (the sweep uses it).
-    async fn exists_many(&self, entity: &'static EntitySchema, ids: &[RecordId]) -> Result<Vec<RecordId>, OriginError>;
+    /// Which of `ids` the source still has, in one call (the sweep uses it). Defaults to
+    /// [`Origin::fetch_many`], keeping the ids asked for; a source that can answer without
+    /// the fields should override it.
+    async fn exists_many(&self, entity: &'static EntitySchema, ids: &[RecordId]) -> Result<Vec<RecordId>, OriginError> {
+        let asked: std::collections::HashSet<&RecordId> = ids.iter().collect();
+        let records = self.fetch_many(entity, ids).await?;
+        Ok(records
+            .into_iter()
+            .map(|record| record.id)
+            .filter(|id| asked.contains(id))
+            .collect())
+    }
 
     /// Deletes a record at the source: what the source knows of the deletion, or `Ok(None)`
     /// when the record did not exist. The cache's tombstone keeps it, so that a write which
-    /// is not newer than the delete is refused (see [`Deletion`]).
-    async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<Deletion>, OriginError>;
+    /// is not newer than the delete is refused (see [`Deletion`]). Defaults to
+    /// [`OriginError::Unsupported`]: a read-only source.
+    async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<Deletion>, OriginError> {
+        let _ = id;
+        Err(OriginError::Unsupported(format!(
+            "deleting {} records: this origin is read-only",
+            entity.entity
+        )))
+    }
 }
 
 /// What the source knows of a record it deleted: the tombstone the cache leaves orders later

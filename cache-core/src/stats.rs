@@ -13,6 +13,10 @@
 //! | `model_cache_stale_refusals_total` | counter | `entity`, `reason` (`lease`, `version`, `fill_token`, `order`, `deleted`) |
 //! | `model_cache_operation_duration_seconds` | histogram | `entity`, `operation` |
 //! | `model_cache_origin_duration_seconds` | histogram | `entity`, `operation` |
+//! | `model_cache_near_lookups_total` | counter | `entity`, `operation`, `result` (`hit`, `miss`): reads the [near cache](crate::NearCache) answered (also counted as hits above) or passed on to the store while it was on |
+//! | `model_cache_near_evictions_total` | counter | |
+//! | `model_cache_near_invalidations_total` | counter | `kind` (`record`, `index`, `all`) |
+//! | `model_cache_near_enabled` | gauge | 1 while the near cache answers, 0 while the store cannot vouch for its invalidations |
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -152,7 +156,14 @@ impl Hasher for AddrHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+        // `[usize; 4]` hashes as one slice of bytes: a word at a time, as FxHash does.
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(word);
+            self.write_u64(u64::from_le_bytes(le));
+        }
+        for &b in words.remainder() {
             self.write_u64(u64::from(b));
         }
     }
@@ -183,6 +194,7 @@ struct Meter {
     stale: OnceLock<Counter>,
     operation_duration: OnceLock<Histogram>,
     origin_duration: OnceLock<Histogram>,
+    near_lookups: [OnceLock<Counter>; 2],
 }
 
 impl Meter {
@@ -198,6 +210,7 @@ impl Meter {
             stale: OnceLock::new(),
             operation_duration: OnceLock::new(),
             origin_duration: OnceLock::new(),
+            near_lookups: Default::default(),
         }
     }
 }
@@ -286,6 +299,58 @@ impl Stats {
                 .increment(n);
         });
         telemetry::count(event, n);
+    }
+
+    /// Counts `n` reads the near cache answered (`hit`: also cache hits, as [`Stats::lookup`]
+    /// counts them) or passed on to the store (`miss`: the store's answer is counted then).
+    /// One meter lookup for both counts: this is the near cache's hit path.
+    pub(crate) fn near_lookup(&self, entity: &'static str, operation: &'static str, hit: bool, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let (slot, result) = if hit { (0, "hit") } else { (1, "miss") };
+        self.with_meter(entity, operation, |m| {
+            if hit {
+                m.counters.hits.fetch_add(n, Ordering::Relaxed);
+                m.lookups[0]
+                    .get_or_init(|| {
+                        metrics::counter!("model_cache_lookups_total", "entity" => entity, "operation" => operation, "result" => "hit")
+                    })
+                    .increment(n);
+            }
+            m.near_lookups[slot]
+                .get_or_init(|| {
+                    metrics::counter!("model_cache_near_lookups_total", "entity" => entity, "operation" => operation, "result" => result)
+                })
+                .increment(n);
+        });
+        if hit {
+            telemetry::count(Event::Hit, n);
+        }
+    }
+
+    /// A `get` the near cache answered: [`Stats::near_lookup`] of one hit and
+    /// [`Stats::operation_done`], in one meter lookup.
+    pub(crate) fn near_hit_done(&self, entity: &'static str, operation: &'static str, took: Duration) {
+        self.with_meter(entity, operation, |m| {
+            m.counters.hits.fetch_add(1, Ordering::Relaxed);
+            m.lookups[0]
+                .get_or_init(|| {
+                    metrics::counter!("model_cache_lookups_total", "entity" => entity, "operation" => operation, "result" => "hit")
+                })
+                .increment(1);
+            m.near_lookups[0]
+                .get_or_init(|| {
+                    metrics::counter!("model_cache_near_lookups_total", "entity" => entity, "operation" => operation, "result" => "hit")
+                })
+                .increment(1);
+            m.operation_duration
+                .get_or_init(|| {
+                    metrics::histogram!("model_cache_operation_duration_seconds", "entity" => entity, "operation" => operation)
+                })
+                .record(took.as_secs_f64());
+        });
+        telemetry::count(Event::Hit, 1);
     }
 
     pub(crate) fn coalesced(&self, entity: &'static str, operation: &'static str, n: u64) {
@@ -398,6 +463,22 @@ pub fn describe_metrics() {
         "model_cache_origin_duration_seconds",
         Unit::Seconds,
         "Duration of origin calls."
+    );
+    describe_counter!(
+        "model_cache_near_lookups_total",
+        "Reads the near cache answered (hit) or passed on to the store (miss), while it was on."
+    );
+    describe_counter!(
+        crate::near::NEAR_EVICTIONS,
+        "Near cache entries evicted for its memory budget or their age."
+    );
+    describe_counter!(
+        crate::near::NEAR_INVALIDATIONS,
+        "Invalidations the near cache applied: of a record, of an entity's index data, of everything."
+    );
+    metrics::describe_gauge!(
+        crate::near::NEAR_ENABLED,
+        "1 while the near cache answers, 0 while the store cannot vouch for reporting every change."
     );
     describe_counter!(
         crate::compute::COMPUTED_TOTAL,

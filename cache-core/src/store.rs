@@ -35,22 +35,38 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use serde::Serialize;
 
 use crate::{EntitySchema, IndexEntries, IndexQuery, RecordId};
+
+mod health;
+
+pub use self::health::{Availability, StoreStats, human_bytes};
 
 /// What a store error means for the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The store cannot be reached (connection refused, timed out, circuit breaker open).
+    /// The store cannot be reached (connection refused, timed out).
     #[error("cache store unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the call without trying it: its circuit breaker is open, or it is not
+    /// connected yet. The hot path of an outage, so it carries a static reason and the cache does
+    /// not log it per call (the store logs its state changes).
+    #[error("cache store refused the call: {0}")]
+    Refused(&'static str),
     /// The store answered with an error.
     #[error("cache store error: {0}")]
     Backend(String),
     /// The request is not valid for this store (a key pattern that would leave the namespace).
     #[error("invalid store request: {0}")]
     Invalid(String),
+}
+
+impl StoreError {
+    /// Whether the store could not be reached or refused to try ([`StoreError::Unavailable`],
+    /// [`StoreError::Refused`]): the caller answers from the origin instead.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Refused(_))
+    }
 }
 
 /// The result of store operations.
@@ -255,48 +271,6 @@ pub enum QueryLookup {
     Incomplete(FillToken),
 }
 
-/// Counters and gauges a store reports. Fields a store cannot know are `None`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct StoreStats {
-    /// The backend: `memory`, `redis`, `redis-cluster`.
-    pub backend: String,
-    /// Keys (entries) in this cache's namespace.
-    pub total_keys: u64,
-    /// Memory used by the store (the whole server for Redis).
-    pub memory_used_bytes: Option<u64>,
-    /// The same, for people (`1.21M`).
-    pub memory_used_human: Option<String>,
-    /// Server-wide keyspace hits.
-    pub keyspace_hits: Option<u64>,
-    /// Server-wide keyspace misses.
-    pub keyspace_misses: Option<u64>,
-    /// Connected clients.
-    pub connected_clients: Option<u64>,
-    /// Keys evicted for memory.
-    pub evicted_keys: Option<u64>,
-}
-
-/// Bytes for people, as Redis writes `used_memory_human` ([`StoreStats::memory_used_human`]).
-///
-/// ```
-/// assert_eq!(cache_core::human_bytes(912), "912B");
-/// assert_eq!(cache_core::human_bytes(1_268_000), "1.21M");
-/// ```
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
-    if bytes < 1024 {
-        return format!("{bytes}B");
-    }
-    #[allow(clippy::cast_precision_loss)]
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.2}{}", UNITS[unit])
-}
-
 /// A lock on computing one value (see [`Store::lock_computed`]): the token its owner presents
 /// to store the value or release the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -357,6 +331,43 @@ pub enum LockWait {
 /// longer than this (from its lookup to its write) is not stored, since a purge during it can
 /// no longer be ruled out.
 pub const PURGE_MEMORY: Duration = Duration::from_secs(600);
+
+/// A change to what a store holds, as a [near cache](crate::NearCache) needs to hear of it
+/// ([`Store::subscribe_invalidations`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Invalidation<'a> {
+    /// A record's body or tombstone changed (written, removed, expired, evicted). Its entity's
+    /// query results may have changed with it.
+    Record {
+        /// The entity, as [`EntitySchema::entity`] names it.
+        entity: &'a str,
+        /// The record's id.
+        id: &'a str,
+    },
+    /// The entity's index data changed (index sets, completeness markers): its query results
+    /// may have changed.
+    Index {
+        /// The entity, as [`EntitySchema::entity`] names it.
+        entity: &'a str,
+    },
+    /// Anything may have changed (a flush of the whole database).
+    All,
+}
+
+/// Receives a store's invalidations ([`Store::subscribe_invalidations`]): the near cache.
+///
+/// Both methods are called where the store learns of the change (on the reader of its push
+/// connection, or when its own write returns): they must be quick and must not block.
+pub trait InvalidationSink: Send + Sync {
+    /// Forgets what `invalidation` may have changed.
+    fn invalidate(&self, invalidation: Invalidation<'_>);
+
+    /// Whether the store vouches, from now on, for reporting every change: `false` when its
+    /// invalidation channel is lost or not established yet (the sink then forgets everything
+    /// and holds nothing until it hears `true`), `true` once the channel is established again.
+    fn set_tracking(&self, tracking: bool);
+}
 
 /// Where cached data lives. See the [module docs](self) for the consistency machinery.
 ///
@@ -435,8 +446,35 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the store answers.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Counters and gauges.
+    /// Reports to `sink` every change to the records and index data the store holds: the
+    /// changes other instances make (as the store's backend pushes them) and the store's own
+    /// writes (as each returns), until `sink` is dropped. The store keeps only the weak
+    /// reference. It first tells the sink whether it can vouch for that now
+    /// ([`InvalidationSink::set_tracking`]), and says so again whenever that changes.
+    ///
+    /// Answers whether the store supports it; the default does not (a store in this process
+    /// needs no near cache). Redis does, with server-assisted client-side caching.
+    fn subscribe_invalidations(&self, sink: std::sync::Weak<dyn InvalidationSink>) -> bool {
+        let _ = sink;
+        false
+    }
+
+    /// Counters and gauges. Cheap enough for every monitoring scrape: a store may estimate
+    /// [`StoreStats::total_keys`] (and says so in [`StoreStats::total_keys_exact`]).
     async fn stats(&self) -> StoreResult<StoreStats>;
+
+    /// [`Store::stats`] with the keys counted one by one, however long that takes (a `SCAN`
+    /// of the whole keyspace on Redis): for an operator's question, not for monitoring.
+    async fn exact_stats(&self) -> StoreResult<StoreStats> {
+        self.stats().await
+    }
+
+    /// Whether the store takes calls now. Cheap and without I/O: metrics and health checks
+    /// read it on every scrape. A store with no connection or breaker of its own is always
+    /// [`Availability::Available`].
+    fn availability(&self) -> Availability {
+        Availability::Available
+    }
 
     /// Reads a computed value or cached response.
     async fn get_value(&self, key: &str) -> StoreResult<Option<Bytes>>;

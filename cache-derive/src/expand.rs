@@ -160,6 +160,14 @@ fn expand(cont: &Container<'_>) -> TokenStream {
                 fn from_source(record: #krate::SourceRecord) -> ::core::result::Result<Self, #krate::ModelError> {
                     #from_source
                 }
+
+                // `Some(clone)` when the model is `Clone`, `None` otherwise (see `NearCopy`).
+                #[inline]
+                fn near_copy(&self) -> ::core::option::Option<Self> {
+                    #[allow(unused_imports)]
+                    use #krate::__private::{CopyByClone as _, NoCopy as _};
+                    (&&#krate::__private::NearCopy(self)).__near_copy()
+                }
             }
         };
     }
@@ -291,6 +299,9 @@ fn schema(cont: &Container<'_>, entity: &str, id_name: &str, fields: &[&Field<'_
     }
     if let Some(ms) = cont.attrs.tombstone_ttl {
         calls.extend(quote!(.tombstone_ttl(::core::time::Duration::from_millis(#ms))));
+    }
+    if let Some(ms) = cont.attrs.negative_ttl {
+        calls.extend(quote!(.negative_ttl(::core::time::Duration::from_millis(#ms))));
     }
     if let Some(version) = cont.fields.iter().find(|f| f.attrs.version.is_some()) {
         let name = &version.name;

@@ -14,7 +14,7 @@ use syn::{DeriveInput, parse_macro_input};
 /// Derives `cache_core::Cacheable` for a struct with named fields.
 ///
 /// Container: `#[cache(entity = "projects", source_table = "Projects", ttl = "8h",
-/// tombstone_ttl = "6h", rename_all = "camelCase", default, crate = "path")]`. Fields:
+/// tombstone_ttl = "6h", negative_ttl = "5m", rename_all = "camelCase", default, crate = "path")]`. Fields:
 /// `#[cache(id)]`, `#[indexed]`, `#[indexed(normalize = "lowercase")]`, `#[sortable]`,
 /// `#[cache(version)]`, `#[cache(source = "Field Name")]`, `#[cache(skip)]`,
 /// `#[cache(default)]`, `#[cache(default = "path::to::fn")]`.

@@ -30,7 +30,7 @@ struct Project {
 }
 
 #[derive(Cacheable, Clone, Debug, PartialEq)]
-#[cache(entity = "events", tombstone_ttl = "30m")]
+#[cache(entity = "events", tombstone_ttl = "30m", negative_ttl = "45s")]
 struct Event {
     #[cache(id)]
     id: RecordId,
@@ -110,6 +110,7 @@ fn schema_field_by_field() {
     assert_eq!(schema.type_name, "Project");
     assert_eq!(schema.ttl, std::time::Duration::from_secs(8 * 3600));
     assert_eq!(schema.tombstone_ttl, cache_core::DEFAULT_TOMBSTONE_TTL);
+    assert_eq!(schema.negative_ttl, cache_core::DEFAULT_NEGATIVE_TTL);
     assert_eq!(schema.id_field, "id");
     assert_eq!(schema.version_field, Some("updated_at"));
     let names: Vec<_> = schema.fields.iter().map(|f| f.name).collect();
@@ -178,6 +179,7 @@ fn schema_renames_and_options() {
     assert_eq!(events.source_table, "events", "defaults to the entity");
     assert_eq!(events.ttl, cache_core::DEFAULT_TTL);
     assert_eq!(events.tombstone_ttl, std::time::Duration::from_secs(30 * 60));
+    assert_eq!(events.negative_ttl, std::time::Duration::from_secs(45));
     assert_eq!(events.version_field, None);
     assert_eq!(events.field("owner").unwrap().source_name, "owner_id");
 

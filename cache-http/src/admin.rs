@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /admin/cache/stats` | store gauges and the application's counters per entity |
+//! | `GET /admin/cache/stats` | store gauges and the application's counters per entity; `?exact=true` counts the store's keys one by one instead of estimating |
 //! | `DELETE /admin/cache?pattern=projects:*` | removes the namespace's keys matching a glob |
 //! | `DELETE /admin/cache` | removes every key of the namespace |
 //! | `POST /admin/cache/purge` | `{"tags": [...]}`: removes the values (responses) tagged so |
@@ -11,7 +11,7 @@
 //!
 //! Every route needs `Authorization: Bearer <token>`: `401` without it, `403` with a wrong
 //! one (compared in constant time). A failing store answers `503`; a pattern that no store
-//! accepts ([`keys::validate_pattern`](cache_core::keys::validate_pattern): empty, with
+//! accepts ([`validate_pattern`](cache_core::keys::validate_pattern): empty, with
 //! whitespace, an unbalanced `[` `]`, a trailing `\`) or longer than [`MAX_PATTERN_LEN`]
 //! answers `400`.
 //!
@@ -189,8 +189,20 @@ fn rate(hits: u64, misses: u64) -> Option<f64> {
 }
 
 /// Builds the statistics report of `cache`: the store's figures and the cache's counters.
+/// Cheap: the store may estimate its key count ([`StoreStats::total_keys_exact`]).
 pub async fn stats_report(cache: &Cache) -> Result<StatsReport, cache_core::StoreError> {
-    let store = cache.store().stats().await?;
+    Ok(report_from(cache, cache.store().stats().await?))
+}
+
+/// [`stats_report`] with the store's keys counted one by one ([`Store::exact_stats`]: a scan
+/// of the whole keyspace on Redis).
+///
+/// [`Store::exact_stats`]: cache_core::Store::exact_stats
+pub async fn exact_stats_report(cache: &Cache) -> Result<StatsReport, cache_core::StoreError> {
+    Ok(report_from(cache, cache.store().exact_stats().await?))
+}
+
+fn report_from(cache: &Cache, store: StoreStats) -> StatsReport {
     let counters = cache.stats();
     let mut entities: BTreeMap<&'static str, EntityReport> = cache
         .entities()
@@ -204,17 +216,30 @@ pub async fn stats_report(cache: &Cache) -> Result<StatsReport, cache_core::Stor
         (Some(hits), Some(misses)) => rate(hits, misses),
         _ => None,
     };
-    Ok(StatsReport {
+    StatsReport {
         store,
         hit_rate_percent,
         totals: EntityReport::new(counters.total()),
         entities,
         computed: cache.computed_stats(),
-    })
+    }
 }
 
-async fn stats(State(state): State<Arc<AdminState>>) -> Response {
-    match stats_report(&state.cache).await {
+/// The query of `GET /admin/cache/stats`.
+#[derive(Debug, Deserialize)]
+struct StatsQuery {
+    /// Count the store's keys one by one (slow on a large Redis) instead of estimating.
+    #[serde(default)]
+    exact: bool,
+}
+
+async fn stats(State(state): State<Arc<AdminState>>, Query(query): Query<StatsQuery>) -> Response {
+    let report = if query.exact {
+        exact_stats_report(&state.cache).await
+    } else {
+        stats_report(&state.cache).await
+    };
+    match report {
         Ok(report) => Json(report).into_response(),
         Err(err) => ApiError::from_store(&err).into_response(),
     }

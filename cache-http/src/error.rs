@@ -68,7 +68,7 @@ impl ApiError {
     pub(crate) fn from_store(err: &cache_core::StoreError) -> Self {
         use cache_core::StoreError;
         let status = match err {
-            StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Unavailable(_) | StoreError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
             StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

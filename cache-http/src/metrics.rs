@@ -3,10 +3,16 @@
 //! The core emits `model_cache_*` metrics (hits, misses, origin calls and latencies per entity
 //! and operation) through the `metrics` facade; this module installs the
 //! recorder that renders them, and defines what the HTTP layer measures itself.
+//!
+//! The state of a [`Cache`] that is not an event (its change feeds' lag and backlog, the
+//! store's availability) is read at each scrape ([`routes_for`], [`export`]): a gauge set when
+//! something happens would stand still while a feed is stuck, which is exactly when it should
+//! move.
 
-use std::sync::OnceLock;
+use std::{sync::OnceLock, time::SystemTime};
 
 use axum::{Router, extract::State, response::IntoResponse, routing::get};
+use cache_core::{Cache, store::Availability};
 use http::{HeaderValue, header};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -21,6 +27,33 @@ pub const WEBHOOK_DELIVERIES_TOTAL: &str = "model_cache_http_webhook_deliveries_
 /// Histogram: request latency in seconds, by `method`, `status` and `cache`
 /// (the `X-Cache` value).
 pub const REQUEST_DURATION_SECONDS: &str = "model_cache_http_request_duration_seconds";
+/// Gauge: how far behind the source a change feed's cache may be, in seconds, by `feed`: the
+/// age of the oldest change waiting, or the time since the feed last found none waiting
+/// ([`FeedStatus::lag`](cache_core::feed::FeedStatus::lag)). Set at each scrape, so it grows
+/// while a feed fails or stops.
+pub const FEED_LAG_SECONDS: &str = "model_cache_feed_lag_seconds";
+/// Gauge: changes waiting at a feed's source when it last looked, by `feed` (outbox rows; `1`
+/// when Airtable says more payloads wait).
+pub const FEED_BACKLOG: &str = "model_cache_feed_backlog";
+/// Counter: changes a feed handed to the cache, by `feed` and `outcome`: `applied`, the
+/// refusals by reason (`stale`, `deleted`), `invalid` (never applied), `failed` (delivered
+/// again), `disabled`.
+pub const FEED_CHANGES_TOTAL: &str = "model_cache_feed_changes_total";
+/// Counter: a feed's rounds that failed, by `feed`.
+pub const FEED_ERRORS_TOTAL: &str = "model_cache_feed_errors_total";
+/// Counter: a feed's resyncs (it lost track of the source's changes and checked the cache
+/// against the source), by `feed`.
+pub const FEED_RESYNCS_TOTAL: &str = "model_cache_feed_resyncs_total";
+/// Gauge: the store's availability, by `state` (`available`, `unavailable`: not connected or
+/// its circuit breaker open, `probing`: the breaker lets a probe through): `1` for the current
+/// state, `0` for the others.
+pub const STORE_AVAILABILITY: &str = "model_cache_store_availability";
+
+const AVAILABILITY_STATES: [Availability; 3] = [
+    Availability::Available,
+    Availability::Unavailable,
+    Availability::Probing,
+];
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: from half a millisecond (a
 /// cache hit) to ten seconds (a slow origin).
@@ -54,7 +87,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
 
 /// Registers the help text and units of the core's metrics and of this crate's.
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_histogram};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     cache_core::describe_metrics();
     describe_counter!(
         RESPONSE_CACHE_TOTAL,
@@ -66,6 +99,63 @@ fn describe() {
         Unit::Seconds,
         "HTTP request latency, by method, status and X-Cache."
     );
+    describe_gauge!(
+        FEED_LAG_SECONDS,
+        Unit::Seconds,
+        "How far behind the source a change feed may be: the age of the oldest change waiting, or the time since it last found none."
+    );
+    describe_gauge!(
+        FEED_BACKLOG,
+        "Changes waiting at a change feed's source when it last looked."
+    );
+    describe_counter!(
+        FEED_CHANGES_TOTAL,
+        "Changes a feed handed to the cache, by outcome: applied, stale, deleted, invalid, failed, disabled."
+    );
+    describe_counter!(FEED_ERRORS_TOTAL, "Change feed rounds that failed.");
+    describe_counter!(FEED_RESYNCS_TOTAL, "Change feed resyncs (changes lost at the source).");
+    describe_gauge!(
+        STORE_AVAILABILITY,
+        "The store's availability: 1 for the current state (available, unavailable, probing), 0 for the others."
+    );
+}
+
+/// Sets the metrics read from `cache`'s state rather than counted as things happen: each
+/// change feed's [`FEED_LAG_SECONDS`], [`FEED_BACKLOG`], [`FEED_CHANGES_TOTAL`],
+/// [`FEED_ERRORS_TOTAL`] and [`FEED_RESYNCS_TOTAL`] (from [`Cache::feeds`]), and
+/// [`STORE_AVAILABILITY`]. [`routes_for`] calls it at each scrape; call it yourself before
+/// rendering with another exporter. One cache per process: a second one's availability would
+/// overwrite the first's.
+pub fn export(cache: &Cache) {
+    let now = SystemTime::now();
+    for status in cache.feeds().all() {
+        let feed = status.name.clone();
+        if let Some(lag) = status.lag(now) {
+            metrics::gauge!(FEED_LAG_SECONDS, "feed" => feed.clone()).set(lag.as_secs_f64());
+        }
+        if let Some(backlog) = status.backlog.as_gauge() {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!(FEED_BACKLOG, "feed" => feed.clone()).set(backlog as f64);
+        }
+        let changes = status.totals.changes;
+        for (outcome, count) in [
+            ("applied", changes.applied),
+            ("stale", changes.stale),
+            ("deleted", changes.deleted),
+            ("invalid", changes.invalid),
+            ("failed", changes.failed),
+            ("disabled", changes.disabled),
+        ] {
+            metrics::counter!(FEED_CHANGES_TOTAL, "feed" => feed.clone(), "outcome" => outcome).absolute(count);
+        }
+        metrics::counter!(FEED_ERRORS_TOTAL, "feed" => feed.clone()).absolute(status.totals.errors);
+        metrics::counter!(FEED_RESYNCS_TOTAL, "feed" => feed).absolute(status.totals.resyncs);
+    }
+    let current = cache.store().availability();
+    for state in AVAILABILITY_STATES {
+        let value = if state == current { 1.0 } else { 0.0 };
+        metrics::gauge!(STORE_AVAILABILITY, "state" => state.as_str()).set(value);
+    }
 }
 
 /// `GET /metrics` in the Prometheus text format, installing the recorder if it is not yet.
@@ -80,6 +170,29 @@ where
 {
     let handle = install_recorder()?;
     Ok(Router::new().route("/metrics", get(render)).with_state(handle))
+}
+
+/// `GET /metrics` as [`routes`] serves it, with `cache`'s state exported at each scrape
+/// ([`export`]): its feeds' lag, backlog and outcomes, and its store's availability.
+///
+/// ```
+/// # fn app(cache: cache_core::Cache) -> Result<(), cache_http::metrics::MetricsError> {
+/// let app: axum::Router = cache_http::metrics::routes_for(&cache)?;
+/// # let _ = app; Ok(()) }
+/// ```
+pub fn routes_for<S>(cache: &Cache) -> Result<Router<S>, MetricsError>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let handle = install_recorder()?;
+    Ok(Router::new()
+        .route("/metrics", get(render_with))
+        .with_state((handle, cache.clone())))
+}
+
+async fn render_with(State((handle, cache)): State<(PrometheusHandle, Cache)>) -> impl IntoResponse {
+    export(&cache);
+    render(State(handle)).await
 }
 
 async fn render(State(handle): State<PrometheusHandle>) -> impl IntoResponse {

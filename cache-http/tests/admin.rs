@@ -158,6 +158,26 @@ async fn stats_over_http() {
     h.cache.upsert(&project("recP1", "recE1", 1, 4)).await.unwrap();
     let (_, stats) = call(&router(&h), Method::GET, "/admin/cache/stats", Some(TOKEN), None).await;
     assert_eq!(stats["entities"]["projects"]["stale_refusals"], 1);
+    assert_eq!(stats["total_keys_exact"], true, "the memory store counts what it holds");
+    let (status, exact) = call(
+        &router(&h),
+        Method::GET,
+        "/admin/cache/stats?exact=true",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(exact["total_keys"], stats["total_keys"]);
+    let (status, _) = call(
+        &router(&h),
+        Method::GET,
+        "/admin/cache/stats?exact=perhaps",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a malformed `exact` is refused");
 
     let options = cache_core::ComputeOptions::new(std::time::Duration::from_secs(60)).name("site_stats");
     for _ in 0..2 {

@@ -6,10 +6,13 @@
 mod common;
 mod dashboard_support;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use cache_core::{Lookup, Store};
-use cache_http::dashboard::{DeliveryEvent, FeedProgress};
+use cache_core::{
+    ChangeOutcome, Lookup, Refusal, Store,
+    feed::{Backlog, FeedResync},
+};
+use cache_http::dashboard::DeliveryEvent;
 use common::{Event, Harness, Project, TOKEN, id, serve};
 use dashboard_support::{Client, app, csrf_of, eventually};
 use serde_json::Value;
@@ -383,7 +386,7 @@ async fn the_overview_follows_the_cache_and_the_deliveries() {
     assert_eq!(o["store"]["reachable"], true);
     assert_eq!(o["store"]["stats"]["backend"], "memory");
 
-    // Deliveries and feeds reported to the log appear, newest first.
+    // Deliveries reported to the log appear, newest first.
     log.record(
         DeliveryEvent::new("webhook", "applied")
             .entity("events")
@@ -394,16 +397,12 @@ async fn the_overview_follows_the_cache_and_the_deliveries() {
             .entity("events")
             .detail("`name` is missing"),
     );
-    log.feed_progress("sql", FeedProgress::new("42").backlog(3));
     let o = overview(&client).await;
     assert_eq!(o["deliveries"][0]["outcome"], "invalid_record");
     assert_eq!(o["deliveries"][1]["record"], "recE1");
-    assert_eq!(o["feeds"]["sql"]["backlog"], 3);
+    assert_eq!(o["store"]["availability"], "available");
     let live = client.get("/admin/live").send().await.unwrap().text().await.unwrap();
-    assert!(
-        live.contains("`name` is missing") && live.contains("<code>42</code>"),
-        "{live}"
-    );
+    assert!(live.contains("`name` is missing"), "{live}");
 
     // The store going down shows as unreachable with its error.
     h.store.set_down(true);
@@ -421,4 +420,108 @@ async fn the_overview_follows_the_cache_and_the_deliveries() {
     assert!(html.contains("the store did not answer"), "{html}");
     let (status, _) = client.page("/admin/?flush=events:*").await;
     assert_eq!(status, 503, "a dry run while the store is down");
+}
+
+#[tokio::test]
+async fn each_change_feed_shows_its_cursor_lag_backlog_and_outcomes() {
+    let (h, mut client, log) = started().await;
+    client.sign_in(TOKEN).await;
+    let (_, html) = client.page("/admin/").await;
+    assert!(html.contains("No change feed has reported."), "{html}");
+
+    // A feed reports as the SQL outbox listener does: a batch, then what still waits.
+    let outbox = h.cache.feeds().reporter("sql:outbox");
+    let now = SystemTime::now();
+    let changed_at = now - Duration::from_secs(50);
+    outbox.applied(
+        &[
+            ChangeOutcome::Applied,
+            ChangeOutcome::Applied,
+            ChangeOutcome::Refused(Refusal::Older),
+        ],
+        Some("1042"),
+        Some(changed_at),
+    );
+    outbox.checked(Backlog::Exactly(3), Some(now - Duration::from_secs(40)), now);
+    // And another, as the Airtable feed after lost payloads.
+    let airtable = h.cache.feeds().reporter("airtable:appBase:achHook");
+    let mut resync = FeedResync::new("payloads_lost");
+    (resync.checked, resync.refreshed, resync.removed) = (3, 2, 1);
+    airtable.resynced(resync);
+    airtable.failed(&"the store failed under 1 change", None, None);
+    log.record(
+        DeliveryEvent::new("webhook", "applied")
+            .entity("events")
+            .record("recE1"),
+    );
+
+    let o: Value = client
+        .get("/admin/overview.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let feed = &o["feeds"]["sql:outbox"];
+    assert_eq!(feed["position"], "1042");
+    assert_eq!(feed["backlog"], 3);
+    assert_eq!(feed["last_batch"]["applied"], 2);
+    assert_eq!(feed["last_batch"]["stale"], 1);
+    assert_eq!(feed["totals"]["changes"]["applied"], 2);
+    assert!(feed["last_source_time"].is_string() && feed["last_applied_at"].is_string());
+    let lag = feed["lag_seconds"].as_f64().unwrap();
+    assert!(
+        (40.0..60.0).contains(&lag),
+        "the oldest waiting change is 40 s old: {lag}"
+    );
+    let other = &o["feeds"]["airtable:appBase:achHook"];
+    assert_eq!(other["failing"], true);
+    assert_eq!(other["last_resync"]["removed"], 1);
+    assert_eq!(
+        other["lag_seconds"],
+        Value::Null,
+        "not known before it looked at the source"
+    );
+
+    // Feed events are listed among the deliveries, newest first, with their outcome.
+    let deliveries: Vec<(&str, &str)> = o["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["source"].as_str().unwrap(), d["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        deliveries,
+        [
+            ("webhook", "applied"),
+            ("feed:airtable:appBase:achHook", "error"),
+            ("feed:airtable:appBase:achHook", "resync"),
+            ("feed:sql:outbox", "applied"),
+        ]
+    );
+    assert_eq!(o["deliveries"][3]["detail"], "2 applied, 1 stale; cursor 1042");
+
+    // The page shows the same.
+    let live = client.get("/admin/live").send().await.unwrap().text().await.unwrap();
+    let row = live
+        .split(r#"<tr data-feed="sql:outbox">"#)
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("a row for the outbox: {live}"));
+    assert!(row.contains("<code>1042</code>"), "{row}");
+    assert!(row.contains("<td data-backlog>3</td>"), "{row}");
+    assert!(row.contains("2 applied, 1 refused (1 stale, 0 deleted)"), "{row}");
+    assert!(
+        row.contains("<td data-lag>4") || row.contains("<td data-lag>5"),
+        "a lag of 40-odd s: {row}"
+    );
+    assert!(
+        live.contains("payloads_lost") && live.contains(r#"<span class="badge bad">failing</span>"#),
+        "{live}"
+    );
+    assert!(
+        live.contains("2 applied, 1 stale; cursor 1042"),
+        "among the deliveries: {live}"
+    );
 }

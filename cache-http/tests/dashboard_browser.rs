@@ -21,7 +21,7 @@ use std::{
 
 use axum::{Router, response::Html, routing::get};
 use cache_core::{Cacheable, Lookup, Store};
-use cache_http::dashboard::{DeliveryEvent, DeliveryLog, FeedProgress};
+use cache_http::dashboard::{DeliveryEvent, DeliveryLog};
 use common::{Event, Harness, Project, TOKEN, id, serve};
 use fantoccini::{Client, ClientBuilder, Locator, elements::Element, key::Key};
 use serde_json::json;
@@ -597,12 +597,14 @@ async fn readme_screenshot() {
             .entity("Events")
             .detail("field `Name` is missing"),
     );
-    log.feed_progress(
-        "sql",
-        FeedProgress::new("outbox:1042")
-            .backlog(0)
-            .last_applied(chrono::Utc::now()),
+    let outbox = h.cache.feeds().reporter("sql:outbox");
+    let now = std::time::SystemTime::now();
+    outbox.applied(
+        &[cache_core::ChangeOutcome::Applied, cache_core::ChangeOutcome::Applied],
+        Some("1042"),
+        Some(now - Duration::from_millis(300)),
     );
+    outbox.checked(cache_core::feed::Backlog::Exactly(0), None, now);
     b.goto(&format!("{base}/admin/")).await;
     b.find("#chart-hit-rate polyline").await;
     let path = b.shot("page").await;

@@ -9,7 +9,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use cache_http::metrics::{REQUEST_DURATION_SECONDS, RESPONSE_CACHE_TOTAL, WEBHOOK_DELIVERIES_TOTAL};
+use cache_http::metrics::{
+    FEED_BACKLOG, FEED_CHANGES_TOTAL, FEED_ERRORS_TOTAL, FEED_LAG_SECONDS, FEED_RESYNCS_TOTAL,
+    REQUEST_DURATION_SECONDS, RESPONSE_CACHE_TOTAL, STORE_AVAILABILITY, WEBHOOK_DELIVERIES_TOTAL,
+};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use serde_json::Value;
 
@@ -61,6 +64,16 @@ fn exported() -> BTreeSet<String> {
     metrics::with_local_recorder(&described, cache_core::describe_metrics);
     described.add(RESPONSE_CACHE_TOTAL);
     described.add(WEBHOOK_DELIVERIES_TOTAL);
+    for name in [
+        FEED_LAG_SECONDS,
+        FEED_BACKLOG,
+        FEED_CHANGES_TOTAL,
+        FEED_ERRORS_TOTAL,
+        FEED_RESYNCS_TOTAL,
+        STORE_AVAILABILITY,
+    ] {
+        described.add(name);
+    }
     described.add_histogram(REQUEST_DURATION_SECONDS);
     let names = described.0.lock().unwrap().clone();
     assert!(names.contains("model_cache_lookups_total"), "{names:?}");
@@ -137,6 +150,10 @@ fn the_grafana_dashboard_names_only_exported_metrics() {
         "model_cache_lookups_total",
         "model_cache_origin_calls_total",
         "model_cache_store_errors_total",
+        "model_cache_store_availability",
+        "model_cache_feed_lag_seconds",
+        "model_cache_feed_backlog",
+        "model_cache_feed_changes_total",
     ] {
         assert!(used.contains(core), "the dashboard shows {core}");
     }
@@ -150,7 +167,9 @@ fn the_alert_rules_name_only_exported_metrics() {
         "ModelCacheHitRateDrop",
         "ModelCacheOriginErrors",
         "ModelCacheStoreUnavailable",
-        "ModelCacheFeedStalled",
+        "ModelCacheStoreBreakerOpen",
+        "ModelCacheFeedLagging",
+        "ModelCacheWebhooksStalled",
     ] {
         assert!(text.contains(&format!("- alert: {alert}\n")), "alerts.yml has {alert}");
     }

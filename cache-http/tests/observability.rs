@@ -5,7 +5,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
 
 use axum::{Router, body::Body};
 use cache_http::{
@@ -126,4 +129,84 @@ async fn metrics_and_events_of_one_scenario() {
     ] {
         assert!(text.contains(needle), "no {needle} in\n{text}");
     }
+}
+
+/// The value of the series `series` (name and labels, as rendered) in a scrape.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn feed_and_store_gauges_are_read_at_each_scrape() {
+    use cache_core::{
+        ChangeOutcome, Refusal,
+        feed::{Backlog, FeedResync},
+    };
+
+    let h = Harness::new();
+    let app = metrics::routes_for(&h.cache).unwrap();
+    let feed = h.cache.feeds().reporter("sql:outbox");
+    let now = SystemTime::now();
+    feed.applied(
+        &[
+            ChangeOutcome::Applied,
+            ChangeOutcome::Applied,
+            ChangeOutcome::Refused(Refusal::Older),
+            ChangeOutcome::Refused(Refusal::Deleted),
+        ],
+        Some("1042"),
+        Some(now - Duration::from_secs(130)),
+    );
+    feed.checked(Backlog::Exactly(4), Some(now - Duration::from_secs(120)), now);
+    feed.failed(&"the store failed", None, None);
+    feed.resynced(FeedResync::new("payloads_lost"));
+
+    let (status, text) = send(&app, get("/metrics")).await;
+    assert_eq!(status, 200);
+    for (series, expected) in [
+        (r#"model_cache_feed_backlog{feed="sql:outbox"}"#, 4.0),
+        (
+            r#"model_cache_feed_changes_total{feed="sql:outbox",outcome="applied"}"#,
+            2.0,
+        ),
+        (
+            r#"model_cache_feed_changes_total{feed="sql:outbox",outcome="stale"}"#,
+            1.0,
+        ),
+        (
+            r#"model_cache_feed_changes_total{feed="sql:outbox",outcome="deleted"}"#,
+            1.0,
+        ),
+        (
+            r#"model_cache_feed_changes_total{feed="sql:outbox",outcome="failed"}"#,
+            0.0,
+        ),
+        (r#"model_cache_feed_errors_total{feed="sql:outbox"}"#, 1.0),
+        (r#"model_cache_feed_resyncs_total{feed="sql:outbox"}"#, 1.0),
+        (r#"model_cache_store_availability{state="available"}"#, 1.0),
+        (r#"model_cache_store_availability{state="unavailable"}"#, 0.0),
+        (r#"model_cache_store_availability{state="probing"}"#, 0.0),
+    ] {
+        assert_eq!(value(&text, series), Some(expected), "{series} in\n{text}");
+    }
+    let lag_series = r#"model_cache_feed_lag_seconds{feed="sql:outbox"}"#;
+    let lag = value(&text, lag_series).unwrap_or_else(|| panic!("no lag in\n{text}"));
+    assert!(
+        (120.0..180.0).contains(&lag),
+        "the oldest waiting change is 120 s old: {lag}"
+    );
+
+    // Read again at the next scrape: the store goes down, and the lag does not stand still.
+    h.store.set_down(true);
+    let (_, text) = send(&app, get("/metrics")).await;
+    assert_eq!(
+        value(&text, r#"model_cache_store_availability{state="available"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, r#"model_cache_store_availability{state="unavailable"}"#),
+        Some(1.0)
+    );
+    assert!(value(&text, lag_series).unwrap() >= lag);
 }

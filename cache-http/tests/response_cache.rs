@@ -751,3 +751,278 @@ async fn a_record_a_query_refill_drops_takes_its_responses_with_it() {
     );
     assert_eq!(after.status(), StatusCode::NOT_FOUND);
 }
+
+// ------------------------------------------------------------------ stampedes
+
+/// Returns once `n` requests wait for the computation in flight in `cache`'s process (the
+/// in-process single flight's own count, not a sleep); fails after a deadline.
+async fn until_waiting(cache: &Cache, n: usize) {
+    let waiting = async {
+        while cache.computation_waiters() < n {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the other requests never waited for the running handler");
+}
+
+/// Fails when `fut` does not finish within a deadline (instead of hanging the suite).
+async fn within_deadline<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .expect("not finished within the deadline")
+}
+
+/// `GET /events/{id}/projects` that counts its calls, reads the list through the cache, and
+/// holds its first call until `waiters` other requests wait for it.
+fn leaderboard(cache: &Cache, calls: &Arc<AtomicUsize>, waiters: usize) -> Router {
+    let (cache, calls) = (cache.clone(), Arc::clone(calls));
+    let layer = ResponseCacheLayer::new(&cache).ttl(Duration::from_secs(60));
+    let handler = move |Path(eid): Path<String>| {
+        let (cache, calls) = (cache.clone(), Arc::clone(&calls));
+        async move {
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            let projects = cache
+                .query(Project::by_event(&id(&eid)).desc(ProjectSort::Points))
+                .await
+                .unwrap();
+            if call == 0 {
+                until_waiting(&cache, waiters).await;
+            }
+            Json(projects)
+        }
+    };
+    Router::new()
+        .route("/events/{id}/projects", get(handler).layer(layer))
+        .layer(CacheTelemetryLayer::new())
+}
+
+/// Sixteen requests for one response over real sockets, at once: the handler runs once and
+/// everyone gets its response. The request that ran it reports what it read (`MISS`); the
+/// others `HIT` with `X-Cache-Coalesced: true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_over_http_run_the_handler_once() {
+    const N: usize = 16;
+    let h = Harness::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let base = serve(leaderboard(&h.cache, &calls, N - 1)).await;
+    let client = reqwest::Client::new();
+    let url = format!("{base}/events/recE1/projects");
+
+    let responses = within_deadline(futures::future::join_all((0..N).map(|_| client.get(&url).send()))).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one handler call for {N} requests");
+    assert_eq!(h.origin.count(OriginMethod::Query), 1);
+    let mut leaders = 0;
+    let mut bodies = Vec::new();
+    for response in responses {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 200);
+        if header(&response, "x-cache-coalesced").is_some() {
+            assert_eq!(header(&response, "x-cache-coalesced"), Some("true"));
+            assert_eq!(header(&response, "x-cache"), Some("HIT"));
+            assert_eq!(header(&response, "x-origin-calls"), Some("0"));
+            assert!(header(&response, "x-cache-key").is_some());
+            assert_eq!(header(&response, "x-cache-ttl"), Some("60"));
+        } else {
+            leaders += 1;
+            assert_eq!(header(&response, "x-cache"), Some("MISS"));
+            assert_eq!(header(&response, "x-origin-calls"), Some("1"));
+            assert!(header(&response, "x-cache-key").is_none(), "produced, not served");
+        }
+        assert!(header(&response, "etag").is_some());
+        bodies.push(response.bytes().await.unwrap());
+    }
+    assert_eq!(leaders, 1, "the request that ran the handler");
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "everyone got the same body");
+    let listed: Vec<Project> = serde_json::from_slice(&bodies[0]).unwrap();
+    assert_eq!(names(&listed), ["recP1", "recP2"]);
+
+    // And it was stored: the next request is a plain hit.
+    let next = client.get(&url).send().await.unwrap();
+    assert_eq!(header(&next, "x-cache"), Some("HIT"));
+    assert!(header(&next, "x-cache-coalesced").is_none());
+    assert_eq!(next.bytes().await.unwrap(), bodies[0]);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// A response that may not be stored (here: it sets a cookie) belongs to its request: the
+/// requests that waited for it run the handler themselves, side by side (each waits at a
+/// barrier for the others: run one after another, they would never all reach it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_is_not_stored_is_not_shared_and_its_waiters_run_the_handler() {
+    const N: usize = 4;
+    let h = Harness::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let side_by_side = Arc::new(tokio::sync::Barrier::new(N - 1));
+    let (cache, counter) = (h.cache.clone(), Arc::clone(&calls));
+    let handler = move || {
+        let (cache, counter, side_by_side) = (cache.clone(), Arc::clone(&counter), Arc::clone(&side_by_side));
+        async move {
+            let call = counter.fetch_add(1, Ordering::SeqCst);
+            if call == 0 {
+                until_waiting(&cache, N - 1).await;
+                return ([("set-cookie", "session=first")], "first").into_response();
+            }
+            within_deadline(side_by_side.wait()).await;
+            format!("call {call}").into_response()
+        }
+    };
+    let app = Router::new()
+        .route("/r", get(handler).layer(ResponseCacheLayer::new(&h.cache)))
+        .layer(CacheTelemetryLayer::new());
+    let base = serve(app).await;
+    let client = reqwest::Client::new();
+    let url = format!("{base}/r");
+
+    let responses = within_deadline(futures::future::join_all((0..N).map(|_| client.get(&url).send()))).await;
+    assert_eq!(calls.load(Ordering::SeqCst), N, "every waiter ran the handler itself");
+    let mut with_cookie = 0;
+    for response in responses {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(header(&response, "x-cache-coalesced").is_none(), "nothing was shared");
+        assert!(header(&response, "x-cache-key").is_none());
+        let cookie = header(&response, "set-cookie").map(str::to_owned);
+        let body = response.text().await.unwrap();
+        if cookie.is_some() {
+            with_cookie += 1;
+            assert_eq!(body, "first");
+        } else {
+            assert!(body.starts_with("call "), "{body}: a response of its own");
+        }
+    }
+    assert_eq!(with_cookie, 1, "the cookie went to its own request only");
+}
+
+/// A failure of the inner service is its request's answer alone: the requests that waited
+/// for it run the service themselves and get their own responses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_of_the_inner_service_is_not_shared() {
+    const N: usize = 4;
+    let h = Harness::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (cache, counter) = (h.cache.clone(), Arc::clone(&calls));
+    let inner = tower::service_fn(move |_: Request<Body>| {
+        let (cache, counter) = (cache.clone(), Arc::clone(&counter));
+        async move {
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                until_waiting(&cache, N - 1).await;
+                return Err(std::io::Error::other("the service failed"));
+            }
+            Ok(Response::new(Body::from("fresh")))
+        }
+    });
+    let service = tower::Layer::layer(&ResponseCacheLayer::new(&h.cache), inner);
+    let results = within_deadline(futures::future::join_all(
+        (0..N).map(|_| service.clone().oneshot(Request::get("/r").body(Body::empty()).unwrap())),
+    ))
+    .await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        N,
+        "the waiters called the service themselves"
+    );
+    let mut failed = 0;
+    for result in results {
+        match result {
+            Err(err) => {
+                failed += 1;
+                assert_eq!(err.to_string(), "the service failed");
+            }
+            Ok(response) => {
+                assert_eq!(response.status(), 200);
+                assert!(!response.headers().contains_key("x-cache-coalesced"));
+                assert_eq!(&response.into_body().collect().await.unwrap().to_bytes()[..], b"fresh");
+            }
+        }
+    }
+    assert_eq!(failed, 1, "the error went to its own request only");
+}
+
+/// Two instances of the application on one Redis: a request to each at once runs the handler
+/// once. The second instance's request waits for the first's through the store's compute
+/// lock (blocked in Redis, as the server reports), and answers its response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_redis_run_the_handler_once() {
+    use cache_redis::{
+        RedisStore,
+        testing::{RedisServer, unique_namespace},
+    };
+
+    let server = RedisServer::start();
+    let namespace = unique_namespace();
+    let h = Harness::new();
+    let instance = || async {
+        let store = RedisStore::builder(server.url())
+            .namespace(&namespace)
+            .timeouts(Duration::from_secs(10), Duration::from_secs(10))
+            .connect()
+            .await
+            .unwrap();
+        Cache::builder(store, h.origin.clone())
+            .ttl_jitter(0.0)
+            .register::<Event>()
+            .register::<Project>()
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (instance().await, instance().await);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Gate::default());
+    let app = |cache: Cache| {
+        let (calls, gate) = (Arc::clone(&calls), Arc::clone(&gate));
+        let layer = ResponseCacheLayer::new(&cache).ttl(Duration::from_secs(60));
+        let handler = move |Path(eid): Path<String>| {
+            let (cache, calls, gate) = (cache.clone(), Arc::clone(&calls), Arc::clone(&gate));
+            async move {
+                let projects = cache.query(Project::by_event(&id(&eid))).await.unwrap();
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    gate.pass().await;
+                }
+                Json(projects)
+            }
+        };
+        Router::new()
+            .route("/events/{id}/projects", get(handler).layer(layer))
+            .layer(CacheTelemetryLayer::new())
+    };
+    let (base_a, base_b) = (serve(app(a)).await, serve(app(b)).await);
+    let client = reqwest::Client::new();
+    let path = "/events/recE1/projects";
+
+    let first = tokio::spawn(client.get(format!("{base_a}{path}")).send());
+    within_deadline(gate.arrived()).await;
+    let second = tokio::spawn(client.get(format!("{base_b}{path}")).send());
+    // Instance B waits in Redis for A's computation.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let info: String = server.query(cache_redis::redis::cmd("INFO").arg("clients"));
+        let blocked = info
+            .lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if blocked >= 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "instance B never waited in Redis");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    gate.release();
+
+    let first = within_deadline(first).await.unwrap().unwrap();
+    let second = within_deadline(second).await.unwrap().unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one handler call across both instances"
+    );
+    assert_eq!(header(&first, "x-cache"), Some("MISS"));
+    assert!(header(&first, "x-cache-coalesced").is_none());
+    assert_eq!(header(&second, "x-cache"), Some("HIT"));
+    assert_eq!(header(&second, "x-cache-coalesced"), Some("true"));
+    assert_eq!(header(&second, "x-origin-calls"), Some("0"));
+    assert_eq!(header(&first, "etag"), header(&second, "etag"));
+    assert_eq!(first.bytes().await.unwrap(), second.bytes().await.unwrap());
+}

@@ -179,7 +179,7 @@ impl CircuitBreaker {
                 tally.failed_fast += 1;
                 summarise(tally, state, now);
                 // A short static text: refusing is the hot path of an outage.
-                Err(StoreError::Unavailable("redis circuit breaker open".to_owned()))
+                Err(StoreError::Refused("redis circuit breaker open"))
             }
         }
     }
@@ -369,7 +369,7 @@ mod tests {
         assert_eq!(breaker.status().state, CircuitState::Closed, "fast failures count up");
         breaker.failure(&down(), Failure::Slow);
         assert_eq!(breaker.status().state, CircuitState::Open);
-        assert!(matches!(breaker.admit(), Err(StoreError::Unavailable(_))));
+        assert!(matches!(breaker.admit(), Err(StoreError::Refused(_))));
     }
 
     #[test]
@@ -380,7 +380,7 @@ mod tests {
         });
         breaker.failure(&down(), Failure::Fast);
         for _ in 0..3 {
-            assert!(matches!(breaker.admit(), Err(StoreError::Unavailable(_))));
+            assert!(matches!(breaker.admit(), Err(StoreError::Refused(_))));
         }
         assert_eq!(breaker.status().rejected, 3);
     }

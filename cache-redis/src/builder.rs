@@ -194,11 +194,17 @@ impl RedisStoreBuilder {
                 ),
             ),
         }
+        let tracking = crate::tracking::Source::new(
+            &self.client().map_err(ConnectError::Connect)?,
+            self.cluster.then_some(self.urls.as_slice()),
+            self.connect_timeout,
+            self.response_timeout,
+        );
         Ok(RedisStore::from_parts(
             conn,
             self.namespace,
             self.buckets,
-            Scripts::new(),
+            tracking,
             self.breaker,
             self.operation_budget,
             connector.waits,

@@ -38,7 +38,7 @@ pub(crate) fn validate_namespace(namespace: &str) -> Result<(), ConnectError> {
 /// mc:{projects}:1a2b3c4d:lease:recP1        lease token of a fill in flight
 /// mc:{projects}:1a2b3c4d:m                  HASH id -> the record's index entries and version
 /// mc:{projects}:1a2b3c4d:ids                ZSET id -> 0: every record with index entries
-/// mc:{projects}:1a2b3c4d:t:event:recE1      SET of ids whose `event` is `recE1`
+/// mc:{projects}:1a2b3c4d:i:event:recE1      ZSET id -> 0: ids whose `event` is `recE1`
 /// mc:{projects}:1a2b3c4d:s:points           ZSET id -> score of `points`
 /// mc:{projects}:1a2b3c4d:c:9f86d081884c7d65 completeness marker of one filter set (= epoch)
 /// mc:{projects}:1a2b3c4d:epoch              invalidation epoch
@@ -228,10 +228,11 @@ impl BucketKeys {
         &self.shared[2]
     }
 
-    /// The set of ids whose `field` has `value`: `...:t:{field}:{encoded value}`.
+    /// The sorted set (all scores 0) of ids whose `field` has `value`:
+    /// `...:i:{field}:{encoded value}`.
     pub fn tag(&self, field: &str, value: &str) -> String {
         format!(
-            "{}:t:{}:{}",
+            "{}:i:{}:{}",
             self.prefix,
             encode_component(field),
             encode_component(value)
@@ -295,6 +296,12 @@ pub(crate) fn lock_key(namespace: &str, key: &str) -> String {
     format!("{namespace}:lock:{{{}}}", value_key(namespace, key))
 }
 
+/// The list through which the waiters of the computation holding `token` are woken:
+/// `{lock}:wake:{token}` (built by `computed.lua` too).
+pub(crate) fn wake_key(lock: &str, token: &str) -> String {
+    format!("{lock}:wake:{token}")
+}
+
 /// When a tag was last purged (server microseconds): `{namespace}:purged:{<tag set key>}`, in
 /// the tag set's slot.
 pub(crate) fn purge_mark_key(namespace: &str, tag: &str) -> String {
@@ -322,7 +329,7 @@ mod tests {
         assert_eq!(keys.record(&id), format!("mc:{{projects}}:{fp}:r:recP1"));
         assert_eq!(
             keys.tag("email", "a b*"),
-            format!("mc:{{projects}}:{fp}:t:email:a%20b%2A")
+            format!("mc:{{projects}}:{fp}:i:email:a%20b%2A")
         );
         assert_eq!(layout.record_id(&keys.record(&id)), Some(id.clone()));
         assert_eq!(layout.record_id(&keys.tombstone(&id)), None);
@@ -354,5 +361,83 @@ mod tests {
         for bad in ["", "m c", "mc*", "{mc}", "mc\\"] {
             assert!(validate_namespace(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// The key scheme is written twice, here and in the scripts (`src/lua/entity.lua`,
+    /// `computed.lua`): the scripts build per-record and index keys from the bucket prefix, and
+    /// the wake-up list from the lock key. This runs the scripts' own key functions on a real
+    /// server and checks that they build exactly what this module builds.
+    #[cfg(feature = "testing")]
+    #[test]
+    fn the_scripts_build_the_keys_this_layout_builds() {
+        use cache_core::{IndexKind, keys::encode_component};
+
+        let schema = EntitySchema::builder("projects")
+            .field(FieldSchema {
+                index: Some(IndexKind::Exact),
+                ..FieldSchema::scalar("email", "String")
+            })
+            .field(FieldSchema {
+                sortable: true,
+                ..FieldSchema::scalar("points", "i64")
+            })
+            .build();
+        let fp = schema.fingerprint_hex();
+        let server = crate::testing::shared_server();
+        let probe = concat!(
+            include_str!("lua/util.lua"),
+            include_str!("lua/entity.lua"),
+            "return {record_key(ARGV[2]), tomb_key(ARGV[2]), lease_key(ARGV[2]), ",
+            "tag_key(ARGV[3], ARGV[4]), sort_key(ARGV[5]), live_member(ARGV[6])}"
+        );
+        for buckets in [1, 4] {
+            let layout = KeyLayout::new("mc", &schema, buckets);
+            for (id, value) in [("recP1", "a b*"), ("rec:odd", "ümlaut{x}"), ("42", "")] {
+                let Ok(id) = RecordId::new(id) else { continue };
+                let keys = layout.for_id(&id);
+                let query = IndexQuery::all().filter("email", value.to_owned());
+                let marker = keys.marker(&query);
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(probe).arg(4);
+                for key in keys.script_keys() {
+                    cmd.arg(key);
+                }
+                // What the Rust side passes: the prefix, an id, the key-encoded field and value
+                // (as `meta::encode` files them), a sort field, a marker.
+                cmd.arg(keys.prefix())
+                    .arg(id.as_str())
+                    .arg(encode_component("email"))
+                    .arg(encode_component(value))
+                    .arg("points")
+                    .arg(&marker);
+                let lua: Vec<String> = server.query(&cmd);
+                assert_eq!(
+                    lua,
+                    vec![
+                        keys.record(&id),
+                        keys.tombstone(&id),
+                        keys.lease(&id),
+                        keys.tag("email", value),
+                        keys.sort("points"),
+                        marker.strip_prefix(keys.prefix()).unwrap_or_default().to_owned(),
+                    ],
+                    "{buckets} buckets, id {id}"
+                );
+                assert!(keys.prefix().contains(&format!(":{fp}")), "{}", keys.prefix());
+            }
+        }
+        let lock = lock_key("mc", "http:events:recE1");
+        let probe = concat!(
+            include_str!("lua/util.lua"),
+            include_str!("lua/computed.lua"),
+            "redis.call('SET', KEYS[1], ARGV[1]) ",
+            "redis.call('SET', KEYS[1] .. ':waiters:' .. ARGV[1], '1') ",
+            "release(KEYS[1], ARGV[1], 1000) ",
+            "return redis.call('EXISTS', ARGV[2])"
+        );
+        let wake = wake_key(&lock, "t1");
+        let woken: u64 = server.query(redis::cmd("EVAL").arg(probe).arg(1).arg(&lock).arg("t1").arg(&wake));
+        assert_eq!(woken, 1, "computed.lua wakes the list {wake}");
+        let _: u64 = server.query(redis::cmd("DEL").arg(&wake));
     }
 }

@@ -41,6 +41,7 @@ mod layout;
 mod meta;
 mod scripts;
 mod store;
+mod tracking;
 mod wait;
 
 #[cfg(feature = "testing")]

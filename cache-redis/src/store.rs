@@ -15,23 +15,29 @@ use bytes::Bytes;
 use cache_core::{
     ComputeLock, ComputedLookup, ComputedWrite, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, LockAttempt,
     LockWait, Lookup, Order, QueryFill, QueryLookup, RecordId, RecordWrite, RemoveMode, Store, StoreError, StoreResult,
-    StoreStats, WriteMode, WriteOutcome, human_bytes, order::compare_scored,
+    StoreStats, WriteMode, WriteOutcome, human_bytes,
+    order::compare_scored,
+    store::{Availability, InvalidationSink},
 };
 use futures::{
     StreamExt,
     future::{Either, try_join_all},
     stream::{self, BoxStream},
 };
-use redis::{RedisError, Script, ScriptInvocation, Value};
 
 use crate::{
-    CircuitBreakerConfig, CircuitStatus, KeyLayout, RedisStoreBuilder,
+    CircuitBreakerConfig, CircuitState, CircuitStatus, KeyLayout, RedisStoreBuilder,
     breaker::{Admission, CircuitBreaker, Failure},
-    connection::{Node, RedisConnection, in_slot_scope, is_unavailable, store_error},
+    connection::{Node, RedisConnection, in_slot_scope, is_unavailable},
     flush::{Decision, FlushPlan},
     layout::{BucketKeys, tag_set_key, value_key},
-    meta,
-    scripts::Scripts,
+    scripts::{
+        Scripts, backend,
+        entity::{Complete, Page, Put, PutMode, Query, Remove, RemoveHow, TakeLease},
+        ms, re,
+        value::{PutValue, RaiseWatermark, TagValue},
+    },
+    tracking::{self, Tracking},
     wait::WaitConnections,
 };
 
@@ -78,6 +84,8 @@ struct Inner {
     /// The key layout of each schema (entity name, fingerprint) seen so far, built once: one
     /// per registered model.
     layouts: RwLock<HashMap<(&'static str, u64), Arc<KeyLayout>>>,
+    /// The near caches' invalidations (`CLIENT TRACKING`), once one subscribed.
+    tracking: Tracking,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -91,53 +99,10 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// A redis error as a store error.
-fn re(err: RedisError) -> StoreError {
-    store_error(&err)
-}
-
-fn backend(what: impl Into<String>) -> StoreError {
-    StoreError::Backend(what.into())
-}
-
-/// A duration as script milliseconds (at least 1: `PX 0` is an error).
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
 /// How long a bucket's shared keys (index sets, meta, counters, markers) live: at least as
 /// long as any record written with them, and at least the entity's TTL.
 fn index_ttl(entity: &EntitySchema, writes: &[RecordWrite]) -> u64 {
     writes.iter().map(|w| ms(w.ttl)).fold(ms(entity.ttl), u64::max)
-}
-
-/// An offset or count as a script argument: capped at 2^53, where Lua's numbers (doubles) stop
-/// being exact, far beyond any real page.
-fn to_i64(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX).min(1 << 53)
-}
-
-fn as_u64(value: &Value) -> Option<u64> {
-    match value {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn as_bytes(value: Value) -> Option<Bytes> {
-    match value {
-        Value::BulkString(b) => Some(Bytes::from(b)),
-        _ => None,
-    }
-}
-
-fn as_array(value: Value, what: &str) -> StoreResult<Vec<Value>> {
-    match value {
-        Value::Array(items) => Ok(items),
-        other => Err(backend(format!("{what}: unexpected reply {other:?}"))),
-    }
 }
 
 /// Groups item indices by the bucket of their id, buckets in order.
@@ -147,19 +112,6 @@ fn by_bucket<'a>(layout: &KeyLayout, ids: impl Iterator<Item = &'a RecordId>) ->
         groups.entry(layout.bucket_of(id)).or_default().push(i);
     }
     groups
-}
-
-/// One bucket's answer to a query: its sequence, and when its marker holds, its page.
-struct Page {
-    seq: u64,
-    rows: Option<Rows>,
-}
-
-/// A bucket's page, each body `None` when the record expired or was evicted. `ranks` (each
-/// row's id and score) is asked for only when pages of several buckets are merged.
-struct Rows {
-    ranks: Vec<(String, f64)>,
-    bodies: Vec<Option<Bytes>>,
 }
 
 /// The bodies of a page, or `None` when one of its records is gone.
@@ -193,7 +145,7 @@ impl RedisStore {
         conn: RedisConnection,
         namespace: String,
         buckets: u32,
-        scripts: Scripts,
+        tracking: tracking::Source,
         breaker: CircuitBreakerConfig,
         budget: Duration,
         waits: Arc<WaitConnections>,
@@ -201,9 +153,10 @@ impl RedisStore {
         Self {
             inner: Arc::new(Inner {
                 conn,
+                tracking: Tracking::new(&namespace, buckets, tracking),
                 namespace,
                 buckets,
-                scripts,
+                scripts: Scripts::new(),
                 breaker: CircuitBreaker::new(breaker),
                 budget,
                 waits,
@@ -268,6 +221,18 @@ impl RedisStore {
         self.guarded_bulk("exact_key_count", self.count_keys()).await
     }
 
+    /// Waits until every change made in Redis before the call, by any instance, has reached
+    /// the near caches over this store ([`Cache::near_cache`](cache_core::Cache::near_cache)):
+    /// a fence key written on each master through its tracking connection has come back as an
+    /// invalidation. A master whose fence does not come back in time is taken as lost, which
+    /// empties the near caches until its tracking is back; so once this returns, no near cache
+    /// over this store answers anything older than the call. Returns at once when no near
+    /// cache is on. For an instance that must read what another just wrote (a test, a
+    /// hand-off between services); reads do not need it otherwise.
+    pub async fn sync_invalidations(&self) {
+        self.inner.tracking.sync().await;
+    }
+
     /// The circuit breaker's state and counters.
     pub fn circuit(&self) -> CircuitStatus {
         self.inner.breaker.status()
@@ -297,7 +262,7 @@ impl RedisStore {
         if !self.inner.conn.is_connected() {
             // Not a failure of the breaker's: the background connector is on it, and the
             // store works as soon as it succeeds.
-            return Err(StoreError::Unavailable("not connected to redis yet".to_owned()));
+            return Err(StoreError::Refused("not connected to redis yet"));
         }
         let breaker = &self.inner.breaker;
         let admission = breaker.admit()?;
@@ -367,27 +332,6 @@ impl RedisStore {
         Err(last.map_or_else(|| StoreError::Unavailable("probe failed".to_owned()), re))
     }
 
-    fn entity_invocation<'s>(script: &'s Script, keys: &BucketKeys) -> ScriptInvocation<'s> {
-        let mut invocation = script.prepare_invoke();
-        for key in keys.script_keys() {
-            invocation.key(key);
-        }
-        invocation.arg(keys.prefix());
-        invocation
-    }
-
-    /// Appends one record's arguments as `put.lua` and `complete.lua` read them: id, body, ttl
-    /// (ms), version, meta.
-    fn record_args(invocation: &mut ScriptInvocation<'_>, write: &RecordWrite) {
-        invocation
-            .arg(write.id.as_str())
-            .arg(write.body.as_ref())
-            .arg(ms(write.ttl))
-            .arg(meta::version_arg(write.version))
-            .arg(write.at.map(|at| at.to_string()).unwrap_or_default())
-            .arg(meta::encode(&write.index, write.version));
-    }
-
     fn check_query(entity: &EntitySchema, query: &IndexQuery) -> StoreResult<()> {
         for filter in &query.filters {
             if entity.field(filter.field).is_none_or(|f| f.index.is_none()) {
@@ -408,77 +352,29 @@ impl RedisStore {
         Ok(())
     }
 
-    /// The ordering zset and tag sets a query reads, after the four common keys.
-    fn query_keys(keys: &BucketKeys, query: &IndexQuery) -> Vec<String> {
-        let mut out = Vec::with_capacity(query.filters.len() + 1);
-        out.push(match query.sort {
-            Some(sort) => keys.sort(sort.field),
-            None => keys.ids().to_owned(),
-        });
-        out.extend(query.filters.iter().map(|f| keys.tag(f.field, &f.value)));
-        out
-    }
-
     async fn query_bucket(
         &self,
         keys: &BucketKeys,
         query: &IndexQuery,
-        ittl: u64,
+        index_ttl: u64,
         (offset, count): (usize, Option<usize>),
         ranked: bool,
     ) -> StoreResult<Page> {
-        let mut invocation = Self::entity_invocation(&self.inner.scripts.query, keys);
-        invocation.key(keys.marker(query));
-        for key in Self::query_keys(keys, query) {
-            invocation.key(key);
-        }
-        let desc = matches!(query.sort, Some(s) if s.order == Order::Desc);
-        invocation
-            .arg(ittl)
-            .arg(if desc { "1" } else { "0" })
-            .arg(to_i64(offset))
-            .arg(count.map_or(-1, to_i64))
-            .arg(if ranked { "1" } else { "0" });
-        let reply: Value = invocation.invoke_async(&mut self.conn()).await.map_err(re)?;
-        let mut items = as_array(reply, "query")?.into_iter();
-        let complete = items.next().as_ref().and_then(as_u64) == Some(1);
-        let seq = items
-            .next()
-            .as_ref()
-            .and_then(as_u64)
-            .ok_or_else(|| backend("query: reply without a sequence"))?;
-        if !complete {
-            return Ok(Page { seq, rows: None });
-        }
-        let mut ranks = Vec::new();
-        if ranked {
-            let n = items
-                .next()
-                .as_ref()
-                .and_then(as_u64)
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| backend("query: reply without a row count"))?;
-            ranks.reserve(n);
-            for _ in 0..n {
-                let (Some(id), Some(score)) = (items.next(), items.next()) else {
-                    return Err(backend("query: reply with too few rows"));
-                };
-                let id: String = redis::from_redis_value(id).map_err(|e| backend(e.to_string()))?;
-                let score: String = redis::from_redis_value(score).map_err(|e| backend(e.to_string()))?;
-                let score = score
-                    .parse::<f64>()
-                    .map_err(|_| backend(format!("query: score {score:?} is not a number")))?;
-                ranks.push((id, score));
-            }
-        }
-        let bodies: Vec<Option<Bytes>> = items.map(as_bytes).collect();
-        if ranked && bodies.len() != ranks.len() {
-            return Err(backend("query: reply with more or fewer bodies than rows"));
-        }
-        Ok(Page {
-            seq,
-            rows: Some(Rows { ranks, bodies }),
-        })
+        let call = Query {
+            keys,
+            marker: keys.marker(query),
+            ordering: match query.sort {
+                Some(sort) => keys.sort(sort.field),
+                None => keys.ids().to_owned(),
+            },
+            tags: query.filters.iter().map(|f| keys.tag(f.field, &f.value)).collect(),
+            index_ttl,
+            descending: matches!(query.sort, Some(s) if s.order == Order::Desc),
+            offset,
+            count,
+            ranked,
+        };
+        self.inner.scripts.call(&mut self.conn(), &call).await
     }
 
     async fn scan_node(
@@ -571,10 +467,13 @@ impl RedisStore {
     /// steps without `MATCH` walk the hash table, whose order has nothing to do with key
     /// names). Exact, too, when the sample shows that the namespace owns the database. A few
     /// round trips per master whatever the size, instead of a `SCAN` of everything.
-    async fn estimate_keys(&self) -> StoreResult<u64> {
+    /// The namespace's keys, and whether they were counted exactly (every node small enough
+    /// to scan) rather than estimated from a sample.
+    async fn estimate_keys(&self) -> StoreResult<(u64, bool)> {
         let prefix = format!("{}:", self.inner.namespace);
         let pattern = format!("{prefix}*");
         let mut total = 0u64;
+        let mut exact = true;
         for node in self.inner.conn.masters().await.map_err(re)? {
             let dbsize = self.inner.conn.on_node(&node, redis::cmd("DBSIZE")).await.map_err(re)?;
             let dbsize: u64 = redis::from_redis_value(dbsize).map_err(|e| backend(e.to_string()))?;
@@ -593,6 +492,7 @@ impl RedisStore {
                 }
                 continue;
             }
+            exact = false;
             let (mut sampled, mut ours, mut cursor) = (0u64, 0u64, 0u64);
             for _ in 0..SAMPLE_STEPS {
                 let mut cmd = redis::cmd("SCAN");
@@ -615,7 +515,7 @@ impl RedisStore {
                     .unwrap_or(u64::MAX)
             };
         }
-        Ok(total)
+        Ok((total, exact))
     }
 
     async fn server_info(&self) -> StoreResult<Vec<String>> {
@@ -675,6 +575,7 @@ fn stats_from_info(backend: &str, infos: &[String], total_keys: u64) -> StoreSta
         keyspace_misses: field("keyspace_misses"),
         connected_clients: field("connected_clients"),
         evicted_keys: field("evicted_keys"),
+        total_keys_exact: false,
     }
 }
 
@@ -740,13 +641,13 @@ impl Store for RedisStore {
         let groups = by_bucket(&layout, ids.iter());
         self.guarded("lease", async {
             try_join_all(groups.iter().map(|(&bucket, members)| {
-                let keys = layout.keys(bucket);
-                let mut invocation = Self::entity_invocation(&self.inner.scripts.lease, keys);
-                invocation.arg(token).arg(ms(ttl));
-                for &i in members {
-                    invocation.arg(ids[i].as_str());
-                }
-                async move { invocation.invoke_async::<Value>(&mut self.conn()).await.map_err(re) }
+                let call = TakeLease {
+                    keys: layout.keys(bucket),
+                    token,
+                    ttl: ms(ttl),
+                    ids: members.iter().map(|&i| &ids[i]).collect(),
+                };
+                async move { self.inner.scripts.call(&mut self.conn(), &call).await }
             }))
             .await?;
             Ok(Lease(token))
@@ -765,52 +666,38 @@ impl Store for RedisStore {
         }
         let layout = self.key_layout(entity);
         let ittl = index_ttl(entity, writes);
-        let (mode, token) = match mode {
-            WriteMode::Upsert => ("upsert", String::new()),
-            WriteMode::Fill(Lease(token)) => ("fill", token.to_string()),
+        let mode = match mode {
+            WriteMode::Upsert => PutMode::Upsert,
+            WriteMode::Fill(Lease(token)) => PutMode::Fill(token),
         };
         let groups = by_bucket(&layout, writes.iter().map(|w| &w.id));
-        self.guarded("put", async {
-            let answers = try_join_all(groups.iter().map(|(&bucket, members)| {
-                let mut invocation = Self::entity_invocation(&self.inner.scripts.put, layout.keys(bucket));
-                invocation.arg(mode).arg(&token).arg(ittl);
-                for &i in members {
-                    Self::record_args(&mut invocation, &writes[i]);
-                }
-                async move {
-                    let reply: Value = invocation.invoke_async(&mut self.conn()).await.map_err(re)?;
-                    as_array(reply, "put")
-                }
-            }))
-            .await?;
-            let mut out = vec![WriteOutcome::StaleVersion; writes.len()];
-            for ((_, members), answer) in groups.iter().zip(answers) {
-                if answer.len() != members.len() * 2 {
-                    return Err(backend("put: script answered the wrong number of outcomes"));
-                }
-                let mut answer = answer.into_iter();
-                for &i in members {
-                    let (Some(status), Some(previous)) = (answer.next(), answer.next()) else {
-                        unreachable!("length checked above")
+        let written = self
+            .guarded("put", async {
+                let answers = try_join_all(groups.iter().map(|(&bucket, members)| {
+                    let call = Put {
+                        keys: layout.keys(bucket),
+                        mode,
+                        index_ttl: ittl,
+                        records: members.iter().map(|&i| &writes[i]).collect(),
                     };
-                    out[i] = match as_u64(&status) {
-                        Some(0) => WriteOutcome::Written {
-                            previous: as_bytes(previous)
-                                .map(|m| meta::decode(&m))
-                                .transpose()
-                                .map_err(backend)?,
-                        },
-                        Some(1) => WriteOutcome::StaleVersion,
-                        Some(2) => WriteOutcome::LeaseLost,
-                        Some(3) => WriteOutcome::Deleted,
-                        Some(4) => WriteOutcome::Unordered,
-                        _ => return Err(backend(format!("put: unknown outcome {status:?}"))),
-                    };
+                    async move { self.inner.scripts.call(&mut self.conn(), &call).await }
+                }))
+                .await?;
+                let mut out = vec![WriteOutcome::StaleVersion; writes.len()];
+                for ((_, members), answer) in groups.iter().zip(answers) {
+                    for (&i, outcome) in members.iter().zip(answer) {
+                        out[i] = outcome;
+                    }
                 }
-            }
-            Ok(out)
-        })
-        .await
+                Ok(out)
+            })
+            .await;
+        // Whatever it answered (a timeout may come after the write), this instance's near
+        // caches forget the records now rather than when the push arrives.
+        self.inner
+            .tracking
+            .records_changed(entity.entity, writes.iter().map(|w| &w.id));
+        written
     }
 
     async fn remove(
@@ -824,58 +711,42 @@ impl Store for RedisStore {
         }
         let layout = self.key_layout(entity);
         let ittl = index_ttl(entity, &[]);
-        let (mode, tomb_ttl, token, version, at) = match mode {
-            RemoveMode::Invalidate => ("invalidate", 1, String::new(), String::new(), String::new()),
-            RemoveMode::Tombstone(tombstone) => (
-                "tombstone",
-                ms(tombstone.ttl),
-                String::new(),
-                meta::version_arg(tombstone.version),
-                tombstone.at.map(|at| at.to_string()).unwrap_or_default(),
-            ),
-            RemoveMode::FillTombstone { lease, ttl } => (
-                "fill-tombstone",
-                ms(ttl),
-                lease.0.to_string(),
-                String::new(),
-                String::new(),
-            ),
+        let how = match mode {
+            RemoveMode::Invalidate => RemoveHow::Invalidate,
+            RemoveMode::Tombstone(tombstone) => RemoveHow::Tombstone {
+                ttl: ms(tombstone.ttl),
+                version: tombstone.version,
+                at: tombstone.at,
+            },
+            RemoveMode::FillTombstone { lease, ttl } => RemoveHow::FillTombstone {
+                ttl: ms(ttl),
+                token: lease.0,
+            },
         };
         let groups = by_bucket(&layout, ids.iter());
-        self.guarded("remove", async {
-            let answers = try_join_all(groups.iter().map(|(&bucket, members)| {
-                let mut invocation = Self::entity_invocation(&self.inner.scripts.remove, layout.keys(bucket));
-                invocation
-                    .arg(mode)
-                    .arg(tomb_ttl)
-                    .arg(ittl)
-                    .arg(&token)
-                    .arg(&version)
-                    .arg(&at);
-                for &i in members {
-                    invocation.arg(ids[i].as_str());
+        let removed = self
+            .guarded("remove", async {
+                let answers = try_join_all(groups.iter().map(|(&bucket, members)| {
+                    let call = Remove {
+                        keys: layout.keys(bucket),
+                        how: how.clone(),
+                        index_ttl: ittl,
+                        ids: members.iter().map(|&i| &ids[i]).collect(),
+                    };
+                    async move { self.inner.scripts.call(&mut self.conn(), &call).await }
+                }))
+                .await?;
+                let mut out = vec![None; ids.len()];
+                for ((_, members), answer) in groups.iter().zip(answers) {
+                    for (&i, previous) in members.iter().zip(answer) {
+                        out[i] = previous;
+                    }
                 }
-                async move {
-                    let reply: Value = invocation.invoke_async(&mut self.conn()).await.map_err(re)?;
-                    as_array(reply, "remove")
-                }
-            }))
-            .await?;
-            let mut out = vec![None; ids.len()];
-            for ((_, members), answer) in groups.iter().zip(answers) {
-                if answer.len() != members.len() {
-                    return Err(backend("remove: script answered the wrong number of entries"));
-                }
-                for (&i, previous) in members.iter().zip(answer) {
-                    out[i] = as_bytes(previous)
-                        .map(|m| meta::decode(&m))
-                        .transpose()
-                        .map_err(backend)?;
-                }
-            }
-            Ok(out)
-        })
-        .await
+                Ok(out)
+            })
+            .await;
+        self.inner.tracking.records_changed(entity.entity, ids);
+        removed
     }
 
     async fn query(&self, entity: &EntitySchema, query: &IndexQuery) -> StoreResult<QueryLookup> {
@@ -947,56 +818,46 @@ impl Store for RedisStore {
             _ => index_ttl(entity, records),
         };
         let groups = by_bucket(&layout, records.iter().map(|w| &w.id));
-        self.guarded("complete_query", async {
-            let answers = try_join_all((0..layout.bucket_count()).map(|bucket| {
-                let keys = layout.keys(bucket);
-                let mut invocation = Self::entity_invocation(&self.inner.scripts.complete, keys);
-                invocation.key(keys.marker(query));
-                for filter in &query.filters {
-                    invocation.key(keys.tag(filter.field, &filter.value));
-                }
-                // Every sort zset, not only the query's: the marker serves every order.
-                for field in entity.sortable_fields() {
-                    invocation.key(keys.sort(field.name));
-                }
-                invocation
-                    .arg(token.0[bucket as usize])
-                    .arg(ittl)
-                    .arg(query.filters.len());
-                for &i in groups.get(&bucket).map(Vec::as_slice).unwrap_or_default() {
-                    Self::record_args(&mut invocation, &records[i]);
-                }
-                async move {
-                    let reply: Value = invocation.invoke_async(&mut self.conn()).await.map_err(re)?;
-                    // 0: refused; otherwise 1 and the ids it forgot.
-                    if as_u64(&reply) == Some(0) {
-                        return Ok::<_, StoreError>(None);
+        let filled = self
+            .guarded("complete_query", async {
+                let answers = try_join_all((0..layout.bucket_count()).map(|bucket| {
+                    let keys = layout.keys(bucket);
+                    let call = Complete {
+                        keys,
+                        marker: keys.marker(query),
+                        tags: query.filters.iter().map(|f| keys.tag(f.field, &f.value)).collect(),
+                        // Every sort zset, not only the query's: the marker serves every order.
+                        sorts: entity.sortable_fields().map(|f| keys.sort(f.name)).collect(),
+                        token: token.0[bucket as usize],
+                        index_ttl: ittl,
+                        records: groups
+                            .get(&bucket)
+                            .map(Vec::as_slice)
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|&i| &records[i])
+                            .collect(),
+                    };
+                    async move { self.inner.scripts.call(&mut self.conn(), &call).await }
+                }))
+                .await?;
+                let mut forgotten = Vec::new();
+                for answer in answers {
+                    match answer {
+                        Some(ids) => forgotten.extend(ids),
+                        None => return Ok(QueryFill::Refused),
                     }
-                    let mut answer = as_array(reply, "complete_query")?.into_iter();
-                    if answer.next().as_ref().and_then(as_u64) != Some(1) {
-                        return Err(backend("complete_query: the script answered no status"));
-                    }
-                    answer
-                        .map(|id| {
-                            let id = as_bytes(id).ok_or_else(|| backend("complete_query: an id is not a string"))?;
-                            let id = String::from_utf8(id.to_vec()).map_err(|err| backend(err.to_string()))?;
-                            RecordId::new(id).map_err(|err| backend(err.to_string()))
-                        })
-                        .collect::<StoreResult<Vec<_>>>()
-                        .map(Some)
                 }
-            }))
-            .await?;
-            let mut forgotten = Vec::new();
-            for answer in answers {
-                match answer {
-                    Some(ids) => forgotten.extend(ids),
-                    None => return Ok(QueryFill::Refused),
-                }
-            }
-            Ok(QueryFill::Completed { forgotten })
-        })
-        .await
+                Ok(QueryFill::Completed { forgotten })
+            })
+            .await;
+        let tracking = &self.inner.tracking;
+        tracking.index_changed(entity.entity);
+        tracking.records_changed(entity.entity, records.iter().map(|w| &w.id));
+        if let Ok(QueryFill::Completed { forgotten }) = &filled {
+            tracking.records_changed(entity.entity, forgotten);
+        }
+        filled
     }
 
     fn scan_ids<'a>(&'a self, entity: &'a EntitySchema, batch: usize) -> BoxStream<'a, StoreResult<Vec<RecordId>>> {
@@ -1078,7 +939,13 @@ impl Store for RedisStore {
     async fn flush(&self, pattern: Option<&str>) -> StoreResult<u64> {
         let plan = FlushPlan::new(&self.inner.namespace, pattern)?;
         let flush = self.sum_scan(plan.scan_pattern(), |keys| self.flush_page(&plan, keys));
-        self.guarded_bulk("flush", flush).await
+        let flushed = self.guarded_bulk("flush", flush).await;
+        self.inner.tracking.flushed();
+        flushed
+    }
+
+    fn subscribe_invalidations(&self, sink: std::sync::Weak<dyn InvalidationSink>) -> bool {
+        self.inner.tracking.subscribe(sink)
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -1091,15 +958,38 @@ impl Store for RedisStore {
     async fn stats(&self) -> StoreResult<StoreStats> {
         self.guarded("stats", async {
             let infos = self.server_info().await?;
-            let total_keys = self.estimate_keys().await?;
+            let (total_keys, exact) = self.estimate_keys().await?;
             let backend = if self.inner.conn.is_cluster() {
                 "redis-cluster"
             } else {
                 "redis"
             };
-            Ok(stats_from_info(backend, &infos, total_keys))
+            Ok(StoreStats {
+                total_keys_exact: exact,
+                ..stats_from_info(backend, &infos, total_keys)
+            })
         })
         .await
+    }
+
+    async fn exact_stats(&self) -> StoreResult<StoreStats> {
+        let stats = self.stats().await?;
+        Ok(StoreStats {
+            total_keys: self.exact_key_count().await?,
+            total_keys_exact: true,
+            ..stats
+        })
+    }
+
+    fn availability(&self) -> Availability {
+        if !self.inner.conn.is_connected() {
+            return Availability::Unavailable;
+        }
+        match self.inner.breaker.status().state {
+            CircuitState::Closed => Availability::Available,
+            CircuitState::Open => Availability::Unavailable,
+            CircuitState::HalfOpen => Availability::Probing,
+        }
     }
 
     async fn get_value(&self, key: &str) -> StoreResult<Option<Bytes>> {
@@ -1120,16 +1010,13 @@ impl Store for RedisStore {
         let ttl = ms(ttl);
         self.guarded("put_value", async {
             if !self.inner.conn.is_cluster() {
-                let mut invocation = self.inner.scripts.put_value.key(&key);
-                for set in &tag_sets {
-                    invocation.key(set);
-                }
-                invocation.arg(value.as_ref()).arg(ttl);
-                return invocation
-                    .invoke_async::<Value>(&mut self.conn())
-                    .await
-                    .map(drop)
-                    .map_err(re);
+                let call = PutValue {
+                    key: &key,
+                    tag_sets: &tag_sets,
+                    value: value.as_ref(),
+                    ttl,
+                };
+                return self.inner.scripts.call(&mut self.conn(), &call).await;
             }
             // On a cluster the value and each tag set live in their own slots.
             redis::cmd("SET")
@@ -1140,10 +1027,13 @@ impl Store for RedisStore {
                 .query_async::<()>(&mut self.conn())
                 .await
                 .map_err(re)?;
-            try_join_all(tag_sets.iter().map(|set| {
-                let mut invocation = self.inner.scripts.tag_value.key(set);
-                invocation.arg(&key).arg(ttl);
-                async move { invocation.invoke_async::<Value>(&mut self.conn()).await.map_err(re) }
+            try_join_all(tag_sets.iter().map(|set| async {
+                let call = TagValue {
+                    tag_set: set,
+                    value_key: &key,
+                    ttl,
+                };
+                self.inner.scripts.call(&mut self.conn(), &call).await
             }))
             .await
             .map(drop)
@@ -1190,20 +1080,13 @@ impl Store for RedisStore {
 
     async fn advance_watermark(&self, key: &str, value: i64, ttl: Duration) -> StoreResult<bool> {
         let key = self.value_key(key);
-        self.guarded("advance_watermark", async {
-            let raised: u64 = self
-                .inner
-                .scripts
-                .watermark
-                .key(&key)
-                .arg(value)
-                .arg(ms(ttl))
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(re)?;
-            Ok(raised == 1)
-        })
-        .await
+        let call = RaiseWatermark {
+            key: &key,
+            mark: value,
+            ttl: ms(ttl),
+        };
+        self.guarded("advance_watermark", self.inner.scripts.call(&mut self.conn(), &call))
+            .await
     }
 
     async fn get_computed(&self, key: &str) -> StoreResult<ComputedLookup> {

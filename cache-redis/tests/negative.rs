@@ -12,8 +12,16 @@ use cache_redis::{
     testing::{shared_server, unique_namespace},
 };
 
-/// What a key created by a miss may cost (`MEMORY USAGE`, bytes).
-const MAX_KEY_BYTES: u64 = 150;
+/// What a key created by a miss may cost (`MEMORY USAGE`, bytes) beyond its name, which the
+/// namespace and the entity choose: the tests' are long (`t-<16 hex>:{conformance_race_projects}`,
+/// 60 bytes before the id), the soak's realistic ones keep every such key under 150 bytes in
+/// all (`docs/benchmarks.md`, "Soak").
+const MAX_BYTES_BEYOND_NAME: u64 = 100;
+
+/// Whether `key` costs at most [`MAX_BYTES_BEYOND_NAME`] more than its name.
+fn small(key: &str, bytes: u64) -> bool {
+    bytes <= key.len() as u64 + MAX_BYTES_BEYOND_NAME
+}
 
 async fn cache(namespace: &str, origin: &MemoryOrigin) -> Cache {
     let store = RedisStore::builder(shared_server().url())
@@ -77,18 +85,16 @@ async fn a_miss_leaves_a_small_tombstone_that_lives_the_negative_ttl() {
     assert_eq!(tombstones.len(), misses, "one tombstone per miss: {keys:#?}");
     for (key, ttl, bytes) in &tombstones {
         assert!(*ttl > 0 && *ttl <= negative_ms(), "{key} lives {ttl} ms");
-        assert!(*bytes <= MAX_KEY_BYTES, "{key} costs {bytes} bytes");
+        assert!(small(key, *bytes), "{key} costs {bytes} bytes");
     }
     assert!(
         keys.iter().all(|(k, ..)| !k.contains(":lease:")),
         "a fill's lease is gone with it: {keys:#?}"
     );
-    // The entity's shared keys (sequence, meta, ids), not one per miss.
-    let per_record = keys
-        .iter()
-        .filter(|(k, ..)| k.contains(":tomb:") || k.contains("purged:"))
-        .count();
-    assert!(keys.len() - per_record <= 8, "{keys:#?}");
+    // Nothing else per miss: no purge mark (it would live `PURGE_MEMORY`, longer than the
+    // negative lifetime), only the entity's shared keys (sequence, meta, ids).
+    assert!(keys.iter().all(|(k, ..)| !k.contains("purged:")), "{keys:#?}");
+    assert!(keys.len() - tombstones.len() <= 8, "{keys:#?}");
 }
 
 #[tokio::test]
@@ -133,18 +139,12 @@ async fn an_empty_index_result_lives_the_negative_ttl() {
     // A marker and a tag set per lookup.
     let per_lookup: Vec<_> = keys
         .iter()
-        .filter(|(k, ..)| k.contains(":c:") || k.contains(":t:"))
+        .filter(|(k, ..)| k.contains(":c:") || k.contains(":i:"))
         .collect();
     assert_eq!(per_lookup.len(), 2 * lookups as usize, "{keys:#?}");
     for (key, ttl, bytes) in &per_lookup {
         assert!(*ttl > 0 && *ttl <= negative_ms(), "{key} lives {ttl} ms");
-        // The marker is a counter; the tag set holds the marker's live member and the meta
-        // hash's clean mark (a set of two strings, about 340 bytes on Redis 7).
-        let max = if key.contains(":c:") {
-            MAX_KEY_BYTES
-        } else {
-            3 * MAX_KEY_BYTES
-        };
-        assert!(*bytes <= max, "{key} costs {bytes} bytes");
+        // The marker is a counter; the tag set holds the marker's live member alone.
+        assert!(small(key, *bytes), "{key} costs {bytes} bytes");
     }
 }

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cache_core::{Cache, Cacheable, RecordId, Store, StoreError, testing::MemoryOrigin};
+use cache_core::{Cache, Cacheable, RecordId, Store, StoreError, store::Availability, testing::MemoryOrigin};
 use cache_redis::{
     CircuitBreakerConfig, CircuitState, RedisStore, RedisStoreBuilder,
     testing::{RedisCluster, RedisServer, unique_namespace},
@@ -88,8 +88,12 @@ async fn a_store_built_while_redis_is_down_caches_once_it_is_up() {
     let mut server = RedisServer::reserve();
     let store = builder(&server).connect().await.expect("built although Redis is down");
     assert!(!store.is_connected());
+    assert_eq!(store.availability(), Availability::Unavailable);
     let err = store.ping().await.expect_err("nothing answers yet");
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(
+        matches!(err, StoreError::Refused(_)),
+        "refused without trying while not connected: {err}"
+    );
 
     let records = notes(5);
     let (cache, origin) = cache_over(&store, &records);
@@ -106,6 +110,7 @@ async fn a_store_built_while_redis_is_down_caches_once_it_is_up() {
 
     tokio::task::block_in_place(|| server.start_again());
     wait_until("the store connects", Duration::from_secs(20), || store.is_connected()).await;
+    assert_eq!(store.availability(), Availability::Available);
     assert_reads_hit(&cache, &origin, &records).await;
 }
 
@@ -128,6 +133,7 @@ async fn a_store_built_while_redis_hangs_connects_when_it_answers() {
 
     server.resume();
     wait_until("the store connects", Duration::from_secs(20), || store.is_connected()).await;
+    assert_eq!(store.availability(), Availability::Available);
     assert_reads_hit(&cache, &origin, &records).await;
 }
 
@@ -265,6 +271,7 @@ async fn a_half_open_breaker_sends_one_probe() {
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
     assert_eq!(store.circuit().state, CircuitState::Open, "one slow failure opens it");
     assert_eq!(store.circuit().opened, 1);
+    assert_eq!(store.availability(), Availability::Unavailable);
 
     // Crowds of calls until one of them was the probe (the cool-down ended).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -273,6 +280,14 @@ async fn a_half_open_breaker_sends_one_probe() {
         assert!(Instant::now() < deadline, "no probe: {:?}", store.circuit());
         let crowd = futures::future::join_all((0..32).map(|_| store.get(schema, &n1))).await;
         assert!(crowd.iter().all(Result::is_err), "the server is paused");
+        let refusals = crowd
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::Refused(_))))
+            .count();
+        assert!(
+            refusals >= crowd.len() - 1,
+            "all but a probe refused without trying: {crowd:?}"
+        );
         refused += crowd.len();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -313,7 +328,9 @@ async fn stats_estimate_a_large_namespace_without_scanning_it() {
     }
 
     let (stats, commands) = server.count_commands(store.stats()).await;
-    let estimate = stats.unwrap().total_keys;
+    let stats = stats.unwrap();
+    assert!(!stats.total_keys_exact, "said to be an estimate");
+    let estimate = stats.total_keys;
     let scans = commands.iter().filter(|c| *c == "scan").count();
     assert!(scans <= 2, "a sample, not a scan of 60,000 keys: {commands:?}");
     assert!(
@@ -321,22 +338,36 @@ async fn stats_estimate_a_large_namespace_without_scanning_it() {
         "estimate {estimate} is not near 20,000"
     );
     assert_eq!(store.exact_key_count().await.unwrap(), 20_000);
+    let exact = store.exact_stats().await.unwrap();
+    assert_eq!((exact.total_keys, exact.total_keys_exact), (20_000, true));
 }
 
 #[tokio::test]
 async fn stats_count_a_namespace_that_owns_the_database() {
     let server = RedisServer::start();
     let store = builder(&server).namespace("own").connect().await.unwrap();
+    let _: () = redis::cmd("MSET")
+        .arg("own:v:a")
+        .arg("x")
+        .arg("own:v:b")
+        .arg("x")
+        .query_async(&mut store.connection())
+        .await
+        .unwrap();
+    let small = store.stats().await.unwrap();
+    assert_eq!(
+        (small.total_keys, small.total_keys_exact),
+        (2, true),
+        "counted key by key"
+    );
     let mut mset = redis::cmd("MSET");
     for i in 0..12_000 {
         mset.arg(format!("own:v:k{i}")).arg("x");
     }
     let _: () = mset.query_async(&mut store.connection()).await.unwrap();
-    assert_eq!(
-        store.stats().await.unwrap().total_keys,
-        12_000,
-        "every sampled key is ours"
-    );
+    let large = store.stats().await.unwrap();
+    assert_eq!(large.total_keys, 12_002, "every sampled key is ours");
+    assert!(!large.total_keys_exact, "estimated above 10,000 keys");
 }
 
 // ------------------------------------------------------------------ cluster

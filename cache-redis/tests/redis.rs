@@ -329,8 +329,12 @@ async fn the_layout_is_readable_with_redis_cli() {
     assert_eq!(keys.record(&id("n1")), format!("mc:{{redis_notes}}:{fp}:r:n1"));
     let body: String = server.query(redis::cmd("GET").arg(keys.record(&id("n1"))));
     assert_eq!(body, r#"{"id":"n1","tag":"a b","rank":1}"#);
-    let mut members: Vec<String> =
-        server.query(redis::cmd("SMEMBERS").arg(format!("mc:{{redis_notes}}:{fp}:t:tag:a%20b")));
+    let mut members: Vec<String> = server.query(
+        redis::cmd("ZRANGE")
+            .arg(format!("mc:{{redis_notes}}:{fp}:i:tag:a%20b"))
+            .arg(0)
+            .arg(-1),
+    );
     members.sort();
     // The record, and the set's clean mark (`:m:` and the meta hash's incarnation).
     assert_eq!(members.len(), 2, "{members:?}");
@@ -704,9 +708,9 @@ async fn circuit_breaker_fails_fast_and_recovers() {
     assert_eq!(open.state, CircuitState::Open);
     assert_eq!((open.opened, open.rejected), (1, 0));
     let err = store.get(notes(), &id("n1")).await.expect_err("open");
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(matches!(err, StoreError::Refused(_)), "refused without trying: {err}");
     assert_eq!(store.circuit().rejected, 1, "the 4th call never reached the network");
-    assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(store.ping().await, Err(StoreError::Refused(_))));
 
     tokio::task::block_in_place(|| server.start_again());
     let deadline = Instant::now() + Duration::from_secs(10);

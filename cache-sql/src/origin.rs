@@ -15,7 +15,7 @@ use sqlx::{
 use crate::{
     Dialect, SqlError, SqlPool,
     columns::{self, ColumnClass},
-    plan::{FilterBind, Plan},
+    plan::{self, FilterBind, PgStored, Plan},
 };
 
 /// How long a statement may run before the origin gives up on it, unless the builder says.
@@ -418,12 +418,14 @@ impl Origin for SqlOrigin {
             binds.push(bind);
         }
         let sql = plan.query(query).map_err(|e| OriginError::Unsupported(e.to_string()))?;
-        let limit = query.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-        match plan.dialect {
-            Dialect::Postgres => binds.push(Bind::OptInt(limit)),
-            Dialect::Sqlite => binds.push(Bind::Int(limit.unwrap_or(-1))),
+        if plan::paged(query) {
+            let limit = query.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+            match plan.dialect {
+                Dialect::Postgres => binds.push(Bind::OptInt(limit)),
+                Dialect::Sqlite => binds.push(Bind::Int(limit.unwrap_or(-1))),
+            }
+            binds.push(Bind::Int(i64::try_from(query.offset).unwrap_or(i64::MAX)));
         }
-        binds.push(Bind::Int(i64::try_from(query.offset).unwrap_or(i64::MAX)));
         self.records(plan, sql, binds).await
     }
 
@@ -474,6 +476,12 @@ fn decode_pg(plan: &Plan, row: &sqlx::postgres::PgRow, from: usize) -> Result<So
             id = Some(RecordId::new(text).map_err(|e| decode_error(plan, name, e.to_string()))?);
             continue;
         }
+        if let Some(stored) = selected.stored {
+            if let Some(value) = read_stored(plan, (row, i, name), stored)? {
+                fields.insert(name.to_owned(), value);
+            }
+            continue;
+        }
         let value = match selected.class {
             ColumnClass::Integer => row.try_get::<Option<i64>, _>(i).map_err(fail)?.map(Value::from),
             ColumnClass::Bool => row.try_get::<Option<bool>, _>(i).map_err(fail)?.map(Value::Bool),
@@ -504,6 +512,31 @@ fn decode_pg(plan: &Plan, row: &sqlx::postgres::PgRow, from: usize) -> Result<So
     }
     let id = id.ok_or_else(|| decode_error(plan, plan.schema.id_field, "the id is missing".to_owned()))?;
     Ok(SourceRecord { id, fields })
+}
+
+/// A PostgreSQL value sent as stored ([`PgStored`]), as the server would have written it:
+/// `None` for `NULL` (and a timestamp's `infinity`, which `to_char` writes as `NULL`).
+fn read_stored(
+    plan: &Plan,
+    (row, i, name): (&sqlx::postgres::PgRow, usize, &str),
+    stored: PgStored,
+) -> Result<Option<Value>, OriginError> {
+    let fail = |reason: String| decode_error(plan, name, reason);
+    let raw = row.try_get_raw(i).map_err(|e| fail(e.to_string()))?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    let bytes = match raw.format() {
+        sqlx::postgres::PgValueFormat::Binary => raw.as_bytes().map_err(|e| fail(e.to_string()))?,
+        sqlx::postgres::PgValueFormat::Text => return Err(fail("sent as text, not as stored".to_owned())),
+    };
+    Ok(match stored {
+        PgStored::Timestamp => {
+            let micros = <[u8; 8]>::try_from(bytes).map_err(|_| fail("a timestamp is not 8 bytes".to_owned()))?;
+            plan::pg_timestamp_text(i64::from_be_bytes(micros)).map(Value::String)
+        }
+        PgStored::TextArray => Some(plan::pg_text_array(bytes).map_err(fail)?),
+    })
 }
 
 /// A number from its exact text: an integer when it is one (`3`, not `3.0`), else a float;
@@ -620,8 +653,8 @@ fn decode_sqlite(plan: &Plan, row: &SqliteRow, from: usize) -> Result<SourceReco
         if raw.is_null() {
             continue;
         }
-        let storage = raw.type_info().name().to_owned();
-        let value = match storage.as_str() {
+        let storage = raw.type_info();
+        let value = match storage.name() {
             "INTEGER" | "BOOLEAN" => {
                 let n: i64 = row.try_get(i).map_err(fail)?;
                 if selected.class == ColumnClass::Bool {

@@ -23,6 +23,11 @@
 //!   the change's time: the row read is never older than that time, and a later change of it
 //!   has a later time. A batch whose store write failed is not pruned and is applied again
 //!   at the next wake (redelivery is harmless).
+//! - **Status.** Every batch, every failed round, and the end of every round are reported to
+//!   the cache's feed status ([`Cache::feeds`], under [`OUTBOX_FEED`]): the last `seq` applied,
+//!   what the changes became, the rows still waiting (one `count(*)` of the outbox after a
+//!   round that applied something; none when it found the outbox empty) and the lag: the age of the oldest waiting row's `at`, or the time since the listener last
+//!   found the outbox empty (see [`cache_core::feed`]).
 //! - **Cost.** One outbox insert per written row, in the writer's transaction, and a `NOTIFY`
 //!   per transaction on PostgreSQL. Running without it: don't install the triggers, and write
 //!   through [`SqlTransaction`](crate::SqlTransaction) (changes made elsewhere then reach the
@@ -35,7 +40,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use cache_core::{Cache, Change, ChangeOutcome, EntitySchema, Origin, RecordId, feed::FeedState};
+use cache_core::{
+    Cache, Change, ChangeOutcome, EntitySchema, Origin, RecordId,
+    feed::{Backlog, ChangeCounts, FeedReporter, FeedState},
+};
 use sqlx::{AssertSqlSafe, Executor, Row, postgres::PgListener};
 
 use crate::{
@@ -306,6 +314,7 @@ pub struct OutboxListener {
     origin: SqlOrigin,
     cache: Cache,
     feed: FeedState,
+    status: FeedReporter,
     tables: Arc<HashMap<String, Vec<&'static EntitySchema>>>,
     batch: usize,
     poll: Duration,
@@ -341,10 +350,12 @@ impl OutboxListener {
                 .or_default()
                 .push(plan.schema);
         }
+        let feed = FeedState::new(cache, OUTBOX_FEED);
         Self {
             origin: origin.clone(),
             cache: cache.clone(),
-            feed: FeedState::new(cache, OUTBOX_FEED),
+            status: feed.reporter(),
+            feed,
             tables: Arc::new(tables),
             batch: DEFAULT_BATCH,
             poll: DEFAULT_POLL,
@@ -432,42 +443,108 @@ impl OutboxListener {
     }
 
     /// One round: if this listener can take the feed, applies batches of the outbox until it
-    /// is empty (or half the lock's time has passed), pruning what it applied.
+    /// is empty (or half the lock's time has passed), pruning what it applied, then counts the
+    /// rows still waiting. Reports each batch, the round's end or its failure to the cache's
+    /// feed status.
     pub async fn run_once(&self) -> Result<Drained, SqlError> {
-        let Some(lock) = self.feed.try_lock(self.lock_ttl).await.map_err(SqlError::Feed)? else {
-            return Ok(Drained::default());
+        let lock = match self.feed.try_lock(self.lock_ttl).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                self.status.held_elsewhere();
+                return Ok(Drained::default());
+            }
+            Err(err) => {
+                let err = SqlError::Feed(err);
+                self.status.failed(&err, None, None);
+                return Err(err);
+            }
         };
         let started = Instant::now();
         let mut drained = Drained {
             held: true,
             ..Drained::default()
         };
+        // The source time of the oldest change read and not yet applied, for the lag.
+        let mut unapplied: Option<SystemTime> = None;
         let result = async {
+            // When the round last found the outbox empty: it is caught up as of then.
+            let mut empty_at = None;
             loop {
+                let looked = SystemTime::now();
                 let rows = self.read().await?;
                 let Some(last) = rows.last().map(|r| r.seq) else {
+                    empty_at = Some(looked);
                     break;
                 };
+                unapplied = rows.iter().map(|r| r.at).min();
                 let full = rows.len() >= self.batch;
-                drained.refused += self.apply(&rows).await?;
+                let outcomes = self.apply(&rows).await?;
+                let counts = ChangeCounts::of(&outcomes);
+                if counts.failed > 0 {
+                    self.status.applied(&outcomes, None, None);
+                    return Err(SqlError::Retry);
+                }
                 self.prune(&rows).await?;
-                self.feed
-                    .set_position(&lock, &last.to_string())
-                    .await
-                    .map_err(SqlError::Feed)?;
+                unapplied = None;
+                let position = last.to_string();
+                self.feed.set_position(&lock, &position).await.map_err(SqlError::Feed)?;
+                self.status
+                    .applied(&outcomes, Some(&position), rows.iter().map(|r| r.at).max());
                 if let Some(observer) = &self.observer {
                     observer(&rows);
                 }
                 drained.rows += rows.len();
+                drained.refused += usize::try_from(counts.refused()).unwrap_or(usize::MAX);
                 if !full || started.elapsed() > self.lock_ttl / 2 {
                     break;
+                }
+            }
+            match empty_at {
+                Some(looked) => self.status.checked(Backlog::Exactly(0), None, looked),
+                // Stopped after a batch: what is left is counted (an idle listener does not).
+                None => {
+                    let looked = SystemTime::now();
+                    let (waiting, oldest) = self.waiting().await?;
+                    self.status.checked(Backlog::Exactly(waiting), oldest, looked);
                 }
             }
             Ok(())
         }
         .await;
+        if let Err(err) = &result {
+            // Every row still in the outbox waits, the ones this round read included; when the
+            // database is what failed, the rows read are all that is known.
+            match self.waiting().await {
+                Ok((waiting, oldest)) => {
+                    self.status
+                        .failed(err, oldest.or(unapplied), Some(Backlog::Exactly(waiting)));
+                }
+                Err(_) => self.status.failed(err, unapplied, None),
+            }
+        }
         self.feed.unlock(lock).await.map_err(SqlError::Feed)?;
         result.map(|()| drained)
+    }
+
+    /// The rows waiting in the outbox, and the time of the oldest: one statement.
+    async fn waiting(&self) -> Result<(u64, Option<SystemTime>), SqlError> {
+        let failed = |source| SqlError::Query {
+            table: OUTBOX_TABLE.to_owned(),
+            source,
+        };
+        let (count, oldest): (i64, Option<i64>) = match self.origin.pool() {
+            SqlPool::Postgres(pool) => {
+                sqlx::query_as("SELECT count(*), (extract(epoch FROM min(at)) * 1000000)::int8 FROM cache_outbox")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(failed)?
+            }
+            SqlPool::Sqlite(pool) => sqlx::query_as("SELECT count(*), min(at) FROM cache_outbox")
+                .fetch_one(pool)
+                .await
+                .map_err(failed)?,
+        };
+        Ok((u64::try_from(count).unwrap_or(0), oldest.map(from_micros)))
     }
 
     /// The oldest rows the listener can see.
@@ -503,9 +580,9 @@ impl OutboxListener {
         rows.map_err(failed)
     }
 
-    /// Applies a batch: per record, its last change in the batch. Answers how many the cache
-    /// refused; fails (without pruning) when a change is to be delivered again.
-    async fn apply(&self, rows: &[OutboxChange]) -> Result<usize, SqlError> {
+    /// Applies a batch: per record, its last change in the batch. Answers what the cache made
+    /// of each change (the caller does not prune when one is to be delivered again).
+    async fn apply(&self, rows: &[OutboxChange]) -> Result<Vec<ChangeOutcome>, SqlError> {
         let mut last: BTreeMap<(&str, &RecordId), &OutboxChange> = BTreeMap::new();
         for row in rows {
             last.insert((row.table.as_str(), &row.id), row);
@@ -554,18 +631,12 @@ impl OutboxListener {
         let targets: Vec<(&'static str, RecordId)> =
             changes.iter().map(|c| (c.entity().entity, c.id().clone())).collect();
         let outcomes = self.cache.apply_changes(changes).await.map_err(SqlError::Cache)?;
-        let mut refused = 0;
         for (outcome, (entity, id)) in outcomes.iter().zip(&targets) {
-            match outcome {
-                outcome if outcome.should_retry() => return Err(SqlError::Retry),
-                ChangeOutcome::Refused(_) => refused += 1,
-                ChangeOutcome::Invalid(err) => {
-                    tracing::warn!(event = "sql_outbox_invalid_row", entity, id = %id, error = %err, "a changed row does not read as its model");
-                }
-                _ => {}
+            if let ChangeOutcome::Invalid(err) = outcome {
+                tracing::warn!(event = "sql_outbox_invalid_row", entity, id = %id, error = %err, "a changed row does not read as its model");
             }
         }
-        Ok(refused)
+        Ok(outcomes)
     }
 
     /// Deletes exactly the rows applied (a row with a smaller `seq` that became visible

@@ -6,13 +6,17 @@ mod common;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
-use cache_core::{Cache, Cacheable, Lookup, MemoryStore, RecordId};
+use cache_core::{
+    Cache, Cacheable, Lookup, MemoryStore, RecordId,
+    feed::{Backlog, FeedStatus},
+    testing::FailingStore,
+};
 use cache_sql::{
-    Outbox, OutboxListener, SqlOrigin,
-    outbox::{Operation, OutboxChange},
+    Outbox, OutboxListener, SqlError, SqlOrigin,
+    outbox::{OUTBOX_FEED, Operation, OutboxChange},
 };
 use common::{GatedOrigin, HeldOrigin, TestDb};
 use tokio::{sync::watch, time::timeout};
@@ -272,6 +276,136 @@ async fn the_triggers_print_install_and_remove(db: TestDb) {
     assert_eq!(version, Some(3.0), "a delete records the deleted version");
 }
 
+/// The `at` of the outbox's oldest row, as the listener reads it.
+async fn oldest_at(db: &TestDb) -> SystemTime {
+    let micros: i64 = match db {
+        TestDb::Sqlite { pool, .. } => sqlx::query_scalar("SELECT min(at) FROM cache_outbox")
+            .fetch_one(pool)
+            .await
+            .expect("the outbox answers"),
+        TestDb::Postgres { pool, .. } => {
+            sqlx::query_scalar("SELECT (extract(epoch FROM min(at)) * 1000000)::int8 FROM cache_outbox")
+                .fetch_one(pool)
+                .await
+                .expect("the outbox answers")
+        }
+    };
+    SystemTime::UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).expect("after 1970"))
+}
+
+fn status(cache: &Cache) -> FeedStatus {
+    cache.feeds().status(OUTBOX_FEED).expect("the listener reported")
+}
+
+async fn the_listener_reports_its_position_lag_backlog_and_outcomes(db: TestDb) {
+    let s = setup(db).await;
+    // Its own cache, over a store that can fail.
+    let store = FailingStore::new(MemoryStore::new());
+    let cache = Cache::builder(store.clone(), s.gated.clone())
+        .register::<Person>()
+        .build()
+        .expect("a cache");
+    let listener = OutboxListener::new(&s.origin, &cache);
+    assert!(
+        cache.feeds().status(OUTBOX_FEED).is_none(),
+        "nothing before the first round"
+    );
+
+    // An empty outbox: caught up as of the round, nothing applied.
+    let before = SystemTime::now();
+    listener.run_once().await.expect("a round");
+    let after = SystemTime::now();
+    let first = status(&cache);
+    assert_eq!(first.backlog, Backlog::Exactly(0));
+    let base = first.current_as_of.expect("caught up as of the round");
+    assert!(before <= base && base <= after, "{base:?}");
+    assert!(first.lag(after).expect("a lag") <= after.duration_since(before).expect("later"));
+    assert_eq!(
+        (first.position, first.last_batch, first.last_applied_at),
+        (None, None, None)
+    );
+
+    // Two changes applied: the position, the batch's outcomes, the newest change's time.
+    s.db.execute(
+        "UPDATE people SET name = 'Ada L.', version = 2 WHERE id = 'ada'; DELETE FROM people WHERE id = 'bob'",
+    )
+    .await;
+    let newest = oldest_at(&s.db).await;
+    let drained = listener.run_once().await.expect("a round");
+    assert_eq!(drained.rows, 2);
+    let applied = status(&cache);
+    let batch = applied.last_batch.expect("a batch");
+    assert_eq!((batch.applied, batch.refused(), batch.failed), (2, 0, 0));
+    let position: i64 = applied.position.as_deref().expect("a position").parse().expect("a seq");
+    assert!(position >= 2, "the last seq applied: {position}");
+    assert!(applied.last_source_time.expect("a source time") >= newest);
+    assert!(applied.last_applied_at.is_some());
+    assert_eq!(applied.backlog, Backlog::Exactly(0));
+    assert!(applied.current_as_of.expect("caught up") >= base, "moved on");
+
+    // A change older than one applied already is refused, rightly: counted by its reason.
+    let long_ago = if s.db.is_postgres() {
+        "'2001-01-01T00:00:00Z'"
+    } else {
+        "978307200000000" // SQLite keeps microseconds
+    };
+    s.db.execute(&format!(
+        "INSERT INTO cache_outbox (table_name, record_id, operation, version, at) \
+         VALUES ('people', 'ada', 'upsert', NULL, {long_ago})"
+    ))
+    .await;
+    assert_eq!(listener.run_once().await.expect("a round").refused, 1);
+    let refused = status(&cache);
+    assert_eq!(refused.last_batch.map(|b| (b.applied, b.stale)), Some((0, 1)));
+    assert_eq!(refused.totals.changes.stale, 1);
+
+    // The store fails under the next change: the round fails, the row waits, and the lag is
+    // the age of the row.
+    store.fail("put");
+    s.db.execute("UPDATE people SET name = 'Ada Lovelace', version = 3 WHERE id = 'ada'")
+        .await;
+    let waiting_since = oldest_at(&s.db).await;
+    let err = listener.run_once().await.expect_err("the store failed");
+    assert!(matches!(err, SqlError::Retry), "{err}");
+    let failing = status(&cache);
+    assert!(failing.failing);
+    assert_eq!(failing.backlog, Backlog::Exactly(1), "the row is still in the outbox");
+    assert_eq!(failing.current_as_of, Some(waiting_since), "as of the waiting row");
+    let now = SystemTime::now();
+    assert_eq!(
+        failing.lag(now),
+        Some(now.duration_since(waiting_since).unwrap_or_default()),
+        "the age of the oldest waiting change"
+    );
+    assert_eq!(failing.last_batch.map(|b| b.failed), Some(1));
+    assert!(failing.last_error.is_some());
+    assert_eq!(failing.position, refused.position, "the position stays");
+
+    // Healed: applied, caught up, the history kept.
+    store.heal();
+    assert_eq!(listener.run_once().await.expect("a round").rows, 1);
+    let healed = status(&cache);
+    assert!(!healed.failing);
+    assert_eq!(healed.backlog, Backlog::Exactly(0));
+    assert!(healed.current_as_of.expect("caught up") > waiting_since);
+    let totals = healed.totals;
+    assert_eq!(
+        (
+            totals.changes.applied,
+            totals.changes.stale,
+            totals.changes.failed,
+            totals.errors
+        ),
+        (3, 1, 1, 1)
+    );
+    let outcomes: Vec<&str> = cache.feeds().recent().iter().map(|e| e.outcome()).collect();
+    assert_eq!(
+        outcomes,
+        ["applied", "error", "failed", "stale", "applied"],
+        "newest first"
+    );
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -299,6 +433,7 @@ both!(
     changes_made_while_no_listener_runs_are_applied_when_one_starts,
     two_listeners_never_apply_out_of_order,
     the_triggers_print_install_and_remove,
+    the_listener_reports_its_position_lag_backlog_and_outcomes,
 );
 
 /// PostgreSQL hands out `seq` at the write, not at the commit: a transaction holding a smaller

@@ -1,8 +1,9 @@
-//! The HTTP API: reads through the cache, writes to the database then to the cache.
+//! The HTTP API: reads through the cache; writes in database transactions whose changes reach
+//! the cache after their commit ([`crate::writes`]).
 //!
 //! Read routes answer the public views (an event without its attendees and join code, a
-//! project without its join code). Writes return what the database now holds, after it has
-//! been upserted into the cache.
+//! project without its join code). Writes return what the database committed, as the cache
+//! now holds it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,8 +20,8 @@ use serde_json::json;
 
 use crate::{
     models::{Event, Project, ProjectSort, PublicEvent, PublicProject, User, Vote},
-    origin::SqlOrigin,
-    writes::{NewProject, ProjectChanges, WriteError},
+    origin::DemoOrigin,
+    writes::{self, NewProject, ProjectChanges, WriteError},
 };
 
 /// The largest page of a list.
@@ -34,7 +35,7 @@ pub struct AppState {
     /// The cache, in front of `origin`.
     pub cache: Cache,
     /// The database, for writes.
-    pub origin: SqlOrigin,
+    pub origin: DemoOrigin,
 }
 
 /// The read routes: the ones whose responses can be cached whole.
@@ -93,7 +94,7 @@ impl ApiError {
             OriginError::Unsupported(_) => Self::new(StatusCode::BAD_REQUEST, err.to_string()),
             OriginError::Failed(_) => {
                 tracing::error!(error = %err, "demo_origin_failed");
-                Self::new(StatusCode::BAD_GATEWAY, "the database failed; try again")
+                Self::new(StatusCode::BAD_GATEWAY, "the source of truth failed; try again")
             }
         }
     }
@@ -128,7 +129,7 @@ impl ApiError {
 impl From<WriteError> for ApiError {
     fn from(err: WriteError) -> Self {
         match &err {
-            WriteError::Contended => Self::new(StatusCode::CONFLICT, err.to_string()),
+            WriteError::Cache(cache) => Self::from_cache(cache),
             WriteError::Origin(origin) => Self::from_origin(origin),
             _ => {
                 tracing::error!(error = %err, "demo_write_failed");
@@ -208,6 +209,7 @@ async fn index() -> Json<serde_json::Value> {
             "DELETE /projects/{id}",
             "POST /projects/{id}/votes",
             "POST /webhooks/airtable",
+            "POST /airtable/notifications (SOURCE=airtable, with a webhook set up)",
             "GET /admin/cache/stats",
             "GET /metrics",
         ],
@@ -384,13 +386,6 @@ async fn require_users(app: &AppState, ids: &[RecordId]) -> ApiResult<()> {
     }
 }
 
-/// Upserts what a write returned; the write already happened, so a cache failure is logged
-/// (inside the cache) and not the client's problem.
-async fn upsert<T: cache_core::Cacheable>(app: &AppState, record: &T) -> ApiResult<()> {
-    app.cache.upsert(record).await?;
-    Ok(())
-}
-
 async fn create_project(
     State(app): State<AppState>,
     Json(new): Json<NewProject>,
@@ -409,8 +404,7 @@ async fn create_project(
     }
     let members: Vec<RecordId> = std::iter::once(&new.owner).chain(&new.collaborators).cloned().collect();
     require_users(&app, &members).await?;
-    let project = app.origin.insert_project(&new).await?;
-    upsert(&app, &project).await?;
+    let project = writes::create_project(&app.origin, &app.cache, &new).await?;
     tracing::info!(id = %project.id, event = %project.event.id(), "demo_project_created");
     Ok((StatusCode::CREATED, Json(PublicProject::from_model(project))))
 }
@@ -430,16 +424,15 @@ async fn update_project(
     if let Some(collaborators) = &changes.collaborators {
         require_users(&app, collaborators).await?;
     }
-    let Some(project) = app.origin.update_project(&rid, &changes).await? else {
+    let Some(project) = writes::update_project(&app.origin, &app.cache, &rid, &changes).await? else {
         return Err(ApiError::not_found("project", &id));
     };
-    upsert(&app, &project).await?;
     Ok(Json(PublicProject::from_model(project)))
 }
 
 async fn delete_project(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let rid = record_id("project", &id)?;
-    if app.cache.delete::<Project>(&rid).await? {
+    if writes::delete_project(&app.origin, &app.cache, &rid).await? {
         tracing::info!(%id, "demo_project_deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -484,11 +477,11 @@ async fn cast_vote(
         ));
     }
     require_users(&app, std::slice::from_ref(&request.voter)).await?;
-    let Some((vote, project)) = app.origin.cast_vote(&rid, &request.voter, request.points).await? else {
+    let Some((vote, project)) =
+        writes::cast_vote(&app.origin, &app.cache, &rid, &request.voter, request.points).await?
+    else {
         return Err(ApiError::not_found("project", &id));
     };
-    upsert(&app, &project).await?;
-    upsert(&app, &vote).await?;
     Ok((
         StatusCode::CREATED,
         Json(VoteResponse {

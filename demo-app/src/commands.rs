@@ -1,4 +1,5 @@
-//! The maintenance commands: `sweep`, `warm`, `flush`, `secret`, `schema` and `seed`.
+//! The maintenance commands: `sweep`, `warm`, `flush`, `secret`, `schema`, `seed` and
+//! `outbox` (the Airtable ones are in [`crate::airtable`]).
 //!
 //! The bulk commands report what was actually done, checked where it can be (warm reads what
 //! it wrote back from the store), and fail (a non-zero exit) when part of the work failed,
@@ -7,21 +8,22 @@
 use std::{io::IsTerminal, time::Instant};
 
 use cache_core::{Cache, Cacheable, EntitySchema, Lookup, RecordId, SweepProgress, SweepReport};
+use cache_sql::Outbox;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::{
-    app::{AppError, build_cache, connect_store_with, open_database},
-    config::{Config, FlushArgs, SweepArgs, WarmArgs},
+    app::{AppError, build_cache, connect_store_with, open_database, open_source, sql_origin},
+    config::{Config, FlushArgs, OutboxAction, OutboxArgs, Source, SweepArgs, WarmArgs},
     database::{Database, quote},
     models::{self, Event, Project, Referral, User, Vote},
-    origin::SqlOrigin,
+    origin::DemoOrigin,
     seed::{self, SeedCounts},
 };
 
 /// Writes a line to stdout; a reader that went away (`demo-app schema | head`) ends the
 /// output quietly instead of panicking as `println!` does.
-fn out(line: impl std::fmt::Display) -> Result<(), AppError> {
+pub(crate) fn out(line: impl std::fmt::Display) -> Result<(), AppError> {
     use std::io::Write;
     match writeln!(std::io::stdout().lock(), "{line}") {
         Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(AppError::Io {
@@ -33,7 +35,7 @@ fn out(line: impl std::fmt::Display) -> Result<(), AppError> {
 }
 
 /// A progress bar on a terminal; nothing when the output goes to a file or a pipe (cron).
-fn progress_bar(len: Option<u64>) -> ProgressBar {
+pub(crate) fn progress_bar(len: Option<u64>) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -68,10 +70,9 @@ fn select(names: &[String]) -> Result<Vec<&'static EntitySchema>, AppError> {
 }
 
 /// The pieces a command needs: the origin and a cache over the configured store.
-async fn open(config: &Config) -> Result<(SqlOrigin, Cache), AppError> {
-    let db = open_database(&config.database_url).await?;
-    let origin = SqlOrigin::new(db, config.origin_settings());
-    let store = connect_store_with(config.redis_url.as_ref(), &config.redis_settings()).await?;
+async fn open(config: &Config) -> Result<(DemoOrigin, Cache), AppError> {
+    let (_, origin) = open_source(config).await?;
+    let store = connect_store_with(config.redis_url.as_ref(), &config.store_settings()).await?;
     if config.redis_url.is_none() {
         eprintln!("note: REDIS_URL is not set: this command works on a new, empty in-memory cache");
     }
@@ -105,7 +106,7 @@ pub struct SweepFailure {
 /// reported in [`SweepSummary::failed`] and the others are still swept.
 pub async fn sweep_entities(
     cache: &Cache,
-    origin: &SqlOrigin,
+    origin: &DemoOrigin,
     entities: &[&'static EntitySchema],
     batch: usize,
 ) -> Result<SweepSummary, AppError> {
@@ -218,7 +219,7 @@ impl WarmReport {
 /// nothing). Records already cached are left as they are.
 pub async fn warm_entity<T: Cacheable>(
     cache: &Cache,
-    origin: &SqlOrigin,
+    origin: &DemoOrigin,
     recent: Option<usize>,
     batch: usize,
 ) -> Result<WarmReport, AppError> {
@@ -257,7 +258,7 @@ pub async fn warm_entity<T: Cacheable>(
 /// Warms one entity named at run time.
 pub async fn warm_named(
     cache: &Cache,
-    origin: &SqlOrigin,
+    origin: &DemoOrigin,
     schema: &'static EntitySchema,
     recent: Option<usize>,
     batch: usize,
@@ -329,7 +330,7 @@ pub async fn flush(config: &Config, args: &FlushArgs) -> Result<(), AppError> {
                 .to_owned(),
         ));
     }
-    let store = connect_store_with(config.redis_url.as_ref(), &config.redis_settings()).await?;
+    let store = connect_store_with(config.redis_url.as_ref(), &config.store_settings()).await?;
     let started = Instant::now();
     let what = args.pattern.as_deref().unwrap_or("everything");
     match store.flush(args.pattern.as_deref()).await {
@@ -370,8 +371,19 @@ pub fn schema() -> Result<(), AppError> {
     Ok(())
 }
 
+/// Refuses a command of the SQL source when the source is Airtable.
+fn sql_only(config: &Config, command: &str, instead: &str) -> Result<(), AppError> {
+    if config.source() == Source::Airtable {
+        return Err(AppError::Usage(format!(
+            "`demo-app {command}` works on the SQL database, and SOURCE=airtable: {instead}"
+        )));
+    }
+    Ok(())
+}
+
 /// `demo-app seed`: drops the demo tables and fills them again.
 pub async fn seed(config: &Config) -> Result<(), AppError> {
+    sql_only(config, "seed", "seed the base with `demo-app airtable seed`")?;
     let fail = |source| AppError::Database {
         url: config.database_url.to_string(),
         source,
@@ -396,8 +408,8 @@ pub async fn seed(config: &Config) -> Result<(), AppError> {
     let mut short = Vec::new();
     for (table, want) in expected {
         // The table names are the demo's own constants, quoted.
-        let count = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", quote(table)));
-        let have: i64 = sqlx::query_scalar(count).fetch_one(db.pool()).await.map_err(fail)?;
+        let count = format!("SELECT COUNT(*) FROM {}", quote(table));
+        let have = db.scalar(&count).await.map_err(fail)?.unwrap_or(0);
         if usize::try_from(have).ok() != Some(want) {
             short.push(format!("{table}: {have} rows of {want}"));
         }
@@ -423,6 +435,48 @@ pub async fn seed(config: &Config) -> Result<(), AppError> {
         out(
             "note: Redis may still hold records of the old data: flush it (DELETE /admin/cache) or let their TTLs run out",
         )?;
+    }
+    if db.has_outbox().await.map_err(fail)? {
+        out("note: the outbox's triggers went with the old tables: run `demo-app outbox install` again")?;
+    }
+    Ok(())
+}
+
+/// `demo-app outbox install|remove|print`: the triggers that record every writer's changes in
+/// the outbox table, generated from the models (`cache_sql::Outbox`).
+pub async fn outbox(config: &Config, args: &OutboxArgs) -> Result<(), AppError> {
+    sql_only(
+        config,
+        "outbox",
+        "Airtable's changes reach the cache through its webhook (`demo-app airtable webhook setup`)",
+    )?;
+    let url = &config.database_url;
+    let failed = |source| AppError::Sql {
+        url: url.to_string(),
+        source,
+    };
+    let db = open_database(url).await?;
+    let outbox = Outbox::new(&sql_origin(&db).await.map_err(failed)?);
+    match args.action {
+        OutboxAction::Print { remove: false } => out(outbox.install_sql().trim_end())?,
+        OutboxAction::Print { remove: true } => out(outbox.remove_sql().trim_end())?,
+        OutboxAction::Install => {
+            outbox.install().await.map_err(failed)?;
+            out(format_args!(
+                "installed the outbox in {url}: every insert, update and delete of the demo's tables, \
+                 by any writer, is recorded in `{}`; `demo-app serve` applies them to the cache \
+                 (CACHE_OUTBOX=auto, the default)",
+                cache_sql::outbox::OUTBOX_TABLE
+            ))?;
+        }
+        OutboxAction::Remove => {
+            outbox.remove().await.map_err(failed)?;
+            out(format_args!(
+                "removed the outbox's triggers from {url}; the table `{}` is kept with what it still holds \
+                 (a running listener applies it; drop the table yourself when it is empty)",
+                cache_sql::outbox::OUTBOX_TABLE
+            ))?;
+        }
     }
     Ok(())
 }

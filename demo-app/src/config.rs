@@ -2,14 +2,42 @@
 //! environment variable (the flag wins); a bad value stops the program with a message naming
 //! both.
 
-use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::{database::DatabaseUrl, origin::OriginSettings};
 
-/// A hackathon-judging API on model-cache: SQL as the source of truth, Redis (or memory) as
-/// the cache.
+/// Where the records come from: the source of truth the demo's origin reads. `SOURCE` picks
+/// SQL (the default; then `DATABASE_URL`'s scheme says which database) or Airtable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A SQLite file (`sqlite://PATH`, the default): created and seeded when missing.
+    Sqlite,
+    /// A PostgreSQL database (`postgres://…`).
+    Postgres,
+    /// An Airtable base (`SOURCE=airtable`, `AIRTABLE_BASE_ID`): Airtable's API, or the
+    /// simulator's offline (`AIRTABLE_API_URL`).
+    Airtable,
+}
+
+/// What `SOURCE` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// The SQL database `DATABASE_URL` names (SQLite or PostgreSQL, by its scheme).
+    Sql,
+    /// The Airtable base `AIRTABLE_BASE_ID` names; `DATABASE_URL` is not used.
+    Airtable,
+}
+
+/// A hackathon-judging API on model-cache: SQL or Airtable as the source of truth, Redis (or
+/// memory) as the cache.
 #[derive(Debug, Parser)]
 #[command(name = "demo-app", version, about)]
 pub struct Cli {
@@ -38,6 +66,100 @@ pub enum Command {
     Seed,
     /// Remove cached entries from the cache (every entry of the demo when no pattern is given).
     Flush(FlushArgs),
+    /// The outbox: triggers that record every writer's changes, for `serve` to apply.
+    Outbox(OutboxArgs),
+    /// Airtable as the source: the offline simulator, seeding a base, its webhook.
+    #[command(subcommand)]
+    Airtable(AirtableCommand),
+}
+
+/// `demo-app airtable …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AirtableCommand {
+    /// Run an Airtable simulator with the demo's base and empty tables, for the offline demo
+    /// (until Ctrl-C); it prints the settings to export.
+    Sim {
+        /// The address it listens on.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        addr: SocketAddr,
+    },
+    /// Fill the base's tables with the demo's data through Airtable's API (10 records a
+    /// request, within the base's rate limit); the tables must exist and be empty.
+    Seed {
+        /// Delete the records the tables hold first.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// The base's webhook, which keeps `serve`'s cache current (the webhooks API).
+    Webhook {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: WebhookAction,
+    },
+}
+
+/// What `demo-app airtable webhook` does.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum WebhookAction {
+    /// Create the base's webhook, pointing at `serve`'s notification route, and keep its id
+    /// and MAC secret in AIRTABLE_WEBHOOK_FILE, where `serve` finds them.
+    Setup {
+        /// Where Airtable sends its notifications: a URL Airtable can reach, ending in
+        /// `/airtable/notifications`. Default: `http://127.0.0.1:PORT/airtable/notifications`
+        /// (fine for the simulator; for Airtable itself, a public URL).
+        #[arg(long, env = "AIRTABLE_NOTIFICATION_URL")]
+        notification_url: Option<String>,
+        /// No notifications (the URL is ignored): `serve` finds the changes by polling every
+        /// minute.
+        #[arg(long)]
+        poll_only: bool,
+        /// Create a new webhook even though the file names one the base still has (the old
+        /// one is removed).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the base's webhooks, marking the one `serve` uses.
+    List,
+    /// Remove the webhook the file names (or `--id`), and the file.
+    Remove {
+        /// Remove this webhook (`ach…`) instead.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+/// `demo-app outbox`.
+#[derive(Debug, Clone, Args)]
+pub struct OutboxArgs {
+    /// What to do with the outbox.
+    #[command(subcommand)]
+    pub action: OutboxAction,
+}
+
+/// What `demo-app outbox` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum OutboxAction {
+    /// Create the outbox table and the triggers on the demo's tables (again: it replaces them).
+    Install,
+    /// Drop the triggers (the outbox table is kept, with what it holds).
+    Remove,
+    /// Print the SQL that `install` runs (or `remove` runs, with `--remove`), for review.
+    Print {
+        /// Print the statements that remove the triggers instead.
+        #[arg(long)]
+        remove: bool,
+    },
+}
+
+/// Whether `serve` applies the outbox's changes to the cache (`CACHE_OUTBOX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutboxMode {
+    /// Listen when the outbox is installed (`demo-app outbox install`), not otherwise.
+    Auto,
+    /// Listen; refuse to start when the outbox is not installed.
+    On,
+    /// Never listen (the outbox, if installed, fills up until a listener runs).
+    Off,
 }
 
 /// `demo-app flush`.
@@ -85,9 +207,50 @@ pub struct Config {
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1", global = true)]
     pub bind_addr: IpAddr,
 
-    /// The source of truth: sqlite://PATH (created and seeded when missing) or postgres://….
+    /// The source of truth: `sql` (the database DATABASE_URL names) or `airtable` (the base
+    /// AIRTABLE_BASE_ID names, through AIRTABLE_API_URL).
+    #[arg(long = "source", env = "SOURCE", value_name = "SOURCE", value_enum, default_value_t = SourceKind::Sql, global = true)]
+    pub source_kind: SourceKind,
+
+    /// The SQL source of truth: sqlite://PATH (created and seeded when missing) or
+    /// postgres://…. Not used with SOURCE=airtable.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://demo.db", global = true)]
     pub database_url: DatabaseUrl,
+
+    /// The Airtable base (appXXXXXXXXXXXXXX), with SOURCE=airtable and the `airtable` commands.
+    #[arg(long, env = "AIRTABLE_BASE_ID", global = true)]
+    pub airtable_base_id: Option<String>,
+
+    /// A personal access token for the base (scopes: data.records:read and write,
+    /// schema.bases:read, webhook:manage).
+    #[arg(long, env = "AIRTABLE_TOKEN", hide_env_values = true, global = true)]
+    pub airtable_token: Option<AirtableToken>,
+
+    /// Airtable's API; the simulator's (`http://127.0.0.1:8787`) offline. HTTPS needs the
+    /// demo built with `--features tls`.
+    #[arg(long, env = "AIRTABLE_API_URL", default_value = cache_airtable::AIRTABLE_API_URL, global = true)]
+    pub airtable_api_url: String,
+
+    /// Requests a second to the base from this process, 1 to 5 (Airtable allows 5 per base:
+    /// lower it when several processes share the base).
+    #[arg(
+        long,
+        env = "AIRTABLE_REQUESTS_PER_SECOND",
+        default_value_t = cache_airtable::DEFAULT_REQUESTS_PER_SECOND,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(cache_airtable::DEFAULT_REQUESTS_PER_SECOND)),
+        global = true
+    )]
+    pub airtable_requests_per_second: u32,
+
+    /// The file `demo-app airtable webhook setup` writes the base's webhook to (its id and MAC
+    /// secret, readable by the owner only) and `serve` reads it from.
+    #[arg(
+        long,
+        env = "AIRTABLE_WEBHOOK_FILE",
+        default_value = "airtable-webhook.json",
+        global = true
+    )]
+    pub airtable_webhook_file: PathBuf,
 
     /// The cache: redis://HOST:PORT (or rediss://); a Redis Cluster when it lists several
     /// nodes separated by commas or uses redis+cluster://. In memory when absent.
@@ -104,6 +267,22 @@ pub struct Config {
         global = true
     )]
     pub cache_enabled: bool,
+
+    /// Mebibytes the in-memory cache may hold (when REDIS_URL is unset); beyond it the least
+    /// useful entries are evicted.
+    #[arg(
+        long,
+        env = "CACHE_MEMORY_BUDGET_MB",
+        default_value_t = DEFAULT_MEMORY_BUDGET_MB,
+        value_parser = parse_memory_budget,
+        global = true
+    )]
+    pub cache_memory_budget_mb: u64,
+
+    /// Whether `serve` applies the changes the outbox records (made by any writer: sqlite3,
+    /// psql, another service) to the cache: auto (when the outbox is installed), on, off.
+    #[arg(long, env = "CACHE_OUTBOX", value_enum, default_value_t = OutboxMode::Auto, global = true)]
+    pub cache_outbox: OutboxMode,
 
     /// The secret that signs webhooks (`demo-app secret` makes one). When absent and the API
     /// listens on loopback only, one is generated for the run and printed to stderr.
@@ -181,7 +360,84 @@ impl RedisSettings {
     }
 }
 
+/// How the store is built: the in-memory budget, or how it talks to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// The in-memory store's budget, in bytes
+    /// ([`MemoryStoreBuilder::max_capacity_bytes`](cache_core::MemoryStoreBuilder::max_capacity_bytes)).
+    pub memory_budget_bytes: u64,
+    /// Redis's timeouts and circuit breaker.
+    pub redis: RedisSettings,
+}
+
+impl Default for StoreSettings {
+    /// cache-core's and cache-redis's defaults.
+    fn default() -> Self {
+        Self {
+            memory_budget_bytes: cache_core::DEFAULT_MEMORY_BUDGET,
+            redis: RedisSettings::default(),
+        }
+    }
+}
+
+/// How the demo reaches its Airtable base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AirtableSettings {
+    /// `appXXXXXXXXXXXXXX`.
+    pub base_id: String,
+    /// The personal access token.
+    pub token: AirtableToken,
+    /// Airtable's API, or the simulator's.
+    pub api_url: String,
+    /// Requests a second to the base, 1 to 5.
+    pub requests_per_second: u32,
+    /// Where the webhook's id and secret are kept.
+    pub webhook_file: PathBuf,
+}
+
 impl Config {
+    /// Where the records come from: Airtable with `SOURCE=airtable`, otherwise the database
+    /// `DATABASE_URL`'s scheme names.
+    pub fn source(&self) -> Source {
+        match self.source_kind {
+            SourceKind::Airtable => Source::Airtable,
+            SourceKind::Sql => self.database_url.source(),
+        }
+    }
+
+    /// How to reach the Airtable base; refused, naming what to set, when the base or the
+    /// token is missing.
+    pub fn airtable_settings(&self) -> Result<AirtableSettings, String> {
+        let missing: Vec<&str> = [
+            ("AIRTABLE_BASE_ID", self.airtable_base_id.is_none()),
+            ("AIRTABLE_TOKEN", self.airtable_token.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(var, missing)| missing.then_some(var))
+        .collect();
+        match (&self.airtable_base_id, &self.airtable_token) {
+            (Some(base_id), Some(token)) => Ok(AirtableSettings {
+                base_id: base_id.trim().to_owned(),
+                token: token.clone(),
+                api_url: self.airtable_api_url.trim().to_owned(),
+                requests_per_second: self.airtable_requests_per_second,
+                webhook_file: self.airtable_webhook_file.clone(),
+            }),
+            _ => Err(format!(
+                "Airtable needs {} (offline, `demo-app airtable sim` runs a simulator and prints them)",
+                missing.join(" and ")
+            )),
+        }
+    }
+
+    /// How the store is built.
+    pub fn store_settings(&self) -> StoreSettings {
+        StoreSettings {
+            memory_budget_bytes: self.cache_memory_budget_mb.saturating_mul(MIB),
+            redis: self.redis_settings(),
+        }
+    }
+
     /// How the store talks to Redis.
     pub fn redis_settings(&self) -> RedisSettings {
         RedisSettings {
@@ -232,6 +488,34 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+/// An Airtable personal access token; never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AirtableToken(String);
+
+impl AirtableToken {
+    /// The token itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for AirtableToken {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim() {
+            "" => Err("it is empty: set a personal access token (pat…)".to_owned()),
+            token => Ok(Self(token.to_owned())),
+        }
+    }
+}
+
+impl fmt::Debug for AirtableToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AirtableToken(***)")
     }
 }
 
@@ -307,6 +591,21 @@ impl fmt::Display for RedisUrl {
     }
 }
 
+const MIB: u64 = 1024 * 1024;
+/// cache-core's default budget, in mebibytes.
+const DEFAULT_MEMORY_BUDGET_MB: u64 = cache_core::DEFAULT_MEMORY_BUDGET / MIB;
+/// The largest in-memory budget accepted: 1 TiB.
+const MAX_MEMORY_BUDGET_MB: u64 = 1024 * 1024;
+
+fn parse_memory_budget(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(mb) if (1..=MAX_MEMORY_BUDGET_MB).contains(&mb) => Ok(mb),
+        _ => Err(format!(
+            "expected whole mebibytes from 1 to {MAX_MEMORY_BUDGET_MB} (the in-memory cache's budget; {DEFAULT_MEMORY_BUDGET_MB} by default)"
+        )),
+    }
+}
+
 fn parse_port(value: &str) -> Result<u16, String> {
     match value.trim().parse::<u16>() {
         Ok(0) | Err(_) => Err("expected a port number from 1 to 65535".to_owned()),
@@ -376,9 +675,17 @@ mod tests {
         };
         assert_eq!(default("port"), ["3000"]);
         assert_eq!(default("database_url"), ["sqlite://demo.db"]);
+        assert_eq!(default("source_kind"), ["sql"]);
+        assert_eq!(default("airtable_api_url"), ["https://api.airtable.com"]);
         assert_eq!(default("cache_enabled"), ["true"]);
         assert_eq!(default("origin_latency_ms"), ["150"]);
         assert_eq!(default("origin_rate_limit"), ["0"]);
+        assert_eq!(default("cache_outbox"), ["auto"]);
+        // The budget's default is cache-core's.
+        assert_eq!(
+            default("cache_memory_budget_mb"),
+            [(cache_core::DEFAULT_MEMORY_BUDGET / MIB).to_string()]
+        );
         assert!(default("redis_url").is_empty());
         // The flags' defaults are cache-redis's.
         let ms = |d: Duration| [d.as_millis().to_string()];
@@ -415,6 +722,98 @@ mod tests {
         );
         let err = parse(&["--redis-breaker-failures", "0"]).unwrap_err().to_string();
         assert!(err.contains("--redis-breaker-failures"), "{err}");
+    }
+
+    #[test]
+    fn the_memory_budget_reaches_the_store_settings() {
+        let cli = parse(&["--cache-memory-budget-mb", " 64 "]).unwrap();
+        assert_eq!(cli.config.store_settings().memory_budget_bytes, 64 * 1024 * 1024);
+        for bad in ["0", "lots", "-1", "1.5", " ", "1048577"] {
+            let err = parse(&[&format!("--cache-memory-budget-mb={bad}")])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(
+                    "for '--cache-memory-budget-mb <CACHE_MEMORY_BUDGET_MB>': expected whole mebibytes from 1 to 1048576"
+                ),
+                "{bad:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn outbox_mode_and_commands() {
+        assert_eq!(
+            parse(&["--cache-outbox", "on"]).unwrap().config.cache_outbox,
+            OutboxMode::On
+        );
+        assert_eq!(
+            parse(&["--cache-outbox", "off"]).unwrap().config.cache_outbox,
+            OutboxMode::Off
+        );
+        let err = parse(&["--cache-outbox", "maybe"]).unwrap_err().to_string();
+        assert!(err.contains("[possible values: auto, on, off]"), "{err}");
+        let outbox = |args: &[&str]| match parse(args).unwrap().command {
+            Some(Command::Outbox(OutboxArgs { action })) => action,
+            other => panic!("not an outbox command: {other:?}"),
+        };
+        assert_eq!(outbox(&["outbox", "install"]), OutboxAction::Install);
+        assert_eq!(outbox(&["outbox", "remove"]), OutboxAction::Remove);
+        assert_eq!(outbox(&["outbox", "print"]), OutboxAction::Print { remove: false });
+        assert_eq!(
+            outbox(&["outbox", "print", "--remove"]),
+            OutboxAction::Print { remove: true }
+        );
+        assert!(parse(&["outbox"]).is_err(), "an action is required");
+        assert_eq!(
+            parse(&["--database-url", "postgres://db/x"]).unwrap().config.source(),
+            Source::Postgres
+        );
+    }
+
+    #[test]
+    fn source_airtable_overrides_the_database_url() {
+        let cli = parse(&["--source", "airtable", "--database-url", "postgres://db/x"]).unwrap();
+        assert_eq!(cli.config.source(), Source::Airtable);
+        let err = cli.config.airtable_settings().unwrap_err();
+        assert!(
+            err.starts_with("Airtable needs AIRTABLE_BASE_ID and AIRTABLE_TOKEN"),
+            "{err}"
+        );
+        let cli = parse(&[
+            "--source",
+            "airtable",
+            "--airtable-base-id",
+            "appDemoHackathon1",
+            "--airtable-token",
+            " patSecret ",
+            "--airtable-api-url",
+            "http://127.0.0.1:8787",
+        ])
+        .unwrap();
+        let settings = cli.config.airtable_settings().unwrap();
+        assert_eq!(settings.base_id, "appDemoHackathon1");
+        assert_eq!(settings.token.expose(), "patSecret");
+        assert!(
+            !format!("{settings:?}").contains("patSecret"),
+            "the token is never printed"
+        );
+        assert_eq!(settings.requests_per_second, 5);
+        assert_eq!(parse(&["--source", "sql"]).unwrap().config.source(), Source::Sqlite);
+        let err = parse(&["--source", "mysql"]).unwrap_err().to_string();
+        assert!(err.contains("[possible values: sql, airtable]"), "{err}");
+        assert!(parse(&["--airtable-requests-per-second", "6"]).is_err());
+        let webhook = |args: &[&str]| match parse(args).unwrap().command {
+            Some(Command::Airtable(AirtableCommand::Webhook { action })) => action,
+            other => panic!("not a webhook command: {other:?}"),
+        };
+        assert_eq!(webhook(&["airtable", "webhook", "list"]), WebhookAction::List);
+        assert_eq!(
+            webhook(&["airtable", "webhook", "remove", "--id", "achX"]),
+            WebhookAction::Remove {
+                id: Some("achX".to_owned())
+            }
+        );
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //!
 //! The cached forms are the richest ones (`Event` keeps its attendees and join code); the API
 //! hands out the public views ([`PublicEvent`], [`PublicProject`]) built from them.
+//!
+//! The same models read SQL and Airtable. Airtable leaves empty cells out of its records (an
+//! empty list of links, a number never set): the fields that may be empty say what an absent
+//! cell means with `#[cache(default)]` (an empty list, `0`), as the guide recommends for
+//! Airtable models; the SQL tables always have them.
 
 use cache_core::{CacheView, Cacheable, EntitySchema, Link, Links, RecordId};
 use chrono::{DateTime, Utc};
@@ -21,8 +26,10 @@ pub struct User {
     #[cache(source = "name")]
     pub display_name: String,
     /// The events this user organises.
+    #[cache(default)]
     pub owned_events: Links<Event>,
     /// The events this user attends.
+    #[cache(default)]
     pub attending_events: Links<Event>,
     /// When the user signed up.
     #[sortable]
@@ -47,6 +54,7 @@ pub struct Event {
     /// The organiser (column `owner_id`, indexed: `Event::by_owner`).
     pub owner: Link<User>,
     /// Everyone taking part.
+    #[cache(default)]
     pub attendees: Links<User>,
     /// The secret that lets a user join; never served publicly.
     pub join_code: String,
@@ -97,8 +105,10 @@ pub struct Project {
     /// Who submitted it (column `owner_id`; `Project::by_owner`).
     pub owner: Link<User>,
     /// The other team members.
+    #[cache(default)]
     pub collaborators: Links<User>,
     /// The sum of its votes: the leaderboard order.
+    #[cache(default)]
     #[sortable]
     pub points: i64,
     /// The secret that lets a user join the team; never served publicly.
@@ -149,6 +159,7 @@ pub struct Vote {
     /// In which event (column `event_id`; `Vote::by_event`).
     pub event: Link<Event>,
     /// The points the vote gave.
+    #[cache(default)]
     pub points: i64,
     /// When it was cast.
     #[sortable]

@@ -1,10 +1,12 @@
-//! The demo's source of truth: an SQL database behind `cache_core::Origin`, made as slow and
-//! as rate-limited as a hosted API on demand.
+//! The demo's origin: `cache-sql`'s [`SqlOrigin`] made as slow and as rate-limited as a
+//! hosted API on demand, or `cache-airtable`'s [`AirtableOrigin`]; counting its calls.
 //!
-//! The origin is generic over [`EntitySchema`]: any registered model whose table has its
-//! columns is served, with no code per entity. Records come out in source shape: single links
-//! as their id column (`event_id: "recE…"`), multi-record links as the JSON list their text
-//! column holds.
+//! Everything SQL is `SqlOrigin`'s: the statements, the types, the normalised lookups; and
+//! everything Airtable is `AirtableOrigin`'s, its limits included. This wrapper only adds what
+//! the demo shows off: for SQL, the latency of a slow source (`ORIGIN_LATENCY_MS`) and its
+//! rate limit (`ORIGIN_RATE_LIMIT`); for both, counters of its calls. Airtable gets no added
+//! latency or limit: it is slow and limited already (5 requests a second per base, kept by
+//! its client).
 
 use std::{
     sync::{
@@ -15,22 +17,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use cache_core::{Deletion, EntitySchema, FieldKind, Origin, OriginError, RecordId, SourceQuery, SourceRecord};
+use cache_airtable::AirtableOrigin;
+use cache_core::{Deletion, EntitySchema, Order, Origin, OriginError, RecordId, SourceQuery, SourceRecord};
+use cache_sql::SqlOrigin;
 use serde::Serialize;
-use serde_json::{Map, Number, Value};
-use sqlx::{
-    AssertSqlSafe, Column, Row, ValueRef,
-    any::{Any, AnyArguments, AnyRow, AnyTypeInfoKind},
-};
 use tokio::time::Instant;
-
-use crate::{
-    database::Database,
-    sql::{self, Bind, Statement},
-};
-
-/// The most ids put in one `IN (…)` list: far below SQLite's and PostgreSQL's parameter limits.
-const MAX_IDS_PER_STATEMENT: usize = 10_000;
 
 /// How slow the origin pretends to be.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,7 +46,7 @@ pub struct OriginCalls {
     pub exists_many: u64,
     /// `delete`.
     pub delete: u64,
-    /// The application's writes (creating, updating, voting).
+    /// The application's write transactions (creating, updating, deleting, voting).
     pub write: u64,
 }
 
@@ -94,22 +85,41 @@ impl RateLimiter {
     }
 }
 
+/// The source of truth behind the demo's origin.
+#[derive(Debug, Clone)]
+pub enum OriginSource {
+    /// A SQL database.
+    Sql(SqlOrigin),
+    /// An Airtable base.
+    Airtable(AirtableOrigin),
+}
+
 struct Inner {
-    db: Database,
+    source: OriginSource,
     latency: Duration,
     limiter: Option<RateLimiter>,
     counters: Counters,
 }
 
-/// The SQL origin. Cloning is cheap: clones share the pool, the rate limit and the counters.
+/// The demo's origin. Cloning is cheap: clones share the pool, the rate limit and the counters.
 #[derive(Clone)]
-pub struct SqlOrigin {
+pub struct DemoOrigin {
     inner: Arc<Inner>,
+}
+
+/// Every call goes to the source behind the origin.
+macro_rules! delegate {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        match &$self.inner.source {
+            OriginSource::Sql(sql) => sql.$method($($arg),*).await,
+            OriginSource::Airtable(airtable) => airtable.$method($($arg),*).await,
+        }
+    };
 }
 
 /// The kind of call, for the counters and the rate limit.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Call {
+enum Call {
     Fetch,
     FetchMany,
     Query,
@@ -118,16 +128,16 @@ pub(crate) enum Call {
     Write,
 }
 
-impl SqlOrigin {
-    /// An origin over `db`, as slow as `settings` say.
-    pub fn new(db: Database, settings: OriginSettings) -> Self {
+impl DemoOrigin {
+    /// `sql`, as slow as `settings` say.
+    pub fn new(sql: SqlOrigin, settings: OriginSettings) -> Self {
         let limiter = (settings.rate_limit > 0).then(|| RateLimiter {
             interval: Duration::from_secs(1) / settings.rate_limit,
             next: Mutex::new(Instant::now()),
         });
         Self {
             inner: Arc::new(Inner {
-                db,
+                source: OriginSource::Sql(sql),
                 latency: settings.latency,
                 limiter,
                 counters: Counters::default(),
@@ -135,9 +145,39 @@ impl SqlOrigin {
         }
     }
 
-    /// The database.
-    pub fn database(&self) -> &Database {
-        &self.inner.db
+    /// `airtable`, as it is: no added latency or limit.
+    pub fn on_airtable(airtable: AirtableOrigin) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                source: OriginSource::Airtable(airtable),
+                latency: Duration::ZERO,
+                limiter: None,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The source underneath.
+    pub fn source(&self) -> &OriginSource {
+        &self.inner.source
+    }
+
+    /// The SQL origin underneath, when the source is SQL: for the outbox, which is not slowed
+    /// down.
+    pub fn sql(&self) -> Option<&SqlOrigin> {
+        match &self.inner.source {
+            OriginSource::Sql(sql) => Some(sql),
+            OriginSource::Airtable(_) => None,
+        }
+    }
+
+    /// The Airtable origin underneath, when the source is Airtable: for its change feed,
+    /// which shares its client (one rate limit).
+    pub fn airtable(&self) -> Option<&AirtableOrigin> {
+        match &self.inner.source {
+            OriginSource::Airtable(airtable) => Some(airtable),
+            OriginSource::Sql(_) => None,
+        }
     }
 
     /// The calls answered so far.
@@ -154,7 +194,7 @@ impl SqlOrigin {
     }
 
     /// Counts a call, waits for its turn under the rate limit, then pays the latency.
-    pub(crate) async fn begin(&self, call: Call) {
+    async fn pace(&self, call: Call) {
         let c = &self.inner.counters;
         let counter = match call {
             Call::Fetch => &c.fetch,
@@ -173,100 +213,38 @@ impl SqlOrigin {
         }
     }
 
-    async fn fetch_rows(&self, stmt: Statement) -> Result<Vec<AnyRow>, OriginError> {
-        prepare(stmt)
-            .fetch_all(self.inner.db.pool())
-            .await
-            .map_err(OriginError::failed)
+    /// Counts one of the application's writes (a transaction, or an Airtable write of one
+    /// or two requests) and paces it as one call.
+    pub async fn pace_write(&self) {
+        self.pace(Call::Write).await;
     }
-}
 
-/// The sqlx query for a statement.
-pub fn prepare(stmt: Statement) -> sqlx::query::Query<'static, Any, AnyArguments> {
-    let mut query = sqlx::query(AssertSqlSafe(stmt.sql));
-    for bind in stmt.binds {
-        query = match bind {
-            Bind::Text(s) => query.bind(s),
-            Bind::Int(i) => query.bind(i),
-            Bind::Bool(b) => query.bind(b),
-            Bind::Null => query.bind(None::<String>),
-        };
-    }
-    query
-}
-
-/// Reads a row into a record in source shape. `NULL` columns are left out, as Airtable leaves
-/// out empty fields.
-pub(crate) fn decode_row(entity: &EntitySchema, row: &AnyRow) -> Result<SourceRecord, OriginError> {
-    let failed =
-        |column: &str, reason: String| OriginError::failed(format!("{}.{column}: {reason}", entity.source_table));
-    let mut id = None;
-    let mut fields = Map::new();
-    for column in row.columns() {
-        let name = column.name();
-        let i = column.ordinal();
-        let raw = row.try_get_raw(i).map_err(OriginError::failed)?;
-        if raw.is_null() {
-            continue;
-        }
-        let kind = raw.type_info().kind();
-        let value = match kind {
-            AnyTypeInfoKind::Bool => Value::Bool(row.try_get(i).map_err(OriginError::failed)?),
-            k if k.is_integer() => Value::Number(row.try_get::<i64, _>(i).map_err(OriginError::failed)?.into()),
-            AnyTypeInfoKind::Real | AnyTypeInfoKind::Double => {
-                let f: f64 = row.try_get(i).map_err(OriginError::failed)?;
-                Number::from_f64(f).map_or(Value::Null, Value::Number)
-            }
-            AnyTypeInfoKind::Text => Value::String(row.try_get(i).map_err(OriginError::failed)?),
-            other => return Err(failed(name, format!("unsupported column type {other:?}"))),
-        };
-        if name == entity.id_field {
-            let text = match value {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            id = Some(RecordId::new(text).map_err(|e| failed(name, e.to_string()))?);
-            continue;
-        }
-        let is_links = entity
-            .fields
-            .iter()
-            .any(|f| f.source_name == name && matches!(f.kind, FieldKind::Links { .. }));
-        let value = match value {
-            Value::String(json) if is_links => {
-                serde_json::from_str(&json).map_err(|e| failed(name, format!("not a JSON list of ids: {e}")))?
-            }
-            value => value,
-        };
-        fields.insert(name.to_owned(), value);
-    }
-    let id = id.ok_or_else(|| failed(entity.id_field, "missing".to_owned()))?;
-    Ok(SourceRecord { id, fields })
-}
-
-impl SqlOrigin {
     /// The ids of the `limit` most recent records of `entity` (all when `None`), newest
-    /// first: what `demo-app warm` loads. One call.
+    /// first by `created_at` (in id order for an entity without it sortable): what
+    /// `demo-app warm` loads. One query.
     pub async fn recent_ids(
         &self,
         entity: &'static EntitySchema,
         limit: Option<usize>,
     ) -> Result<Vec<RecordId>, OriginError> {
-        self.begin(Call::Query).await;
-        self.fetch_rows(sql::recent_ids(entity, limit))
-            .await?
-            .iter()
-            .map(|row| decode_row(entity, row).map(|r| r.id))
-            .collect()
+        let query = SourceQuery {
+            filters: Vec::new(),
+            sort: entity
+                .sortable_fields()
+                .find(|f| f.name == "created_at")
+                .map(|f| (f, Order::Desc)),
+            offset: 0,
+            limit,
+        };
+        Ok(self.query(entity, &query).await?.into_iter().map(|r| r.id).collect())
     }
 }
 
 #[async_trait]
-impl Origin for SqlOrigin {
+impl Origin for DemoOrigin {
     async fn fetch(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<SourceRecord>, OriginError> {
-        self.begin(Call::Fetch).await;
-        let rows = self.fetch_rows(sql::fetch(entity, id)).await?;
-        rows.first().map(|row| decode_row(entity, row)).transpose()
+        self.pace(Call::Fetch).await;
+        delegate!(self.fetch(entity, id))
     }
 
     async fn fetch_many(
@@ -274,14 +252,8 @@ impl Origin for SqlOrigin {
         entity: &'static EntitySchema,
         ids: &[RecordId],
     ) -> Result<Vec<SourceRecord>, OriginError> {
-        self.begin(Call::FetchMany).await;
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
-            for row in self.fetch_rows(sql::fetch_many(entity, chunk)).await? {
-                out.push(decode_row(entity, &row)?);
-            }
-        }
-        Ok(out)
+        self.pace(Call::FetchMany).await;
+        delegate!(self.fetch_many(entity, ids))
     }
 
     async fn query(
@@ -289,35 +261,18 @@ impl Origin for SqlOrigin {
         entity: &'static EntitySchema,
         query: &SourceQuery,
     ) -> Result<Vec<SourceRecord>, OriginError> {
-        self.begin(Call::Query).await;
-        let stmt =
-            sql::query(self.inner.db.dialect(), entity, query).map_err(|e| OriginError::Unsupported(e.to_string()))?;
-        self.fetch_rows(stmt)
-            .await?
-            .iter()
-            .map(|row| decode_row(entity, row))
-            .collect()
+        self.pace(Call::Query).await;
+        delegate!(self.query(entity, query))
     }
 
     async fn exists_many(&self, entity: &'static EntitySchema, ids: &[RecordId]) -> Result<Vec<RecordId>, OriginError> {
-        self.begin(Call::ExistsMany).await;
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
-            for row in self.fetch_rows(sql::exists_many(entity, chunk)).await? {
-                out.push(decode_row(entity, &row)?.id);
-            }
-        }
-        Ok(out)
+        self.pace(Call::ExistsMany).await;
+        delegate!(self.exists_many(entity, ids))
     }
 
     async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<Deletion>, OriginError> {
-        self.begin(Call::Delete).await;
-        // The deleted row comes back whole: the cache reads its version with the model.
-        let rows = self.fetch_rows(sql::delete(entity, id)).await?;
-        match rows.first() {
-            Some(row) => Ok(Some(Deletion::new().with_record(decode_row(entity, row)?))),
-            None => Ok(None),
-        }
+        self.pace(Call::Delete).await;
+        delegate!(self.delete(entity, id))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The demo data: users, events, projects, votes and referrals, generated from a fixed seed
-//! (the same database on every machine) and inserted in batches inside one transaction.
+//! (the same database on every machine) and inserted in batches inside one transaction
+//! ([`Conn::insert`], which also fills `email_normalized`).
 //!
 //! The generator is ChaCha8, whose output `rand_chacha` promises not to change between
 //! versions (`StdRng` makes no such promise): the README's curl examples use seeded ids, and
@@ -16,20 +17,18 @@ use rand::{
 };
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use sqlx::{Any, Transaction};
+use serde_json::{Map, Value};
 
 use crate::{
-    database::{DATA_VERSION, Database, sql_timestamp},
+    database::{Conn, DATA_VERSION, Database, Param, sql_timestamp},
     models,
-    origin::prepare,
-    sql::{self, Bind, Statement},
 };
 
 /// The seed of the generator: change it and every id changes.
 const SEED: u64 = 0x6861_636b_6174_686f;
 
-/// Parameters per `INSERT`: well below SQLite's 32,766 and PostgreSQL's 65,535.
-const MAX_PARAMS_PER_INSERT: usize = 4_000;
+/// Rows per `INSERT` (one JSON parameter each).
+const ROWS_PER_INSERT: usize = 2_000;
 
 /// How many records of each kind to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,6 +53,16 @@ impl SeedCounts {
         projects: 2_000,
         votes: 20_000,
         referrals: 1_000,
+    };
+
+    /// The data set `demo-app airtable seed` sends: 525 records, within the 1,000 records of
+    /// Airtable's free plan, sent in about 75 requests (some 17 s at 5 requests a second).
+    pub const AIRTABLE: Self = Self {
+        users: 200,
+        events: 5,
+        projects: 50,
+        votes: 250,
+        referrals: 20,
     };
 
     /// A small data set for tests.
@@ -372,138 +381,18 @@ pub async fn seed(db: &Database, counts: SeedCounts) -> Result<SeedReport, sqlx:
     let data = generate(counts);
     db.drop_tables().await?;
     db.create_tables().await?;
-
-    let user_id = |i: &usize| data.users[*i].id.as_str();
-    let event_id = |i: &usize| data.events[*i].id.as_str();
-    let id_list = |ids: Vec<&str>| Bind::Text(serde_json::Value::from(ids).to_string());
-    let text = |s: &str| Bind::Text(s.to_owned());
-    let time = |t: &DateTime<Utc>| Bind::Text(sql_timestamp(*t));
-
-    let mut tx = db.pool().begin().await?;
-    insert(
-        &mut tx,
-        models::User::schema(),
-        &[
-            "id",
-            "email",
-            "name",
-            "owned_events",
-            "attending_events",
-            "created_at",
-            "updated_at",
-        ],
-        data.users.iter().map(|u| {
-            vec![
-                text(&u.id),
-                text(&u.email),
-                text(&u.name),
-                id_list(u.owned.iter().map(event_id).collect()),
-                id_list(u.attending.iter().map(event_id).collect()),
-                time(&u.created_at),
-                time(&u.created_at),
-            ]
-        }),
-    )
-    .await?;
-    insert(
-        &mut tx,
-        models::Event::schema(),
-        &[
-            "id",
-            "name",
-            "slug",
-            "owner_id",
-            "attendees",
-            "join_code",
-            "starts_at",
-            "created_at",
-            "updated_at",
-        ],
-        data.events.iter().map(|e| {
-            vec![
-                text(&e.id),
-                text(&e.name),
-                text(&e.slug),
-                text(user_id(&e.owner)),
-                id_list(e.attendees.iter().map(user_id).collect()),
-                text(&e.join_code),
-                time(&e.starts_at),
-                time(&e.created_at),
-                time(&e.created_at),
-            ]
-        }),
-    )
-    .await?;
-    insert(
-        &mut tx,
-        models::Project::schema(),
-        &[
-            "id",
-            "name",
-            "description",
-            "event_id",
-            "owner_id",
-            "collaborators",
-            "points",
-            "join_code",
-            "created_at",
-            "updated_at",
-        ],
-        data.projects.iter().map(|p| {
-            vec![
-                text(&p.id),
-                text(&p.name),
-                p.description.as_deref().map_or(Bind::Null, text),
-                text(event_id(&p.event)),
-                text(user_id(&p.owner)),
-                id_list(p.collaborators.iter().map(user_id).collect()),
-                Bind::Int(p.points),
-                text(&p.join_code),
-                time(&p.created_at),
-                time(&p.updated_at),
-            ]
-        }),
-    )
-    .await?;
-    insert(
-        &mut tx,
-        models::Vote::schema(),
-        &["id", "voter_id", "project_id", "event_id", "points", "created_at"],
-        data.votes.iter().map(|v| {
-            let project = &data.projects[v.project];
-            vec![
-                text(&v.id),
-                text(user_id(&v.voter)),
-                text(&project.id),
-                text(event_id(&project.event)),
-                Bind::Int(1),
-                time(&v.created_at),
-            ]
-        }),
-    )
-    .await?;
-    insert(
-        &mut tx,
-        models::Referral::schema(),
-        &["id", "referrer_id", "referred_id", "event_id", "created_at"],
-        data.referrals.iter().map(|r| {
-            vec![
-                text(&r.id),
-                text(user_id(&r.referrer)),
-                text(user_id(&r.referred)),
-                r.event.as_ref().map_or(Bind::Null, |e| text(event_id(e))),
-                time(&r.created_at),
-            ]
-        }),
-    )
-    .await?;
-    let version = Statement {
-        sql: r#"INSERT INTO "DemoData" ("version") VALUES ($1)"#.to_owned(),
-        binds: vec![Bind::Int(DATA_VERSION)],
-    };
-    prepare(version).execute(&mut *tx).await?;
-    tx.commit().await?;
-
+    match db {
+        Database::Sqlite(pool) => {
+            let mut tx = pool.begin().await?;
+            insert_all(Conn::Sqlite(&mut tx), &data).await?;
+            tx.commit().await?;
+        }
+        Database::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            insert_all(Conn::Postgres(&mut tx), &data).await?;
+            tx.commit().await?;
+        }
+    }
     Ok(SeedReport {
         counts: SeedCounts {
             users: data.users.len(),
@@ -515,22 +404,116 @@ pub async fn seed(db: &Database, counts: SeedCounts) -> Result<SeedReport, sqlx:
     })
 }
 
-/// Inserts rows into the entity's table with multi-row `INSERT`s (normalised columns
-/// included: [`sql::insert`]).
+/// A row: column names and values.
+fn row<const N: usize>(values: [(&str, Value); N]) -> Map<String, Value> {
+    values
+        .into_iter()
+        .map(|(column, value)| (column.to_owned(), value))
+        .collect()
+}
+
+/// The generated data as rows, table by table (users, events, projects, votes, referrals:
+/// every table after the ones its single links point to), each row keyed by column
+/// (`id`, then the models' source names), single links as an id (or `null`), `Links<T>` as a
+/// list of ids, times as text ([`sql_timestamp`]).
+pub fn tables(counts: SeedCounts) -> Vec<(&'static EntitySchema, Vec<Map<String, Value>>)> {
+    to_tables(&generate(counts))
+}
+
+fn to_tables(data: &Data) -> Vec<(&'static EntitySchema, Vec<Map<String, Value>>)> {
+    let user_id = |i: &usize| Value::from(data.users[*i].id.as_str());
+    let event_id = |i: &usize| Value::from(data.events[*i].id.as_str());
+    let text = |s: &str| Value::from(s);
+    let time = |t: &DateTime<Utc>| Value::from(sql_timestamp(*t));
+
+    let users = data.users.iter().map(|u| {
+        row([
+            ("id", text(&u.id)),
+            ("email", text(&u.email)),
+            ("name", text(&u.name)),
+            ("owned_events", u.owned.iter().map(event_id).collect()),
+            ("attending_events", u.attending.iter().map(event_id).collect()),
+            ("created_at", time(&u.created_at)),
+            ("updated_at", time(&u.created_at)),
+        ])
+    });
+    let events = data.events.iter().map(|e| {
+        row([
+            ("id", text(&e.id)),
+            ("name", text(&e.name)),
+            ("slug", text(&e.slug)),
+            ("owner_id", user_id(&e.owner)),
+            ("attendees", e.attendees.iter().map(user_id).collect()),
+            ("join_code", text(&e.join_code)),
+            ("starts_at", time(&e.starts_at)),
+            ("created_at", time(&e.created_at)),
+            ("updated_at", time(&e.created_at)),
+        ])
+    });
+    let projects = data.projects.iter().map(|p| {
+        row([
+            ("id", text(&p.id)),
+            ("name", text(&p.name)),
+            ("description", p.description.as_deref().map_or(Value::Null, text)),
+            ("event_id", event_id(&p.event)),
+            ("owner_id", user_id(&p.owner)),
+            ("collaborators", p.collaborators.iter().map(user_id).collect()),
+            ("points", Value::from(p.points)),
+            ("join_code", text(&p.join_code)),
+            ("created_at", time(&p.created_at)),
+            ("updated_at", time(&p.updated_at)),
+        ])
+    });
+    let votes = data.votes.iter().map(|v| {
+        let project = &data.projects[v.project];
+        row([
+            ("id", text(&v.id)),
+            ("voter_id", user_id(&v.voter)),
+            ("project_id", text(&project.id)),
+            ("event_id", event_id(&project.event)),
+            ("points", Value::from(1)),
+            ("created_at", time(&v.created_at)),
+        ])
+    });
+    let referrals = data.referrals.iter().map(|r| {
+        row([
+            ("id", text(&r.id)),
+            ("referrer_id", user_id(&r.referrer)),
+            ("referred_id", user_id(&r.referred)),
+            ("event_id", r.event.as_ref().map_or(Value::Null, event_id)),
+            ("created_at", time(&r.created_at)),
+        ])
+    });
+    vec![
+        (models::User::schema(), users.collect()),
+        (models::Event::schema(), events.collect()),
+        (models::Project::schema(), projects.collect()),
+        (models::Vote::schema(), votes.collect()),
+        (models::Referral::schema(), referrals.collect()),
+    ]
+}
+
+async fn insert_all(mut conn: Conn<'_>, data: &Data) -> Result<(), sqlx::Error> {
+    for (schema, rows) in to_tables(data) {
+        insert(&mut conn, schema, rows.into_iter()).await?;
+    }
+    conn.execute(
+        r#"INSERT INTO "DemoData" ("version") VALUES ($1)"#,
+        vec![Param::Int(DATA_VERSION)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Inserts rows into the entity's table, [`ROWS_PER_INSERT`] at a time.
 async fn insert(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut Conn<'_>,
     entity: &EntitySchema,
-    columns: &[&str],
-    rows: impl Iterator<Item = Vec<Bind>>,
+    rows: impl Iterator<Item = Map<String, Value>>,
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<Vec<Bind>> = rows.collect();
-    let normalized = entity
-        .fields
-        .iter()
-        .filter(|f| columns.contains(&f.source_name) && sql::normalized_column(f).is_some())
-        .count();
-    for chunk in rows.chunks(MAX_PARAMS_PER_INSERT / (columns.len() + normalized)) {
-        prepare(sql::insert(entity, columns, chunk)).execute(&mut **tx).await?;
+    let rows: Vec<Map<String, Value>> = rows.collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        conn.insert(entity, chunk).await?;
     }
     Ok(())
 }

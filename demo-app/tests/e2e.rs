@@ -8,22 +8,22 @@ use cache_redis::testing::{RedisCluster, RedisServer};
 use common::{Backend, TestDb, backends};
 use demo_app::{
     api::AppState,
-    app::{Secrets, build_cache, connect_store, router},
+    app::{Secrets, build_cache, connect_store, open_origin, router},
     commands::{sweep_entities, warm_entity},
     config::{RedisUrl, Secret},
     database::quote,
     models::{Event, Project},
-    origin::{OriginSettings, SqlOrigin},
+    origin::{DemoOrigin, OriginSettings},
+    writes,
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use sqlx::AssertSqlSafe;
 
 struct TestApp {
     base: String,
     http: reqwest::Client,
     cache: Cache,
-    origin: SqlOrigin,
+    origin: DemoOrigin,
     secrets: Secrets,
     redis: Redis,
     db: TestDb,
@@ -60,7 +60,7 @@ impl TestApp {
 
     async fn start_with(backend: Backend, redis: Redis) -> Self {
         let db = TestDb::new(backend).await;
-        let origin = SqlOrigin::new(db.db.clone(), OriginSettings::default());
+        let origin = open_origin(&db.db, OriginSettings::default()).await.expect("origin");
         let url: RedisUrl = redis.url().parse().expect("a redis url");
         let store = connect_store(Some(&url)).await.expect("connect to the test redis");
         let cache = build_cache(store, origin.clone(), true).expect("cache");
@@ -112,12 +112,7 @@ impl TestApp {
 
     /// Runs SQL on the database behind the application's back.
     async fn sql(&self, sql: String, id: &RecordId) -> u64 {
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(id.as_str().to_owned())
-            .execute(self.db.db.pool())
-            .await
-            .expect("sql")
-            .rows_affected()
+        self.db.execute_elsewhere(&sql, id.as_str()).await
     }
 
     async fn first_event(&self) -> Event {
@@ -550,9 +545,7 @@ async fn deletes_are_final() {
             description: None,
             collaborators: None,
         };
-        let written = app
-            .origin
-            .update_project(&raced.id, &changes)
+        let written = writes::update_project(&app.origin, &app.cache, &raced.id, &changes)
             .await
             .expect("update")
             .expect("the project");

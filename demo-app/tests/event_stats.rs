@@ -8,10 +8,10 @@ use cache_redis::testing::RedisServer;
 use common::{Backend, TestDb};
 use demo_app::{
     api::{self, AppState},
-    app::{Secrets, build_cache, connect_store, router},
+    app::{Secrets, build_cache, connect_store, open_origin, router},
     config::{RedisUrl, Secret},
     models::Event,
-    origin::{OriginSettings, SqlOrigin},
+    origin::OriginSettings,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 async fn event_stats_are_computed_once_and_follow_votes() {
     let db = TestDb::new(Backend::Sqlite).await;
     let redis = RedisServer::start();
-    let origin = SqlOrigin::new(db.db.clone(), OriginSettings::default());
+    let origin = open_origin(&db.db, OriginSettings::default()).await.expect("origin");
     let url: RedisUrl = redis.url().parse().expect("a redis url");
     let store = connect_store(Some(&url)).await.expect("connect to the test redis");
     let cache = build_cache(store, origin.clone(), true).expect("cache");

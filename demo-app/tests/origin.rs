@@ -1,21 +1,27 @@
-//! The SQL origin against real databases: what comes out is what the models read, and queries
-//! order and page exactly as the cache does.
+//! The demo's origin (`cache-sql` under the demo's latency and counters) against its real
+//! tables: what comes out is what the models read, and queries order and page exactly as the
+//! cache does.
 
 mod common;
 
 use cache_core::{Cache, Cacheable, IndexQuery, MemoryStore, Order, Origin, Query, RecordId, SourceQuery};
 use common::{Backend, TestDb, backends, pg_schema_exists};
 use demo_app::{
-    app::{AppError, open_database},
-    database::quote,
-    models::{self, Event, Project, ProjectSort, Referral, User, Vote},
-    origin::{OriginSettings, SqlOrigin, prepare},
-    sql::{self, Bind},
-    writes::{NewProject, ProjectChanges},
+    app::{AppError, build_cache, open_database, open_origin},
+    database::{Conn, Database},
+    models::{Event, Project, ProjectSort, Referral, User, Vote},
+    origin::{DemoOrigin, OriginSettings},
+    writes::{self, NewProject, ProjectChanges},
 };
-use sqlx::AssertSqlSafe;
+use serde_json::{Map, Value};
 
-async fn query<T: Cacheable>(origin: &SqlOrigin, query: Query<T>) -> Vec<T> {
+async fn origin(test: &TestDb) -> DemoOrigin {
+    open_origin(&test.db, OriginSettings::default())
+        .await
+        .expect("the tables answer the models")
+}
+
+async fn query<T: Cacheable>(origin: &DemoOrigin, query: Query<T>) -> Vec<T> {
     let source = SourceQuery::from_index_query(T::schema(), query.as_index_query()).expect("known fields");
     origin
         .query(T::schema(), &source)
@@ -26,7 +32,7 @@ async fn query<T: Cacheable>(origin: &SqlOrigin, query: Query<T>) -> Vec<T> {
         .collect()
 }
 
-async fn all<T: Cacheable>(origin: &SqlOrigin) -> Vec<T> {
+async fn all<T: Cacheable>(origin: &DemoOrigin) -> Vec<T> {
     let source = SourceQuery::from_index_query(T::schema(), &IndexQuery::all()).expect("query");
     origin
         .query(T::schema(), &source)
@@ -41,7 +47,7 @@ async fn all<T: Cacheable>(origin: &SqlOrigin) -> Vec<T> {
 async fn every_entity_reads_as_its_model() {
     for backend in backends() {
         let test = TestDb::new(backend).await;
-        let origin = SqlOrigin::new(test.db.clone(), OriginSettings::default());
+        let origin = origin(&test).await;
         let users = all::<User>(&origin).await;
         let events = all::<Event>(&origin).await;
         assert_eq!(users.len(), 200, "{backend:?}");
@@ -61,7 +67,7 @@ async fn every_entity_reads_as_its_model() {
 async fn leaderboard_orders_by_points_then_id_and_pages() {
     for backend in backends() {
         let test = TestDb::new(backend).await;
-        let origin = SqlOrigin::new(test.db.clone(), OriginSettings::default());
+        let origin = origin(&test).await;
         let event = all::<Event>(&origin).await.remove(0);
 
         let mut expected: Vec<Project> = all::<Project>(&origin)
@@ -104,7 +110,7 @@ async fn leaderboard_orders_by_points_then_id_and_pages() {
 async fn email_and_slug_lookups() {
     for backend in backends() {
         let test = TestDb::new(backend).await;
-        let origin = SqlOrigin::new(test.db.clone(), OriginSettings::default());
+        let origin = origin(&test).await;
         let user = all::<User>(&origin).await.remove(7);
         assert_ne!(user.email, user.email.to_lowercase(), "seeded emails have capitals");
         let shouted = format!("  {}  ", user.email.to_uppercase());
@@ -126,30 +132,35 @@ async fn lowercase_lookups_compare_what_the_cache_computes() {
     let stored = " ÉVA@X.ORG\t";
     for backend in backends() {
         let test = TestDb::new(backend).await;
-        let origin = SqlOrigin::new(test.db.clone(), OriginSettings::default());
-        let text = |s: &str| Bind::Text(s.to_owned());
-        let columns = [
-            "id",
-            "email",
-            "name",
-            "owned_events",
-            "attending_events",
-            "created_at",
-            "updated_at",
-        ];
-        let row = vec![
-            text("recEvaLowercase01"),
-            text(stored),
-            text("Éva"),
-            text("[]"),
-            text("[]"),
-            text("2025-01-06T09:00:00.000Z"),
-            text("2025-01-06T09:00:00.000Z"),
-        ];
-        prepare(sql::insert(User::schema(), &columns, &[row]))
-            .execute(test.db.pool())
+        let origin = origin(&test).await;
+        let row: Map<String, Value> = [
+            ("id", "recEvaLowercase01"),
+            ("email", stored),
+            ("name", "Éva"),
+            ("created_at", "2025-01-06T09:00:00.000Z"),
+            ("updated_at", "2025-01-06T09:00:00.000Z"),
+        ]
+        .into_iter()
+        .map(|(column, value)| (column.to_owned(), Value::from(value)))
+        .collect();
+        match &test.db {
+            Database::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.expect("a connection");
+                Conn::Sqlite(&mut conn).insert(User::schema(), &[row]).await
+            }
+            Database::Postgres(pool) => {
+                let mut conn = pool.acquire().await.expect("a connection");
+                Conn::Postgres(&mut conn).insert(User::schema(), &[row]).await
+            }
+        }
+        .expect("insert");
+        // Every row, seeded or inserted, holds its email as the cache normalises it.
+        origin
+            .sql()
+            .expect("an SQL origin")
+            .check_normalized_values()
             .await
-            .expect("insert");
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
 
         for lookup in [stored, "éva@x.org", "\tÉva@X.Org  "] {
             let found = query(&origin, User::by_email(lookup)).await;
@@ -167,18 +178,6 @@ async fn lowercase_lookups_compare_what_the_cache_computes() {
         }
         assert_eq!(origin.calls().query, 4, "the second lookup is answered by the cache");
 
-        // Every lowercase index of every model has its normalised column.
-        for schema in models::schemas() {
-            for field in &schema.fields {
-                if let Some(column) = sql::normalized_column(field) {
-                    let probe = format!("SELECT {} FROM {} LIMIT 1", quote(&column), quote(schema.source_table));
-                    sqlx::query(AssertSqlSafe(probe))
-                        .fetch_optional(test.db.pool())
-                        .await
-                        .unwrap_or_else(|e| panic!("{backend:?}: {}.{column}: {e}", schema.source_table));
-                }
-            }
-        }
         test.cleanup().await;
     }
 }
@@ -188,10 +187,7 @@ async fn a_database_seeded_by_another_version_is_refused() {
     for backend in backends() {
         let test = TestDb::new(backend).await;
         open_database(&test.url).await.expect("this version's database opens");
-        sqlx::query(r#"DELETE FROM "DemoData""#)
-            .execute(test.db.pool())
-            .await
-            .expect("delete");
+        test.execute(&[r#"DELETE FROM "DemoData""#]).await;
         let err = open_database(&test.url).await.expect_err("refused");
         assert!(matches!(err, AppError::OutdatedDatabase { .. }), "{backend:?}: {err}");
         assert!(err.to_string().contains("recreate it with `demo-app seed`"), "{err}");
@@ -217,7 +213,10 @@ async fn a_failing_test_still_drops_its_postgres_schema() {
             assert!(pg_schema_exists(&schema).await);
             name_tx.send(schema).expect("send the name");
             // A transaction left open holds locks that `DROP SCHEMA` would wait for.
-            let mut tx = test.db.pool().begin().await.expect("begin");
+            let Database::Postgres(pool) = &test.db else {
+                panic!("a PostgreSQL database")
+            };
+            let mut tx = pool.begin().await.expect("begin");
             sqlx::query(r#"UPDATE "Projects" SET "points" = "points" + 1"#)
                 .execute(&mut *tx)
                 .await
@@ -234,7 +233,7 @@ async fn a_failing_test_still_drops_its_postgres_schema() {
 async fn batches_existence_and_delete() {
     for backend in backends() {
         let test = TestDb::new(backend).await;
-        let origin = SqlOrigin::new(test.db.clone(), OriginSettings::default());
+        let origin = origin(&test).await;
         let schema = Project::schema();
         let projects = all::<Project>(&origin).await;
         let missing = RecordId::new("recNOPE0000000000").unwrap();
@@ -283,54 +282,82 @@ async fn batches_existence_and_delete() {
 async fn writes_bump_the_version_strictly() {
     for backend in backends() {
         let test = TestDb::new(backend).await;
-        let origin = SqlOrigin::new(test.db.clone(), OriginSettings::default());
+        let origin = origin(&test).await;
+        let cache = build_cache(std::sync::Arc::new(MemoryStore::new()), origin.clone(), true).expect("cache");
         let event = all::<Event>(&origin).await.remove(0);
         let owner = event.attendees.ids()[0].clone();
-        let created = origin
-            .insert_project(&NewProject {
+        let created = writes::create_project(
+            &origin,
+            &cache,
+            &NewProject {
                 name: "Cache Money".to_owned(),
                 description: None,
                 event: event.id.clone(),
                 owner: owner.clone(),
                 collaborators: vec![event.attendees.ids()[1].clone()],
-            })
-            .await
-            .unwrap();
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(created.points, 0, "{backend:?}");
         assert_eq!(created.collaborators.len(), 1);
 
         let mut last = created.clone();
         for _ in 0..3 {
-            let (vote, project) = origin.cast_vote(&created.id, &owner, 2).await.unwrap().unwrap();
+            let (vote, project) = writes::cast_vote(&origin, &cache, &created.id, &owner, 2)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(vote.project.id(), &created.id);
+            assert_eq!(vote.event.id(), &event.id, "the vote's event is the project's");
             assert_eq!(project.points, last.points + 2);
             assert!(project.updated_at > last.updated_at, "versions only go up");
             last = project;
         }
-        let renamed = origin
-            .update_project(
-                &created.id,
-                &ProjectChanges {
-                    name: Some("Cache Rules".to_owned()),
-                    ..ProjectChanges::default()
-                },
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let renamed = writes::update_project(
+            &origin,
+            &cache,
+            &created.id,
+            &ProjectChanges {
+                name: Some("Cache Rules".to_owned()),
+                collaborators: Some(Vec::new()),
+                ..ProjectChanges::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!((renamed.name.as_str(), renamed.points), ("Cache Rules", 6));
         assert!(renamed.updated_at > last.updated_at);
         assert_eq!(renamed.description, None);
+        assert!(renamed.collaborators.is_empty());
+        // What the write answered is what the database holds.
+        let stored = Project::from_source(
+            origin
+                .fetch(Project::schema(), &created.id)
+                .await
+                .unwrap()
+                .expect("the project"),
+        )
+        .unwrap();
+        assert_eq!(stored, renamed, "{backend:?}");
 
         let nobody = RecordId::new("recNOPE0000000000").unwrap();
-        assert!(origin.cast_vote(&nobody, &owner, 1).await.unwrap().is_none());
         assert!(
-            origin
-                .update_project(&nobody, &ProjectChanges::default())
+            writes::cast_vote(&origin, &cache, &nobody, &owner, 1)
                 .await
                 .unwrap()
                 .is_none()
         );
+        assert!(
+            writes::update_project(&origin, &cache, &nobody, &ProjectChanges::default())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(writes::delete_project(&origin, &cache, &created.id).await.unwrap());
+        assert!(!writes::delete_project(&origin, &cache, &created.id).await.unwrap());
+        assert_eq!(origin.calls().write, 9, "each write is one paced call");
         test.cleanup().await;
     }
 }

@@ -12,11 +12,11 @@ use clap::Parser;
 use common::{Backend, TestDb};
 use demo_app::{
     api::AppState,
-    app::{AppError, Secrets, build_cache, connect_store_with, router},
+    app::{AppError, Secrets, build_cache, connect_store_with, open_origin, router},
     commands,
-    config::{Cli, Command, RedisSettings, RedisUrl, Secret},
+    config::{Cli, Command, RedisUrl, Secret, StoreSettings},
     models::Project,
-    origin::{OriginSettings, SqlOrigin},
+    origin::OriginSettings,
 };
 
 fn cli(db: &TestDb, redis: &RedisServer, command: &[&str]) -> Cli {
@@ -41,9 +41,9 @@ fn x_cache(response: &reqwest::Response) -> String {
 async fn the_api_starts_while_redis_is_down_and_caches_once_it_is_up() {
     let db = TestDb::new(Backend::Sqlite).await;
     let mut redis = RedisServer::reserve();
-    let origin = SqlOrigin::new(db.db.clone(), OriginSettings::default());
+    let origin = open_origin(&db.db, OriginSettings::default()).await.expect("origin");
     let url: RedisUrl = redis.url().parse().expect("url");
-    let store = connect_store_with(Some(&url), &RedisSettings::default())
+    let store = connect_store_with(Some(&url), &StoreSettings::default())
         .await
         .expect("starts although Redis is down");
     let cache = build_cache(store.clone(), origin.clone(), true).expect("cache");
@@ -98,9 +98,9 @@ async fn warm_fails_when_the_cache_does_not_hold_what_it_read() {
         .expect("Redis is up: every record is cached");
 
     // The report of one entity, through a cache whose store loses Redis.
-    let origin = SqlOrigin::new(db.db.clone(), OriginSettings::default());
+    let origin = open_origin(&db.db, OriginSettings::default()).await.expect("origin");
     let url: RedisUrl = redis.url().parse().expect("url");
-    let store = connect_store_with(Some(&url), &RedisSettings::default())
+    let store = connect_store_with(Some(&url), &StoreSettings::default())
         .await
         .expect("store");
     let cache = build_cache(store, origin.clone(), true).expect("cache");

@@ -7,8 +7,9 @@ use cache_core::{Cacheable, EntitySchema, Origin, RecordId, SourceRecord};
 use chrono::{DateTime, Utc};
 use common::{Backend, TestDb};
 use demo_app::{
+    app::open_origin,
     models::{Event, Project, User},
-    origin::{OriginSettings, SqlOrigin},
+    origin::{DemoOrigin, OriginSettings},
     seed::SeedCounts,
 };
 use serde_json::Value;
@@ -46,7 +47,7 @@ fn segments_after<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
         .collect()
 }
 
-async fn fetch(origin: &SqlOrigin, schema: &'static EntitySchema, id: &str) -> Option<SourceRecord> {
+async fn fetch(origin: &DemoOrigin, schema: &'static EntitySchema, id: &str) -> Option<SourceRecord> {
     let id = RecordId::new(id).expect("a record id");
     origin.fetch(schema, &id).await.expect("fetch")
 }
@@ -63,7 +64,7 @@ fn instant(value: &Value) -> DateTime<Utc> {
 async fn the_readme_uses_ids_of_the_seeded_database() {
     let section = demo_section();
     let test = TestDb::seeded(Backend::Sqlite, SeedCounts::DEMO).await;
-    let origin = SqlOrigin::new(test.db.clone(), OriginSettings::default());
+    let origin = open_origin(&test.db, OriginSettings::default()).await.expect("origin");
 
     let ids = record_ids(section);
     assert!(ids.len() >= 3, "the examples name records: {ids:?}");

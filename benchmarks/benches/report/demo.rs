@@ -18,8 +18,8 @@ struct Demo {
     on: std::net::SocketAddr,
     off: std::net::SocketAddr,
     ids: Vec<RecordId>,
-    origin_on: demo_app::origin::SqlOrigin,
-    origin_off: demo_app::origin::SqlOrigin,
+    origin_on: demo_app::origin::DemoOrigin,
+    origin_off: demo_app::origin::DemoOrigin,
     seeded: Duration,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -29,11 +29,11 @@ impl Demo {
     fn start(redis_url: String) -> Self {
         use demo_app::{
             api::AppState,
-            app::{Secrets, build_cache, connect_store, open_database, router},
+            app::{Secrets, build_cache, connect_store, open_database, open_origin, router},
             config::{RedisUrl, Secret},
             database::DatabaseUrl,
             models::Project as DemoProject,
-            origin::{OriginSettings, SqlOrigin},
+            origin::OriginSettings,
         };
 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -52,8 +52,12 @@ impl Demo {
                 let started = Instant::now();
                 let db = open_database(&url).await.expect("the demo database");
                 let seeded = started.elapsed();
-                let origin_on = SqlOrigin::new(db.clone(), OriginSettings::default());
-                let origin_off = SqlOrigin::new(db, OriginSettings::default());
+                let origin_on = open_origin(&db, OriginSettings::default())
+                    .await
+                    .expect("the demo's origin");
+                let origin_off = open_origin(&db, OriginSettings::default())
+                    .await
+                    .expect("the demo's origin");
                 let store = connect_store(Some(&RedisUrl::Single(redis_url)))
                     .await
                     .expect("the demo's store");

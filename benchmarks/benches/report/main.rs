@@ -7,13 +7,21 @@
 //! warm-up, so every ratio holds on a noisy machine. Writes `docs/benchmarks.md` and the
 //! figures block of `docs/src/benchmarks.md`.
 //!
+//! The sources of truth are measured too, beside hand-written code: the SQL origin and its
+//! outbox on SQLite (and PostgreSQL when `TEST_POSTGRES_URL` names a server: otherwise their
+//! line says they were skipped), and the Airtable origin and feed against the Airtable
+//! simulator, in-process on a loopback socket. Nothing reaches beyond loopback.
+//!
 //! For a quick look, `MODEL_CACHE_BENCH_SCALE=0.1` takes a tenth of the samples and
-//! `MODEL_CACHE_BENCH_ONLY=1,3,5a` runs only those lines (the warm-up always runs); such a
-//! partial run prints the report instead of writing it: only a full run writes the docs.
+//! `MODEL_CACHE_BENCH_ONLY=1,3,5a` runs only those lines (`9` all the SQL lines, `10` all the
+//! Airtable ones; the warm-up always runs); such a partial run prints the report instead of
+//! writing it: only a full run writes the docs.
 
+mod airtable;
 mod demo;
 mod peers;
 mod reads;
+mod sql;
 mod throughput;
 mod writes;
 
@@ -28,7 +36,7 @@ use model_cache_bench::{
     machine::{self, Machine},
     model::{self, Project, TARGET_JSON_BYTES},
     origin::CountingOrigin,
-    report::{Line, Report, fmt_duration, replace_between, thousands},
+    report::{Line, Report, fmt_duration, line_order, replace_between, thousands},
     sample::{Summary, ratio},
 };
 
@@ -277,6 +285,12 @@ async fn run(scale: f64, only: Option<&[String]>) -> Report {
     if wanted(only, "6b") {
         step("6b sweep", writes::sweep_line(&mut b)).await;
     }
+    if wanted(only, "9") {
+        step("9 SQL", sql::sql_lines(&mut b)).await;
+    }
+    if wanted(only, "10") {
+        step("10 Airtable", airtable::airtable_lines(&mut b)).await;
+    }
     // Last: the demo's router installs the Prometheus recorder for the whole process, which
     // would make every later in-process line pay for metrics.
     if wanted(only, "8") {
@@ -284,7 +298,7 @@ async fn run(scale: f64, only: Option<&[String]>) -> Report {
     }
 
     let mut lines = std::mem::take(&mut b.lines);
-    lines.sort_by(|x, y| x.number.cmp(&y.number));
+    lines.sort_by(|x, y| line_order(&x.number).cmp(&line_order(&y.number)));
     Report {
         machine,
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -340,8 +354,23 @@ fn method(b: &Bench) -> Vec<String> {
         "Throughput and HTTP lines alternate whole runs instead of batches and add up (or take the median of) \
          the rounds."
             .to_owned(),
-        "No metrics recorder is installed for lines 1 to 7 (the library's default); line 8 runs the demo as \
-         shipped, with its Prometheus recorder."
+        "No metrics recorder is installed for lines 1 to 7, 9 and 10 (the library's default); line 8 runs the \
+         demo as shipped, with its Prometheus recorder."
+            .to_owned(),
+        format!(
+            "SQL lines (9): the same {} `Project`s in a `Projects` table of native column types, indexed on \
+             `event_id`: a SQLite file (WAL) in a temp dir, and a schema of its own on the PostgreSQL server of \
+             `{}` when it is set. `SqlOrigin` and the hand-written sqlx statements share one pool of 4 \
+             connections; each line runs them in alternate batches as above and judges the median against the \
+             best hand-written variant. The outbox lines write through a connection of their own and apply into \
+             the spawned Redis server (a namespace of their own).",
+            thousands(b.records.len() as u64),
+            sql::POSTGRES_URL_VAR
+        ),
+        "Airtable lines (10): the crate's simulator (`cache_airtable::testing::Simulator`: Airtable's paging, \
+         formulas, 5 requests a second per base with 429, webhooks with signed notifications) on a loopback \
+         port in the same process, the client at its defaults; requests are the simulator's own count. The \
+         cache is on the spawned Redis server (a namespace of its own)."
             .to_owned(),
     ]
 }

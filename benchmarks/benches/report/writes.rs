@@ -145,7 +145,7 @@ pub(super) async fn warm_line(b: &mut Bench) {
 }
 
 /// What `Store::put` takes for `records`, as the cache builds it.
-fn record_writes(records: &[Project]) -> Vec<RecordWrite> {
+pub(super) fn record_writes(records: &[Project]) -> Vec<RecordWrite> {
     records
         .iter()
         .map(|r| RecordWrite {
@@ -341,7 +341,7 @@ pub(super) async fn memory_lines(b: &mut Bench) {
         match rest {
             ":m" => meta += usage,
             ":ids" => idset += usage,
-            r if r.starts_with(":t:") => tags += usage,
+            r if r.starts_with(":i:") => tags += usage,
             r if r.starts_with(":s:") => sorts += usage,
             r => {
                 other += usage;

@@ -5,6 +5,11 @@
 //! if the leader goes away before finishing, its waiters are told and the next of them leads.
 //! Writes through the cache detach the flights that already read what they purge: a miss
 //! after a write must not be answered by a computation that read the data before it.
+//!
+//! Why this is not the records' [flight](crate::flight) (`src/flight.rs`): that one shares an
+//! origin call, `'static` work it runs detached in a task of its own; a computation is the
+//! caller's closure, which may borrow, so it runs in the caller's task and hands leadership on
+//! when that task goes away.
 
 use std::{
     any::Any,
@@ -32,8 +37,12 @@ pub(crate) enum FlightState {
     Value(Bytes),
     /// The computation failed.
     Failed(SharedError),
-    /// The leader went away, or has nothing to share: compute again.
+    /// The leader went away: compute again (one of the waiters leads).
     Abandoned,
+    /// The leader's answer was its own ([`Computation::Answer`](super::Computation::Answer)):
+    /// each waiter computes its own, without a new flight, so that waiters of a key whose
+    /// answers are never shared run side by side rather than one after another.
+    Unshared,
 }
 
 struct Entry {
@@ -96,6 +105,12 @@ impl ComputedFlights {
             tx,
             finished: false,
         }
+    }
+
+    /// How many callers wait for flights in progress.
+    pub(crate) fn waiters(&self) -> usize {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values().map(|e| e.tx.receiver_count()).sum()
     }
 
     /// A purge of `tags`: later misses must not join flights that read any of them. Answers
@@ -183,6 +198,7 @@ mod tests {
             panic!("the second caller joins")
         };
         assert!(flights.try_lead("k", &t).is_none());
+        assert_eq!(flights.waiters(), 1);
         leader.finish(FlightState::Value(Bytes::from_static(b"v")));
         assert!(matches!(outcome(rx).await, FlightState::Value(v) if v == "v"));
         assert!(flights.try_lead("k", &t).is_some(), "a finished flight is gone");

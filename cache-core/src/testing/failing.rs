@@ -305,6 +305,15 @@ impl<S: Store> Store for FailingStore<S> {
         self.inner.stats().await
     }
 
+    /// Down is unavailable, as a store with an open breaker says.
+    fn availability(&self) -> crate::store::Availability {
+        if self.is_down() {
+            crate::store::Availability::Unavailable
+        } else {
+            self.inner.availability()
+        }
+    }
+
     async fn get_value(&self, key: &str) -> StoreResult<Option<Bytes>> {
         self.enter("get_value").await?;
         self.inner.get_value(key).await

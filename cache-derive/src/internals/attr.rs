@@ -19,6 +19,7 @@ const ENTITY: &str = "entity";
 const SOURCE_TABLE: &str = "source_table";
 const TTL: &str = "ttl";
 const TOMBSTONE_TTL: &str = "tombstone_ttl";
+const NEGATIVE_TTL: &str = "negative_ttl";
 const RENAME_ALL: &str = "rename_all";
 const CRATE: &str = "crate";
 const VIEW_OF: &str = "view_of";
@@ -34,7 +35,16 @@ const NORMALIZE: &str = "normalize";
 const LOWERCASE: &str = "lowercase";
 const EXACT: &str = "exact";
 
-const CONTAINER_KEYS: &[&str] = &[ENTITY, SOURCE_TABLE, TTL, TOMBSTONE_TTL, RENAME_ALL, DEFAULT, CRATE];
+const CONTAINER_KEYS: &[&str] = &[
+    ENTITY,
+    SOURCE_TABLE,
+    TTL,
+    TOMBSTONE_TTL,
+    NEGATIVE_TTL,
+    RENAME_ALL,
+    DEFAULT,
+    CRATE,
+];
 const FIELD_KEYS: &[&str] = &[ID, SOURCE, SKIP, VERSION, DEFAULT];
 const VIEW_CONTAINER_KEYS: &[&str] = &[VIEW_OF, CRATE];
 const VIEW_FIELD_KEYS: &[&str] = &[SKIP];
@@ -109,6 +119,8 @@ pub(crate) struct Container {
     pub(crate) ttl: Option<u64>,
     /// Milliseconds.
     pub(crate) tombstone_ttl: Option<u64>,
+    /// `negative_ttl = "5m"`, in milliseconds.
+    pub(crate) negative_ttl: Option<u64>,
     pub(crate) rename_all: RenameRule,
     /// `#[cache(default)]`: absent fields take their type's default (see `ast::Field::default`
     /// for which fields).
@@ -150,6 +162,7 @@ impl Container {
         let mut source_table = Attr::none(cx, cache_key(SOURCE_TABLE));
         let mut ttl = Attr::none(cx, cache_key(TTL));
         let mut tombstone_ttl = Attr::none(cx, cache_key(TOMBSTONE_TTL));
+        let mut negative_ttl = Attr::none(cx, cache_key(NEGATIVE_TTL));
         let mut rename_all = Attr::none(cx, cache_key(RENAME_ALL));
         let mut default = Attr::none(cx, cache_key(DEFAULT));
         let mut krate = Attr::none(cx, cache_key(CRATE));
@@ -182,11 +195,12 @@ impl Container {
                         }
                         source_table.set(&meta.path, lit.value());
                     }
-                    TTL | TOMBSTONE_TTL => {
+                    TTL | TOMBSTONE_TTL | NEGATIVE_TTL => {
                         let lit = string_value(&meta)?;
                         match parse_duration(&lit.value()) {
                             Ok(ms) if key == TTL => ttl.set(&meta.path, ms),
-                            Ok(ms) => tombstone_ttl.set(&meta.path, ms),
+                            Ok(ms) if key == TOMBSTONE_TTL => tombstone_ttl.set(&meta.path, ms),
+                            Ok(ms) => negative_ttl.set(&meta.path, ms),
                             Err(why) => cx.error_spanned_by(
                                 &lit,
                                 format!(
@@ -231,6 +245,7 @@ impl Container {
             source_table: source_table.get().map(|s| s.value),
             ttl: ttl.get().map(|s| s.value),
             tombstone_ttl: tombstone_ttl.get().map(|s| s.value),
+            negative_ttl: negative_ttl.get().map(|s| s.value),
             rename_all: rename_all.get().map_or(RenameRule::None, |s| s.value),
             default: default.get(),
             krate: krate.get().map_or_else(default_crate_path, |s| s.value),

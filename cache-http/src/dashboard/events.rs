@@ -1,19 +1,20 @@
-//! The recent deliveries the dashboard lists, and the change feeds' progress: a bounded
-//! buffer the webhook and the feeds report into.
+//! The recent deliveries the dashboard lists: a bounded buffer the webhook reports into. The
+//! change feeds report to the cache's feed status instead ([`cache_core::feed::Feeds`]: they
+//! know nothing of HTTP), and the dashboard lists their events beside these
+//! ([`DeliveryEvent::from_feed`]).
 
 use std::{
     borrow::Cow,
-    collections::{BTreeMap, VecDeque},
+    collections::VecDeque,
     sync::{Arc, Mutex, PoisonError},
 };
 
+use cache_core::feed::{FeedEvent, FeedEventKind};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// How many deliveries a [`DeliveryLog::default`] keeps.
 pub const DEFAULT_DELIVERIES: usize = 50;
-/// How many change feeds a [`DeliveryLog`] follows; reports of more feeds are dropped.
-pub const MAX_FEEDS: usize = 16;
 /// The longest text kept in one field of a delivery, in bytes: longer text is cut.
 pub const MAX_FIELD_LEN: usize = 200;
 
@@ -70,42 +71,45 @@ impl DeliveryEvent {
     pub fn is_accepted(&self) -> bool {
         matches!(self.outcome.as_ref(), "applied" | "stale")
     }
-}
 
-/// Where a change feed stands, as the feed reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FeedProgress {
-    /// The feed's cursor (an outbox id, an Airtable webhook cursor), as text.
-    pub cursor: String,
-    /// When the feed last applied a change, if it did.
-    pub last_applied: Option<DateTime<Utc>>,
-    /// Changes known to be waiting, when the feed can tell.
-    pub backlog: Option<u64>,
-    /// When this progress was reported.
-    pub reported_at: DateTime<Utc>,
-}
-
-impl FeedProgress {
-    /// Progress at `cursor`, reported now.
-    pub fn new(cursor: impl Into<String>) -> Self {
-        Self {
-            cursor: cut(cursor.into()),
-            last_applied: None,
-            backlog: None,
-            reported_at: Utc::now(),
-        }
-    }
-
-    /// When the feed last applied a change.
-    pub fn last_applied(mut self, at: DateTime<Utc>) -> Self {
-        self.last_applied = Some(at);
-        self
-    }
-
-    /// How many changes are waiting.
-    pub fn backlog(mut self, backlog: u64) -> Self {
-        self.backlog = Some(backlog);
-        self
+    /// A change feed's event as a delivery: source `feed:{name}`, the event's
+    /// [outcome](FeedEvent::outcome), and what its changes became (or its error, or what its
+    /// resync did) as the detail.
+    pub fn from_feed(event: &FeedEvent) -> Self {
+        let detail = match &event.kind {
+            FeedEventKind::Batch { changes, position } => {
+                let mut parts = Vec::new();
+                for (n, what) in [
+                    (changes.applied, "applied"),
+                    (changes.stale, "stale"),
+                    (changes.deleted, "refused as deleted"),
+                    (changes.invalid, "invalid"),
+                    (changes.failed, "failed, to deliver again"),
+                    (changes.disabled, "cache disabled"),
+                ] {
+                    if n > 0 {
+                        parts.push(format!("{n} {what}"));
+                    }
+                }
+                if parts.is_empty() {
+                    parts.push("no change for this cache".to_owned());
+                }
+                let mut detail = parts.join(", ");
+                if let Some(position) = position {
+                    detail.push_str(&format!("; cursor {position}"));
+                }
+                detail
+            }
+            FeedEventKind::Failed { message } => message.clone(),
+            FeedEventKind::Resync(resync) => format!(
+                "{}: {} checked, {} refreshed, {} removed",
+                resync.reason, resync.checked, resync.refreshed, resync.removed
+            ),
+            _ => String::new(),
+        };
+        let mut delivery = Self::new(format!("feed:{}", event.feed), event.outcome()).detail(detail);
+        delivery.at = DateTime::<Utc>::from(event.at);
+        delivery
     }
 }
 
@@ -113,16 +117,16 @@ impl FeedProgress {
 struct Log {
     capacity: usize,
     deliveries: VecDeque<DeliveryEvent>,
-    feeds: BTreeMap<String, FeedProgress>,
 }
 
-/// The last deliveries of changes (webhooks, change feeds) and the feeds' progress, for the
-/// dashboard: a bounded in-process buffer, cheap to clone (clones share it).
+/// The last deliveries of changes by webhook, for the dashboard: a bounded in-process buffer,
+/// cheap to clone (clones share it).
 ///
-/// The webhook and the feeds report into it; the dashboard shows it newest first.
+/// The webhook reports into it; the dashboard shows it newest first, with the change feeds'
+/// events ([`cache_core::feed::Feeds::recent`]).
 ///
 /// ```
-/// use cache_http::dashboard::{DeliveryEvent, DeliveryLog, FeedProgress};
+/// use cache_http::dashboard::{DeliveryEvent, DeliveryLog};
 ///
 /// let log = DeliveryLog::new(2);
 /// log.record(DeliveryEvent::new("webhook", "applied").entity("projects").record("recP1"));
@@ -131,9 +135,6 @@ struct Log {
 /// let recent = log.recent();
 /// assert_eq!(recent.len(), 2, "bounded");
 /// assert_eq!(recent[0].outcome, "unauthorized", "newest first");
-///
-/// log.feed_progress("sql", FeedProgress::new("1042").backlog(3));
-/// assert_eq!(log.feeds()["sql"].backlog, Some(3));
 /// ```
 #[derive(Debug, Clone)]
 pub struct DeliveryLog {
@@ -154,7 +155,6 @@ impl DeliveryLog {
             inner: Arc::new(Mutex::new(Log {
                 capacity,
                 deliveries: VecDeque::with_capacity(capacity),
-                feeds: BTreeMap::new(),
             })),
         }
     }
@@ -177,20 +177,9 @@ impl DeliveryLog {
         self.lock().deliveries.iter().rev().cloned().collect()
     }
 
-    /// Records where the change feed `name` stands, replacing its previous report. Reports
-    /// of feeds beyond the first [`MAX_FEEDS`] are dropped.
-    pub fn feed_progress(&self, name: impl Into<String>, progress: FeedProgress) {
-        let name = cut(name.into());
-        let mut log = self.lock();
-        if log.feeds.len() >= MAX_FEEDS && !log.feeds.contains_key(&name) {
-            return;
-        }
-        log.feeds.insert(name, progress);
-    }
-
-    /// The feeds' last reports, by name.
-    pub fn feeds(&self) -> BTreeMap<String, FeedProgress> {
-        self.lock().feeds.clone()
+    /// How many deliveries it keeps.
+    pub fn capacity(&self) -> usize {
+        self.lock().capacity
     }
 }
 
@@ -227,13 +216,31 @@ mod tests {
     }
 
     #[test]
-    fn feeds_are_bounded() {
-        let log = DeliveryLog::default();
-        for n in 0..MAX_FEEDS + 3 {
-            log.feed_progress(format!("feed{n}"), FeedProgress::new("0"));
-        }
-        assert_eq!(log.feeds().len(), MAX_FEEDS);
-        log.feed_progress("feed0", FeedProgress::new("7"));
-        assert_eq!(log.feeds()["feed0"].cursor, "7", "a known feed still reports");
+    fn a_feed_event_reads_as_a_delivery() {
+        use cache_core::{ChangeOutcome, Refusal, feed::Feeds};
+
+        let feeds = Feeds::default();
+        let outbox = feeds.reporter("sql:outbox");
+        outbox.applied(
+            &[
+                ChangeOutcome::Applied,
+                ChangeOutcome::Applied,
+                ChangeOutcome::Refused(Refusal::Older),
+            ],
+            Some("1042"),
+            None,
+        );
+        outbox.failed(&"the database is down", None, None);
+        let recent = feeds.recent();
+        let failed = DeliveryEvent::from_feed(&recent[0]);
+        assert_eq!(
+            (failed.source.as_ref(), failed.outcome.as_ref()),
+            ("feed:sql:outbox", "error")
+        );
+        assert_eq!(failed.detail.as_deref(), Some("the database is down"));
+        let batch = DeliveryEvent::from_feed(&recent[1]);
+        assert_eq!(batch.outcome, "applied");
+        assert!(batch.is_accepted());
+        assert_eq!(batch.detail.as_deref(), Some("2 applied, 1 stale; cursor 1042"));
     }
 }

@@ -4,7 +4,9 @@
 //! It shows, refreshing by itself every few seconds, the hit rate, misses, origin calls per
 //! second and read latency (p50/p99) per entity over the last hour as charts; the store's
 //! health; computed values and response-cache hit rates; the last webhook and change-feed
-//! deliveries ([`DeliveryLog`]) and the feeds' progress. It looks up what the cache holds for
+//! deliveries ([`DeliveryLog`], [`Cache::feeds`]) and each change feed's cursor, last change
+//! applied, lag, backlog and outcomes (read from the cache's feed status,
+//! [`cache_core::feed`]). It looks up what the cache holds for
 //! a record (read from the store, never filled from the origin), invalidates it, and flushes
 //! by pattern after a dry run that counts what would go.
 //!
@@ -40,11 +42,11 @@
 //!
 //! fn app(cache: Cache, token: String) -> Result<Router, Box<dyn std::error::Error>> {
 //!     let dashboard = Dashboard::new(&cache).prometheus(cache_http::metrics::install_recorder()?);
-//!     // The webhook and change feeds report their deliveries here.
+//!     // The webhook reports its deliveries here; the change feeds report to the cache.
 //!     let _deliveries = dashboard.delivery_log();
 //!     Ok(Router::new()
-//!         .merge(admin::routes(AdminConfig::new(cache, token).dashboard(dashboard))?)
-//!         .merge(cache_http::metrics::routes()?))
+//!         .merge(cache_http::metrics::routes_for(&cache)?)
+//!         .merge(admin::routes(AdminConfig::new(cache, token).dashboard(dashboard))?))
 //! }
 //! ```
 
@@ -73,13 +75,17 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
-use cache_core::{Cache, ComputedStats, EntityStats, RecordId, RemoveOutcome, StoreError, keys};
+use cache_core::{
+    Cache, ComputedStats, EntityStats, RecordId, RemoveOutcome, StoreError,
+    feed::{ChangeCounts, FeedStatus, FeedTotals},
+    keys,
+};
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 
-pub use events::{DEFAULT_DELIVERIES, DeliveryEvent, DeliveryLog, FeedProgress, MAX_FEEDS, MAX_FIELD_LEN};
+pub use events::{DEFAULT_DELIVERIES, DeliveryEvent, DeliveryLog, MAX_FIELD_LEN};
 pub use inspect::MAX_DRY_RUN_IDS;
 pub use sampler::{EntitySample, ResponseCacheCounts, Sample, StoreFailure, StoreHealth};
 
@@ -166,7 +172,8 @@ impl Dashboard {
         self
     }
 
-    /// The log the dashboard lists deliveries from: give it to the webhook and the feeds.
+    /// The log the dashboard lists deliveries from: give it to the webhook. (The change feeds
+    /// report to the cache, [`Cache::feeds`], and are listed with it.)
     pub fn delivery_log(&self) -> DeliveryLog {
         self.deliveries.clone()
     }
@@ -259,8 +266,84 @@ struct Overview {
     /// `None` without the Prometheus recorder.
     response_cache: Option<BTreeMap<String, ResponseCacheCounts>>,
     latency_known: bool,
+    /// Webhook deliveries and change-feed events, newest first.
     deliveries: Vec<DeliveryEvent>,
-    feeds: BTreeMap<String, FeedProgress>,
+    /// The change feeds, by name.
+    feeds: BTreeMap<String, FeedView>,
+}
+
+/// A change feed as the dashboard shows it: its [`FeedStatus`], times as UTC, and the lag
+/// at the moment of the overview.
+#[derive(Debug, Clone, Serialize)]
+struct FeedView {
+    position: Option<String>,
+    /// The source time of the newest change applied.
+    last_source_time: Option<DateTime<Utc>>,
+    /// When it was applied.
+    last_applied_at: Option<DateTime<Utc>>,
+    /// Every change up to this point is applied: the lag's base.
+    current_as_of: Option<DateTime<Utc>>,
+    lag_seconds: Option<f64>,
+    /// Changes waiting: a count, `1` for "more wait", `None` when unknown.
+    backlog: Option<u64>,
+    backlog_text: String,
+    last_batch: Option<ChangeCounts>,
+    totals: FeedTotals,
+    failing: bool,
+    last_error: Option<FailureView>,
+    last_resync: Option<ResyncView>,
+    held_elsewhere: bool,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct FailureView {
+    at: DateTime<Utc>,
+    message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ResyncView {
+    at: DateTime<Utc>,
+    reason: String,
+    entities: Vec<&'static str>,
+    checked: u64,
+    refreshed: u64,
+    removed: u64,
+    elapsed_ms: u64,
+}
+
+impl FeedView {
+    fn new(status: FeedStatus, now: DateTime<Utc>) -> Self {
+        let utc = |t: std::time::SystemTime| DateTime::<Utc>::from(t);
+        Self {
+            lag_seconds: status.lag(now.into()).map(|lag| lag.as_secs_f64()),
+            backlog: status.backlog.as_gauge(),
+            backlog_text: status.backlog.to_string(),
+            position: status.position,
+            last_source_time: status.last_source_time.map(utc),
+            last_applied_at: status.last_applied_at.map(utc),
+            current_as_of: status.current_as_of.map(utc),
+            last_batch: status.last_batch,
+            totals: status.totals,
+            failing: status.failing,
+            last_error: status.last_error.map(|e| FailureView {
+                at: utc(e.at),
+                message: e.message,
+            }),
+            last_resync: status.last_resync.map(|r| ResyncView {
+                at: utc(r.at),
+                reason: r.reason,
+                entities: r.entities,
+                checked: r.checked,
+                refreshed: r.refreshed,
+                removed: r.removed,
+                elapsed_ms: u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX),
+            }),
+            held_elsewhere: status.held_elsewhere,
+            updated_at: utc(status.updated_at),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -288,8 +371,15 @@ fn overview(state: &DashboardState) -> Overview {
         })
         .collect();
     let view = state.sampler.view();
+    let now = Utc::now();
+    let feeds = state.cache.feeds();
+    // Webhook deliveries and feed events together, newest first, as many as the log keeps.
+    let mut deliveries = state.deliveries.recent();
+    deliveries.extend(feeds.recent().iter().map(DeliveryEvent::from_feed));
+    deliveries.sort_by_key(|d| std::cmp::Reverse(d.at));
+    deliveries.truncate(state.deliveries.capacity());
     Overview {
-        generated_at: Utc::now(),
+        generated_at: now,
         sample_every_seconds: state.sample_every.as_secs_f64(),
         window_seconds: state.window.as_secs_f64(),
         store: view.store,
@@ -298,8 +388,12 @@ fn overview(state: &DashboardState) -> Overview {
         computed: state.cache.computed_stats(),
         response_cache: view.responses,
         latency_known: view.latency_known,
-        deliveries: state.deliveries.recent(),
-        feeds: state.deliveries.feeds(),
+        deliveries,
+        feeds: feeds
+            .all()
+            .into_iter()
+            .map(|status| (status.name.clone(), FeedView::new(status, now)))
+            .collect(),
     }
 }
 

@@ -434,6 +434,17 @@ pub(crate) fn live(o: &Overview) -> String {
     // Store health.
     html.push_str(r#"<div class="columns"><section aria-labelledby="store-h" class="card"><h2 id="store-h">Store</h2><dl class="facts" id="store-facts">"#);
     let _ = write!(html, "<dt>State</dt><dd>{store_state}</dd>");
+    if let Some(availability) = o.store.availability {
+        let class = match availability {
+            cache_core::store::Availability::Available => "ok",
+            _ => "bad",
+        };
+        let _ = write!(
+            html,
+            r#"<dt>Availability</dt><dd id="store-availability"><span class="badge {class}">{}</span></dd>"#,
+            escape(availability.as_str())
+        );
+    }
     if let Some(stats) = &o.store.stats {
         let _ = write!(html, "<dt>Backend</dt><dd>{}</dd>", escape(&stats.backend));
         let _ = write!(html, r#"<dt>Keys</dt><dd id="store-keys">{}</dd>"#, stats.total_keys);
@@ -510,25 +521,87 @@ pub(crate) fn live(o: &Overview) -> String {
         }
         html.push_str("</tbody></table></div>");
     }
-    html.push_str(r#"<h3>Change feeds</h3>"#);
+    html.push_str(r#"<h3 id="feeds-h">Change feeds</h3>"#);
     if o.feeds.is_empty() {
-        html.push_str(r#"<p class="muted">No change feed has reported.</p>"#);
+        html.push_str(r#"<p class="muted" id="feeds-empty">No change feed has reported.</p>"#);
     } else {
-        html.push_str(r#"<div class="scroll" tabindex="0" role="region" aria-label="Change feeds"><table id="feeds"><thead><tr><th scope="col">Feed</th><th scope="col">Cursor</th><th scope="col">Last applied</th><th scope="col">Backlog</th></tr></thead><tbody>"#);
+        html.push_str(r#"<div class="scroll" tabindex="0" role="region" aria-labelledby="feeds-h"><table id="feeds"><thead><tr><th scope="col">Feed</th><th scope="col">Cursor</th><th scope="col">Last applied</th><th scope="col">Lag</th><th scope="col">Backlog</th><th scope="col">Last batch</th><th scope="col">Since start</th></tr></thead><tbody>"#);
         for (name, feed) in &o.feeds {
+            let state = if feed.failing {
+                r#" <span class="badge bad">failing</span>"#
+            } else if feed.held_elsewhere {
+                r#" <span class="badge">held by another instance</span>"#
+            } else {
+                ""
+            };
+            let last_applied = match (&feed.last_applied_at, &feed.last_source_time) {
+                (Some(applied), Some(source)) => format!(
+                    r#"{} <span class="muted">(changed at the source {})</span>"#,
+                    time(applied),
+                    time(source)
+                ),
+                (Some(applied), None) => time(applied),
+                _ => "–".to_owned(),
+            };
+            let lag = feed.lag_seconds.map_or_else(
+                || "–".to_owned(),
+                |lag| {
+                    let since = feed
+                        .current_as_of
+                        .as_ref()
+                        .map(|at| format!(r#" <span class="muted">(current as of {})</span>"#, time(at)))
+                        .unwrap_or_default();
+                    format!("{} s{since}", format_value(lag))
+                },
+            );
+            let counts = |c: &cache_core::feed::ChangeCounts| {
+                format!(
+                    "{} applied, {} refused ({} stale, {} deleted), {} invalid, {} failed",
+                    c.applied,
+                    c.refused(),
+                    c.stale,
+                    c.deleted,
+                    c.invalid,
+                    c.failed
+                )
+            };
+            let mut totals = format!(
+                "{} batches: {}; {} errors, {} resyncs",
+                feed.totals.batches,
+                counts(&feed.totals.changes),
+                feed.totals.errors,
+                feed.totals.resyncs
+            );
+            if let Some(error) = &feed.last_error {
+                let _ = write!(
+                    totals,
+                    r#"<br><span class="error-text">Last error {}: {}</span>"#,
+                    time(&error.at),
+                    escape(&error.message)
+                );
+            }
+            if let Some(resync) = &feed.last_resync {
+                let _ = write!(
+                    totals,
+                    r#"<br><span class="muted">Last resync {} ({}): {} checked, {} refreshed, {} removed</span>"#,
+                    time(&resync.at),
+                    escape(&resync.reason),
+                    resync.checked,
+                    resync.refreshed,
+                    resync.removed
+                );
+            }
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                r#"<tr data-feed="{0}"><th scope="row">{0}{state}</th><td><code>{1}</code></td><td>{last_applied}</td><td data-lag>{lag}</td><td data-backlog>{2}</td><td>{3}</td><td>{totals}</td></tr>"#,
                 escape(name),
-                escape(&feed.cursor),
-                feed.last_applied.as_ref().map_or_else(
-                    || "–".to_owned(),
-                    |at| format!("{} ({} s ago)", time(at), format_value(ago(at)))
-                ),
-                feed.backlog.map_or_else(|| "–".to_owned(), |n| n.to_string())
+                escape(feed.position.as_deref().unwrap_or("–")),
+                escape(&feed.backlog_text),
+                feed.last_batch.as_ref().map_or_else(|| "–".to_owned(), counts),
             );
         }
         html.push_str("</tbody></table></div>");
+        html.push_str(r#"<p class="hint">Lag: how far behind the source the cache may be, from the oldest change waiting, or from the feed's last look at the source when nothing waits. It grows while a feed fails or stops.</p>"#);
     }
     html.push_str("</section></div>");
 

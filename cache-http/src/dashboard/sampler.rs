@@ -74,6 +74,9 @@ pub struct StoreHealth {
     /// The last error it answered with (a ping or the statistics), and when: an open circuit
     /// breaker shows here as "unavailable".
     pub last_error: Option<StoreFailure>,
+    /// Whether it takes calls, as its connection and circuit breaker say
+    /// ([`Store::availability`](cache_core::Store::availability)).
+    pub availability: Option<cache_core::store::Availability>,
 }
 
 /// A store error seen by the sampler.
@@ -191,6 +194,7 @@ impl Sampler {
         state.store.checked_at = Some(wall);
         state.store.reachable = ping_ms.is_some();
         state.store.ping_ms = ping_ms;
+        state.store.availability = Some(store.availability());
         state.store.stats = stats.ok();
         if text.is_some() {
             state.responses = Some(responses);

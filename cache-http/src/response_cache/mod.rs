@@ -1,6 +1,11 @@
 //! The response cache layer: whole `GET` responses stored in the cache's [`Store`], purged
 //! when what they were built from changes.
 //!
+//! Responses are [computed values](cache_core::compute): a miss runs the handler through
+//! [`Cache::compute_with`], so a response has the same envelope, purge stamps and stampede
+//! protection as any computed value, and this module keeps only HTTP policy (keys, `Vary`,
+//! `Cache-Control`, what may be stored, ETags, the `X-Cache-*` headers).
+//!
 //! A response is stored under `{prefix}{resource}:{id}:{sub}:params_{hash}:{version}` (see
 //! [`ResponseCacheLayer`] for each part) with the tags of every record and index value read
 //! while it was produced (the request's telemetry scope ([`cache_core::telemetry`])). The core
@@ -8,6 +13,13 @@
 //! `GET /events/E/projects` disappears when a project of `E` changes or a new one joins `E`.
 //! A response produced while one of its tags was purged is not stored (the lookup's stamp,
 //! [`Store::put_computed`]): it may have been built from what the purge replaced.
+//!
+//! **Stampedes.** Concurrent misses of one response run the handler once: in a process, the
+//! requests that miss while a handler runs for the same key wait for it; across instances
+//! sharing a store, the store's compute lock ([`Store::lock_computed`]) makes the others wait
+//! for its value. The waiters are answered its response with `X-Cache: HIT` and
+//! [`X_CACHE_COALESCED`]. A response that turns out not storable (below), or a failure of the
+//! inner service, goes to its own request only: each waiter then runs the handler itself.
 //!
 //! What is cached: `GET` responses with status 200 whose body has an exact size (not
 //! streamed) of at most [`DEFAULT_MAX_BODY_BYTES`], without `Set-Cookie`, `Vary: *`,
@@ -30,18 +42,25 @@
 //!     )
 //! }
 //! ```
+//!
+//! [`Store`]: cache_core::Store
+//! [`Store::put_computed`]: cache_core::Store::put_computed
+//! [`Store::lock_computed`]: cache_core::Store::lock_computed
 
 mod conditional;
-mod envelope;
 mod key;
+mod observe;
+mod storable;
+mod stored;
 
 use std::{
+    convert::Infallible,
     fmt,
     future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use axum::{
@@ -50,20 +69,22 @@ use axum::{
 };
 use bytes::Bytes;
 use cache_core::{
-    Cache, ComputedWrite, PurgeStamp, Store, StoreResult,
+    Cache, CacheError, ComputeOptions, StoreError, StoreResult,
+    compute::{Computation, Fetched, FetchedValue, ValueSource},
     telemetry::{self, Telemetry},
 };
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body as HttpBody;
-use http_body_util::{BodyExt, Limited};
 use tower::{Layer, Service};
 
 pub use self::key::canonical_query;
 use self::{
-    conditional::{etag_for, if_none_match},
-    envelope::{Envelope, Meta},
+    conditional::if_none_match,
     key::{KeyInput, default_parts},
+    observe::Observe,
+    storable::{Skip, stored_response},
+    stored::StoredResponse,
 };
 use crate::{
     metrics::RESPONSE_CACHE_TOTAL,
@@ -83,6 +104,13 @@ pub const X_CACHE_KEY: HeaderName = HeaderName::from_static("x-cache-key");
 pub const X_CACHE_AGE: HeaderName = HeaderName::from_static("x-cache-age");
 /// `X-Cache-TTL`: seconds the served response has left to live.
 pub const X_CACHE_TTL: HeaderName = HeaderName::from_static("x-cache-ttl");
+/// `X-Cache-Coalesced: true`: the response was produced for another request that missed at
+/// the same time (in this process, or in another instance holding the store's lock), which
+/// this one waited for instead of running the handler.
+pub const X_CACHE_COALESCED: HeaderName = HeaderName::from_static("x-cache-coalesced");
+
+/// The headers this layer sets on what it serves: never stored.
+const OWN_HEADERS: [HeaderName; 4] = [X_CACHE_KEY, X_CACHE_AGE, X_CACHE_TTL, X_CACHE_COALESCED];
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -106,18 +134,23 @@ pub struct ResponseCacheLayer {
 
 #[derive(Clone)]
 struct Config {
-    store: Arc<dyn Store>,
-    /// False when built from a disabled [`Cache`] (`CACHE_ENABLED=false`): every response
-    /// then comes from the handler.
-    enabled: bool,
+    /// Its store holds the responses; a disabled cache (`CACHE_ENABLED=false`) caches none.
+    cache: Cache,
     prefix: String,
     resource: Option<String>,
     sub: Option<String>,
     version: String,
     ttl: Duration,
+    /// The computed-value settings of a response: `ttl` exactly (no jitter), never refreshed
+    /// early (a hit always answers), locked across instances.
+    options: ComputeOptions,
     vary: Vec<HeaderName>,
     allow_authenticated: bool,
     max_body_bytes: usize,
+}
+
+fn compute_options(ttl: Duration) -> ComputeOptions {
+    ComputeOptions::new(ttl).ttl_jitter(0.0).beta(0.0)
 }
 
 impl fmt::Debug for ResponseCacheLayer {
@@ -140,22 +173,15 @@ impl ResponseCacheLayer {
     /// Caches responses in `cache`'s store, which purges them when their records change. A
     /// disabled cache (`CACHE_ENABLED=false`) caches no response either.
     pub fn new(cache: &Cache) -> Self {
-        let enabled = cache.is_enabled();
-        Self::with_store(Arc::clone(cache.store())).config(|c| c.enabled = enabled)
-    }
-
-    /// Caches responses in `store`. Purges reach them only if the [`Cache`] writing the
-    /// records uses the same store.
-    pub fn with_store(store: Arc<dyn Store>) -> Self {
         Self {
             config: Arc::new(Config {
-                store,
-                enabled: true,
+                cache: cache.clone(),
                 prefix: DEFAULT_PREFIX.to_owned(),
                 resource: None,
                 sub: None,
                 version: "v1".to_owned(),
                 ttl: DEFAULT_TTL,
+                options: compute_options(DEFAULT_TTL),
                 vary: Vec::new(),
                 allow_authenticated: false,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -191,7 +217,10 @@ impl ResponseCacheLayer {
 
     /// How long a response lives (default [`DEFAULT_TTL`]).
     pub fn ttl(self, ttl: Duration) -> Self {
-        self.config(|c| c.ttl = ttl)
+        self.config(|c| {
+            c.ttl = ttl;
+            c.options = compute_options(ttl);
+        })
     }
 
     /// A request header the route's responses vary on: its value becomes part of the key.
@@ -226,9 +255,18 @@ impl ResponseCacheLayer {
 
     /// Removes every stored response tagged with any of `tags` (record tags such as
     /// `projects:recP1`, index tags such as `projects?event=recE1`; see
-    /// [`cache_core::keys`]). Answers how many were removed.
+    /// [`cache_core::keys`]), as [`Cache::invalidate_tags`] does: responses being produced
+    /// from them answer no later miss. Answers how many were removed.
     pub async fn invalidate_tags(&self, tags: &[String]) -> StoreResult<u64> {
-        let removed = self.config.store.purge_tags(tags).await?;
+        let removed = self
+            .config
+            .cache
+            .invalidate_tags(tags.iter().cloned())
+            .await
+            .map_err(|err| match err {
+                CacheError::Store(err) => err,
+                other => StoreError::Backend(other.to_string()),
+            })?;
         tracing::info!(tags = ?tags, removed, "response_cache_purged");
         Ok(removed)
     }
@@ -238,7 +276,7 @@ impl ResponseCacheLayer {
     /// were removed. The store refuses patterns that would reach outside its namespace.
     pub async fn invalidate_pattern(&self, pattern: Option<&str>) -> StoreResult<u64> {
         let pattern = value_pattern(&self.config.prefix, pattern.unwrap_or("*"));
-        let removed = self.config.store.flush(Some(&pattern)).await?;
+        let removed = self.config.cache.store().flush(Some(&pattern)).await?;
         tracing::info!(pattern, removed, "response_cache_purged");
         Ok(removed)
     }
@@ -324,42 +362,6 @@ impl<E> fmt::Debug for ResponseCacheFuture<E> {
     }
 }
 
-/// Why a request or response is not cached (a `skipped` metric label and a log field).
-#[derive(Debug, Clone, Copy)]
-enum Skip {
-    Disabled,
-    Method,
-    Authenticated,
-    RequestNoStore,
-    Status,
-    SetCookie,
-    VaryStar,
-    ResponseNoStore,
-    Streaming,
-    TooLarge,
-    Headers,
-    BodyError,
-}
-
-impl Skip {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Disabled => "disabled",
-            Self::Method => "method",
-            Self::Authenticated => "authenticated",
-            Self::RequestNoStore => "request_no_store",
-            Self::Status => "status",
-            Self::SetCookie => "set_cookie",
-            Self::VaryStar => "vary_star",
-            Self::ResponseNoStore => "response_no_store",
-            Self::Streaming => "streaming",
-            Self::TooLarge => "too_large",
-            Self::Headers => "headers",
-            Self::BodyError => "body_error",
-        }
-    }
-}
-
 async fn serve<S, ReqBody, ResBody>(
     config: Arc<Config>,
     mut inner: S,
@@ -375,7 +377,7 @@ where
         return inner.call(req).await.map(|r| r.map(Body::new));
     }
     let resource = metric_resource(&config, req.extensions());
-    if !config.enabled {
+    if !config.cache.is_enabled() {
         return Ok(pass_through(inner.call(req).await?, &resource, Skip::Disabled));
     }
     let headers = req.headers();
@@ -391,128 +393,41 @@ where
     let (mut parts, body) = req.into_parts();
     let key = request_key(&config, &mut parts).await;
     let refresh = wants_refresh(&parts.headers);
-
-    // Looked up even when refreshing, for the stamp the new response is stored with.
-    let (found, stamp) = lookup(&config, &key, &parts.headers).await;
-    if !refresh && let Some(envelope) = found {
-        return Ok(serve_stored(&key, &resource, envelope, &parts.headers, &method));
-    }
-    metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.clone(), "outcome" => "miss").increment(1);
-
-    let request_headers = parts.headers.clone();
+    let request = parts.headers.clone();
+    let observer = Observe {
+        key: &key,
+        resource: &resource,
+    };
+    let accept = |stored: &StoredResponse| stored.matches_vary(&request);
+    let max = config.max_body_bytes;
+    let request_headers = &request;
+    let get = method == Method::GET;
+    let produce = move || async move {
+        // The service's error is this request's answer alone: the waiters run their own.
+        let produced = match inner.call(Request::from_parts(parts, body)).await {
+            Ok(response) if get => match stored_response(response, request_headers, max).await {
+                Ok(stored) => Computation::Store(stored),
+                Err(passed) => Computation::Answer(Ok(passed)),
+            },
+            Ok(response) => Computation::Answer(Ok((response.map(Body::new), Skip::Method))),
+            Err(err) => Computation::Answer(Err(err)),
+        };
+        Ok::<_, Infallible>(produced)
+    };
     // Refresh here too, for when no telemetry layer asked for it around this one.
-    let t = Telemetry::new().refresh(refresh);
-    let response = telemetry::scope(t.clone(), inner.call(Request::from_parts(parts, body))).await?;
-    if method != Method::GET {
-        return Ok(pass_through(response, &resource, Skip::Method));
-    }
-    let (mut head, body) = match buffer_storable(response, config.max_body_bytes).await {
-        Ok(buffered) => buffered,
-        Err((response, skip)) => return Ok(pass_through(response, &resource, skip)),
-    };
-    let etag = match head.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {
-        Some(etag) => etag.to_owned(),
-        None => {
-            let etag = etag_for(&body);
-            if let Ok(value) = HeaderValue::from_str(&etag) {
-                head.headers.insert(header::ETAG, value);
-            }
-            etag
-        }
-    };
-    let Some(kept) = Envelope::keep_headers(&head.headers, &[X_CACHE_KEY, X_CACHE_AGE, X_CACHE_TTL]) else {
-        let response = Response::from_parts(head, Body::from(body));
-        return Ok(pass_through(response, &resource, Skip::Headers));
-    };
-    let tags = t.snapshot().tags;
-    let envelope = Envelope {
-        meta: Meta {
-            status: head.status.as_u16(),
-            headers: kept,
-            stored_at_ms: now_ms(),
-            ttl_secs: config.ttl.as_secs(),
-            etag: etag.clone(),
-            vary: Envelope::vary_values(&request_headers, &vary_names(&head.headers)),
-            tags,
-        },
-        body,
-    };
-    let body = envelope.body.clone();
-    store(&config, &key, &resource, envelope, stamp).await;
-    if if_none_match(&request_headers, &etag) {
-        return Ok(not_modified(&head.headers, &resource));
-    }
-    Ok(Response::from_parts(head, Body::from(body)))
-}
-
-/// The response's head and whole body when it may be stored; else the response untouched,
-/// with the reason.
-async fn buffer_storable<B>(
-    response: Response<B>,
-    max: usize,
-) -> Result<(http::response::Parts, Bytes), (Response<Body>, Skip)>
-where
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    if let Err(skip) = storable(&response) {
-        return Err((response.map(Body::new), skip));
-    }
-    match response.body().size_hint().exact() {
-        None => return Err((response.map(Body::new), Skip::Streaming)),
-        Some(len) if usize::try_from(len).map_or(true, |len| len > max) => {
-            return Err((response.map(Body::new), Skip::TooLarge));
-        }
-        Some(_) => {}
-    }
-    let (head, body) = response.into_parts();
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok((head, collected.to_bytes())),
-        Err(err) => {
-            tracing::warn!(error = %err, "response_cache_body_error");
-            Err((
-                json_response(StatusCode::BAD_GATEWAY, "the response body failed"),
-                Skip::BodyError,
-            ))
-        }
-    }
-}
-
-/// Stores `envelope` under `key` with its tags, unless one of them was purged since `stamp`
-/// (the lookup before the response was produced): the response may have been built from
-/// what the purge replaced. Without a stamp (the lookup failed) nothing is stored. A failure
-/// is logged: the response is still answered.
-async fn store(config: &Config, key: &str, resource: &str, mut envelope: Envelope, stamp: Option<PurgeStamp>) {
-    let Some(stamp) = stamp else {
-        // The failed lookup was logged (`response_cache_store_error`).
-        return;
-    };
-    let value = match envelope.encode() {
-        Ok(value) => value,
-        Err(err) => {
-            store_error_logged(key, &err, "not stored");
-            return;
-        }
-    };
-    let write = ComputedWrite {
-        value,
-        ttl: config.ttl,
-        tags: std::mem::take(&mut envelope.meta.tags),
-        stamp,
-        lock: None,
-    };
-    match config.store.put_computed(key, &write).await {
-        Ok(true) => {
-            metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.to_owned(), "outcome" => "stored")
-                .increment(1);
-            tracing::debug!(key, tags = write.tags.len(), "response_cache_stored");
-        }
-        Ok(false) => {
-            metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.to_owned(), "outcome" => "refused")
-                .increment(1);
-            tracing::debug!(key, tags = write.tags.len(), "response_cache_refused");
-        }
-        Err(err) => tracing::warn!(key, error = %err, detail = "not stored", "response_cache_store_error"),
+    let scope = Telemetry::new().refresh(refresh);
+    let fetched = telemetry::scope(
+        scope,
+        config
+            .cache
+            .compute_with(&key, &config.options, &observer, &accept, produce),
+    )
+    .await;
+    match fetched {
+        Ok(Fetched::Value(fetched)) => Ok(respond(&key, &resource, fetched, &request, &method)),
+        Ok(Fetched::Answer(Ok((response, skip)))) => Ok(pass_through(response, &resource, skip)),
+        Ok(Fetched::Answer(Err(err))) => Err(err),
+        Err(never) => match *never {},
     }
 }
 
@@ -553,101 +468,69 @@ fn metric_resource(config: &Config, extensions: &http::Extensions) -> String {
         .to_owned()
 }
 
-/// A stored response for `key` that may be served to a request with `headers`, and the
-/// stamp to store a new response with (`None` when the store failed).
-async fn lookup(config: &Config, key: &str, headers: &HeaderMap) -> (Option<Envelope>, Option<PurgeStamp>) {
-    let (bytes, stamp) = match config.store.get_computed(key).await {
-        Ok(lookup) => (lookup.value, lookup.stamp),
-        Err(err) => {
-            store_error_logged(key, &err, "lookup failed");
-            return (None, None);
+/// The answer of a request from a response: stored, produced for another request, or
+/// produced for this one (then without the `X-Cache-*` headers).
+fn respond(
+    key: &str,
+    resource: &str,
+    fetched: FetchedValue<StoredResponse>,
+    request: &HeaderMap,
+    method: &Method,
+) -> Response<Body> {
+    let age = fetched.answered_at_ms.saturating_sub(fetched.computed_at_ms) / 1000;
+    let ttl = (fetched.expires_at_ms.saturating_sub(fetched.computed_at_ms) / 1000).saturating_sub(age);
+    let stored = fetched.value;
+    let headers = stored.header_map();
+    let served = match fetched.source {
+        ValueSource::Computed => None,
+        ValueSource::Shared => {
+            tracing::debug!(key, age, "response_cache_coalesced");
+            Some("coalesced")
+        }
+        _ => {
+            tracing::debug!(key, age, "response_cache_hit");
+            Some("hit")
         }
     };
-    let Some(bytes) = bytes else {
-        return (None, Some(stamp));
-    };
-    let Some(envelope) = Envelope::decode(&bytes) else {
-        tracing::warn!(key, "response_cache_unreadable");
-        return (None, Some(stamp));
-    };
-    // A store that keeps values a little past their TTL must not make them live longer.
-    if envelope.age_secs(now_ms()) >= envelope.meta.ttl_secs || !envelope.matches_vary(headers) {
-        return (None, Some(stamp));
+    if if_none_match(request, &stored.etag) {
+        let mut response = not_modified(&headers, resource);
+        if served.is_some() {
+            mark_served(&mut response, key, age, ttl, fetched.source);
+        }
+        return response;
     }
-    (Some(envelope), Some(stamp))
-}
-
-fn serve_stored(key: &str, resource: &str, envelope: Envelope, request: &HeaderMap, method: &Method) -> Response<Body> {
-    let age = envelope.age_secs(now_ms());
-    let ttl = envelope.meta.ttl_secs.saturating_sub(age);
-    // A response built on this one depends on what it depended on.
-    telemetry::record_tags(&envelope.meta.tags);
-    tracing::debug!(key, age, "response_cache_hit");
-    let headers = envelope.header_map();
-    let mut response = if if_none_match(request, &envelope.meta.etag) {
-        not_modified(&headers, resource)
+    let len = stored.body.len();
+    let status = stored.status();
+    let body = if *method == Method::HEAD {
+        Body::empty()
     } else {
-        metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.to_owned(), "outcome" => "hit").increment(1);
-        let len = envelope.body.len();
-        let body = if method == Method::HEAD {
-            Body::empty()
-        } else {
-            Body::from(envelope.body.clone())
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = envelope.status();
-        *response.headers_mut() = headers;
+        Body::from(stored.body)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    if let Some(outcome) = served {
+        metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.to_owned(), "outcome" => outcome).increment(1);
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        response
-    };
+        mark_served(&mut response, key, age, ttl, fetched.source);
+    }
+    response
+}
+
+/// The headers and the extension of a response this request did not produce.
+fn mark_served(response: &mut Response<Body>, key: &str, age: u64, ttl: u64, source: ValueSource) {
     let h = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(key) {
         h.insert(X_CACHE_KEY, value);
     }
     h.insert(X_CACHE_AGE, HeaderValue::from(age));
     h.insert(X_CACHE_TTL, HeaderValue::from(ttl));
+    if source == ValueSource::Shared {
+        h.insert(X_CACHE_COALESCED, HeaderValue::from_static("true"));
+    }
     response.extensions_mut().insert(ServedFromResponseCache);
-    response
-}
-
-/// Why `response` may not be stored, if it may not.
-fn storable<B>(response: &Response<B>) -> Result<(), Skip> {
-    if response.status() != StatusCode::OK {
-        return Err(Skip::Status);
-    }
-    let headers = response.headers();
-    if headers.contains_key(header::SET_COOKIE) {
-        return Err(Skip::SetCookie);
-    }
-    if vary_names(headers).iter().any(|n| n.as_str() == "*") || vary_star(headers) {
-        return Err(Skip::VaryStar);
-    }
-    if has_directive(headers, "no-store") || has_directive(headers, "private") || has_directive(headers, "no-cache") {
-        return Err(Skip::ResponseNoStore);
-    }
-    Ok(())
-}
-
-fn vary_star(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| v.trim() == "*")
-}
-
-/// The header names listed in the response's `Vary` (`*` excluded).
-fn vary_names(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|v| HeaderName::try_from(v.trim()).ok())
-        .collect()
 }
 
 fn pass_through<B>(response: Response<B>, resource: &str, skip: Skip) -> Response<Body>
@@ -681,70 +564,44 @@ fn not_modified(headers: &HeaderMap, resource: &str) -> Response<Body> {
     response
 }
 
-fn json_response(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Logs a store failure of the response cache, at most once per window in an outage.
-fn store_error_logged(key: &str, err: &dyn std::fmt::Display, detail: &'static str) {
-    static LIMIT: cache_core::log_limit::WarnLimit = cache_core::log_limit::WarnLimit::new();
-    if let Some(held_back) = LIMIT.admit(std::time::Instant::now()) {
-        tracing::warn!(key, error = %err, detail, held_back, "response_cache_store_error");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use axum::{Router, routing::get};
-    use cache_core::MemoryStore;
+    use cache_core::{ManualClock, MemoryStore, testing::MemoryOrigin};
+    use http_body_util::BodyExt;
     use tower::ServiceExt;
 
     use super::*;
     use crate::CacheTelemetryLayer;
 
-    /// Rewrites the stored response under `key` as if stored `secs_ago` seconds ago.
-    async fn age(store: &Arc<dyn Store>, key: &str, secs_ago: u64) {
-        let mut envelope = Envelope::decode(&store.get_value(key).await.unwrap().unwrap()).unwrap();
-        envelope.meta.stored_at_ms = now_ms() - secs_ago * 1000;
-        let bytes = envelope.encode().unwrap();
-        store
-            .put_value(key, bytes, Duration::from_secs(3600), &[])
-            .await
-            .unwrap();
+    /// A cache whose computed values (responses) are judged by `clock`; its store keeps them
+    /// on real time, longer.
+    fn cache(clock: &ManualClock) -> Cache {
+        Cache::builder(MemoryStore::new(), MemoryOrigin::new())
+            .clock(clock.clone())
+            .build()
+            .unwrap()
     }
 
     #[tokio::test]
     async fn age_and_ttl_count_from_when_the_response_was_stored() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let layer = ResponseCacheLayer::with_store(Arc::clone(&store)).ttl(Duration::from_secs(60));
+        let clock = ManualClock::new();
+        let cache = cache(&clock);
+        let layer = ResponseCacheLayer::new(&cache).ttl(Duration::from_secs(60));
         let app: Router = Router::new()
             .route("/r", get(|| async { "body" }).layer(layer))
             .layer(CacheTelemetryLayer::new());
         let get = || app.clone().oneshot(Request::get("/r").body(Body::empty()).unwrap());
         get().await.unwrap();
-        let hit = get().await.unwrap();
-        let key = hit.headers()[X_CACHE_KEY].to_str().unwrap().to_owned();
 
-        age(&store, &key, 25).await;
+        clock.advance(Duration::from_secs(25));
         let hit = get().await.unwrap();
         assert_eq!(hit.headers()["x-cache"], "HIT");
         assert_eq!(hit.headers()[X_CACHE_AGE], "25");
         assert_eq!(hit.headers()[X_CACHE_TTL], "35");
 
-        // Past its TTL (a store that kept it longer): a miss, and stored afresh.
-        age(&store, &key, 61).await;
+        // Past its TTL (the store still keeps it): a miss, and stored afresh.
+        clock.advance(Duration::from_secs(36));
         let miss = get().await.unwrap();
         assert!(!miss.headers().contains_key(X_CACHE_KEY));
         assert_eq!(get().await.unwrap().headers()[X_CACHE_AGE], "0");
@@ -752,13 +609,14 @@ mod tests {
 
     #[tokio::test]
     async fn unreadable_entries_are_misses() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let layer = ResponseCacheLayer::with_store(Arc::clone(&store));
+        let cache = cache(&ManualClock::new());
+        let layer = ResponseCacheLayer::new(&cache);
         let app: Router = Router::new().route("/r", get(|| async { "body" }).layer(layer));
         let get = || app.clone().oneshot(Request::get("/r").body(Body::empty()).unwrap());
         get().await.unwrap();
         let key = get().await.unwrap().headers()[X_CACHE_KEY].to_str().unwrap().to_owned();
-        store
+        cache
+            .store()
             .put_value(&key, Bytes::from_static(b"garbage"), Duration::from_secs(60), &[])
             .await
             .unwrap();

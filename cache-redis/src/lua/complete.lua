@@ -12,16 +12,16 @@ if counter(SEQ, ittl) ~= token then return 0 end
 -- meta hash: a later write could move them into the other sets of a filter) and the clean
 -- marks of earlier meta hashes.
 local function scrub(key)
-  for _, member in ipairs(redis.call('SMEMBERS', key)) do
+  for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
     if is_record(member) then
       local meta = redis.call('HGET', META, member)
       local filed = false
       for _, e in ipairs(meta and cjson.decode(meta).t or {}) do
         if tag_key(e[1], e[2]) == key then filed = true end
       end
-      if not filed then redis.call('SREM', key, member) end
+      if not filed then redis.call('ZREM', key, member) end
     elseif string.sub(member, 1, 3) == ':m:' then
-      redis.call('SREM', key, member)
+      redis.call('ZREM', key, member)
     end
   end
 end
@@ -33,7 +33,7 @@ for i = last_filter + 1, #KEYS do
   extend(KEYS[i], ittl)
 end
 for i = 6, last_filter do
-  if redis.call('SISMEMBER', KEYS[i], clean) == 0 then scrub(KEYS[i]) end
+  if not redis.call('ZSCORE', KEYS[i], clean) then scrub(KEYS[i]) end
 end
 local result = {}
 for i = 5, #ARGV, 6 do
@@ -55,7 +55,7 @@ end
 -- zset's members: one may have outlived the loss of another, or of the meta hash.
 local filed = {}
 if last_filter > 5 then
-  local args = {'SINTER'}
+  local args = {'ZINTER', last_filter - 5}
   for i = 6, last_filter do args[#args + 1] = KEYS[i] end
   filed = redis.call(unpack(args))
 else
@@ -76,7 +76,7 @@ for _, id in ipairs(filed) do
     forgot[#forgot + 1] = id
     local old = redis.call('HGET', META, id)
     if old then move(id, old, nil, ittl) end
-    for i = 6, last_filter do redis.call('SREM', KEYS[i], id) end
+    for i = 6, last_filter do redis.call('ZREM', KEYS[i], id) end
     redis.call('ZREM', IDS, id)
     for i = last_filter + 1, #KEYS do redis.call('ZREM', KEYS[i], id) end
     redis.call('DEL', record_key(id), lease_key(id))
@@ -84,7 +84,14 @@ for _, id in ipairs(filed) do
 end
 local live = live_member(KEYS[5])
 for i = 6, last_filter do
-  redis.call('SADD', KEYS[i], live, clean)
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('ZADD', KEYS[i], 0, live, 0, clean)
+  else
+    -- An empty answer's set holds the live member alone, so that a negative answer stays
+    -- small: the clean mark is added by the next fill that finds records in it (after a scrub
+    -- of what little a set created since holds).
+    redis.call('ZADD', KEYS[i], 0, live)
+  end
   extend(KEYS[i], ittl)
 end
 redis.call('SET', KEYS[5], counter(EPOCH, ittl), 'PX', ittl)

@@ -8,7 +8,7 @@ local SEQ, META, IDS, EPOCH = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local function record_key(id) return prefix .. ':r:' .. id end
 local function tomb_key(id) return prefix .. ':tomb:' .. id end
 local function lease_key(id) return prefix .. ':lease:' .. id end
-local function tag_key(field, value) return prefix .. ':t:' .. field .. ':' .. value end
+local function tag_key(field, value) return prefix .. ':i:' .. field .. ':' .. value end
 local function sort_key(field) return prefix .. ':s:' .. field end
 
 local NO_ENTRIES = {t = {}, s = {}}
@@ -20,11 +20,12 @@ local NO_ENTRIES = {t = {}, s = {}}
 --   and the sort zsets hold the member SENTINEL at -inf (first ascending, last descending). A
 --   script finding one missing recreates it and drops every marker of the bucket: the key was
 --   lost (or never existed, and then the bucket has no marker to lose).
--- - a tag set holds the live member of every marker relying on it (`live_member`), added when
+-- - a tag set (a zset with every score 0: a small one is a listpack, a few dozen bytes, where a
+--   set of strings is a hash table on Redis 7.0) holds the live member of every marker relying on it (`live_member`), added when
 --   the marker is set: a set lost and recreated by a later write lacks it, so the marker's
 --   query is answered again only once filled again. It also holds the clean mark `:m:<meta
 --   incarnation>` while every record in it is filed there by the current meta hash (a set
---   created since, or scrubbed by a fill): entries a lost meta hash could not take out are
+--   created since and not empty, or scrubbed by a fill): entries a lost meta hash could not take out are
 --   scrubbed before a fill relies on the set.
 -- A record id is never empty and never contains ':', so no sentinel or mark is taken for one.
 local SENTINEL = ''
@@ -127,7 +128,7 @@ local function move(id, old, new, ttl)
   for _, e in ipairs(o.t) do
     local key = tag_key(e[1], e[2])
     if not tags[key] then
-      take('SREM', key, id)
+      take('ZREM', key, id)
       -- Emptied, the set is gone.
       present[key] = nil
     end
@@ -136,9 +137,9 @@ local function move(id, old, new, ttl)
     if not present[key] and redis.call('EXISTS', key) == 0 then
       -- A set created now holds only what is filed from now on.
       ensure_meta(ttl)
-      redis.call('SADD', key, clean)
+      redis.call('ZADD', key, 0, clean)
     end
-    add('SADD', key, id)
+    add('ZADD', key, 0, id)
     present[key] = true
     touched[key] = true
   end

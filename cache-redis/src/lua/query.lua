@@ -17,7 +17,7 @@ if not epoch or head[3] ~= epoch then return {0, seq} end
 if not redis.call('ZSCORE', KEYS[6], SENTINEL) then return {0, seq} end
 local live = live_member(KEYS[5])
 for i = 7, #KEYS do
-  if redis.call('SISMEMBER', KEYS[i], live) == 0 then return {0, seq} end
+  if not redis.call('ZSCORE', KEYS[i], live) then return {0, seq} end
 end
 -- The page's ids (and, ranked, scores: `rows` alternates them), in the query's order.
 local rows, step = {}, ranked and 2 or 1

@@ -16,14 +16,21 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cache_core::{
-    ComputeLock, ComputedLookup, ComputedWrite, LockAttempt, LockWait, PURGE_MEMORY, PurgeStamp, StoreResult,
-};
+use cache_core::{ComputeLock, ComputedLookup, ComputedWrite, LockAttempt, LockWait, PURGE_MEMORY, StoreResult};
 use futures::future::try_join_all;
-use redis::Value;
 
-use super::{RedisStore, as_array, as_bytes, as_u64, backend, ms, re};
-use crate::layout::{lock_key, purge_mark_key, tag_set_key, value_key};
+use super::RedisStore;
+use crate::{
+    layout::{lock_key, purge_mark_key, tag_set_key, value_key, wake_key},
+    scripts::{
+        computed::{
+            ComputedDrop, ComputedGet, ComputedPut, ComputedTag, ComputedUnlock, ComputedUnwait, ComputedWait,
+            WaitStart,
+        },
+        ms, re,
+        value::PurgeTag,
+    },
+};
 
 /// How long a wake-up list lives: far longer than the moment between a waiter counting
 /// itself and its `BLPOP`, short enough that an unclaimed wake-up does not linger.
@@ -32,37 +39,20 @@ const WAKE_TTL: Duration = Duration::from_secs(10);
 impl RedisStore {
     /// Marks `tag` purged and answers the value keys recorded under it (`purge_tags`).
     pub(super) async fn purge_tag_members(&self, tag: &str, set: &str) -> StoreResult<Vec<String>> {
-        let mut invocation = self.inner.scripts.purge_tag.key(set);
-        invocation
-            .key(purge_mark_key(&self.inner.namespace, tag))
-            .arg(ms(PURGE_MEMORY));
-        invocation.invoke_async(&mut self.conn()).await.map_err(re)
+        let purge_mark = purge_mark_key(&self.inner.namespace, tag);
+        let call = PurgeTag {
+            tag_set: set,
+            purge_mark: &purge_mark,
+            memory: ms(PURGE_MEMORY),
+        };
+        self.inner.scripts.call(&mut self.conn(), &call).await
     }
 
     pub(super) async fn computed_get(&self, key: &str) -> StoreResult<ComputedLookup> {
         let value_key = value_key(&self.inner.namespace, key);
-        self.guarded("get_computed", async {
-            let reply: Value = self
-                .inner
-                .scripts
-                .computed_get
-                .key(&value_key)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(re)?;
-            let mut items = as_array(reply, "get_computed")?.into_iter();
-            let value = items.next().and_then(as_bytes);
-            let stamp = items
-                .next()
-                .as_ref()
-                .and_then(as_u64)
-                .ok_or_else(|| backend("get_computed: reply without the server clock"))?;
-            Ok(ComputedLookup {
-                value,
-                stamp: PurgeStamp(stamp),
-            })
-        })
-        .await
+        let call = ComputedGet { value_key: &value_key };
+        self.guarded("get_computed", self.inner.scripts.call(&mut self.conn(), &call))
+            .await
     }
 
     pub(super) async fn computed_put(&self, key: &str, write: &ComputedWrite) -> StoreResult<bool> {
@@ -77,46 +67,37 @@ impl RedisStore {
             .collect();
         let scripts = &self.inner.scripts;
         let ttl = ms(write.ttl);
-        let put = |with_tags: bool| {
-            let mut invocation = scripts.computed_put.key(&value_key);
-            invocation.key(&lock);
-            if with_tags {
-                for (set, mark) in &tags {
-                    invocation.key(set).key(mark);
-                }
-            }
-            invocation
-                .arg(write.value.as_ref())
-                .arg(ttl)
-                .arg(write.stamp.0)
-                .arg(ms(PURGE_MEMORY))
-                .arg(&token)
-                .arg(ms(WAKE_TTL));
-            invocation
+        let put = |tags| ComputedPut {
+            value_key: &value_key,
+            lock: &lock,
+            tags,
+            value: write.value.as_ref(),
+            ttl,
+            stamp: write.stamp,
+            purge_memory: ms(PURGE_MEMORY),
+            token: &token,
+            wake_ttl: ms(WAKE_TTL),
         };
         self.guarded("put_computed", async {
             if !self.inner.conn.is_cluster() {
-                let stored: u64 = put(true).invoke_async(&mut self.conn()).await.map_err(re)?;
-                return Ok(stored == 1);
+                return scripts.call(&mut self.conn(), &put(&tags)).await;
             }
             let purged_since = |marks: &[Option<u64>]| marks.iter().flatten().any(|&m| m >= write.stamp.0);
-            let marks = try_join_all(tags.iter().map(|(set, mark)| {
-                let mut invocation = scripts.computed_tag.key(set);
-                invocation.key(mark).arg(&value_key).arg(ttl);
-                async move {
-                    invocation
-                        .invoke_async::<Option<u64>>(&mut self.conn())
-                        .await
-                        .map_err(re)
-                }
+            let marks = try_join_all(tags.iter().map(|(set, mark)| async {
+                let call = ComputedTag {
+                    tag_set: set,
+                    purge_mark: mark,
+                    value_key: &value_key,
+                    ttl,
+                };
+                scripts.call(&mut self.conn(), &call).await
             }))
             .await?;
             if purged_since(&marks) {
                 self.release(&lock, &token).await?;
                 return Ok(false);
             }
-            let stored: u64 = put(false).invoke_async(&mut self.conn()).await.map_err(re)?;
-            if stored != 1 {
+            if !scripts.call(&mut self.conn(), &put(&[])).await? {
                 return Ok(false);
             }
             let marks = try_join_all(tags.iter().map(|(_, mark)| async move {
@@ -128,13 +109,11 @@ impl RedisStore {
             }))
             .await?;
             if purged_since(&marks) {
-                scripts
-                    .computed_drop
-                    .key(&value_key)
-                    .arg(write.value.as_ref())
-                    .invoke_async::<Value>(&mut self.conn())
-                    .await
-                    .map_err(re)?;
+                let call = ComputedDrop {
+                    value_key: &value_key,
+                    value: write.value.as_ref(),
+                };
+                scripts.call(&mut self.conn(), &call).await?;
                 return Ok(false);
             }
             Ok(true)
@@ -146,16 +125,12 @@ impl RedisStore {
         if token.is_empty() {
             return Ok(());
         }
-        self.inner
-            .scripts
-            .computed_unlock
-            .key(lock)
-            .arg(token)
-            .arg(ms(WAKE_TTL))
-            .invoke_async::<Value>(&mut self.conn())
-            .await
-            .map(drop)
-            .map_err(re)
+        let call = ComputedUnlock {
+            lock,
+            token,
+            wake_ttl: ms(WAKE_TTL),
+        };
+        self.inner.scripts.call(&mut self.conn(), &call).await
     }
 
     pub(super) async fn computed_lock(&self, key: &str, ttl: Duration) -> StoreResult<LockAttempt> {
@@ -189,38 +164,20 @@ impl RedisStore {
         let ns = &self.inner.namespace;
         let value_key = value_key(ns, key);
         let lock = lock_key(ns, key);
-        let begin = self
-            .guarded("wait_computed", async {
-                let reply: Value = self
-                    .inner
-                    .scripts
-                    .computed_wait
-                    .key(&value_key)
-                    .key(&lock)
-                    .arg(ms(timeout))
-                    .invoke_async(&mut self.conn())
-                    .await
-                    .map_err(re)?;
-                as_array(reply, "wait_computed")
-            })
-            .await?;
-        let mut items = begin.into_iter();
-        let token = match items.next().as_ref().and_then(as_u64) {
-            Some(1) => {
-                return Ok(match items.next().and_then(as_bytes) {
-                    Some(value) => LockWait::Value(value),
-                    None => LockWait::Released,
-                });
-            }
-            Some(0) => return Ok(LockWait::Released),
-            Some(2) => items
-                .next()
-                .and_then(as_bytes)
-                .and_then(|t| String::from_utf8(t.to_vec()).ok())
-                .ok_or_else(|| backend("wait_computed: reply without the lock's token"))?,
-            other => return Err(backend(format!("wait_computed: unexpected reply {other:?}"))),
+        let call = ComputedWait {
+            value_key: &value_key,
+            lock: &lock,
+            bound: ms(timeout),
         };
-        let wake = format!("{lock}:wake:{token}");
+        let token = match self
+            .guarded("wait_computed", self.inner.scripts.call(&mut self.conn(), &call))
+            .await?
+        {
+            WaitStart::Value(Some(value)) => return Ok(LockWait::Value(value)),
+            WaitStart::Value(None) | WaitStart::Unlocked => return Ok(LockWait::Released),
+            WaitStart::Waiting(token) => token,
+        };
+        let wake = wake_key(&lock, &token);
         match self.inner.waits.pop(&wake, timeout).await {
             Ok(true) => {
                 let value: Option<Bytes> = self
@@ -249,17 +206,12 @@ impl RedisStore {
     /// expires with its list, and only this computation's waiters could ever see it).
     async fn unwait(&self, lock: &str, token: &str) {
         let _ = self
-            .guarded("wait_computed", async {
+            .guarded(
+                "wait_computed",
                 self.inner
                     .scripts
-                    .computed_unwait
-                    .key(lock)
-                    .arg(token)
-                    .invoke_async::<Value>(&mut self.conn())
-                    .await
-                    .map(drop)
-                    .map_err(re)
-            })
+                    .call(&mut self.conn(), &ComputedUnwait { lock, token }),
+            )
             .await;
     }
 }

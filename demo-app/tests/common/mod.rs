@@ -6,7 +6,7 @@ use demo_app::{
     database::{Database, DatabaseUrl, quote},
     seed::{self, SeedCounts},
 };
-use sqlx::{AssertSqlSafe, Executor};
+use sqlx::{AssertSqlSafe, Connection, Executor};
 
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,10 +71,43 @@ impl TestDb {
         self.pg_schema.as_ref().map(|s| s.name.as_str())
     }
 
+    /// Runs SQL on the database behind the application's back, on a connection of its own
+    /// (as `sqlite3` or `psql` would: the statement commits on its own), with `$1` bound to
+    /// `id`; the rows it changed.
+    pub async fn execute_elsewhere(&self, sql: &str, id: &str) -> u64 {
+        let sql = AssertSqlSafe(sql.to_owned());
+        match &self.db {
+            Database::Sqlite(_) => {
+                let mut conn = sqlx::SqliteConnection::connect(self.url.as_str())
+                    .await
+                    .expect("connect");
+                let done = sqlx::query(sql).bind(id.to_owned()).execute(&mut conn).await;
+                conn.close().await.expect("close");
+                done.expect("sql").rows_affected()
+            }
+            Database::Postgres(_) => {
+                let mut conn = sqlx::PgConnection::connect(self.url.as_str()).await.expect("connect");
+                let done = sqlx::query(sql).bind(id.to_owned()).execute(&mut conn).await;
+                conn.close().await.expect("close");
+                done.expect("sql").rows_affected()
+            }
+        }
+    }
+
+    /// Runs statements through the pool (DDL, test set-up).
+    pub async fn execute(&self, statements: &[&str]) {
+        for statement in statements {
+            self.db
+                .execute(statement)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+    }
+
     /// Closes the pool, then drops the database (a failing test, which never gets here,
     /// drops it too: see [`PgSchema`]).
     pub async fn cleanup(self) {
-        self.db.pool().close().await;
+        self.db.close().await;
     }
 }
 
@@ -142,9 +175,8 @@ impl Drop for PgSchema {
     }
 }
 
-async fn admin_pool(url: &str) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::any::AnyPoolOptions::new()
+async fn admin_pool(url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(url)
         .await

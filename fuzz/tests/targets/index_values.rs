@@ -82,7 +82,7 @@ fn check_component(value: &str) {
 fn check_layout(layout: &KeyLayout, value: &str) {
     for bucket in layout.buckets() {
         let key = bucket.tag("email", value);
-        let prefix = format!("{}:t:email:", bucket.prefix());
+        let prefix = format!("{}:i:email:", bucket.prefix());
         let encoded = key.strip_prefix(&prefix).unwrap_or_else(|| panic!("{key:?}"));
         assert!(is_encoded_component(encoded), "{key:?}");
         assert_eq!(percent_decode(encoded).as_deref(), Some(value), "{key:?}");

@@ -378,3 +378,68 @@ where
         Some("two".into())
     );
 }
+
+/// A change redelivered after an invalidation that carried no source time is refused: the
+/// invalidation said the source moved on, so neither a redelivered delete (its tombstone would
+/// answer "not found" for the record the source re-created) nor a redelivered upsert (an older
+/// record) may come back. The next read asks the origin.
+pub async fn a_redelivery_after_an_untimed_invalidation_is_refused<F, Fut, S>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+    S: IntoStore,
+{
+    let (cache, origin) = race_cache(&factory).await;
+    let schema = RaceProject::schema();
+    let at = |secs: u64| std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs);
+    let project = |rid: &str, name: &str, version: i64| RaceProject {
+        id: id(rid),
+        name: name.into(),
+        event: "e1".into(),
+        version,
+    };
+
+    // A delete the source reported; then the source re-creates the record and the application
+    // only invalidates it; then the delete is delivered again.
+    let deleted = id("p1");
+    let outcome = cache
+        .apply_change(Change::delete(schema, deleted.clone()).at(at(10)))
+        .await
+        .expect("apply");
+    assert!(matches!(outcome, ChangeOutcome::Applied), "{outcome:?}");
+    origin.put(&project("p1", "again", 2)).expect("origin");
+    cache.invalidate::<RaceProject>(&deleted).await.expect("invalidate");
+    let outcome = cache
+        .apply_change(Change::delete(schema, deleted.clone()).at(at(10)))
+        .await
+        .expect("apply");
+    assert!(
+        matches!(outcome, ChangeOutcome::Refused(Refusal::Older)),
+        "a redelivered delete after the invalidation: {outcome:?}"
+    );
+    assert_eq!(
+        cache.get::<RaceProject>(&deleted).await.expect("get"),
+        Some(project("p1", "again", 2)),
+        "the record the source re-created"
+    );
+
+    // The same for an upsert: the source moved on to version 2 and the application only
+    // invalidated; the version-1 change is delivered again.
+    let changed = id("p2");
+    let first = project("p2", "first", 1);
+    origin.put(&first).expect("origin");
+    let upsert = Change::upsert(schema, first.to_source().expect("source")).at(at(10));
+    let outcome = cache.apply_change(upsert.clone()).await.expect("apply");
+    assert!(matches!(outcome, ChangeOutcome::Applied), "{outcome:?}");
+    origin.put(&project("p2", "second", 2)).expect("origin");
+    cache.invalidate::<RaceProject>(&changed).await.expect("invalidate");
+    let outcome = cache.apply_change(upsert).await.expect("apply");
+    assert!(
+        matches!(outcome, ChangeOutcome::Refused(Refusal::Older)),
+        "a redelivered upsert after the invalidation: {outcome:?}"
+    );
+    assert_eq!(
+        cache.get::<RaceProject>(&changed).await.expect("get").map(|p| p.name),
+        Some("second".into())
+    );
+}
