@@ -20,8 +20,18 @@
 //!   the source is cached as the source has it, a deleted one stays deleted.
 //! - **Every removal purges** the values and responses tagged by the record, its entity and
 //!   the index values it was filed under.
+//! - **An invalidation without a source time seals the order.** The record's watermark moves
+//!   past every change applied so far (and to this process's clock, as `Cache::delete` is
+//!   stamped), so a late redelivery cannot bring back what the invalidation dropped.
+//! - **Order is per record.** [`Cache::apply_changes`] applies one record's changes in the
+//!   order given, and different records' side by side (up to 64 at once).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
 
 use crate::{
     Cache, CacheError, Cacheable, EntitySchema, ModelError, RecordId, RecordWrite, RemoveMode, SourceRecord, Tombstone,
@@ -213,6 +223,9 @@ fn micros(at: SystemTime) -> i64 {
     }
 }
 
+/// How many records' changes [`Cache::apply_changes`] applies at once.
+const CHANGES_IN_FLIGHT: usize = 64;
+
 /// The store write a change makes.
 enum Step {
     Upsert(RecordWrite),
@@ -220,8 +233,8 @@ enum Step {
 }
 
 impl Cache {
-    /// Applies changes reported by the source, in the order given: see the
-    /// [module docs](crate::change) for the rules. Each change is answered; applying one again
+    /// Applies changes reported by the source, each record's in the order given (different
+    /// records' side by side): see the [module docs](crate::change) for the rules. Each change is answered; applying one again
     /// (a redelivery) changes nothing more. Fails before applying anything when a change
     /// names an entity not registered with the cache ([`CacheError::UnknownEntity`]).
     pub async fn apply_changes(&self, changes: Vec<Change>) -> Result<Vec<ChangeOutcome>, CacheError> {
@@ -234,11 +247,50 @@ impl Cache {
                     .ok_or(CacheError::UnknownEntity(change.schema.entity))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut outcomes = Vec::with_capacity(changes.len());
-        for (change, handle) in changes.into_iter().zip(handles) {
-            outcomes.push(self.apply_with(handle, change).await);
+        // One record's changes in the order given; different records' side by side (each
+        // change costs a few store round trips, which a batch of a feed would otherwise pay
+        // one after the other).
+        let mut by_record: HashMap<(&'static str, RecordId), Vec<usize>> = HashMap::new();
+        let mut order = Vec::new();
+        for (i, change) in changes.iter().enumerate() {
+            let slot = by_record
+                .entry((change.schema.entity, change.id.clone()))
+                .or_insert_with(|| {
+                    order.push((change.schema.entity, change.id.clone()));
+                    Vec::new()
+                });
+            slot.push(i);
         }
-        Ok(outcomes)
+        let mut pending: Vec<Option<(Change, EntityHandle)>> = changes.into_iter().zip(handles).map(Some).collect();
+        let runs: Vec<Vec<(usize, Change, EntityHandle)>> = order
+            .into_iter()
+            .map(|record| {
+                by_record
+                    .remove(&record)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|i| pending[i].take().map(|(change, handle)| (i, change, handle)))
+                    .collect()
+            })
+            .collect();
+        let mut outcomes: Vec<Option<ChangeOutcome>> = (0..pending.len()).map(|_| None).collect();
+        let mut applied = futures::stream::iter(runs.into_iter().map(|run| async move {
+            let mut done = Vec::with_capacity(run.len());
+            for (i, change, handle) in run {
+                done.push((i, self.apply_with(handle, change).await));
+            }
+            done
+        }))
+        .buffer_unordered(CHANGES_IN_FLIGHT);
+        while let Some(done) = applied.next().await {
+            for (i, outcome) in done {
+                outcomes[i] = Some(outcome);
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or(ChangeOutcome::StoreFailed))
+            .collect())
     }
 
     /// Applies one change ([`Cache::apply_changes`]).
