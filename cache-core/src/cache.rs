@@ -19,7 +19,7 @@ use std::{
     collections::{HashMap, HashSet},
     fmt,
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -36,10 +36,12 @@ use crate::{
     SourceQuery, SourceRecord, Store, StoreError, WriteMode, WriteOutcome,
     change::{ChangeOutcome, Refusal, write_tags},
     flight::{Flight, FlightGuard, FlightOf, Flights, Found, QueryOutcome, RecordsOutcome, spawn_shared},
-    keys, order,
+    keys,
+    operation::{Operation, OperationGuard, OriginCall, StoreStep},
+    order,
     registry::EntityHandle,
     stats::{CacheStats, StaleReason, Stats},
-    telemetry::{self, Event},
+    telemetry,
 };
 
 /// The default fraction by which TTLs are randomly lengthened or shortened, so that records
@@ -249,40 +251,6 @@ impl Cache {
         self.inner.near.as_ref()
     }
 
-    // ---------------------------------------------------------------- reads
-
-    // ---------------------------------------------------------------- writes
-
-    // ---------------------------------------------------------------- helpers
-
-    pub(crate) fn store_failed(&self, entity: &'static str, operation: &'static str, err: &StoreError) {
-        self.inner.stats.store_error(entity, operation);
-        // A refusal is the store saying it is down, which it logs itself on the state change;
-        // logging each one would be one line per request in an outage.
-        if !matches!(err, StoreError::Refused(_))
-            && let Some(held) = self.inner.stats.warnings.store.admit(Instant::now())
-        {
-            tracing::warn!(entity, operation, error = %err, held_back = held, "cache_store_error");
-        }
-    }
-
-    pub(crate) fn origin_done(
-        &self,
-        entity: &'static str,
-        operation: &'static str,
-        started: Instant,
-        err: Option<&OriginError>,
-    ) {
-        self.inner
-            .stats
-            .origin_done(entity, operation, started.elapsed(), err.is_none());
-        if let Some(err) = err
-            && let Some(held) = self.inner.stats.warnings.origin.admit(Instant::now())
-        {
-            tracing::warn!(entity, operation, error = %err, held_back = held, "cache_origin_error");
-        }
-    }
-
     pub(crate) fn ordering_ttl(&self) -> Duration {
         self.inner.ordering_ttl
     }
@@ -313,7 +281,7 @@ impl Cache {
         tags.dedup();
         self.inner.computed.detach(&tags).await;
         if let Err(err) = self.inner.store.purge_tags(&tags).await {
-            self.store_failed(schema.entity, "purge_tags", &err);
+            self.store_failed(schema.entity, StoreStep::PurgeTags, &err);
         }
     }
 

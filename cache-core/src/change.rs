@@ -28,14 +28,17 @@
 
 use std::{
     collections::HashMap,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use futures::StreamExt;
 
 use crate::{
     Cache, CacheError, Cacheable, EntitySchema, ModelError, RecordId, RecordWrite, RemoveMode, SourceRecord, Tombstone,
-    WriteMode, WriteOutcome, keys, registry::EntityHandle, stats::StaleReason,
+    WriteMode, WriteOutcome, keys,
+    operation::{Operation, StoreStep},
+    registry::EntityHandle,
+    stats::StaleReason,
 };
 
 /// How long the latest source time applied to a record is remembered by default: 7 days. A
@@ -315,15 +318,12 @@ impl Cache {
             ChangeKind::Invalidate => Step::Remove(RemoveMode::Invalidate),
         };
         let operation = match step {
-            Step::Upsert(_) => "upsert",
-            Step::Remove(RemoveMode::Invalidate) => "invalidate",
-            Step::Remove(_) => "delete",
+            Step::Upsert(_) => Operation::Upsert,
+            Step::Remove(RemoveMode::Invalidate) => Operation::Invalidate,
+            Step::Remove(_) => Operation::Delete,
         };
-        let started = Instant::now();
-        let outcome = self.apply_ordered(handle, &change.id, at, step).await;
-        self.stats_handle()
-            .operation_done(schema.entity, operation, started.elapsed());
-        outcome
+        let _op = self.operation(schema.entity, operation);
+        self.apply_ordered(handle, &change.id, at, step).await
     }
 
     /// The typed upsert's way in: the same path as every other change.
@@ -387,7 +387,7 @@ impl Cache {
                 Ok(true) => {}
                 Ok(false) => return self.refused(entity, id, Refusal::Older),
                 Err(err) => {
-                    self.store_failed(entity, "advance_watermark", &err);
+                    self.store_failed(entity, StoreStep::AdvanceWatermark, &err);
                     return ChangeOutcome::StoreFailed;
                 }
             }
@@ -416,7 +416,7 @@ impl Cache {
         {
             Ok(outcomes) => outcomes.into_iter().next(),
             Err(err) => {
-                self.store_failed(entity, "put", &err);
+                self.store_failed(entity, StoreStep::Put, &err);
                 return ChangeOutcome::StoreFailed;
             }
         };
@@ -445,7 +445,7 @@ impl Cache {
             }
             None => {
                 let err = crate::StoreError::Backend("answered no outcome for one write".to_owned());
-                self.store_failed(entity, "put", &err);
+                self.store_failed(entity, StoreStep::Put, &err);
                 ChangeOutcome::StoreFailed
             }
         }
@@ -466,7 +466,7 @@ impl Cache {
                 ChangeOutcome::Applied
             }
             Err(err) => {
-                self.store_failed(entity, "remove", &err);
+                self.store_failed(entity, StoreStep::Remove, &err);
                 ChangeOutcome::StoreFailed
             }
         }
@@ -492,13 +492,13 @@ impl Cache {
         let mark = match self.store().get_value(&key).await {
             Ok(bytes) => bytes.and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<i64>().ok()),
             Err(err) => {
-                self.store_failed(entity, "get_value", &err);
+                self.store_failed(entity, StoreStep::GetValue, &err);
                 return;
             }
         };
         let sealed = mark.map_or(0, |mark| mark.saturating_add(1)).max(source_now());
         if let Err(err) = self.store().advance_watermark(&key, sealed, self.ordering_ttl()).await {
-            self.store_failed(entity, "advance_watermark", &err);
+            self.store_failed(entity, StoreStep::AdvanceWatermark, &err);
         }
     }
 
@@ -519,7 +519,7 @@ impl Cache {
                 false
             }
             Err(err) => {
-                self.store_failed(entity, "get_value", &err);
+                self.store_failed(entity, StoreStep::GetValue, &err);
                 true
             }
         };

@@ -63,11 +63,11 @@ pub(crate) struct Flights {
     queries: Mutex<HashMap<QueryKey, (u64, Flight<QueryOutcome>)>>,
 }
 
-/// Ids split into the flights already fetching some of them and the ids left to fetch.
+/// The flights answering a read's ids: those already fetching some of them (`joined_ids` ids
+/// joined) and the one started for the rest.
 pub(crate) struct Joined {
     pub(crate) flights: Vec<Flight<RecordsOutcome>>,
     pub(crate) joined_ids: u64,
-    pub(crate) rest: Vec<RecordId>,
 }
 
 impl Flights {
@@ -106,11 +106,7 @@ impl Flights {
             }
             flights.push(flight);
         }
-        Joined {
-            flights,
-            joined_ids,
-            rest,
-        }
+        Joined { flights, joined_ids }
     }
 
     /// Joins the flight running `query` (filters and sort), or starts one. Answers whether it

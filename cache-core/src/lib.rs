@@ -21,6 +21,7 @@ pub mod log_limit;
 mod memory;
 mod model;
 pub mod near;
+mod operation;
 pub mod order;
 mod origin;
 mod query;

@@ -37,7 +37,7 @@ use std::{
             Ordering::{Relaxed, SeqCst},
         },
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -47,6 +47,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::{
     Cache, Cacheable, EntitySchema, IndexQuery, RecordId, Store,
+    operation::{Operation, OperationGuard},
     store::{Invalidation, InvalidationSink},
 };
 

@@ -32,7 +32,10 @@ use metrics::{Counter, Histogram};
 
 use serde::Serialize;
 
-use crate::telemetry::{self, Event};
+use crate::{
+    operation::{Operation, OriginCall, StoreStep},
+    telemetry::{self, Event},
+};
 
 /// Counts of what a cache did, per entity, since it was built.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -277,7 +280,8 @@ impl Stats {
     }
 
     /// Counts a lookup result (`hit`, `miss`, `tombstone`, `bypass`) of `n` records.
-    pub(crate) fn lookup(&self, entity: &'static str, operation: &'static str, event: Event, n: u64) {
+    pub(crate) fn lookup(&self, entity: &'static str, operation: Operation, event: Event, n: u64) {
+        let operation = operation.name();
         if n == 0 {
             return;
         }
@@ -304,7 +308,8 @@ impl Stats {
     /// Counts `n` reads the near cache answered (`hit`: also cache hits, as [`Stats::lookup`]
     /// counts them) or passed on to the store (`miss`: the store's answer is counted then).
     /// One meter lookup for both counts: this is the near cache's hit path.
-    pub(crate) fn near_lookup(&self, entity: &'static str, operation: &'static str, hit: bool, n: u64) {
+    pub(crate) fn near_lookup(&self, entity: &'static str, operation: Operation, hit: bool, n: u64) {
+        let operation = operation.name();
         if n == 0 {
             return;
         }
@@ -331,7 +336,8 @@ impl Stats {
 
     /// A `get` the near cache answered: [`Stats::near_lookup`] of one hit and
     /// [`Stats::operation_done`], in one meter lookup.
-    pub(crate) fn near_hit_done(&self, entity: &'static str, operation: &'static str, took: Duration) {
+    pub(crate) fn near_hit_done(&self, entity: &'static str, operation: Operation, took: Duration) {
+        let operation = operation.name();
         self.with_meter(entity, operation, |m| {
             m.counters.hits.fetch_add(1, Ordering::Relaxed);
             m.lookups[0]
@@ -353,7 +359,8 @@ impl Stats {
         telemetry::count(Event::Hit, 1);
     }
 
-    pub(crate) fn coalesced(&self, entity: &'static str, operation: &'static str, n: u64) {
+    pub(crate) fn coalesced(&self, entity: &'static str, operation: Operation, n: u64) {
+        let operation = operation.name();
         if n == 0 {
             return;
         }
@@ -368,7 +375,8 @@ impl Stats {
         telemetry::count(Event::Coalesced, n);
     }
 
-    pub(crate) fn origin_call(&self, entity: &'static str, operation: &'static str) {
+    pub(crate) fn origin_call(&self, entity: &'static str, call: OriginCall) {
+        let operation = call.name();
         self.with_meter(entity, operation, |m| {
             m.counters.origin_calls.fetch_add(1, Ordering::Relaxed);
             m.origin_calls
@@ -378,7 +386,8 @@ impl Stats {
         telemetry::count(Event::OriginCall, 1);
     }
 
-    pub(crate) fn origin_done(&self, entity: &'static str, operation: &'static str, took: Duration, ok: bool) {
+    pub(crate) fn origin_done(&self, entity: &'static str, call: OriginCall, took: Duration, ok: bool) {
+        let operation = call.name();
         self.with_meter(entity, operation, |m| {
             m.origin_duration
                 .get_or_init(|| {
@@ -396,7 +405,8 @@ impl Stats {
         });
     }
 
-    pub(crate) fn store_error(&self, entity: &'static str, operation: &'static str) {
+    pub(crate) fn store_error(&self, entity: &'static str, step: StoreStep) {
+        let operation = step.name();
         self.with_meter(entity, operation, |m| {
             m.counters.store_errors.fetch_add(1, Ordering::Relaxed);
             m.store_errors
@@ -421,7 +431,8 @@ impl Stats {
         });
     }
 
-    pub(crate) fn operation_done(&self, entity: &'static str, operation: &'static str, took: Duration) {
+    pub(crate) fn operation_done(&self, entity: &'static str, operation: Operation, took: Duration) {
+        let operation = operation.name();
         self.with_meter(entity, operation, |m| {
             m.operation_duration
                 .get_or_init(|| {
@@ -538,13 +549,13 @@ mod tests {
     #[test]
     fn metric_handles_follow_the_current_recorder() {
         let stats = Stats::default();
-        stats.lookup("projects", "get", Event::Hit, 1);
+        stats.lookup("projects", Operation::Get, Event::Hit, 1);
         let (first, second) = (LookupsRecorder::default(), LookupsRecorder::default());
         metrics::with_local_recorder(&first, || {
-            stats.lookup("projects", "get", Event::Hit, 2);
-            stats.lookup("projects", "get", Event::Miss, 3);
+            stats.lookup("projects", Operation::Get, Event::Hit, 2);
+            stats.lookup("projects", Operation::Get, Event::Miss, 3);
         });
-        metrics::with_local_recorder(&second, || stats.lookup("projects", "get", Event::Hit, 4));
+        metrics::with_local_recorder(&second, || stats.lookup("projects", Operation::Get, Event::Hit, 4));
         assert_eq!(first.0.load(Ordering::Relaxed), 5, "registered after the first use");
         assert_eq!(second.0.load(Ordering::Relaxed), 4);
         let projects = stats.snapshot().entity("projects");
@@ -555,8 +566,8 @@ mod tests {
     fn copies_of_an_entity_name_share_its_counters() {
         let stats = Stats::default();
         let copy: &'static str = String::from("projects").leak();
-        stats.lookup("projects", "get", Event::Hit, 1);
-        stats.lookup(copy, "get", Event::Hit, 2);
+        stats.lookup("projects", Operation::Get, Event::Hit, 1);
+        stats.lookup(copy, Operation::Get, Event::Hit, 2);
         assert_eq!(stats.snapshot().entity("projects").hits, 3);
     }
 }

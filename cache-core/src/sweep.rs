@@ -6,7 +6,12 @@ use std::{collections::HashSet, time::Instant};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::{Cache, CacheError, EntitySchema, RecordId, RemoveMode, Tombstone, change::source_now, keys};
+use crate::{
+    Cache, CacheError, EntitySchema, RecordId, RemoveMode, Tombstone,
+    change::source_now,
+    keys,
+    operation::{Operation, OriginCall},
+};
 
 /// How far a sweep has got, reported after every batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,6 +55,7 @@ impl Cache {
         batch: usize,
         mut progress: impl FnMut(SweepProgress),
     ) -> Result<SweepReport, CacheError> {
+        let _op = self.operation(entity.entity, Operation::Sweep);
         let started = Instant::now();
         let batch = batch.max(1);
         let mut at = SweepProgress {
@@ -77,7 +83,6 @@ impl Cache {
             }
         }
         let elapsed = started.elapsed();
-        self.stats_handle().operation_done(entity.entity, "sweep", elapsed);
         tracing::info!(
             entity = entity.entity,
             checked = at.checked,
@@ -99,11 +104,14 @@ impl Cache {
         ids: &[RecordId],
         at: &mut SweepProgress,
     ) -> Result<(), CacheError> {
-        self.stats_handle().origin_call(entity.entity, "exists_many");
-        let started = Instant::now();
-        let existing = self.origin().exists_many(entity, ids).await;
-        self.origin_done(entity.entity, "exists_many", started, existing.as_ref().err());
-        let existing: HashSet<RecordId> = existing?.into_iter().collect();
+        let existing = self
+            .ask_origin(
+                entity.entity,
+                OriginCall::ExistsMany,
+                self.origin().exists_many(entity, ids),
+            )
+            .await?;
+        let existing: HashSet<RecordId> = existing.into_iter().collect();
         let lost: Vec<RecordId> = ids.iter().filter(|id| !existing.contains(*id)).cloned().collect();
         at.batches += 1;
         at.checked += ids.len() as u64;

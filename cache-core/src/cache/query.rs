@@ -10,7 +10,7 @@ impl Cache {
     /// (ascending when unsorted).
     pub async fn query<T: Cacheable>(&self, query: Query<T>) -> Result<Vec<T>, CacheError> {
         let schema = T::schema();
-        let started = Instant::now();
+        let op = self.operation(schema.entity, Operation::Query);
         let query = query.into_index_query();
         validate(schema, &query)?;
         if query.filters.is_empty() {
@@ -23,11 +23,7 @@ impl Cache {
                     .map(|f| keys::index_tag(schema.entity, f.field, &f.value)),
             );
         }
-        let out = self.run_query::<T>(schema, &query).await;
-        self.inner
-            .stats
-            .operation_done(schema.entity, "query", started.elapsed());
-        out
+        self.run_query::<T>(schema, &query, &op).await
     }
 
     /// [`Cache::query`], returning views of the model.
@@ -39,17 +35,16 @@ impl Cache {
         &self,
         schema: &'static EntitySchema,
         query: &IndexQuery,
+        op: &OperationGuard<'_>,
     ) -> Result<Vec<T>, CacheError> {
         let inner = &self.inner;
         let entity = schema.entity;
         if !inner.enabled {
-            inner.stats.lookup(entity, "query", Event::Bypass, 1);
-            tracing::debug!(entity, operation = "query", "cache_bypass");
+            op.bypassed(1);
             let source = source_query(schema, query)?;
-            inner.stats.origin_call(entity, "query");
-            let started = Instant::now();
-            let records = inner.origin.query(schema, &source).await;
-            self.origin_done(entity, "query", started, records.as_ref().err());
+            let records = self
+                .ask_origin(entity, OriginCall::Query, inner.origin.query(schema, &source))
+                .await;
             return records?
                 .into_iter()
                 .map(|r| T::from_source(r).map_err(Into::into))
@@ -72,8 +67,7 @@ impl Cache {
                 match page.iter().map(|b| T::from_cached(b)).collect::<Result<Vec<T>, _>>() {
                     Ok(records) => {
                         crate::near::keep_query(self, near, query, &records, &page);
-                        inner.stats.lookup(entity, "query", Event::Hit, 1);
-                        tracing::debug!(entity, operation = "query", "cache_hit");
+                        op.looked_up(1, 0, 0);
                         return Ok(records);
                     }
                     Err(err) => {
@@ -85,12 +79,14 @@ impl Cache {
             }
             Ok(QueryLookup::Complete { token, .. } | QueryLookup::Incomplete(token)) => Some(token),
             Err(err) => {
-                self.store_failed(entity, "query", &err);
+                self.store_failed(entity, StoreStep::Read(Operation::Query), &err);
                 None
             }
         };
-        let event = if refresh { Event::Bypass } else { Event::Miss };
-        inner.stats.lookup(entity, "query", event, 1);
+        match refresh {
+            true => op.bypassed(1),
+            false => op.looked_up(0, 0, 1),
+        }
         let start = |unpaged: IndexQuery, registered: bool| {
             let what = if registered {
                 FlightOf::Query(unpaged.clone())
@@ -105,16 +101,13 @@ impl Cache {
         let unpaged = query.unpaged();
         let flight = if refresh {
             // A refresh neither joins a flight that began before it nor is joined.
-            inner.stats.origin_call(entity, "query");
             start(unpaged, false).1
         } else {
             let (flight, joined) = inner
                 .flights
                 .join_query(entity, &unpaged, || start(unpaged.clone(), true));
             if joined {
-                inner.stats.coalesced(entity, "query", 1);
-            } else {
-                inner.stats.origin_call(entity, "query");
+                op.coalesced(1);
             }
             flight
         };
@@ -143,10 +136,10 @@ impl Cache {
         let entity = schema.entity;
         let source = SourceQuery::from_index_query(schema, unpaged)
             .ok_or_else(|| Arc::new(OriginError::Unsupported(format!("a field of {unpaged:?} on {entity}"))))?;
-        let started = Instant::now();
-        let records = inner.origin.query(schema, &source).await;
-        self.origin_done(entity, "query", started, records.as_ref().err());
-        let records = records.map_err(Arc::new)?;
+        let records = self
+            .ask_origin(entity, OriginCall::Query, inner.origin.query(schema, &source))
+            .await
+            .map_err(Arc::new)?;
         let mut rows = Vec::with_capacity(records.len());
         let mut writes = Vec::with_capacity(records.len());
         let mut complete = true;
@@ -192,7 +185,7 @@ impl Cache {
                     inner.stats.stale(entity, StaleReason::FillToken, 1);
                     tracing::debug!(entity, reason = "fill_token", "cache_stale_refused");
                 }
-                Err(err) => self.store_failed(entity, "complete_query", &err),
+                Err(err) => self.store_failed(entity, StoreStep::CompleteQuery, &err),
             }
         }
         let direction = unpaged.sort.map(|s| s.order);

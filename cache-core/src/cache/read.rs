@@ -12,15 +12,15 @@ impl Cache {
     /// logged and answered from the origin.
     pub async fn get<T: Cacheable>(&self, id: &RecordId) -> Result<Option<T>, CacheError> {
         let schema = T::schema();
-        let started = Instant::now();
+        let op = self.operation(schema.entity, Operation::Get);
         telemetry::record_tags(std::iter::once_with(|| keys::record_tag(schema.entity, id)));
-        if let Some(record) = crate::near::get::<T>(self, id, started) {
+        if let Some(record) = crate::near::get::<T>(self, id) {
+            op.near_hit();
             return Ok(Some(record));
         }
         let out = self
-            .read_records::<T>(schema, std::slice::from_ref(id), Fetch::One, "get")
+            .read_records::<T>(schema, std::slice::from_ref(id), Fetch::One, &op)
             .await;
-        self.inner.stats.operation_done(schema.entity, "get", started.elapsed());
         Ok(out?.into_iter().next().flatten())
     }
 
@@ -29,13 +29,10 @@ impl Cache {
     /// not have are absent.
     pub async fn get_many<T: Cacheable>(&self, ids: &[RecordId]) -> Result<Vec<T>, CacheError> {
         let schema = T::schema();
-        let started = Instant::now();
+        let op = self.operation(schema.entity, Operation::GetMany);
         let ids = distinct(ids);
         telemetry::record_tags(ids.iter().map(|id| keys::record_tag(schema.entity, id)));
-        let out = self.read_records::<T>(schema, &ids, Fetch::Many, "get_many").await;
-        self.inner
-            .stats
-            .operation_done(schema.entity, "get_many", started.elapsed());
+        let out = self.read_records::<T>(schema, &ids, Fetch::Many, &op).await;
         Ok(out?.into_iter().flatten().collect())
     }
 
@@ -55,18 +52,15 @@ impl Cache {
         schema: &'static EntitySchema,
         ids: &[RecordId],
         fetch: Fetch,
-        operation: &'static str,
+        op: &OperationGuard<'_>,
     ) -> Result<Vec<Option<T>>, CacheError> {
         let inner = &self.inner;
-        let entity = schema.entity;
         let mut slots: Vec<Option<T>> = ids.iter().map(|_| None).collect();
         if ids.is_empty() {
             return Ok(slots);
         }
         if !inner.enabled {
-            inner.stats.lookup(entity, operation, Event::Bypass, ids.len() as u64);
-            tracing::debug!(entity, operation, "cache_bypass");
-            inner.stats.origin_call(entity, fetch.label());
+            op.bypassed(ids.len() as u64);
             let mut found = self
                 .origin_fetch(schema, ids, fetch)
                 .await
@@ -79,21 +73,17 @@ impl Cache {
             return Ok(slots);
         }
         let (misses, coalesce) = if telemetry::refresh_requested() {
-            inner.stats.lookup(entity, operation, Event::Bypass, ids.len() as u64);
-            tracing::debug!(entity, operation, "cache_bypass");
+            op.bypassed(ids.len() as u64);
             ((0..ids.len()).collect(), false)
         } else {
-            (
-                crate::near::read_records(self, schema, ids, operation, &mut slots).await,
-                true,
-            )
+            (crate::near::read_records(self, schema, ids, op, &mut slots).await, true)
         };
         if misses.is_empty() {
             return Ok(slots);
         }
         let miss_ids: Vec<RecordId> = misses.iter().map(|&i| ids[i].clone()).collect();
         let found = self
-            .fetch_records::<T>(schema, &miss_ids, fetch, coalesce, operation)
+            .fetch_records::<T>(schema, &miss_ids, fetch, coalesce.then_some(op))
             .await?;
         for i in misses {
             if let Some(record) = found.iter().find_map(|flight| flight.get(&ids[i])) {
@@ -109,16 +99,17 @@ impl Cache {
         &self,
         schema: &'static EntitySchema,
         ids: &[RecordId],
-        operation: &'static str,
+        op: &OperationGuard<'_>,
         slots: &mut [Option<T>],
         mut keep: impl FnMut(usize, &T, &Bytes),
     ) -> Vec<usize> {
         let inner = &self.inner;
         let entity = schema.entity;
+        let step = StoreStep::Read(op.operation());
         // One id (`Cache::get`) asks `Store::get` and allocates no list of lookups.
         let (one, many) = if let [id] = ids {
             let lookup = inner.store.get(schema, id).await.unwrap_or_else(|err| {
-                self.store_failed(entity, operation, &err);
+                self.store_failed(entity, step, &err);
                 Lookup::Miss
             });
             (Some(lookup), Vec::new())
@@ -127,11 +118,11 @@ impl Cache {
                 Ok(lookups) if lookups.len() == ids.len() => lookups,
                 Ok(lookups) => {
                     let err = StoreError::Backend(format!("answered {} lookups for {} ids", lookups.len(), ids.len()));
-                    self.store_failed(entity, operation, &err);
+                    self.store_failed(entity, step, &err);
                     vec![Lookup::Miss; ids.len()]
                 }
                 Err(err) => {
-                    self.store_failed(entity, operation, &err);
+                    self.store_failed(entity, step, &err);
                     vec![Lookup::Miss; ids.len()]
                 }
             };
@@ -156,25 +147,19 @@ impl Cache {
                 Lookup::Miss => misses.push(i),
             }
         }
-        inner.stats.lookup(entity, operation, Event::Hit, hits);
-        inner.stats.lookup(entity, operation, Event::TombstoneHit, tombstones);
-        inner.stats.lookup(entity, operation, Event::Miss, misses.len() as u64);
-        if hits + tombstones > 0 {
-            tracing::debug!(entity, operation, hits, tombstones, "cache_hit");
-        }
+        op.looked_up(hits, tombstones, misses.len() as u64);
         misses
     }
 
     /// Fetches `ids` from the origin, joining the flights already fetching some of them
-    /// (`coalesce`) and starting one flight for the rest; the flight stores what it finds.
-    /// Answers what each of those flights found.
+    /// (when `coalesce`, counted as the operation's) and starting one flight for the rest; the
+    /// flight stores what it finds. Answers what each of those flights found.
     pub(super) async fn fetch_records<T: Cacheable>(
         &self,
         schema: &'static EntitySchema,
         ids: &[RecordId],
         fetch: Fetch,
-        coalesce: bool,
-        operation: &'static str,
+        coalesce: Option<&OperationGuard<'_>>,
     ) -> Result<Vec<Arc<HashMap<RecordId, Found>>>, CacheError> {
         let entity = schema.entity;
         let start = |ids: Vec<RecordId>, registered: bool| {
@@ -188,18 +173,14 @@ impl Cache {
                 cache.fill_records::<T>(schema, &ids, fetch).await
             })
         };
-        let flights = if coalesce {
+        let flights = if let Some(op) = coalesce {
             let joined = self
                 .inner
                 .flights
                 .join_records(entity, ids, |rest| start(rest.to_vec(), true));
-            self.inner.stats.coalesced(entity, operation, joined.joined_ids);
-            if !joined.rest.is_empty() {
-                self.inner.stats.origin_call(entity, fetch.label());
-            }
+            op.coalesced(joined.joined_ids);
             joined.flights
         } else {
-            self.inner.stats.origin_call(entity, fetch.label());
             vec![start(ids.to_vec(), false).1]
         };
         futures::future::join_all(flights)
@@ -245,7 +226,7 @@ impl Cache {
         let lease = match inner.store.lease(schema, ids, inner.lease_ttl).await {
             Ok(lease) => Some(lease),
             Err(err) => {
-                self.store_failed(schema.entity, "lease", &err);
+                self.store_failed(schema.entity, StoreStep::Lease, &err);
                 None
             }
         };
@@ -277,17 +258,19 @@ impl Cache {
         ids: &[RecordId],
         fetch: Fetch,
     ) -> Result<HashMap<RecordId, SourceRecord>, Arc<OriginError>> {
-        let started = Instant::now();
+        let origin = &self.inner.origin;
         let fetched = match (fetch, ids) {
-            (Fetch::One, [id]) => self
-                .inner
-                .origin
-                .fetch(schema, id)
+            (Fetch::One, [id]) => {
+                self.ask_origin(schema.entity, OriginCall::Fetch, async {
+                    Ok(origin.fetch(schema, id).await?.into_iter().collect())
+                })
                 .await
-                .map(|r| r.into_iter().collect()),
-            _ => self.inner.origin.fetch_many(schema, ids).await,
+            }
+            _ => {
+                self.ask_origin(schema.entity, OriginCall::FetchMany, origin.fetch_many(schema, ids))
+                    .await
+            }
         };
-        self.origin_done(schema.entity, fetch.label(), started, fetched.as_ref().err());
         let asked: HashSet<&RecordId> = ids.iter().collect();
         Ok(fetched
             .map_err(Arc::new)?
@@ -352,7 +335,7 @@ impl Cache {
                     }
                     tracing::debug!(entity, stored, "cache_miss_stored");
                 }
-                Err(err) => self.store_failed(entity, "put", &err),
+                Err(err) => self.store_failed(entity, StoreStep::Put, &err),
             }
         }
         let missing: Vec<RecordId> = ids.iter().filter(|id| !found.contains_key(*id)).cloned().collect();
@@ -374,7 +357,7 @@ impl Cache {
                         }
                     }
                 }
-                Err(err) => self.store_failed(entity, "remove", &err),
+                Err(err) => self.store_failed(entity, StoreStep::Remove, &err),
             }
         }
         self.purge(schema, tags).await;
@@ -399,15 +382,6 @@ pub(super) enum Fetch {
     One,
     /// `Origin::fetch_many`.
     Many,
-}
-
-impl Fetch {
-    pub(super) fn label(self) -> &'static str {
-        match self {
-            Self::One => "fetch",
-            Self::Many => "fetch_many",
-        }
-    }
 }
 
 /// `ids` without repeats, each at its first position; borrowed when there are none (the usual

@@ -10,13 +10,9 @@ impl Cache {
     /// source deleted since as [`UpsertOutcome::Deleted`], not errors. Purges every value
     /// tagged with the record, the index values it left or entered, and its entity.
     pub async fn upsert<T: Cacheable>(&self, record: &T) -> Result<UpsertOutcome, CacheError> {
-        let schema = T::schema();
-        let started = Instant::now();
+        let _op = self.operation(T::schema().entity, Operation::Upsert);
         let write = self.record_write(record)?;
         let outcome = self.apply_upsert::<T>(write).await;
-        self.inner
-            .stats
-            .operation_done(schema.entity, "upsert", started.elapsed());
         Ok(match outcome {
             ChangeOutcome::Applied => UpsertOutcome::Stored,
             ChangeOutcome::Refused(Refusal::Deleted) => UpsertOutcome::Deleted,
@@ -32,11 +28,8 @@ impl Cache {
     /// A store failure is logged (`cache_store_error`) and counted, not returned: the record
     /// then lives until its TTL runs out.
     pub async fn invalidate<T: Cacheable>(&self, id: &RecordId) -> Result<(), CacheError> {
-        let started = Instant::now();
+        let _op = self.operation(T::schema().entity, Operation::Invalidate);
         self.apply_removal(EntityHandle::of::<T>(), id, false).await;
-        self.inner
-            .stats
-            .operation_done(T::schema().entity, "invalidate", started.elapsed());
         Ok(())
     }
 
@@ -47,12 +40,10 @@ impl Cache {
     pub async fn delete<T: Cacheable>(&self, id: &RecordId) -> Result<bool, CacheError> {
         let schema = T::schema();
         let entity = schema.entity;
-        let started = Instant::now();
-        self.inner.stats.origin_call(entity, "delete");
-        let origin_started = Instant::now();
-        let deletion = self.inner.origin.delete(schema, id).await;
-        self.origin_done(entity, "delete", origin_started, deletion.as_ref().err());
-        let deletion = deletion?;
+        let op = self.operation(entity, Operation::Delete);
+        let deletion = self
+            .ask_origin(entity, OriginCall::Delete, self.inner.origin.delete(schema, id))
+            .await?;
         let existed = deletion.is_some();
         let deletion = deletion.unwrap_or_default();
         let version = match (deletion.version, deletion.record) {
@@ -62,7 +53,7 @@ impl Cache {
         };
         let at = deletion.at.unwrap_or_else(std::time::SystemTime::now);
         self.apply_delete::<T>(id, version, at).await;
-        self.inner.stats.operation_done(entity, "delete", started.elapsed());
+        drop(op);
         Ok(existed)
     }
 
@@ -72,7 +63,7 @@ impl Cache {
     pub(crate) async fn refill<T: Cacheable>(&self, id: &RecordId) -> Result<bool, CacheError> {
         let schema = T::schema();
         let found = self
-            .fetch_records::<T>(schema, std::slice::from_ref(id), Fetch::One, false, "get")
+            .fetch_records::<T>(schema, std::slice::from_ref(id), Fetch::One, None)
             .await?;
         Ok(found.iter().any(|flight| flight.contains_key(id)))
     }

@@ -4,11 +4,11 @@
 
 use super::*;
 
-/// `Cache::get`'s hit path: the record when the near cache answers (counted, with the
-/// operation's duration from `started`), without the general read path's allocations. On
+/// `Cache::get`'s hit path: the record when the near cache answers (the caller counts the
+/// hit), without the general read path's allocations. On
 /// `None` the read goes the general way, which asks the near cache again: a second probe
 /// costs nothing next to the store's round trip that follows.
-pub(crate) fn get<T: Cacheable>(cache: &Cache, id: &RecordId, started: Instant) -> Option<T> {
+pub(crate) fn get<T: Cacheable>(cache: &Cache, id: &RecordId) -> Option<T> {
     let near = cache.near_cache()?;
     if crate::telemetry::refresh_requested() {
         // A refresh bypasses the cache: the general path counts it.
@@ -17,10 +17,7 @@ pub(crate) fn get<T: Cacheable>(cache: &Cache, id: &RecordId, started: Instant) 
     let Near::Hit(record) = near.record::<T>(id) else {
         return None;
     };
-    let entity = T::schema().entity;
     near.shared.counters.hits.fetch_add(1, Relaxed);
-    cache.stats_handle().near_hit_done(entity, "get", started.elapsed());
-    tracing::debug!(entity, operation = "get", hits = 1, "cache_near_hit");
     Some(record)
 }
 
@@ -30,11 +27,12 @@ pub(crate) async fn read_records<T: Cacheable>(
     cache: &Cache,
     schema: &'static EntitySchema,
     ids: &[RecordId],
-    operation: &'static str,
+    op: &OperationGuard<'_>,
     slots: &mut [Option<T>],
 ) -> Vec<usize> {
+    let operation = op.operation();
     let Some(near) = cache.near_cache() else {
-        return cache.read_store(schema, ids, operation, slots, |_, _, _| {}).await;
+        return cache.read_store(schema, ids, op, slots, |_, _, _| {}).await;
     };
     let entity = schema.entity;
     // One id (`Cache::get`) allocates nothing on a hit.
@@ -48,12 +46,12 @@ pub(crate) async fn read_records<T: Cacheable>(
             Near::Miss(stamp) => {
                 counted(near, cache, entity, operation, 0, 1);
                 cache
-                    .read_store(schema, ids, operation, slots, |_, record, body| {
+                    .read_store(schema, ids, op, slots, |_, record, body| {
                         near.keep_record(stamp, id, record, body);
                     })
                     .await
             }
-            Near::Off => cache.read_store(schema, ids, operation, slots, |_, _, _| {}).await,
+            Near::Off => cache.read_store(schema, ids, op, slots, |_, _, _| {}).await,
         };
     }
     let mut rest = Vec::new();
@@ -82,13 +80,11 @@ pub(crate) async fn read_records<T: Cacheable>(
         }
     };
     if rest.len() == ids.len() {
-        return cache.read_store(schema, ids, operation, slots, keep).await;
+        return cache.read_store(schema, ids, op, slots, keep).await;
     }
     let rest_ids: Vec<RecordId> = rest.iter().map(|&i| ids[i].clone()).collect();
     let mut rest_slots: Vec<Option<T>> = rest.iter().map(|_| None).collect();
-    let store_misses = cache
-        .read_store(schema, &rest_ids, operation, &mut rest_slots, keep)
-        .await;
+    let store_misses = cache.read_store(schema, &rest_ids, op, &mut rest_slots, keep).await;
     for (&i, slot) in rest.iter().zip(rest_slots) {
         slots[i] = slot;
     }
@@ -104,11 +100,11 @@ pub(crate) fn query<T: Cacheable>(cache: &Cache, query: &IndexQuery) -> Result<V
     let entity = T::schema().entity;
     match near.query::<T>(query) {
         Near::Hit(records) => {
-            counted(near, cache, entity, "query", 1, 0);
+            counted(near, cache, entity, Operation::Query, 1, 0);
             Ok(records)
         }
         Near::Miss(stamp) => {
-            counted(near, cache, entity, "query", 0, 1);
+            counted(near, cache, entity, Operation::Query, 0, 1);
             Err(Some(stamp))
         }
         Near::Off => Err(None),
@@ -129,13 +125,13 @@ pub(crate) fn keep_query<T: Cacheable>(
 }
 
 /// Counts near hits (which are cache hits) and misses (which the store then counts).
-fn counted(near: &NearCache, cache: &Cache, entity: &'static str, operation: &'static str, hits: usize, misses: usize) {
+fn counted(near: &NearCache, cache: &Cache, entity: &'static str, operation: Operation, hits: usize, misses: usize) {
     let stats = cache.stats_handle();
     let c = &near.shared.counters;
     if hits > 0 {
         c.hits.fetch_add(hits as u64, Relaxed);
         stats.near_lookup(entity, operation, true, hits as u64);
-        tracing::debug!(entity, operation, hits, "cache_near_hit");
+        tracing::debug!(entity, operation = operation.name(), hits, "cache_near_hit");
     }
     if misses > 0 {
         c.misses.fetch_add(misses as u64, Relaxed);
