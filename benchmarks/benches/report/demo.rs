@@ -1,16 +1,36 @@
 //! The demo over HTTP (8): `GET /projects/{id}` with the cache hitting, beside the same with
-//! the cache disabled (SQLite alone), under the in-repo load generator.
+//! the cache disabled (SQLite alone) and beside a bare axum handler returning the same bytes,
+//! under the in-repo load generator.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use bytes::Bytes;
 use cache_core::{Cacheable, RecordId};
+use futures::StreamExt as _;
 use model_cache_bench::{
     http::{self, LoadPlan, LoadResult},
     report::{Line, Verdict, fmt_duration, fmt_rate, fmt_ratio, thousands},
     sample::Summary,
 };
 
-use super::Bench;
+use super::{Bench, signed};
+
+/// Where the bare handler's Redis route reads a project's response bytes.
+const BARE_KEY_PREFIX: &str = "bench:http:";
+/// Line 8a's target against the bare handler: at least this share of its rate.
+const BARE_SHARE: f64 = 0.8;
 
 /// The demo, served on its own runtime and thread: once with the cache, once with
 /// `CACHE_ENABLED=false`, both over the same SQLite database with no added latency.
@@ -136,6 +156,128 @@ impl Drop for Demo {
     }
 }
 
+/// A bare axum server, on a runtime and thread of its own as the demo is: `GET
+/// /projects/{id}` answers the bytes the demo answered for that project, from memory (line
+/// 8c); `GET /redis/projects/{id}` answers them after one raw Redis `GET` (8a's notes).
+struct Bare {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Clone)]
+struct BareState {
+    bodies: Arc<HashMap<String, Bytes>>,
+    content_type: HeaderValue,
+    redis: redis::aio::MultiplexedConnection,
+}
+
+impl Bare {
+    fn start(bodies: HashMap<String, Bytes>, content_type: HeaderValue, redis_url: String) -> Self {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("the bare server's runtime");
+            runtime.block_on(async move {
+                let redis = redis::Client::open(redis_url)
+                    .expect("a Redis client")
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("a Redis connection");
+                let state = BareState {
+                    bodies: Arc::new(bodies),
+                    content_type,
+                    redis,
+                };
+                let app = Router::new()
+                    .route("/projects/{id}", get(bare_from_memory))
+                    .route("/redis/projects/{id}", get(bare_from_redis))
+                    .with_state(state);
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let _ = ready_tx.send(listener.local_addr().expect("address"));
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await
+                    .expect("serving");
+            });
+        });
+        let addr = ready_rx.recv().expect("the bare server started");
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn bare_answer(state: &BareState, body: Option<Bytes>) -> Response {
+    match body {
+        Some(body) => ([(CONTENT_TYPE, state.content_type.clone())], body).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn bare_from_memory(State(state): State<BareState>, Path(id): Path<String>) -> Response {
+    let body = state.bodies.get(&id).cloned();
+    bare_answer(&state, body)
+}
+
+async fn bare_from_redis(State(mut state): State<BareState>, Path(id): Path<String>) -> Response {
+    let body: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(format!("{BARE_KEY_PREFIX}{id}"))
+        .query_async(&mut state.redis)
+        .await
+        .unwrap_or(None);
+    bare_answer(&state, body.map(Bytes::from))
+}
+
+/// The body the demo answers for each of its projects, through its cached app.
+async fn demo_bodies(client: &reqwest::Client, demo: &Demo, concurrency: usize) -> HashMap<String, Bytes> {
+    futures::stream::iter(demo.ids.iter().map(|id| async move {
+        let response = client
+            .get(format!("http://{}/projects/{id}", demo.on))
+            .send()
+            .await
+            .expect("a project's response");
+        assert!(response.status().is_success(), "project {id}: {}", response.status());
+        let body = response.bytes().await.expect("a project's body");
+        (id.as_str().to_owned(), body)
+    }))
+    .buffer_unordered(concurrency)
+    .collect()
+    .await
+}
+
+/// `` `mget`, `evalsha` `` (or `none`).
+fn commands(names: &[String]) -> String {
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    names.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// The time one request takes of the machine, at a rate: its inverse.
+fn per_request(r: &LoadResult) -> Duration {
+    Duration::from_secs_f64(1.0 / r.rps().max(f64::MIN_POSITIVE))
+}
+
 /// The URLs one HTTP variant requests, and the headers it sends.
 type Variant<'a> = (&'a [String], &'a [(&'a str, &'a str)]);
 
@@ -145,7 +287,6 @@ pub(super) async fn http_lines(b: &mut Bench) {
     let client = http::client(concurrency).expect("an HTTP client");
     let (urls_on, urls_off) = (demo.urls(demo.on), demo.urls(demo.off));
     let no_store: &[(&str, &str)] = &[("cache-control", "no-store")];
-    let variants: [Variant<'_>; 3] = [(&urls_on, &[]), (&urls_on, no_store), (&urls_off, no_store)];
 
     // Fill the caches: every project once through the cached app.
     let fill = http::run(
@@ -167,7 +308,58 @@ pub(super) async fn http_lines(b: &mut Bench) {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("none")
         .to_owned();
+    let content_type = probe
+        .headers()
+        .get(CONTENT_TYPE)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("application/json"));
     let body_len = probe.bytes().await.map_or(0, |b| b.len());
+
+    // What one response cache hit, and one record cache hit, send to Redis.
+    let hit = |headers: &'static [(&'static str, &'static str)]| {
+        let mut request = client.get(&urls_on[1]);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move {
+            let response = request.send().await.expect("a request");
+            assert!(response.status().is_success(), "{}", response.status());
+            response.bytes().await.expect("a body")
+        }
+    };
+    let (_, response_hit_commands) = b.server.count_commands(hit(&[])).await;
+    let (_, record_hit_commands) = b.server.count_commands(hit(&[("cache-control", "no-store")])).await;
+    // The bare handler answers the same bytes: from memory, or from Redis after one `GET`.
+    let bodies = demo_bodies(&client, &demo, concurrency).await;
+    for chunk in bodies.iter().collect::<Vec<_>>().chunks(500) {
+        let mut pipe = redis::pipe();
+        for (id, body) in chunk {
+            pipe.cmd("SET")
+                .arg(format!("{BARE_KEY_PREFIX}{id}"))
+                .arg(&body[..])
+                .ignore();
+        }
+        let () = pipe
+            .query_async(&mut b.conn.clone())
+            .await
+            .expect("SET the bare handler's bodies");
+    }
+    let bare = Bare::start(bodies, content_type, b.server.url());
+    let urls_bare = demo.urls(bare.addr);
+    let urls_bare_redis: Vec<String> = urls_bare
+        .iter()
+        .map(|u| u.replacen("/projects/", "/redis/projects/", 1))
+        .collect();
+    // The demo's index: its router and telemetry layer, no cache.
+    let urls_index = vec![format!("http://{}/", demo.on)];
+    let variants: [Variant<'_>; 6] = [
+        (&urls_on, &[]),
+        (&urls_on, no_store),
+        (&urls_off, no_store),
+        (&urls_bare, &[]),
+        (&urls_bare_redis, &[]),
+        (&urls_index, &[]),
+    ];
     let warm = LoadPlan {
         concurrency,
         requests: b.n(1_000, 200),
@@ -185,7 +377,7 @@ pub(super) async fn http_lines(b: &mut Bench) {
         max_duration: Duration::from_secs(15),
     };
     let rounds = 4;
-    let mut results = [LoadResult::default(), LoadResult::default(), LoadResult::default()];
+    let mut results = vec![LoadResult::default(); variants.len()];
     for round in 0..rounds {
         for k in 0..variants.len() {
             let v = (round + k) % variants.len();
@@ -197,6 +389,7 @@ pub(super) async fn http_lines(b: &mut Bench) {
     let off_calls = thousands(demo.origin_off.calls().total() - off_before);
     let seeded = demo.seeded;
     drop(client);
+    drop(bare);
     drop(demo);
 
     let summaries: Vec<Summary> = results.iter().map(|r| r.latencies.summary()).collect();
@@ -222,23 +415,59 @@ pub(super) async fn http_lines(b: &mut Bench) {
         fmt_duration(seeded),
         thousands(urls_on.len() as u64)
     );
+    let (on, record, off) = (&results[0], &results[1], &results[2]);
+    let (bare, bare_redis, index) = (&results[3], &results[4], &results[5]);
+    let r = on.rps() / bare.rps();
     b.lines.push(Line {
         number: "8a".to_owned(),
         name: "HTTP `GET /projects/{id}`: the demo as shipped, cache hitting (response cache)".to_owned(),
-        ours: fig(&results[0], &summaries[0]),
-        baseline: baseline.clone(),
-        ratio: fmt_ratio(results[0].rps() / results[2].rps()),
-        target: "— (none set)".to_owned(),
-        verdict: Verdict::Info,
+        ours: fig(on, &summaries[0]),
+        baseline: format!(
+            "a bare axum handler returning the same bytes (8c): {}",
+            fig(bare, &summaries[3])
+        ),
+        ratio: fmt_ratio(r),
+        target: format!("≥ {BARE_SHARE:.2}x the bare handler, and ≥ line 8b's rate"),
+        verdict: Verdict::from_check(r >= BARE_SHARE && on.rps() >= record.rps()),
         notes: vec![
             common.clone(),
             format!(
                 "Cache hitting: the response cache layer answers the whole response from Redis (`X-Cache: {x_cache}`); \
-                 {on_calls} origin calls while measuring both cached variants, {off_calls} for the uncached one."
+                 {on_calls} origin calls while measuring both cached variants, {off_calls} for the uncached one. \
+                 Commands per request: {} for a response cache hit, {} for a record cache hit (8b).",
+                commands(&response_hit_commands),
+                commands(&record_hit_commands)
             ),
-            "The ratio is of requests per second (higher is better); p99 ratio (lower is better): ".to_owned()
-                + &fmt_ratio(summaries[0].p99_ratio(&summaries[2]))
-                + ".",
+            format!(
+                "The ratio is of requests per second (higher is better); p99 ratio to the bare handler (lower is \
+                 better): {}. Against line 8b (the record cache answering, measured alongside): {} its rate. \
+                 Against SQLite alone (`CACHE_ENABLED=false`, `Cache-Control: no-store`): {} its rate, which is {}.",
+                fmt_ratio(summaries[0].p99_ratio(&summaries[3])),
+                fmt_ratio(on.rps() / record.rps()),
+                fmt_ratio(on.rps() / off.rps()),
+                fig(off, &summaries[2])
+            ),
+            format!(
+                "Where the time goes, per request (the inverse of the rate: the machine's time for one answer, \
+                 the load generator's included): the bare handler {}; the same handler reading the same bytes \
+                 with one raw Redis `GET` (a multiplexed redis-rs connection) {} ({}: the round trip a response \
+                 cache in Redis cannot avoid; {}); the demo's `GET /` (its router and `CacheTelemetryLayer`, no \
+                 cache, a small fixed JSON) {} ({} over the bare handler; {}); the demo answering from its \
+                 response cache {} ({} over its `GET /`: the response cache layer — its key, its Redis round \
+                 trip, its checks — against {} for a bare round trip). The record cache path (8b: `Cache::get_as`, \
+                 a decode and the JSON encoding, response cache skipped) takes {}.",
+                fmt_duration(per_request(bare)),
+                fmt_duration(per_request(bare_redis)),
+                signed(per_request(bare_redis), per_request(bare)),
+                fig(bare_redis, &summaries[4]),
+                fmt_duration(per_request(index)),
+                signed(per_request(index), per_request(bare)),
+                fig(index, &summaries[5]),
+                fmt_duration(per_request(on)),
+                signed(per_request(on), per_request(index)),
+                signed(per_request(bare_redis), per_request(bare)),
+                fmt_duration(per_request(record))
+            ),
             "`CACHE_ENABLED=false` disables the record cache but not the demo's response cache layer, which \
              still stores and serves whole responses: the uncached variant sends `Cache-Control: no-store` so \
              that every request reaches SQLite."
@@ -248,17 +477,38 @@ pub(super) async fn http_lines(b: &mut Bench) {
     b.lines.push(Line {
         number: "8b".to_owned(),
         name: "HTTP `GET /projects/{id}`: record cache hitting, response cache skipped".to_owned(),
-        ours: fig(&results[1], &summaries[1]),
+        ours: fig(record, &summaries[1]),
         baseline,
-        ratio: fmt_ratio(results[1].rps() / results[2].rps()),
+        ratio: fmt_ratio(record.rps() / off.rps()),
         target: "— (none set)".to_owned(),
         verdict: Verdict::Info,
         notes: vec![
-            common,
+            common.clone(),
             "The cached app with `Cache-Control: no-store` on the request: the handler's `Cache::get_as` hits \
              Redis (one `mget`) and decodes the record."
                 .to_owned(),
             "p99 ratio (lower is better): ".to_owned() + &fmt_ratio(summaries[1].p99_ratio(&summaries[2])) + ".",
+        ],
+    });
+    b.lines.push(Line {
+        number: "8c".to_owned(),
+        name: "HTTP `GET /projects/{id}`: a bare axum handler returning the same bytes (8a's baseline)".to_owned(),
+        ours: "— (a baseline: no model-cache)".to_owned(),
+        baseline: format!("bare axum handler: {}", fig(bare, &summaries[3])),
+        ratio: "—".to_owned(),
+        target: "— (8a's baseline)".to_owned(),
+        verdict: Verdict::Info,
+        notes: vec![
+            common,
+            "An axum `Router` with one route answering, for each project, the bytes the demo answered for it \
+             (with its `Content-Type`) from a `HashMap` in memory: no middleware, no metrics, no cache. Served by \
+             `axum::serve` on a loopback socket from a 2-thread runtime of its own, as the demo is, in the same \
+             process and run, under the same load generator and plan as 8a and 8b, alternating with them."
+                .to_owned(),
+            format!(
+                "The same handler reading the bytes from the spawned Redis server (one `GET` a request): {}.",
+                fig(bare_redis, &summaries[4])
+            ),
         ],
     });
 }

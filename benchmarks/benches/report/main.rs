@@ -2,8 +2,9 @@
 //!
 //! Spawns one `redis-server` on loopback and measures, against it, model-cache beside the
 //! physical limit (raw redis-rs commands on the store's own connection, `redis-benchmark`) and
-//! beside peers (`cached`'s Redis store, a bare `moka` cache), then the demo's HTTP API with
-//! and without the cache. Each comparison runs its variants in alternate batches after a
+//! beside peers (`cached`'s Redis store, a bare `moka` cache), the near cache beside a bare
+//! `moka` cache and a bare RESP3 push, then the demo's HTTP API with and without the cache and
+//! beside a bare axum handler. Each comparison runs its variants in alternate batches after a
 //! warm-up, so every ratio holds on a noisy machine. Writes `docs/benchmarks.md` and the
 //! figures block of `docs/src/benchmarks.md`.
 //!
@@ -13,12 +14,14 @@
 //! simulator, in-process on a loopback socket. Nothing reaches beyond loopback.
 //!
 //! For a quick look, `MODEL_CACHE_BENCH_SCALE=0.1` takes a tenth of the samples and
-//! `MODEL_CACHE_BENCH_ONLY=1,3,5a` runs only those lines (`9` all the SQL lines, `10` all the
-//! Airtable ones; the warm-up always runs); such a partial run prints the report instead of
-//! writing it: only a full run writes the docs.
+//! `MODEL_CACHE_BENCH_ONLY=1,3,5a` runs only those lines (`7` both memory lines, `8` all the
+//! HTTP ones, `9` all the SQL lines, `10` all the Airtable ones, `11` all the near cache ones;
+//! the warm-up always runs); such a partial run prints the report instead of writing it: only
+//! a full run writes the docs.
 
 mod airtable;
 mod demo;
+mod near;
 mod peers;
 mod reads;
 mod sql;
@@ -37,7 +40,7 @@ use model_cache_bench::{
     model::{self, Project, TARGET_JSON_BYTES},
     origin::CountingOrigin,
     report::{Line, Report, fmt_duration, line_order, replace_between, thousands},
-    sample::{Summary, ratio},
+    sample::{Summary, ratio, time_cpu},
 };
 
 /// The one documented command.
@@ -121,7 +124,7 @@ struct Bench {
     tombs: Vec<String>,
     /// The cached form of each record.
     bodies: Vec<Vec<u8>>,
-    /// Decoding one cached record on its own.
+    /// Decoding one cached record on its own ([`Bench::decode_time`]).
     decode_one: Option<Summary>,
     lines: Vec<Line>,
 }
@@ -136,6 +139,20 @@ impl Bench {
         )]
         let scaled = (full as f64 * self.scale).round() as usize;
         scaled.max(min)
+    }
+
+    /// Decoding one cached record on its own, hot: measured by the first line that asks, so
+    /// that each line that quotes it has it in a partial run too.
+    fn decode_time(&mut self) -> Summary {
+        if let Some(decode) = self.decode_one {
+            return decode;
+        }
+        let decode = time_cpu(self.n(20_000, 2_000), 16, |i| {
+            let body = &self.bodies[i % self.bodies.len()];
+            std::hint::black_box(Project::from_cached(body).expect("decode"));
+        });
+        self.decode_one = Some(decode);
+        decode
     }
 
     /// The `i`-th id of a fixed permutation of the ids, so that consecutive operations read
@@ -291,6 +308,9 @@ async fn run(scale: f64, only: Option<&[String]>) -> Report {
     if wanted(only, "10") {
         step("10 Airtable", airtable::airtable_lines(&mut b)).await;
     }
+    if wanted(only, "11") {
+        step("11 near cache", near::near_lines(&mut b)).await;
+    }
     // Last: the demo's router installs the Prometheus recorder for the whole process, which
     // would make every later in-process line pay for metrics.
     if wanted(only, "8") {
@@ -354,8 +374,8 @@ fn method(b: &Bench) -> Vec<String> {
         "Throughput and HTTP lines alternate whole runs instead of batches and add up (or take the median of) \
          the rounds."
             .to_owned(),
-        "No metrics recorder is installed for lines 1 to 7, 9 and 10 (the library's default); line 8 runs the \
-         demo as shipped, with its Prometheus recorder."
+        "No metrics recorder is installed for lines 1 to 7 and 9 to 11 (the library's default); line 8 runs \
+         the demo as shipped, with its Prometheus recorder."
             .to_owned(),
         format!(
             "SQL lines (9): the same {} `Project`s in a `Projects` table of native column types, indexed on \
@@ -371,6 +391,11 @@ fn method(b: &Bench) -> Vec<String> {
          formulas, 5 requests a second per base with 429, webhooks with signed notifications) on a loopback \
          port in the same process, the client at its defaults; requests are the simulator's own count. The \
          cache is on the spawned Redis server (a namespace of its own)."
+            .to_owned(),
+        "Near cache lines (11): `CacheBuilder::near_cache(64 MiB)` over `RedisStore`s on the spawned server, \
+         kept consistent by `CLIENT TRACKING` (broadcast mode, cache-redis's RESP3 tracking connection per \
+         store); every measured read is a near hit. The eviction line's two instances are two `Cache`s over \
+         two `RedisStore`s in a namespace of their own, as two processes would be, on the one runtime."
             .to_owned(),
     ]
 }

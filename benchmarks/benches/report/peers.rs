@@ -66,7 +66,7 @@ pub(super) async fn cached_line(b: &mut Bench) {
     .await;
     let (ours, theirs) = (s[0].summary(), s[1].summary());
     let r = ours.p50_ratio(&theirs);
-    let decode = b.decode_one.unwrap_or(rmp_decode);
+    let decode = b.decode_time();
     b.lines.push(Line {
         number: "5a".to_owned(),
         name: "Peer: `Cache::get` hit (Redis) vs `cached`'s `AsyncRedisCache` get".to_owned(),
@@ -142,8 +142,8 @@ pub(super) async fn moka_line(b: &mut Bench) {
     assert_eq!(b.origin.calls().total(), calls_before, "every measured get was a hit");
     let (ours, theirs, store) = (s[0].summary(), s[1].summary(), s[2].summary());
     let r = ours.p50_ratio(&theirs);
-    let target = 2.0;
-    let decode = b.decode_one.unwrap_or(store);
+    let target = 1.5;
+    let decode = b.decode_time();
     b.lines.push(Line {
         number: "5b".to_owned(),
         name: "Peer: `Cache::get` hit (`MemoryStore`) vs a bare `moka` get".to_owned(),
