@@ -46,8 +46,10 @@ use serde::Serialize;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::{
-    Cache, Cacheable, EntitySchema, IndexQuery, RecordId, Store,
-    store::{Invalidation, InvalidationSink},
+    Cache, Cacheable, RecordId,
+    query::IndexQuery,
+    schema::EntitySchema,
+    store::{Invalidation, InvalidationSink, Store},
 };
 
 mod reads;

@@ -6,7 +6,13 @@ use std::{collections::HashSet, time::Instant};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::{Cache, CacheError, EntitySchema, RecordId, RemoveMode, Tombstone, change::source_now, keys};
+use crate::{
+    Cache, CacheError, RecordId,
+    change::source_now,
+    keys,
+    schema::EntitySchema,
+    store::{RemoveMode, Tombstone},
+};
 
 /// How far a sweep has got, reported after every batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -13,7 +13,7 @@ impl Cache {
     pub async fn get<T: Cacheable>(&self, id: &RecordId) -> Result<Option<T>, CacheError> {
         let schema = T::schema();
         let started = Instant::now();
-        telemetry::record_tags(std::iter::once_with(|| keys::record_tag(schema.entity, id)));
+        dependencies::record_tags(std::iter::once_with(|| keys::record_tag(schema.entity, id)));
         if let Some(record) = crate::near::get::<T>(self, id, started) {
             return Ok(Some(record));
         }
@@ -31,7 +31,7 @@ impl Cache {
         let schema = T::schema();
         let started = Instant::now();
         let ids = distinct(ids);
-        telemetry::record_tags(ids.iter().map(|id| keys::record_tag(schema.entity, id)));
+        dependencies::record_tags(ids.iter().map(|id| keys::record_tag(schema.entity, id)));
         let out = self.read_records::<T>(schema, &ids, Fetch::Many, "get_many").await;
         self.inner
             .stats
@@ -78,7 +78,7 @@ impl Cache {
             }
             return Ok(slots);
         }
-        let (misses, coalesce) = if telemetry::refresh_requested() {
+        let (misses, coalesce) = if dependencies::refresh_requested() {
             inner.stats.lookup(entity, operation, Event::Bypass, ids.len() as u64);
             tracing::debug!(entity, operation, "cache_bypass");
             ((0..ids.len()).collect(), false)
@@ -209,7 +209,7 @@ impl Cache {
             .collect()
     }
 
-    /// Runs `work` as a flight: its own task, recording into the caller's telemetry scopes,
+    /// Runs `work` as a flight: its own task, recording into the caller's dependency scopes,
     /// that unregisters `what` from the flights when it ends (even by a panic).
     pub(super) fn start_flight<O: Clone + Send + Sync + 'static>(
         &self,
@@ -224,11 +224,11 @@ impl Cache {
             fid,
             what,
         };
-        let scopes = telemetry::current();
+        let scopes = dependencies::current();
         let work = async move {
             let _guard = guard;
             // The flight records (store errors, refusals) into the scope of who started it.
-            telemetry::within(scopes, work).await
+            dependencies::within(scopes, work).await
         };
         (fid, spawn_shared(work.instrument(tracing::Span::current())))
     }
@@ -323,7 +323,7 @@ impl Cache {
     pub(super) async fn store_fill(
         &self,
         schema: &'static EntitySchema,
-        lease: crate::Lease,
+        lease: crate::store::Lease,
         ids: &[RecordId],
         found: &HashMap<RecordId, Found>,
         writes: &[RecordWrite],
@@ -389,7 +389,7 @@ pub(super) enum OriginRecord {
     /// with these index entries.
     Unstorable(SourceRecord, IndexEntries),
     /// The model cannot read it.
-    Unreadable(crate::ModelError),
+    Unreadable(crate::schema::ModelError),
 }
 
 /// How a record flight asks the origin.

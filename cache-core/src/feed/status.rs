@@ -19,7 +19,7 @@ pub const MAX_TEXT_LEN: usize = 300;
 pub struct ChangeCounts {
     /// Applied ([`ChangeOutcome::Applied`]).
     pub applied: u64,
-    /// Refused as older than what the cache holds ([`Refusal::as_str`](crate::Refusal::as_str)
+    /// Refused as older than what the cache holds ([`Refusal::as_str`](crate::change::Refusal::as_str)
     /// `stale`): acknowledged, rightly not applied.
     pub stale: u64,
     /// Refused because the source deleted the record after this state of it (`deleted`).
