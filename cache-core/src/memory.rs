@@ -1,6 +1,6 @@
 //! The in-memory [`Store`]: the embedded default, with exactly the semantics of the Redis
 //! store (indexes, leases, versions, tombstones, completeness markers, fill tokens), checked
-//! by the same [conformance suite](crate::testing).
+//! by the same conformance suite (`cache_core::testing`, feature `testing`).
 //!
 //! ## The memory budget
 //! The budget ([`MemoryStoreBuilder::max_capacity_bytes`]) bounds everything the store holds,
@@ -10,7 +10,7 @@
 //!   weighing its key, its body, its slots in moka's own structures, and (for a record) its
 //!   entries in the index maps beside it, or (for a value) its entries under its tags;
 //! - completeness markers (one per distinct index result asked for) have a sixteenth of the
-//!   budget, and a lifetime (see [`markers`]);
+//!   budget, and a lifetime (see `memory/markers.rs`);
 //! - fill leases have another sixteenth: past it a fill takes no lease, so it is not stored
 //!   (never wrong, only uncached);
 //! - purge marks (every purge of a tag, which every distinct miss makes) a third sixteenth: past it

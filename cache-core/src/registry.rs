@@ -49,7 +49,7 @@ impl EntityHandle {
     }
 
     /// Parses a record in its source shape (a webhook's payload) and upserts it. A record that
-    /// does not parse is [`CacheError::Model`] with [`ModelError::Field`](crate::schema::ModelError::Field).
+    /// does not parse is [`CacheError::Model`] with [`ModelError::Field`].
     pub fn upsert_source<'a>(
         &self,
         cache: &'a Cache,

@@ -1,5 +1,6 @@
 //! The `Store` contract: where cached records, their indexes, tombstones and computed values
-//! live. The in-memory store and `cache-redis` implement it; [`crate::testing`] checks them.
+//! live. The in-memory store and `cache-redis` implement it; the conformance suite in
+//! `cache_core::testing` (feature `testing`) checks them.
 //!
 //! A store deals in bytes and [`IndexEntries`]; it never sees model types. Every method is one
 //! round trip on a networked store where the contract allows it (see each method).

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// Whether a store takes calls now, as its connection and circuit breaker see it
-/// ([`Store::availability`]).
+/// ([`Store::availability`](super::Store::availability)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
