@@ -8,8 +8,8 @@
 //!
 //! A response is stored under `{prefix}{resource}:{id}:{sub}:params_{hash}:{version}` (see
 //! [`ResponseCacheLayer`] for each part) with the tags of every record and index value read
-//! while it was produced (collected by the request's [`DependencyScope`](cache_core::dependencies::DependencyScope)). The core
-//! [`Cache`] purges those tags on every upsert, invalidation and delete, so a cached
+//! while it was produced (collected by the request's [`DependencyScope`]). The core [`Cache`]
+//! purges those tags on every upsert, invalidation and delete, so a cached
 //! `GET /events/E/projects` disappears when a project of `E` changes or a new one joins `E`.
 //! A response produced while one of its tags was purged is not stored (the lookup's stamp,
 //! [`Store::put_computed`]): it may have been built from what the purge replaced.
