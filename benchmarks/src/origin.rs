@@ -15,8 +15,9 @@ use std::{
 
 use async_trait::async_trait;
 use cache_core::{
-    Cacheable, Deletion, EntitySchema, IndexEntries, ModelError, Order, Origin, OriginError, RecordId, SourceQuery,
-    SourceRecord,
+    Cacheable, Order, RecordId,
+    origin::{Deletion, Origin, OriginError, SourceQuery, SourceRecord},
+    schema::{EntitySchema, IndexEntries, ModelError},
 };
 
 /// How many calls the origin answered, by method.

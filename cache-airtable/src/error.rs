@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cache_core::OriginError;
+use cache_core::origin::OriginError;
 use serde::Deserialize;
 
 /// Why a call to Airtable failed.

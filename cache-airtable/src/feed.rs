@@ -31,9 +31,13 @@ use axum::{
 };
 use base64::Engine;
 use cache_core::{
-    Cache, CacheError, Change, EntitySchema, RecordId, SourceRecord, StoreError,
+    Cache, CacheError, RecordId,
+    change::Change,
     feed::{Backlog, ChangeCounts, FeedReporter, FeedResync, FeedState},
     keys,
+    origin::SourceRecord,
+    schema::EntitySchema,
+    store::StoreError,
 };
 use futures::StreamExt;
 use hmac::{KeyInit, Mac};
@@ -54,7 +58,7 @@ pub enum FeedError {
     Airtable(#[from] AirtableError),
     /// Reading the changed records failed.
     #[error("reading changed records failed: {0}")]
-    Origin(#[from] cache_core::OriginError),
+    Origin(#[from] cache_core::origin::OriginError),
     /// The cache's store failed: nothing was acknowledged; the same payloads are read again.
     #[error("the feed's store failed: {0}")]
     Store(#[from] StoreError),
@@ -374,10 +378,10 @@ impl WebhookFeed {
             }
             for outcome in &outcomes {
                 match outcome {
-                    cache_core::ChangeOutcome::Refused(refusal) => {
+                    cache_core::change::ChangeOutcome::Refused(refusal) => {
                         tracing::debug!(reason = refusal.as_str(), "airtable_feed_change_refused");
                     }
-                    cache_core::ChangeOutcome::Invalid(err) => {
+                    cache_core::change::ChangeOutcome::Invalid(err) => {
                         tracing::warn!(error = %err, "airtable_feed_change_invalid");
                     }
                     _ => {}
@@ -447,7 +451,7 @@ impl WebhookFeed {
             if ids.is_empty() {
                 continue;
             }
-            let fetched = cache_core::Origin::fetch_many(&self.inner.origin, entity, &ids).await?;
+            let fetched = cache_core::origin::Origin::fetch_many(&self.inner.origin, entity, &ids).await?;
             for record in fetched {
                 records.insert((entity.entity, record.id.clone()), record);
             }
@@ -547,7 +551,7 @@ impl WebhookFeed {
                 ids
             };
             for chunk in ids.chunks(RESYNC_BATCH) {
-                let fetched = cache_core::Origin::fetch_many(&inner.origin, entity, chunk).await?;
+                let fetched = cache_core::origin::Origin::fetch_many(&inner.origin, entity, chunk).await?;
                 let mut found: HashMap<RecordId, SourceRecord> =
                     fetched.into_iter().map(|r| (r.id.clone(), r)).collect();
                 let mut changes = Vec::with_capacity(chunk.len() * 2);

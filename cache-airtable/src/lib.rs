@@ -9,7 +9,7 @@
 //!   [`OnRateLimit`]), retries with exponential backoff for 5xx answers and timeouts, batches
 //!   of at most 10 records, and URLs of at most 16,000 characters (a longer list request is
 //!   sent as `POST …/listRecords`).
-//! - [`AirtableOrigin`] implements `cache_core::Origin`: tables from each model's
+//! - [`AirtableOrigin`] implements `cache_core::origin::Origin`: tables from each model's
 //!   `source_table` (or [`AirtableOrigin::with_table`]), fields by their source names, formula
 //!   values escaped by [`formula`].
 //! - [`WebhookFeed`] serves the notification route (MAC checked in constant time), reads the

@@ -4,7 +4,9 @@ use std::{collections::HashMap, time::SystemTime};
 
 use async_trait::async_trait;
 use cache_core::{
-    Deletion, EntitySchema, FieldKind, FieldSchema, Origin, OriginError, RecordId, SourceQuery, SourceRecord, order,
+    RecordId, order,
+    origin::{Deletion, Origin, OriginError, SourceQuery, SourceRecord},
+    schema::{EntitySchema, FieldKind, FieldSchema},
 };
 use serde_json::Value;
 
@@ -315,7 +317,7 @@ impl Origin for AirtableOrigin {
         }
         let mut terms = Vec::with_capacity(query.filters.len());
         for filter in &query.filters {
-            let lowercase = filter.field.index == Some(cache_core::IndexKind::Lowercase);
+            let lowercase = filter.field.index == Some(cache_core::schema::IndexKind::Lowercase);
             match formula::equals(
                 filter.field.source_name,
                 cell_kind(filter.field),
@@ -385,7 +387,7 @@ impl Origin for AirtableOrigin {
     }
 }
 
-/// When a payload's change happened, for [`cache_core::Change::at`].
+/// When a payload's change happened, for [`cache_core::change::Change::at`].
 pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
@@ -394,7 +396,7 @@ pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests {
-    use cache_core::IndexKind;
+    use cache_core::schema::IndexKind;
     use serde_json::json;
 
     use super::*;

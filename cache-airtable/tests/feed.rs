@@ -7,8 +7,9 @@ use cache_airtable::{
     testing::Simulator,
 };
 use cache_core::{
-    Cache, Cacheable, Lookup, MemoryStore, RecordId,
+    Cache, Cacheable, MemoryStore, RecordId,
     feed::{Backlog, FeedState, FeedStatus},
+    store::Lookup,
 };
 use hmac::{KeyInit, Mac};
 use serde_json::{Map, Value, json};

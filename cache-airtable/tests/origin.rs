@@ -8,8 +8,10 @@ use cache_airtable::{
     testing::{SimConfig, Simulator},
 };
 use cache_core::{
-    Deletion, EntitySchema, FieldSchema, IndexKind, Origin, OriginError, RecordId, SourceFilter, SourceQuery,
-    SourceRecord, testing::origin_conformance::OriginSeed,
+    RecordId,
+    origin::{Deletion, Origin, OriginError, SourceFilter, SourceQuery, SourceRecord},
+    schema::{EntitySchema, FieldSchema, IndexKind},
+    testing::origin_conformance::OriginSeed,
 };
 use serde_json::{Map, Value, json};
 
@@ -97,7 +99,7 @@ fn notes() -> &'static EntitySchema {
         let mut done = FieldSchema::scalar("done", "bool");
         done.index = Some(IndexKind::Exact);
         let mut tags = FieldSchema::scalar("tags", "Links<Tag>");
-        tags.kind = cache_core::FieldKind::Links { target: notes };
+        tags.kind = cache_core::schema::FieldKind::Links { target: notes };
         EntitySchema::builder("notes")
             .source_table("Notes")
             .field(title)

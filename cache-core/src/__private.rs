@@ -8,10 +8,16 @@ pub use serde;
 pub use serde_json;
 pub use std::sync::LazyLock;
 
+/// The model types the generated code names that are not at the crate root.
+pub use crate::{
+    origin::SourceRecord,
+    schema::{EntitySchema, FieldKind, IndexEntries, IndexKind, ModelError, NoSort, SortField, SortKey},
+};
+
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
-use crate::{FieldKind, FieldSchema, IndexKind, IndexValue, Link, ModelError, SortKey};
+use crate::{IndexValue, Link, schema::FieldSchema};
 
 /// A field of a derived schema. Built from [`FieldSchema::scalar`] so that the generated code
 /// does not break if `FieldSchema` gains a field.

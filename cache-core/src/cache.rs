@@ -26,31 +26,28 @@ use bytes::Bytes;
 use rand::Rng;
 use tracing::Instrument;
 
-pub use self::builder::parse_switch;
 #[cfg(test)]
 use self::read::distinct;
 use self::read::{Fetch, OriginRecord};
 use crate::{
-    CacheError, CacheView, Cacheable, ConfigError, EntitySchema, FillToken, IndexEntries, IndexQuery, InvalidSwitch,
-    Lookup, Origin, OriginError, Query, QueryFill, QueryLookup, RecordId, RecordWrite, Registry, RemoveMode,
-    SourceQuery, SourceRecord, Store, StoreError, WriteMode, WriteOutcome,
+    CacheError, CacheView, Cacheable, ConfigError, Query, RecordId,
     change::{ChangeOutcome, Refusal, write_tags},
+    config::{CACHE_ENABLED_ENV, DEFAULT_LEASE_TTL, DEFAULT_TTL_JITTER, InvalidSwitch, parse_switch},
+    dependencies,
     flight::{Flight, FlightGuard, FlightOf, Flights, Found, QueryOutcome, RecordsOutcome, spawn_shared},
     keys,
     operation::{Operation, OperationGuard, OriginCall, StoreStep},
     order,
-    registry::EntityHandle,
+    origin::{IntoOrigin, Origin, OriginError, SourceQuery, SourceRecord},
+    query::IndexQuery,
+    registry::{EntityHandle, Registry},
+    schema::{EntitySchema, IndexEntries},
     stats::{CacheStats, StaleReason, Stats},
-    telemetry,
+    store::{
+        FillToken, IntoStore, Lookup, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, WriteMode,
+        WriteOutcome,
+    },
 };
-
-/// The default fraction by which TTLs are randomly lengthened or shortened, so that records
-/// cached together do not all expire together.
-pub const DEFAULT_TTL_JITTER: f64 = 0.05;
-/// The default life of a fill lease: longer than any origin call should take.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
-/// The environment variable read by [`CacheBuilder::enabled_from_env`].
-pub const CACHE_ENABLED_ENV: &str = "CACHE_ENABLED";
 
 /// What an upsert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +58,7 @@ pub enum UpsertOutcome {
     /// Refused, not an error: the cache holds a newer version of the record.
     Stale,
     /// Refused, not an error: the source deleted the record after this state of it (see
-    /// [`Refusal::Deleted`](crate::Refusal::Deleted)).
+    /// [`Refusal::Deleted`](crate::change::Refusal::Deleted)).
     Deleted,
     /// The cache is disabled; nothing was stored.
     Disabled,
@@ -70,7 +67,7 @@ pub enum UpsertOutcome {
     StoreFailed,
 }
 
-/// What removing a record from the cache did ([`EntityHandle::remove`](crate::EntityHandle::remove)).
+/// What removing a record from the cache did ([`EntityHandle::remove`](crate::registry::EntityHandle::remove)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RemoveOutcome {
@@ -83,44 +80,6 @@ pub enum RemoveOutcome {
     StoreFailed,
 }
 
-/// Anything that can be the cache's store: a [`Store`], or one already shared as
-/// `Arc<dyn Store>`.
-pub trait IntoStore {
-    /// The store, shared.
-    fn into_store(self) -> Arc<dyn Store>;
-}
-
-impl<S: Store> IntoStore for S {
-    fn into_store(self) -> Arc<dyn Store> {
-        Arc::new(self)
-    }
-}
-
-impl IntoStore for Arc<dyn Store> {
-    fn into_store(self) -> Arc<dyn Store> {
-        self
-    }
-}
-
-/// Anything that can be the cache's origin: an [`Origin`], or one already shared as
-/// `Arc<dyn Origin>`.
-pub trait IntoOrigin {
-    /// The origin, shared.
-    fn into_origin(self) -> Arc<dyn Origin>;
-}
-
-impl<O: Origin> IntoOrigin for O {
-    fn into_origin(self) -> Arc<dyn Origin> {
-        Arc::new(self)
-    }
-}
-
-impl IntoOrigin for Arc<dyn Origin> {
-    fn into_origin(self) -> Arc<dyn Origin> {
-        self
-    }
-}
-
 /// A read-through cache of model records in front of an origin.
 ///
 /// Cheap to clone: clones share the store, the origin, the statistics and the in-flight
@@ -130,7 +89,7 @@ impl IntoOrigin for Arc<dyn Origin> {
 ///
 /// ```no_run
 /// # use cache_core::{Cache, MemoryStore, Cacheable, RecordId};
-/// # async fn demo<P: Cacheable>(origin: impl cache_core::Origin, id: RecordId) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn demo<P: Cacheable>(origin: impl cache_core::origin::Origin, id: RecordId) -> Result<(), Box<dyn std::error::Error>> {
 /// let cache = Cache::builder(MemoryStore::new(), origin)
 ///     .enabled_from_env()
 ///     .register::<P>()
@@ -247,7 +206,7 @@ impl Cache {
 
     /// The near cache, when one was asked for and the store supports it
     /// ([`CacheBuilder::near_cache`]).
-    pub fn near_cache(&self) -> Option<&crate::NearCache> {
+    pub fn near_cache(&self) -> Option<&crate::near::NearCache> {
         self.inner.near.as_ref()
     }
 
@@ -285,7 +244,7 @@ impl Cache {
         }
     }
 
-    pub(crate) fn record_write<T: Cacheable>(&self, record: &T) -> Result<RecordWrite, crate::ModelError> {
+    pub(crate) fn record_write<T: Cacheable>(&self, record: &T) -> Result<RecordWrite, crate::schema::ModelError> {
         Ok(RecordWrite {
             id: record.id().clone(),
             body: Bytes::from(record.to_cached()?),

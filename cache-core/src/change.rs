@@ -5,7 +5,7 @@
 //! The rules (the guide's consistency chapter states them for users):
 //! - **Source time.** A change that carries the time it happened at the source
 //!   ([`Change::at`]) first claims that time in a per-record watermark kept in the store
-//!   ([`Store::advance_watermark`](crate::Store::advance_watermark), atomic across instances).
+//!   ([`Store::advance_watermark`](crate::store::Store::advance_watermark), atomic across instances).
 //!   A change older than the latest claimed is refused ([`Refusal::Older`]) without a write;
 //!   an equal time claims again, so a redelivery is applied again, idempotently. A change
 //!   whose write a newer one may have overtaken (the newer claimed while it wrote) forgets the
@@ -34,11 +34,13 @@ use std::{
 use futures::StreamExt;
 
 use crate::{
-    Cache, CacheError, Cacheable, EntitySchema, ModelError, RecordId, RecordWrite, RemoveMode, SourceRecord, Tombstone,
-    WriteMode, WriteOutcome, keys,
+    Cache, CacheError, Cacheable, RecordId, keys,
     operation::{Operation, StoreStep},
+    origin::SourceRecord,
     registry::EntityHandle,
+    schema::{EntitySchema, ModelError},
     stats::StaleReason,
+    store::{RecordWrite, RemoveMode, Tombstone, WriteMode, WriteOutcome},
 };
 
 /// How long the latest source time applied to a record is remembered by default: 7 days. A
@@ -50,7 +52,7 @@ pub const DEFAULT_ORDERING_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// feed, or the application's own write after its commit.
 ///
 /// ```
-/// # use cache_core::{Cacheable, Change, RecordId};
+/// # use cache_core::{Cacheable, RecordId, change::Change};
 /// # #[derive(Cacheable, Clone, Debug)]
 /// # #[cache(entity = "projects", source_table = "Projects")]
 /// # struct Project { #[cache(id)] id: RecordId }
@@ -444,7 +446,7 @@ impl Cache {
                 }
             }
             None => {
-                let err = crate::StoreError::Backend("answered no outcome for one write".to_owned());
+                let err = crate::store::StoreError::Backend("answered no outcome for one write".to_owned());
                 self.store_failed(entity, StoreStep::Put, &err);
                 ChangeOutcome::StoreFailed
             }
@@ -540,8 +542,8 @@ impl Cache {
 pub(crate) fn write_tags(
     schema: &EntitySchema,
     id: &RecordId,
-    previous: Option<&crate::IndexEntries>,
-    current: Option<&crate::IndexEntries>,
+    previous: Option<&crate::schema::IndexEntries>,
+    current: Option<&crate::schema::IndexEntries>,
 ) -> Vec<String> {
     let mut tags = vec![keys::record_tag(schema.entity, id), keys::entity_tag(schema.entity)];
     for entries in [previous, current].into_iter().flatten() {

@@ -3,14 +3,14 @@
 //!
 //! [`Cache::get_or_compute`] (or the typed [`Computed`]) answers a stored value or runs the
 //! computation once and stores its result:
-//! - **Dependencies.** The computation runs in its own [telemetry scope](crate::telemetry):
+//! - **Dependencies.** The computation runs in its own [dependency scope](crate::dependencies):
 //!   the records and index results it reads through the cache become the value's tags, so an
 //!   upsert, invalidation or delete of one of them, or a change to one of those index results,
 //!   removes the value. Explicit tags ([`ComputeOptions::tags`]) are purged with
 //!   [`Cache::invalidate_tags`]. A value computed while one of its tags was purged is not
-//!   stored ([`Store::put_computed`](crate::Store::put_computed)).
+//!   stored ([`Store::put_computed`](crate::store::Store::put_computed)).
 //! - **Stampedes.** In a process, one computation per key at a time; across processes, the
-//!   store's lock ([`Store::lock_computed`](crate::Store::lock_computed)) lets one instance compute while the others wait
+//!   store's lock ([`Store::lock_computed`](crate::store::Store::lock_computed)) lets one instance compute while the others wait
 //!   for its value without polling, up to a bound, then compute themselves.
 //! - **Early refresh** (XFetch): a read recomputes a value shortly before it expires, with a
 //!   probability that grows as the expiry nears, so that a hot value never expires under load.
@@ -60,7 +60,10 @@ use self::{
     run::{HeldLock, Plan, Run},
     stats::ComputedCounters,
 };
-use crate::{Cache, CacheBuilder, CacheError, Clock, SystemClock};
+use crate::{
+    Cache, CacheBuilder, CacheError,
+    clock::{Clock, SystemClock},
+};
 
 /// What a [`CacheBuilder`] knows about computed values until the cache is built.
 pub(crate) struct ComputeSetup {
@@ -108,7 +111,7 @@ impl ComputeState {
 
 impl CacheBuilder {
     /// The clock computed values' freshness and computation times are read from (default: the
-    /// system clock). Tests pass a [`ManualClock`](crate::ManualClock), usually the one their
+    /// system clock). Tests pass a [`ManualClock`](crate::clock::ManualClock), usually the one their
     /// [`MemoryStore`](crate::MemoryStore) reads, and advance it instead of sleeping.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.compute.clock = Arc::new(clock);

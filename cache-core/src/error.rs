@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::{ModelError, OriginError, StoreError};
+use crate::{origin::OriginError, schema::ModelError, store::StoreError};
 
 /// Why a cache operation failed.
 ///
@@ -51,19 +51,6 @@ impl From<OriginError> for CacheError {
     fn from(err: OriginError) -> Self {
         Self::Origin(Arc::new(err))
     }
-}
-
-/// A value that is not an on/off switch ([`parse_switch`](crate::parse_switch)).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} is not understood: use one of {}", Self::EXPECTED)]
-pub struct InvalidSwitch {
-    /// The value given.
-    pub value: String,
-}
-
-impl InvalidSwitch {
-    /// The values a switch accepts.
-    pub const EXPECTED: &'static str = "true, false, 1, 0, yes, no, on, off";
 }
 
 /// Why a [`CacheBuilder`](crate::CacheBuilder) could not build a cache.

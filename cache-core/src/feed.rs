@@ -24,7 +24,7 @@
 //!     let after = feed.position().await?; // None: from the start
 //!     let looked = SystemTime::now();
 //!     // ... read the changes after `after`, apply them, then:
-//!     # let outcomes: Vec<cache_core::ChangeOutcome> = Vec::new(); let newest = None;
+//!     # let outcomes: Vec<cache_core::change::ChangeOutcome> = Vec::new(); let newest = None;
 //!     feed.set_position(&lock, "1042").await?;
 //!     status.applied(&outcomes, Some("1042"), newest);
 //!     status.checked(Backlog::Exactly(0), None, looked);
@@ -51,7 +51,7 @@
 //! whose rounds find the feed held by another ([`FeedStatus::held_elsewhere`]) the lag grows
 //! too: across instances, the smallest lag is the feed's.
 //!
-//! [`ChangeOutcome::should_retry`]: crate::ChangeOutcome::should_retry
+//! [`ChangeOutcome::should_retry`]: crate::change::ChangeOutcome::should_retry
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -63,7 +63,12 @@ use std::{
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::{Cache, ChangeOutcome, ComputeLock, LockAttempt, StoreError, StoreResult, log_limit::WarnLimit};
+use crate::{
+    Cache,
+    change::ChangeOutcome,
+    log_limit::WarnLimit,
+    store::{ComputeLock, LockAttempt, StoreError, StoreResult},
+};
 
 mod status;
 
@@ -175,9 +180,9 @@ mod tests {
         let outcomes = [
             ChangeOutcome::Applied,
             ChangeOutcome::Applied,
-            ChangeOutcome::Refused(crate::Refusal::Older),
-            ChangeOutcome::Refused(crate::Refusal::Superseded),
-            ChangeOutcome::Refused(crate::Refusal::Deleted),
+            ChangeOutcome::Refused(crate::change::Refusal::Older),
+            ChangeOutcome::Refused(crate::change::Refusal::Superseded),
+            ChangeOutcome::Refused(crate::change::Refusal::Deleted),
             ChangeOutcome::StoreFailed,
             ChangeOutcome::Disabled,
         ];

@@ -22,7 +22,12 @@ use std::{
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use crate::{CacheError, Cacheable, IndexQuery, ModelError, OriginError, RecordId, SourceRecord};
+use crate::{
+    CacheError, Cacheable, RecordId,
+    origin::{OriginError, SourceRecord},
+    query::IndexQuery,
+    schema::ModelError,
+};
 
 /// What a record flight found: the records the origin has, by id.
 pub(crate) type RecordsOutcome = Result<Arc<HashMap<RecordId, Found>>, Arc<OriginError>>;

@@ -1,4 +1,4 @@
-//! Safe key components, dependency tags, and the key patterns of [`Store::flush`](crate::Store::flush)
+//! Safe key components, dependency tags, and the key patterns of [`Store::flush`](crate::store::Store::flush)
 //! ([`glob_match`], [`validate_pattern`]), shared by every store and the admin router.
 //!
 //! Tags name what a cached value depended on, so that a write can purge it:
@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use crate::{RecordId, StoreError};
+use crate::{RecordId, store::StoreError};
 
 /// Percent-encodes the characters that would break a key, a key pattern or a tag (`%`, `:`,
 /// `*`, `?`, `[`, `]`, `{`, `}`, `\`, `&`, `=`, whitespace and control characters). Other text
@@ -176,8 +176,8 @@ impl Class {
     }
 }
 
-/// Checks a key pattern for [`Store::flush`](crate::Store::flush): every store refuses the same
-/// patterns, as [`Invalid`](crate::StoreError::Invalid). Refused: the empty pattern
+/// Checks a key pattern for [`Store::flush`](crate::store::Store::flush): every store refuses the same
+/// patterns, as [`Invalid`](crate::store::StoreError::Invalid). Refused: the empty pattern
 /// (it matches nothing: flush everything with `None`), whitespace and control characters (no
 /// key has them: [`encode_component`] encodes them), a `[` without its `]` or a `]` without
 /// its `[`, and a trailing `\` (an escape of nothing).

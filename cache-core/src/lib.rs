@@ -1,36 +1,61 @@
 //! model-cache's core: a read-through cache driven by your model structs.
 //!
-//! This crate owns the model ([`Cacheable`], [`EntitySchema`], [`Link`], [`Links`],
-//! [`RecordId`]), the [`Store`] and [`Origin`] contracts, and the cache operations over them
-//! ([`Cache`]), with the embedded in-memory store ([`MemoryStore`]). Results that are not
-//! records (aggregates, statistics) are cached as [computed values](compute) ([`Computed`],
-//! [`Cache::get_or_compute`]), invalidated by the records they read.
+//! The crate root is what an application needs: the cache ([`Cache`], [`CacheBuilder`]), the
+//! model ([`Cacheable`], [`CacheView`], [`IndexValue`], [`RecordId`], [`Link`], [`Links`]),
+//! queries ([`Query`], [`Order`]), results that are not records (aggregates, statistics) cached
+//! as [computed values](compute) ([`Computed`], [`ComputeOptions`], [`Cache::get_or_compute`])
+//! and invalidated by the records they read, the embedded in-memory store ([`MemoryStore`]),
+//! and the errors and outcomes of all of these.
+//!
+//! Everything else lives in a module named for who needs it:
+//!
+//! | module | what it holds | for |
+//! |---|---|---|
+//! | [`store`] | the [`Store`](store::Store) contract and its types, [`IntoStore`](store::IntoStore) | store implementers (`cache-redis`) |
+//! | [`origin`] | the [`Origin`](origin::Origin) contract, [`SourceRecord`](origin::SourceRecord), [`SourceQuery`](origin::SourceQuery), [`Deletion`](origin::Deletion) | origin implementers (`cache-sql`, `cache-airtable`) |
+//! | [`change`] | [`Change`](change::Change) and its outcomes: the one path source changes take in | webhooks and change feeds |
+//! | [`feed`] | a change feed's position and lock in the store, and its status | change feeds |
+//! | [`dependencies`] | the per-request [`DependencyScope`](dependencies::DependencyScope): the tags a response or computed value is purged by | HTTP integrations, computations with their own tags |
+//! | [`schema`] | [`EntitySchema`](schema::EntitySchema), fields, index entries, sort keys, [`ModelError`](schema::ModelError) | code acting on entities at run time, hand-written models |
+//! | [`registry`] | the registered models, type-erased ([`EntityHandle`](registry::EntityHandle)) | webhook and admin routers |
+//! | [`query`] | the untyped [`IndexQuery`](query::IndexQuery) stores and origins see | store and origin implementers |
+//! | [`compute`] | computed values: the typed and untyped APIs, their statistics, randomness | applications, the response cache |
+//! | [`config`] | the builder's defaults and the `CACHE_ENABLED` switch | applications' configuration |
+//! | [`memory`] | the in-memory store's budget | applications |
+//! | [`near`] | the in-process near cache in front of a tracking store | applications, the dashboard |
+//! | [`stats`] | [`CacheStats`](stats::CacheStats) and the metrics the cache emits | dashboards, metrics |
+//! | [`sweep`] | the sweep's progress and report | operators, the admin router |
+//! | [`id`] | the limits on record ids | applications checking ids early |
+//! | [`clock`] | time as the in-memory store sees it, for tests without sleeping | tests |
+//! | [`keys`], [`order`], [`log_limit`] | dependency tags and key patterns, the one result order, rate-limited warnings | store implementers, integrations |
+//! | `testing` (feature `testing`) | the store and origin conformance suites, `MemoryOrigin`, `FailingStore` | implementers' tests |
 #![warn(missing_docs)]
 
 mod cache;
 pub mod change;
-mod clock;
+pub mod clock;
 pub mod compute;
+pub mod config;
+pub mod dependencies;
 mod error;
 pub mod feed;
 mod flight;
-mod id;
+pub mod id;
 pub mod keys;
 mod link;
 pub mod log_limit;
-mod memory;
+pub mod memory;
 mod model;
 pub mod near;
 mod operation;
 pub mod order;
-mod origin;
-mod query;
-mod registry;
-mod schema;
-mod stats;
+pub mod origin;
+pub mod query;
+pub mod registry;
+pub mod schema;
+pub mod stats;
 pub mod store;
-mod sweep;
-pub mod telemetry;
+pub mod sweep;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -41,33 +66,14 @@ pub mod __private;
 #[allow(unused_extern_crates)]
 extern crate self as cache_core;
 
-pub use cache::{
-    CACHE_ENABLED_ENV, Cache, CacheBuilder, DEFAULT_LEASE_TTL, DEFAULT_TTL_JITTER, IntoOrigin, IntoStore,
-    RemoveOutcome, UpsertOutcome, parse_switch,
-};
-pub use change::{Change, ChangeKind, ChangeOutcome, Refusal};
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use compute::{ComputeOptions, Computed, ComputedStats, ManualRandom, RandomSource, SystemRandom};
-pub use error::{CacheError, ConfigError, InvalidSwitch};
-pub use id::{FORBIDDEN_ID_CHARS, InvalidId, MAX_ID_LEN, RecordId};
+pub use cache::{Cache, CacheBuilder, RemoveOutcome, UpsertOutcome};
+pub use compute::{ComputeOptions, Computed};
+pub use error::{CacheError, ConfigError};
+pub use id::{InvalidId, RecordId};
 pub use link::{Link, Links};
-pub use memory::{DEFAULT_MEMORY_BUDGET, MemoryStore, MemoryStoreBuilder};
-pub use model::{CacheView, Cacheable, IndexEntries, IndexValue, ModelError, NoSort, SortField, SortKey, SourceRecord};
-pub use near::{NearCache, NearStats};
-pub use origin::{Deletion, Origin, OriginError, SourceFilter, SourceQuery};
-pub use query::{Filter, IndexQuery, Order, Query, Sort};
-pub use registry::{EntityHandle, Registry};
-pub use schema::{
-    DEFAULT_NEGATIVE_TTL, DEFAULT_TOMBSTONE_TTL, DEFAULT_TTL, EntitySchema, EntitySchemaBuilder, FieldKind,
-    FieldSchema, IndexKind,
-};
-pub use stats::{CacheStats, EntityStats, describe_metrics};
-pub use store::{
-    ComputeLock, ComputedLookup, ComputedWrite, DeleteOrder, FillToken, Lease, LockAttempt, LockWait, Lookup,
-    PURGE_MEMORY, PurgeStamp, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult,
-    StoreStats, Tombstone, WriteMode, WriteOutcome, human_bytes,
-};
-pub use sweep::{SweepProgress, SweepReport};
+pub use memory::{MemoryStore, MemoryStoreBuilder};
+pub use model::{CacheView, Cacheable, IndexValue};
+pub use query::{Order, Query};
 
 /// `#[derive(Cacheable)]`, `#[derive(CacheView)]` and `#[derive(IndexValue)]`.
 #[cfg(feature = "derive")]

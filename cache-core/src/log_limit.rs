@@ -1,6 +1,6 @@
 //! Warnings in an outage: one line when a kind of failure starts, then at most one line per
 //! window with the count of those it held back, instead of one line per request. The counters
-//! and metrics ([`crate::CacheStats`]) still count every failure.
+//! and metrics ([`crate::stats::CacheStats`]) still count every failure.
 //!
 //! ```
 //! use std::time::Instant;

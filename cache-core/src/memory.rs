@@ -1,6 +1,6 @@
 //! The in-memory [`Store`]: the embedded default, with exactly the semantics of the Redis
 //! store (indexes, leases, versions, tombstones, completeness markers, fill tokens), checked
-//! by the same [conformance suite](crate::testing).
+//! by the same conformance suite (`cache_core::testing`, feature `testing`).
 //!
 //! ## The memory budget
 //! The budget ([`MemoryStoreBuilder::max_capacity_bytes`]) bounds everything the store holds,
@@ -10,7 +10,7 @@
 //!   weighing its key, its body, its slots in moka's own structures, and (for a record) its
 //!   entries in the index maps beside it, or (for a value) its entries under its tags;
 //! - completeness markers (one per distinct index result asked for) have a sixteenth of the
-//!   budget, and a lifetime (see [`markers`]);
+//!   budget, and a lifetime (see `memory/markers.rs`);
 //! - fill leases have another sixteenth: past it a fill takes no lease, so it is not stored
 //!   (never wrong, only uncached);
 //! - purge marks (every purge of a tag, which every distinct miss makes) a third sixteenth: past it
@@ -40,9 +40,15 @@ use futures::stream::{self, BoxStream, StreamExt};
 use moka::{Expiry, future::Cache as Moka, notification::RemovalCause};
 
 use crate::{
-    Clock, DeleteOrder, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Lookup, QueryFill, QueryLookup,
-    RecordId, RecordWrite, RemoveMode, Store, StoreResult, StoreStats, SystemClock, Tombstone, WriteMode, WriteOutcome,
-    human_bytes, keys, order,
+    RecordId,
+    clock::{Clock, SystemClock},
+    keys, order,
+    query::IndexQuery,
+    schema::{EntitySchema, IndexEntries},
+    store::{
+        DeleteOrder, FillToken, Lease, Lookup, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreResult,
+        StoreStats, Tombstone, WriteMode, WriteOutcome, human_bytes,
+    },
 };
 
 mod computed;
@@ -75,7 +81,7 @@ const LEASE_WEIGHT: usize = 128;
 ///
 /// ```
 /// use std::time::Duration;
-/// use cache_core::{ManualClock, MemoryStore};
+/// use cache_core::{MemoryStore, clock::ManualClock};
 ///
 /// let clock = ManualClock::new();
 /// let store = MemoryStore::builder()
@@ -132,7 +138,7 @@ impl MemoryStoreBuilder {
     }
 
     /// The clock TTLs are checked against (default: the system clock). Tests pass a
-    /// [`ManualClock`](crate::ManualClock) and advance it past a TTL instead of sleeping.
+    /// [`ManualClock`](crate::clock::ManualClock) and advance it past a TTL instead of sleeping.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -467,7 +473,7 @@ fn filters_of(query: &IndexQuery) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Order, Sort};
+    use crate::{Order, query::Sort};
 
     #[test]
     fn a_page_is_the_slice_of_the_whole_order() {

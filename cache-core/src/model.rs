@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{EntitySchema, Link, RecordId};
+use crate::{Link, RecordId, origin::SourceRecord, schema::EntitySchema};
 
 /// A model the cache can store: implemented by `#[derive(Cacheable)]`.
 ///
@@ -45,7 +45,7 @@ pub trait Cacheable: Sized + Send + Sync + 'static {
     /// Reads a record from its source shape.
     fn from_source(record: SourceRecord) -> Result<Self, ModelError>;
 
-    /// A copy of the record, for the [near cache](crate::NearCache), which keeps decoded
+    /// A copy of the record, for the [near cache](crate::near::NearCache), which keeps decoded
     /// records and hands out copies: `Some(self.clone())` for a model that is `Clone` (the
     /// derive writes it so for every model that implements `Clone`). The default, `None`,
     /// keeps the model's records and query results out of the near cache.
@@ -75,15 +75,6 @@ impl SortField for NoSort {
     fn field_name(self) -> &'static str {
         match self {}
     }
-}
-
-/// A record as the source has it: its id and its fields keyed by source field name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SourceRecord {
-    /// The record's id.
-    pub id: RecordId,
-    /// The fields, keyed by source name (`event_id`, `Email Address`).
-    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A record's entries in its entity's indexes.

@@ -46,9 +46,11 @@ use serde::Serialize;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::{
-    Cache, Cacheable, EntitySchema, IndexQuery, RecordId, Store,
+    Cache, Cacheable, RecordId,
     operation::{Operation, OperationGuard},
-    store::{Invalidation, InvalidationSink},
+    query::IndexQuery,
+    schema::EntitySchema,
+    store::{Invalidation, InvalidationSink, Store},
 };
 
 mod reads;

@@ -7,7 +7,7 @@
 
 use std::{future::Future, time::Instant};
 
-use crate::{Cache, OriginError, StoreError, stats::Stats, telemetry::Event};
+use crate::{Cache, dependencies::Event, origin::OriginError, stats::Stats, store::StoreError};
 
 /// An operation of the record cache, as the application calls it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use crate::Order;
 /// parts reversed when `Desc`. Unsorted queries pass equal scores, leaving the id order. The id
 /// is anything ordered as the id's text is (`RecordId`, `str`).
 ///
-/// Scores are never NaN ([`SortKey`](crate::SortKey) scores a NaN `-inf`); -0.0 equals 0.0,
+/// Scores are never NaN ([`SortKey`](crate::schema::SortKey) scores a NaN `-inf`); -0.0 equals 0.0,
 /// as in Redis.
 ///
 /// ```

@@ -4,11 +4,25 @@
 //! arrays) and source field names; the cache translates from the model through the
 //! [`EntitySchema`]. One origin serves every entity, as one Airtable base serves every table.
 
-use std::time::SystemTime;
+use std::{sync::Arc, time::SystemTime};
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
-use crate::{EntitySchema, FieldSchema, IndexQuery, Order, RecordId, SourceRecord};
+use crate::{
+    Order, RecordId,
+    query::IndexQuery,
+    schema::{EntitySchema, FieldSchema},
+};
+
+/// A record as the source has it: its id and its fields keyed by source field name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    /// The record's id.
+    pub id: RecordId,
+    /// The fields, keyed by source name (`event_id`, `Email Address`).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
 
 /// Why the origin could not answer. "Not found" is not an error: it is `Ok(None)` (or an id
 /// absent from a batch), and only it is ever cached as a tombstone.
@@ -39,7 +53,7 @@ impl OriginError {
 #[derive(Debug, Clone)]
 pub struct SourceFilter {
     /// The field (its `source_name` is the column; its `index` says how values compare:
-    /// [`IndexKind::Lowercase`](crate::IndexKind::Lowercase) compares trimmed, lower-cased).
+    /// [`IndexKind::Lowercase`](crate::schema::IndexKind::Lowercase) compares trimmed, lower-cased).
     pub field: &'static FieldSchema,
     /// The normalised value, as text (`"42"`, `"true"`, `"recE1"`).
     pub value: String,
@@ -97,7 +111,7 @@ impl SourceQuery {
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use cache_core::{EntitySchema, Origin, OriginError, RecordId, SourceQuery, SourceRecord};
+/// use cache_core::{RecordId, schema::EntitySchema, origin::{Origin, OriginError, SourceQuery, SourceRecord}};
 ///
 /// struct Catalogue;
 ///
@@ -182,7 +196,7 @@ pub trait Origin: Send + Sync + 'static {
 ///   time not after it is refused. The cache uses its own clock when the origin gives none.
 ///
 /// ```
-/// use cache_core::Deletion;
+/// use cache_core::origin::Deletion;
 /// let deleted = Deletion::new().with_version(7.0);
 /// assert_eq!(deleted.version, Some(7.0));
 /// ```
@@ -222,6 +236,25 @@ impl Deletion {
     #[must_use]
     pub fn with_at(mut self, at: SystemTime) -> Self {
         self.at = Some(at);
+        self
+    }
+}
+
+/// Anything that can be the cache's origin: an [`Origin`], or one already shared as
+/// `Arc<dyn Origin>`.
+pub trait IntoOrigin {
+    /// The origin, shared.
+    fn into_origin(self) -> Arc<dyn Origin>;
+}
+
+impl<O: Origin> IntoOrigin for O {
+    fn into_origin(self) -> Arc<dyn Origin> {
+        Arc::new(self)
+    }
+}
+
+impl IntoOrigin for Arc<dyn Origin> {
+    fn into_origin(self) -> Arc<dyn Origin> {
         self
     }
 }

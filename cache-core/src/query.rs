@@ -4,7 +4,7 @@ use std::{fmt, marker::PhantomData};
 
 use serde::Serialize;
 
-use crate::{Cacheable, SortField};
+use crate::{Cacheable, schema::SortField};
 
 /// Sort direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

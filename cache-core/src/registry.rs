@@ -6,8 +6,11 @@ use std::{collections::BTreeMap, fmt};
 use futures::future::BoxFuture;
 
 use crate::{
-    Cache, CacheError, Cacheable, ConfigError, EntitySchema, ModelError, RecordId, RecordWrite, RemoveOutcome,
-    SourceRecord, UpsertOutcome, change::ChangeOutcome,
+    Cache, CacheError, Cacheable, ConfigError, RecordId, RemoveOutcome, UpsertOutcome,
+    change::ChangeOutcome,
+    origin::SourceRecord,
+    schema::{EntitySchema, ModelError},
+    store::RecordWrite,
 };
 
 type UpsertSourceFn = for<'a> fn(&'a Cache, SourceRecord) -> BoxFuture<'a, Result<UpsertOutcome, CacheError>>;
@@ -46,7 +49,7 @@ impl EntityHandle {
     }
 
     /// Parses a record in its source shape (a webhook's payload) and upserts it. A record that
-    /// does not parse is [`CacheError::Model`] with [`ModelError::Field`](crate::ModelError::Field).
+    /// does not parse is [`CacheError::Model`] with [`ModelError::Field`].
     pub fn upsert_source<'a>(
         &self,
         cache: &'a Cache,
@@ -138,7 +141,7 @@ fn get_json<'a, T: Cacheable>(
             return Ok(None);
         };
         let bytes = model.to_cached()?;
-        let value = serde_json::from_slice(&bytes).map_err(|source| crate::ModelError::Cached {
+        let value = serde_json::from_slice(&bytes).map_err(|source| crate::schema::ModelError::Cached {
             entity: T::schema().entity,
             source,
         })?;

@@ -1,8 +1,15 @@
-//! What the cache knows about an entity: the schema the derive produces.
+//! What the cache knows about an entity: the schema the derive produces ([`EntitySchema`]), and
+//! the rest of what a [`Cacheable`](crate::Cacheable) model provides beside it: its index
+//! entries, the sort keys of its sortable fields, and the errors of converting it.
+//!
+//! For code that acts on entities named at run time, and for a `Cacheable` written by hand; an
+//! application that derives its models needs none of it.
 
 use std::{fmt, time::Duration};
 
 use serde::{Serialize, Serializer, ser::SerializeStruct};
+
+pub use crate::model::{IndexEntries, ModelError, NoSort, SortField, SortKey};
 
 /// The default time a cached record lives: 8 hours.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(8 * 3600);

@@ -13,7 +13,7 @@
 //! | `model_cache_stale_refusals_total` | counter | `entity`, `reason` (`lease`, `version`, `fill_token`, `order`, `deleted`) |
 //! | `model_cache_operation_duration_seconds` | histogram | `entity`, `operation` |
 //! | `model_cache_origin_duration_seconds` | histogram | `entity`, `operation` |
-//! | `model_cache_near_lookups_total` | counter | `entity`, `operation`, `result` (`hit`, `miss`): reads the [near cache](crate::NearCache) answered (also counted as hits above) or passed on to the store while it was on |
+//! | `model_cache_near_lookups_total` | counter | `entity`, `operation`, `result` (`hit`, `miss`): reads the [near cache](crate::near::NearCache) answered (also counted as hits above) or passed on to the store while it was on |
 //! | `model_cache_near_evictions_total` | counter | |
 //! | `model_cache_near_invalidations_total` | counter | `kind` (`record`, `index`, `all`) |
 //! | `model_cache_near_enabled` | gauge | 1 while the near cache answers, 0 while the store cannot vouch for its invalidations |
@@ -33,8 +33,8 @@ use metrics::{Counter, Histogram};
 use serde::Serialize;
 
 use crate::{
+    dependencies::{self, Event},
     operation::{Operation, OriginCall, StoreStep},
-    telemetry::{self, Event},
 };
 
 /// Counts of what a cache did, per entity, since it was built.
@@ -128,7 +128,7 @@ impl StaleReason {
     }
 }
 
-/// The cache's counters, and the single place that also feeds metrics and telemetry.
+/// The cache's counters, and the single place that also feeds metrics and the dependency scopes.
 ///
 /// Every operation counts here, so the per-call work is one map lookup by the addresses of
 /// its `&'static str` labels: no string is hashed or compared, no metric key built.
@@ -302,7 +302,7 @@ impl Stats {
                 })
                 .increment(n);
         });
-        telemetry::count(event, n);
+        dependencies::count(event, n);
     }
 
     /// Counts `n` reads the near cache answered (`hit`: also cache hits, as [`Stats::lookup`]
@@ -330,7 +330,7 @@ impl Stats {
                 .increment(n);
         });
         if hit {
-            telemetry::count(Event::Hit, n);
+            dependencies::count(Event::Hit, n);
         }
     }
 
@@ -356,7 +356,7 @@ impl Stats {
                 })
                 .record(took.as_secs_f64());
         });
-        telemetry::count(Event::Hit, 1);
+        dependencies::count(Event::Hit, 1);
     }
 
     pub(crate) fn coalesced(&self, entity: &'static str, operation: Operation, n: u64) {
@@ -372,7 +372,7 @@ impl Stats {
                 )
                 .increment(n);
         });
-        telemetry::count(Event::Coalesced, n);
+        dependencies::count(Event::Coalesced, n);
     }
 
     pub(crate) fn origin_call(&self, entity: &'static str, call: OriginCall) {
@@ -383,7 +383,7 @@ impl Stats {
                 .get_or_init(|| metrics::counter!("model_cache_origin_calls_total", "entity" => entity, "operation" => operation))
                 .increment(1);
         });
-        telemetry::count(Event::OriginCall, 1);
+        dependencies::count(Event::OriginCall, 1);
     }
 
     pub(crate) fn origin_done(&self, entity: &'static str, call: OriginCall, took: Duration, ok: bool) {
@@ -413,7 +413,7 @@ impl Stats {
                 .get_or_init(|| metrics::counter!("model_cache_store_errors_total", "entity" => entity, "operation" => operation))
                 .increment(1);
         });
-        telemetry::count(Event::StoreError, 1);
+        dependencies::count(Event::StoreError, 1);
     }
 
     pub(crate) fn stale(&self, entity: &'static str, reason: StaleReason, n: u64) {

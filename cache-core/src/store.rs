@@ -1,5 +1,6 @@
 //! The `Store` contract: where cached records, their indexes, tombstones and computed values
-//! live. The in-memory store and `cache-redis` implement it; [`crate::testing`] checks them.
+//! live. The in-memory store and `cache-redis` implement it; the conformance suite in
+//! `cache_core::testing` (feature `testing`) checks them.
 //!
 //! A store deals in bytes and [`IndexEntries`]; it never sees model types. Every method is one
 //! round trip on a networked store where the contract allows it (see each method).
@@ -30,13 +31,17 @@
 //! traffic a query fill must still succeed. A fill that raced a write is refused by its
 //! lease or its token instead.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use crate::{EntitySchema, IndexEntries, IndexQuery, RecordId};
+use crate::{
+    RecordId,
+    query::IndexQuery,
+    schema::{EntitySchema, IndexEntries},
+};
 
 mod health;
 
@@ -332,7 +337,7 @@ pub enum LockWait {
 /// no longer be ruled out.
 pub const PURGE_MEMORY: Duration = Duration::from_secs(600);
 
-/// A change to what a store holds, as a [near cache](crate::NearCache) needs to hear of it
+/// A change to what a store holds, as a [near cache](crate::near::NearCache) needs to hear of it
 /// ([`Store::subscribe_invalidations`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -553,5 +558,24 @@ pub trait Store: Send + Sync + 'static {
             Some(value) => LockWait::Value(value),
             None => LockWait::Released,
         })
+    }
+}
+
+/// Anything that can be the cache's store: a [`Store`], or one already shared as
+/// `Arc<dyn Store>`.
+pub trait IntoStore {
+    /// The store, shared.
+    fn into_store(self) -> Arc<dyn Store>;
+}
+
+impl<S: Store> IntoStore for S {
+    fn into_store(self) -> Arc<dyn Store> {
+        Arc::new(self)
+    }
+}
+
+impl IntoStore for Arc<dyn Store> {
+    fn into_store(self) -> Arc<dyn Store> {
+        self
     }
 }

@@ -7,10 +7,12 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::{
-    Cache, CacheError, EntitySchema, RecordId, RemoveMode, Tombstone,
+    Cache, CacheError, RecordId,
     change::source_now,
     keys,
     operation::{Operation, OriginCall},
+    schema::EntitySchema,
+    store::{RemoveMode, Tombstone},
 };
 
 /// How far a sweep has got, reported after every batch.

@@ -1,5 +1,5 @@
 //! Test support (feature `testing`): the [store conformance suite](conformance) every
-//! [`Store`](crate::Store) runs, [`MemoryOrigin`], an origin in memory that counts its calls,
+//! [`Store`](crate::store::Store) runs, [`MemoryOrigin`], an origin in memory that counts its calls,
 //! fails on demand and holds calls at a gate so that races are deterministic, and
 //! [`FailingStore`], a store that can be taken down, fail one method and hold calls at a gate.
 
@@ -18,8 +18,9 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::{
-    Cacheable, Deletion, EntitySchema, IndexEntries, ModelError, Origin, OriginError, RecordId, SourceQuery,
-    SourceRecord, order,
+    Cacheable, RecordId, order,
+    origin::{Deletion, Origin, OriginError, SourceQuery, SourceRecord},
+    schema::{EntitySchema, IndexEntries, ModelError},
 };
 
 /// An origin method, for counting, failing and holding calls.

@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cache_core::{
-    CacheError, ConfigError, ModelError, Query, RecordId, SourceRecord, Store, UpsertOutcome, keys,
-    telemetry::{self, Telemetry},
+    CacheError, ConfigError, Query, RecordId, UpsertOutcome,
+    dependencies::{self, DependencyScope},
+    keys,
+    origin::SourceRecord,
+    schema::ModelError,
+    store::Store,
     testing::OriginMethod,
 };
 use common::*;
@@ -102,7 +106,7 @@ async fn a_source_record_that_does_not_parse_is_a_model_error() {
     h.origin.put_raw(
         <User as cache_core::Cacheable>::schema(),
         broken,
-        cache_core::IndexEntries::default(),
+        cache_core::schema::IndexEntries::default(),
     );
     let err = h.cache.get::<User>(&id("recU9")).await.unwrap_err();
     match err {
@@ -116,7 +120,7 @@ async fn a_source_record_that_does_not_parse_is_a_model_error() {
             .get(<User as cache_core::Cacheable>::schema(), &id("recU9"))
             .await
             .unwrap(),
-        cache_core::Lookup::Miss,
+        cache_core::store::Lookup::Miss,
         "an unparseable record is neither cached nor tombstoned"
     );
 }
@@ -159,10 +163,10 @@ async fn get_many_answers_in_order_with_one_round_trip_and_one_origin_call() {
 // ------------------------------------------------------------------ queries
 
 async fn origin_answer(h: &Harness, q: &Query<Project>) -> Vec<String> {
-    use cache_core::Origin;
+    use cache_core::origin::Origin;
     // The origin's own answer for the query, asked directly (not through the cache).
     let schema = <Project as cache_core::Cacheable>::schema();
-    let source = cache_core::SourceQuery::from_index_query(schema, q.as_index_query()).unwrap();
+    let source = cache_core::origin::SourceQuery::from_index_query(schema, q.as_index_query()).unwrap();
     let records = h.origin.query(schema, &source).await.unwrap();
     records.into_iter().map(|r| r.id.as_str().to_owned()).collect()
 }
@@ -265,7 +269,10 @@ async fn invalidation_makes_queries_ask_the_origin_again() {
 
 #[tokio::test]
 async fn an_unreadable_complete_result_is_refilled_from_the_origin() {
-    use cache_core::{Cacheable, RecordWrite, WriteMode};
+    use cache_core::{
+        Cacheable,
+        store::{RecordWrite, WriteMode},
+    };
     let h = harness();
     h.seed(&projects_seed());
     let q = || Project::by_event(&id("recE1")).asc(ProjectSort::Points);
@@ -511,8 +518,8 @@ async fn a_refresh_bypasses_cached_reads_but_stores_what_it_reads() {
     h.origin.put(&user("recU1", "Ada L.", "ada@example.com")).unwrap();
     h.origin.put(&user("recU2", "Bob B.", "bob@example.com")).unwrap();
 
-    let t = Telemetry::new().refresh(true);
-    let (one, many) = telemetry::scope(t.clone(), async {
+    let t = DependencyScope::new().refresh(true);
+    let (one, many) = dependencies::scope(t.clone(), async {
         let one = h.cache.get::<User>(&id("recU1")).await.unwrap().unwrap();
         let many = h.cache.query(User::by_email("BOB@example.com")).await.unwrap();
         (one, many)
@@ -540,8 +547,8 @@ async fn telemetry_counts_and_tags_what_a_scope_read() {
     let h = harness();
     h.seed(&projects_seed());
     h.cache.get::<Project>(&id("recP1")).await.unwrap();
-    let t = Telemetry::new();
-    telemetry::scope(t.clone(), async {
+    let t = DependencyScope::new();
+    dependencies::scope(t.clone(), async {
         h.cache.get::<Project>(&id("recP1")).await.unwrap();
         h.cache.get::<Project>(&id("recNope")).await.unwrap();
         h.cache.get::<Project>(&id("recNope")).await.unwrap();
@@ -579,11 +586,11 @@ async fn telemetry_counts_and_tags_what_a_scope_read() {
 async fn a_computed_value_scope_inside_a_request_records_into_both() {
     let h = harness();
     h.seed(&projects_seed());
-    let request = Telemetry::new();
-    let computed = Telemetry::new();
-    telemetry::scope(request.clone(), async {
+    let request = DependencyScope::new();
+    let computed = DependencyScope::new();
+    dependencies::scope(request.clone(), async {
         h.cache.get::<Project>(&id("recP1")).await.unwrap();
-        telemetry::scope(computed.clone(), async {
+        dependencies::scope(computed.clone(), async {
             h.cache.get::<Project>(&id("recP2")).await.unwrap();
         })
         .await;
@@ -725,8 +732,8 @@ async fn a_failing_store_is_answered_around_from_the_origin() {
     let h = harness();
     h.seed(&projects_seed());
     h.store.set_down(true);
-    let t = Telemetry::new();
-    telemetry::scope(t.clone(), async {
+    let t = DependencyScope::new();
+    dependencies::scope(t.clone(), async {
         assert!(h.cache.get::<Project>(&id("recP1")).await.unwrap().is_some());
         let many = h.cache.get_many::<Project>(&ids(&["recP2", "recP1"])).await.unwrap();
         assert_eq!(ids_of(&many), ["recP2", "recP1"]);

@@ -15,11 +15,17 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use cache_core::{
-    Cache, CacheError, ComputeLock, ComputeOptions, Computed, ComputedLookup, ComputedStats, ComputedWrite,
-    EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, LockAttempt, LockWait, Lookup, ManualClock, ManualRandom,
-    MemoryStore, OriginError, QueryLookup, RecordId, RecordWrite, RemoveMode, Store, StoreResult, StoreStats,
-    WriteMode, WriteOutcome,
-    telemetry::{self, Telemetry},
+    Cache, CacheError, ComputeOptions, Computed, MemoryStore, RecordId,
+    clock::ManualClock,
+    compute::{ComputedStats, ManualRandom},
+    dependencies::{self, DependencyScope},
+    origin::OriginError,
+    query::IndexQuery,
+    schema::{EntitySchema, IndexEntries},
+    store::{
+        ComputeLock, ComputedLookup, ComputedWrite, FillToken, Lease, LockAttempt, LockWait, Lookup, QueryLookup,
+        RecordWrite, RemoveMode, Store, StoreResult, StoreStats, WriteMode, WriteOutcome,
+    },
     testing::MemoryOrigin,
 };
 use common::{Project, Status, id, project};
@@ -103,7 +109,7 @@ impl Store for CountingStore {
         query: &IndexQuery,
         token: FillToken,
         records: &[RecordWrite],
-    ) -> StoreResult<cache_core::QueryFill> {
+    ) -> StoreResult<cache_core::store::QueryFill> {
         self.count("complete_query");
         self.inner.complete_query(entity, query, token, records).await
     }
@@ -583,7 +589,7 @@ async fn explicit_tags_and_tags_recorded_inside_are_invalidated() {
         async move {
             SITE.get(&cache, &label, |label| async move {
                 runs.arrived.send_modify(|n| *n += 1);
-                telemetry::record_tags([format!("event:{label}")]);
+                dependencies::record_tags([format!("event:{label}")]);
                 Ok::<_, CacheError>(u32::try_from(runs.count()).unwrap())
             })
             .await
@@ -824,8 +830,8 @@ async fn reads_record_the_values_dependencies_into_the_enclosing_scope() {
     let runs = Gate::new();
     let opts = options().tags(["site"]);
     let request = || async {
-        let t = Telemetry::new();
-        let total: Total = telemetry::scope(
+        let t = DependencyScope::new();
+        let total: Total = dependencies::scope(
             t.clone(),
             a.cache
                 .get_or_compute("total:recE1", &opts, || event_total(&a.cache, "recE1", &runs)),

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cache_core::{
-    IndexEntries, IndexQuery, Lookup, ManualClock, MemoryStore, QueryLookup, RecordId, RecordWrite, RemoveMode, Store,
-    StoreError, WriteMode, WriteOutcome,
+    MemoryStore, RecordId,
+    clock::ManualClock,
+    query::IndexQuery,
+    schema::IndexEntries,
+    store::{Lookup, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, WriteMode, WriteOutcome},
     testing::conformance::{projects, users},
 };
 
@@ -45,7 +48,7 @@ fn by_event(event: &str) -> IndexQuery {
     IndexQuery::all().filter("event", event.to_owned())
 }
 
-async fn token(store: &MemoryStore, q: &IndexQuery) -> cache_core::FillToken {
+async fn token(store: &MemoryStore, q: &IndexQuery) -> cache_core::store::FillToken {
     match store.query(projects(), q).await.unwrap() {
         QueryLookup::Incomplete(t) => t,
         QueryLookup::Complete { .. } => panic!("expected incomplete"),
@@ -64,7 +67,7 @@ async fn records_tombstones_values_and_leases_expire_on_the_injected_clock() {
         .remove(
             p,
             &[id("p2")],
-            RemoveMode::Tombstone(cache_core::Tombstone::new(20 * SEC)),
+            RemoveMode::Tombstone(cache_core::store::Tombstone::new(20 * SEC)),
         )
         .await
         .unwrap();
@@ -160,7 +163,7 @@ async fn flush_patterns_match_the_logical_keys() {
         .remove(
             p,
             &[id("p3")],
-            RemoveMode::Tombstone(cache_core::Tombstone::new(3600 * SEC)),
+            RemoveMode::Tombstone(cache_core::store::Tombstone::new(3600 * SEC)),
         )
         .await
         .unwrap();
@@ -244,7 +247,7 @@ async fn stats_report_the_memory_backend() {
     assert!(stats.memory_used_bytes.unwrap() > 0);
     assert_eq!(
         stats.memory_used_human,
-        Some(cache_core::human_bytes(stats.memory_used_bytes.unwrap()))
+        Some(cache_core::store::human_bytes(stats.memory_used_bytes.unwrap()))
     );
     assert_eq!(stats.keyspace_hits, None);
 }
@@ -419,7 +422,7 @@ async fn purge_marks_of_distinct_misses_stay_within_the_budget() {
             .await
             .unwrap();
     }
-    let write = |stamp| cache_core::ComputedWrite {
+    let write = |stamp| cache_core::store::ComputedWrite {
         value: Bytes::from_static(b"v"),
         ttl: 60 * SEC,
         tags: vec!["unrelated".to_owned()],

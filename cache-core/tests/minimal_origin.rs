@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 use cache_core::{
-    Cache, CacheError, Cacheable, EntitySchema, MemoryStore, Origin, OriginError, RecordId, SourceQuery, SourceRecord,
+    Cache, CacheError, Cacheable, MemoryStore, RecordId,
+    origin::{Origin, OriginError, SourceQuery, SourceRecord},
+    schema::EntitySchema,
     testing::{MemoryOrigin, OriginMethod, conformance::RaceProject},
 };
 

@@ -8,8 +8,9 @@ mod common;
 use std::time::Duration;
 
 use cache_core::{
-    CacheError, Lookup, Store,
-    telemetry::{self, Telemetry},
+    CacheError,
+    dependencies::{self, DependencyScope},
+    store::{Lookup, Store},
     testing::OriginMethod,
 };
 use common::*;
@@ -138,8 +139,8 @@ fn spawn_refresh<T: cache_core::Cacheable>(
     query: cache_core::Query<T>,
 ) -> tokio::task::JoinHandle<Result<Vec<T>, CacheError>> {
     let cache = h.cache.clone();
-    let refresh = Telemetry::new().refresh(true);
-    tokio::spawn(telemetry::scope(refresh, async move { cache.query(query).await }))
+    let refresh = DependencyScope::new().refresh(true);
+    tokio::spawn(dependencies::scope(refresh, async move { cache.query(query).await }))
 }
 
 #[tokio::test]

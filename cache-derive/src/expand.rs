@@ -55,8 +55,8 @@ pub(crate) fn placeholder(input: &DeriveInput) -> TokenStream {
         const _: () = {
             #[automatically_derived]
             impl #krate::Cacheable for #ident {
-                type Sort = #krate::NoSort;
-                fn schema() -> &'static #krate::EntitySchema {
+                type Sort = #krate::__private::NoSort;
+                fn schema() -> &'static #krate::__private::EntitySchema {
                     ::core::unimplemented!("`#[derive(Cacheable)]` failed")
                 }
                 fn id(&self) -> &#krate::RecordId {
@@ -65,19 +65,19 @@ pub(crate) fn placeholder(input: &DeriveInput) -> TokenStream {
                 fn version(&self) -> ::core::option::Option<f64> {
                     ::core::unimplemented!("`#[derive(Cacheable)]` failed")
                 }
-                fn index_entries(&self) -> #krate::IndexEntries {
+                fn index_entries(&self) -> #krate::__private::IndexEntries {
                     ::core::unimplemented!("`#[derive(Cacheable)]` failed")
                 }
-                fn to_cached(&self) -> ::core::result::Result<::std::vec::Vec<u8>, #krate::ModelError> {
+                fn to_cached(&self) -> ::core::result::Result<::std::vec::Vec<u8>, #krate::__private::ModelError> {
                     ::core::unimplemented!("`#[derive(Cacheable)]` failed")
                 }
-                fn from_cached(_: &[u8]) -> ::core::result::Result<Self, #krate::ModelError> {
+                fn from_cached(_: &[u8]) -> ::core::result::Result<Self, #krate::__private::ModelError> {
                     ::core::unimplemented!("`#[derive(Cacheable)]` failed")
                 }
-                fn to_source(&self) -> ::core::result::Result<#krate::SourceRecord, #krate::ModelError> {
+                fn to_source(&self) -> ::core::result::Result<#krate::__private::SourceRecord, #krate::__private::ModelError> {
                     ::core::unimplemented!("`#[derive(Cacheable)]` failed")
                 }
-                fn from_source(_: #krate::SourceRecord) -> ::core::result::Result<Self, #krate::ModelError> {
+                fn from_source(_: #krate::__private::SourceRecord) -> ::core::result::Result<Self, #krate::__private::ModelError> {
                     ::core::unimplemented!("`#[derive(Cacheable)]` failed")
                 }
             }
@@ -127,7 +127,7 @@ fn expand(cont: &Container<'_>) -> TokenStream {
             impl #krate::Cacheable for #ident #bounds {
                 type Sort = #sort_ty;
 
-                fn schema() -> &'static #krate::EntitySchema {
+                fn schema() -> &'static #krate::__private::EntitySchema {
                     #schema
                 }
 
@@ -141,23 +141,23 @@ fn expand(cont: &Container<'_>) -> TokenStream {
                     #version
                 }
 
-                fn index_entries(&self) -> #krate::IndexEntries {
+                fn index_entries(&self) -> #krate::__private::IndexEntries {
                     #index_entries
                 }
 
-                fn to_cached(&self) -> ::core::result::Result<::std::vec::Vec<u8>, #krate::ModelError> {
+                fn to_cached(&self) -> ::core::result::Result<::std::vec::Vec<u8>, #krate::__private::ModelError> {
                     #to_cached
                 }
 
-                fn from_cached(bytes: &[u8]) -> ::core::result::Result<Self, #krate::ModelError> {
+                fn from_cached(bytes: &[u8]) -> ::core::result::Result<Self, #krate::__private::ModelError> {
                     #from_cached
                 }
 
-                fn to_source(&self) -> ::core::result::Result<#krate::SourceRecord, #krate::ModelError> {
+                fn to_source(&self) -> ::core::result::Result<#krate::__private::SourceRecord, #krate::__private::ModelError> {
                     #to_source
                 }
 
-                fn from_source(record: #krate::SourceRecord) -> ::core::result::Result<Self, #krate::ModelError> {
+                fn from_source(record: #krate::__private::SourceRecord) -> ::core::result::Result<Self, #krate::__private::ModelError> {
                     #from_source
                 }
 
@@ -205,7 +205,7 @@ fn field_bounds(cont: &Container<'_>) -> TokenStream {
             bounds.push(quote_spanned!(ty.span()=> #ty: #krate::IndexValue));
         }
         if f.attrs.sortable.is_some() || f.attrs.version.is_some() {
-            bounds.push(quote_spanned!(ty.span()=> #ty: #krate::SortKey));
+            bounds.push(quote_spanned!(ty.span()=> #ty: #krate::__private::SortKey));
         }
     }
     if bounds.is_empty() {
@@ -230,8 +230,8 @@ fn respan(krate: &syn::Path, span: Span) -> TokenStream {
 
 fn index_kind(krate: &syn::Path, normalize: Normalize) -> TokenStream {
     match normalize {
-        Normalize::Exact => quote!(#krate::IndexKind::Exact),
-        Normalize::Lowercase => quote!(#krate::IndexKind::Lowercase),
+        Normalize::Exact => quote!(#krate::__private::IndexKind::Exact),
+        Normalize::Lowercase => quote!(#krate::__private::IndexKind::Lowercase),
     }
 }
 
@@ -241,7 +241,11 @@ fn sort(cont: &Container<'_>) -> (TokenStream, TokenStream, TokenStream) {
     let krate = &cont.attrs.krate;
     let sortable: Vec<&Field<'_>> = cont.fields.iter().filter(|f| f.attrs.sortable.is_some()).collect();
     if sortable.is_empty() {
-        return (TokenStream::new(), quote!(#krate::NoSort), TokenStream::new());
+        return (
+            TokenStream::new(),
+            quote!(#krate::__private::NoSort),
+            TokenStream::new(),
+        );
     }
     let vis = cont.vis;
     let enum_ident = format_ident!("{}Sort", cont.ident);
@@ -275,7 +279,7 @@ fn sort(cont: &Container<'_>) -> (TokenStream, TokenStream, TokenStream) {
     };
     let sort_impl = quote! {
         #[automatically_derived]
-        impl #krate::SortField for #enum_ident {
+        impl #krate::__private::SortField for #enum_ident {
             fn field_name(self) -> &'static str {
                 match self {
                     #(Self::#variants => #names,)*
@@ -312,14 +316,14 @@ fn schema(cont: &Container<'_>, entity: &str, id_name: &str, fields: &[&Field<'_
         let source_name = &f.source_name;
         let rust_type = ty::display(f.ty);
         let kind = match f.shape {
-            Shape::Scalar => quote!(#krate::FieldKind::Scalar),
+            Shape::Scalar => quote!(#krate::__private::FieldKind::Scalar),
             Shape::Link { target } => {
                 let krate = respan(krate, target.span());
-                quote_spanned!(target.span()=> #krate::FieldKind::Link { target: <#target as #krate::Cacheable>::schema })
+                quote_spanned!(target.span()=> #krate::__private::FieldKind::Link { target: <#target as #krate::Cacheable>::schema })
             }
             Shape::Links { target } => {
                 let krate = respan(krate, target.span());
-                quote_spanned!(target.span()=> #krate::FieldKind::Links { target: <#target as #krate::Cacheable>::schema })
+                quote_spanned!(target.span()=> #krate::__private::FieldKind::Links { target: <#target as #krate::Cacheable>::schema })
             }
         };
         let optional = f.optional;
@@ -345,8 +349,8 @@ fn schema(cont: &Container<'_>, entity: &str, id_name: &str, fields: &[&Field<'_
         calls.extend(quote!(.field(#field)));
     }
     quote! {
-        static __SCHEMA: #krate::__private::LazyLock<#krate::EntitySchema> = #krate::__private::LazyLock::new(|| {
-            #krate::EntitySchema::builder(#entity)
+        static __SCHEMA: #krate::__private::LazyLock<#krate::__private::EntitySchema> = #krate::__private::LazyLock::new(|| {
+            #krate::__private::EntitySchema::builder(#entity)
                 .type_name(#type_name)
                 .id_field(#id_name)
                 #calls
@@ -379,10 +383,10 @@ fn index_entries(cont: &Container<'_>) -> TokenStream {
         }
     }
     if pushes.is_empty() {
-        return quote!(#krate::IndexEntries::default());
+        return quote!(#krate::__private::IndexEntries::default());
     }
     quote! {
-        let mut __entries = #krate::IndexEntries::default();
+        let mut __entries = #krate::__private::IndexEntries::default();
         #pushes
         __entries
     }
@@ -504,7 +508,7 @@ fn to_source(cont: &Container<'_>, entity: &str, stored: &[&Field<'_>]) -> Token
     quote! {
         let mut __fields = #krate::__private::serde_json::Map::with_capacity(#capacity);
         #(#inserts)*
-        ::core::result::Result::Ok(#krate::SourceRecord {
+        ::core::result::Result::Ok(#krate::__private::SourceRecord {
             id: ::core::clone::Clone::clone(&self.#id),
             fields: __fields,
         })

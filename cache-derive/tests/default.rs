@@ -2,7 +2,7 @@
 //! cells) reads as the field's default, per field and per model; everything else about the
 //! record is unchanged.
 
-use cache_core::{Cacheable, Link, Links, ModelError, RecordId, SourceRecord};
+use cache_core::{Cacheable, Link, Links, RecordId, origin::SourceRecord, schema::ModelError};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -266,7 +266,7 @@ fn a_record_with_empty_cells_survives_airtable_leaving_them_out() {
 
 #[test]
 fn the_schema_says_which_fields_take_a_default() {
-    let defaults = |schema: &cache_core::EntitySchema| -> Vec<(&str, bool)> {
+    let defaults = |schema: &cache_core::schema::EntitySchema| -> Vec<(&str, bool)> {
         schema.fields.iter().map(|f| (f.name, f.default)).collect()
     };
     assert_eq!(

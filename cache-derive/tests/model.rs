@@ -2,8 +2,9 @@
 //! shape, index entries and typed queries.
 
 use cache_core::{
-    CacheView, Cacheable, FieldKind, IndexKind, IndexValue, Link, Links, ModelError, Order, RecordId, SortField,
-    SourceRecord,
+    CacheView, Cacheable, IndexValue, Link, Links, Order, RecordId,
+    origin::SourceRecord,
+    schema::{FieldKind, IndexKind, ModelError, SortField},
 };
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -109,8 +110,8 @@ fn schema_field_by_field() {
     assert_eq!(schema.source_table, "Projects");
     assert_eq!(schema.type_name, "Project");
     assert_eq!(schema.ttl, std::time::Duration::from_secs(8 * 3600));
-    assert_eq!(schema.tombstone_ttl, cache_core::DEFAULT_TOMBSTONE_TTL);
-    assert_eq!(schema.negative_ttl, cache_core::DEFAULT_NEGATIVE_TTL);
+    assert_eq!(schema.tombstone_ttl, cache_core::schema::DEFAULT_TOMBSTONE_TTL);
+    assert_eq!(schema.negative_ttl, cache_core::schema::DEFAULT_NEGATIVE_TTL);
     assert_eq!(schema.id_field, "id");
     assert_eq!(schema.version_field, Some("updated_at"));
     let names: Vec<_> = schema.fields.iter().map(|f| f.name).collect();
@@ -177,7 +178,7 @@ fn schema_renames_and_options() {
 
     let events = Event::schema();
     assert_eq!(events.source_table, "events", "defaults to the entity");
-    assert_eq!(events.ttl, cache_core::DEFAULT_TTL);
+    assert_eq!(events.ttl, cache_core::schema::DEFAULT_TTL);
     assert_eq!(events.tombstone_ttl, std::time::Duration::from_secs(30 * 60));
     assert_eq!(events.negative_ttl, std::time::Duration::from_secs(45));
     assert_eq!(events.version_field, None);

@@ -1,6 +1,6 @@
 //! A record survives source shape -> model -> cached form -> model -> source shape unchanged.
 
-use cache_core::{Cacheable, IndexValue, Link, Links, RecordId, SourceRecord};
+use cache_core::{Cacheable, IndexValue, Link, Links, RecordId, origin::SourceRecord};
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};

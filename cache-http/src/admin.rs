@@ -34,7 +34,14 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{delete, get, post},
 };
-use cache_core::{Cache, ComputedStats, EntitySchema, EntityStats, StoreError, StoreStats, keys};
+use cache_core::{
+    Cache,
+    compute::ComputedStats,
+    keys,
+    schema::EntitySchema,
+    stats::EntityStats,
+    store::{StoreError, StoreStats},
+};
 use http::{HeaderMap, StatusCode, header};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -190,15 +197,15 @@ fn rate(hits: u64, misses: u64) -> Option<f64> {
 
 /// Builds the statistics report of `cache`: the store's figures and the cache's counters.
 /// Cheap: the store may estimate its key count ([`StoreStats::total_keys_exact`]).
-pub async fn stats_report(cache: &Cache) -> Result<StatsReport, cache_core::StoreError> {
+pub async fn stats_report(cache: &Cache) -> Result<StatsReport, cache_core::store::StoreError> {
     Ok(report_from(cache, cache.store().stats().await?))
 }
 
 /// [`stats_report`] with the store's keys counted one by one ([`Store::exact_stats`]: a scan
 /// of the whole keyspace on Redis).
 ///
-/// [`Store::exact_stats`]: cache_core::Store::exact_stats
-pub async fn exact_stats_report(cache: &Cache) -> Result<StatsReport, cache_core::StoreError> {
+/// [`Store::exact_stats`]: cache_core::store::Store::exact_stats
+pub async fn exact_stats_report(cache: &Cache) -> Result<StatsReport, cache_core::store::StoreError> {
     Ok(report_from(cache, cache.store().exact_stats().await?))
 }
 

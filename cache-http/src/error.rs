@@ -65,8 +65,8 @@ impl ApiError {
     }
 
     /// 503 or 500 for a store error, 400 for a request the store rejected.
-    pub(crate) fn from_store(err: &cache_core::StoreError) -> Self {
-        use cache_core::StoreError;
+    pub(crate) fn from_store(err: &cache_core::store::StoreError) -> Self {
+        use cache_core::store::StoreError;
         let status = match err {
             StoreError::Unavailable(_) | StoreError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::Invalid(_) => StatusCode::BAD_REQUEST,

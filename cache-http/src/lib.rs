@@ -10,7 +10,7 @@
 //! - [`dashboard`]: the operator's page at `GET /admin/`, for a person with the admin token.
 //! - [`metrics::routes`]: `GET /metrics` for Prometheus.
 //!
-//! The crate is generic over the [`Store`](cache_core::Store): it works over Redis, Valkey or
+//! The crate is generic over the [`Store`](cache_core::store::Store): it works over Redis, Valkey or
 //! the in-memory store alike.
 #![warn(missing_docs)]
 

@@ -88,7 +88,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
 /// Registers the help text and units of the core's metrics and of this crate's.
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    cache_core::describe_metrics();
+    cache_core::stats::describe_metrics();
     describe_counter!(
         RESPONSE_CACHE_TOTAL,
         "Response cache lookups and stores by outcome: hit, miss, stored, refused, not_modified, skipped."

@@ -1,4 +1,4 @@
-//! The telemetry layer: opens a [`Telemetry`] scope per request and reports what the request
+//! The telemetry layer: opens a [`DependencyScope`] per request and reports what the request
 //! read from the cache in response headers (`X-Cache`, `X-Origin-Calls`).
 //!
 //! ```
@@ -18,7 +18,7 @@ use std::{
     time::Instant,
 };
 
-use cache_core::telemetry::{self, Telemetry, TelemetryCounts};
+use cache_core::dependencies::{self, DependencyScope, ReadCounts};
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use tower::{Layer, Service};
@@ -44,7 +44,7 @@ pub enum CacheStatus {
 impl CacheStatus {
     /// What the request's telemetry counted says; `from_response_cache` when the response was
     /// served whole from the response cache.
-    pub fn of(counts: &TelemetryCounts, refresh: bool, from_response_cache: bool) -> Self {
+    pub fn of(counts: &ReadCounts, refresh: bool, from_response_cache: bool) -> Self {
         if from_response_cache {
             Self::Hit
         } else if refresh || counts.bypasses > 0 {
@@ -159,12 +159,12 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let refresh = wants_refresh(req.headers());
         let method = req.method().clone();
-        let t = Telemetry::new().refresh(refresh);
+        let t = DependencyScope::new().refresh(refresh);
         if refresh {
             tracing::debug!(method = %method, path = %req.uri().path(), "cache_bypass");
         }
         let started = Instant::now();
-        let inner = telemetry::scope(t.clone(), self.inner.call(req));
+        let inner = dependencies::scope(t.clone(), self.inner.call(req));
         let header = self.origin_calls_header.clone();
         CacheTelemetryFuture {
             inner: Box::pin(async move {
@@ -190,7 +190,7 @@ where
 }
 
 /// The future of [`CacheTelemetry`]. Boxed: it runs the inner future inside the core's
-/// telemetry scope, whose future type cannot be named.
+/// dependency scope, whose future type cannot be named.
 pub struct CacheTelemetryFuture<B, E> {
     inner: BoxFuture<'static, Result<Response<B>, E>>,
 }
@@ -213,13 +213,13 @@ impl<B, E> fmt::Debug for CacheTelemetryFuture<B, E> {
 mod tests {
     use super::*;
 
-    fn counts(hits: u64, misses: u64, bypasses: u64, origin_calls: u64) -> TelemetryCounts {
-        TelemetryCounts {
+    fn counts(hits: u64, misses: u64, bypasses: u64, origin_calls: u64) -> ReadCounts {
+        ReadCounts {
             hits,
             misses,
             bypasses,
             origin_calls,
-            ..TelemetryCounts::default()
+            ..ReadCounts::default()
         }
     }
 
@@ -231,9 +231,9 @@ mod tests {
         assert_eq!(CacheStatus::of(&counts(0, 0, 0, 0), false, false), CacheStatus::Bypass);
         assert_eq!(CacheStatus::of(&counts(0, 0, 0, 0), true, false), CacheStatus::Bypass);
         assert_eq!(CacheStatus::of(&counts(0, 0, 0, 0), false, true), CacheStatus::Hit);
-        let tombstone = TelemetryCounts {
+        let tombstone = ReadCounts {
             tombstone_hits: 1,
-            ..TelemetryCounts::default()
+            ..ReadCounts::default()
         };
         assert_eq!(CacheStatus::of(&tombstone, false, false), CacheStatus::Hit);
     }

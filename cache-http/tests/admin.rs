@@ -6,7 +6,7 @@
 mod common;
 
 use axum::{Router, body::Body};
-use cache_core::{Store, testing::OriginMethod};
+use cache_core::{store::Store, testing::OriginMethod};
 use cache_http::{
     ConfigError, SecretError,
     admin::{self, AdminConfig},

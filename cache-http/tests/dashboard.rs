@@ -9,8 +9,9 @@ mod dashboard_support;
 use std::time::{Duration, SystemTime};
 
 use cache_core::{
-    ChangeOutcome, Lookup, Refusal, Store,
+    change::{ChangeOutcome, Refusal},
     feed::{Backlog, FeedResync},
+    store::{Lookup, Store},
 };
 use cache_http::dashboard::DeliveryEvent;
 use common::{Event, Harness, Project, TOKEN, id, serve};

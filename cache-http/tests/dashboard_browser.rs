@@ -20,7 +20,10 @@ use std::{
 };
 
 use axum::{Router, response::Html, routing::get};
-use cache_core::{Cacheable, Lookup, Store};
+use cache_core::{
+    Cacheable,
+    store::{Lookup, Store},
+};
 use cache_http::dashboard::{DeliveryEvent, DeliveryLog};
 use common::{Event, Harness, Project, TOKEN, id, serve};
 use fantoccini::{Client, ClientBuilder, Locator, elements::Element, key::Key};
@@ -597,7 +600,10 @@ async fn readme_screenshot() {
     let outbox = h.cache.feeds().reporter("sql:outbox");
     let now = std::time::SystemTime::now();
     outbox.applied(
-        &[cache_core::ChangeOutcome::Applied, cache_core::ChangeOutcome::Applied],
+        &[
+            cache_core::change::ChangeOutcome::Applied,
+            cache_core::change::ChangeOutcome::Applied,
+        ],
         Some("1042"),
         Some(now - Duration::from_millis(300)),
     );

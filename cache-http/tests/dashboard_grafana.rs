@@ -1,5 +1,5 @@
 //! The Grafana dashboard and the alert rules in `docs/grafana/` name only metrics the product
-//! exports: the core's (`cache_core::describe_metrics`) and the HTTP layer's
+//! exports: the core's (`cache_core::stats::describe_metrics`) and the HTTP layer's
 //! (`cache_http::metrics`), histograms with their `_bucket`, `_sum` and `_count` series.
 #![allow(clippy::unwrap_used)]
 
@@ -61,7 +61,7 @@ impl Recorder for Described {
 /// Every series name the product exports.
 fn exported() -> BTreeSet<String> {
     let described = Described::default();
-    metrics::with_local_recorder(&described, cache_core::describe_metrics);
+    metrics::with_local_recorder(&described, cache_core::stats::describe_metrics);
     described.add(RESPONSE_CACHE_TOTAL);
     described.add(WEBHOOK_DELIVERIES_TOTAL);
     for name in [

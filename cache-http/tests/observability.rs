@@ -140,7 +140,7 @@ fn value(text: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn feed_and_store_gauges_are_read_at_each_scrape() {
     use cache_core::{
-        ChangeOutcome, Refusal,
+        change::{ChangeOutcome, Refusal},
         feed::{Backlog, FeedResync},
     };
 

@@ -21,7 +21,7 @@ use axum::{
     routing::get,
 };
 use bytes::Bytes;
-use cache_core::{Cache, Store, testing::OriginMethod};
+use cache_core::{Cache, store::Store, testing::OriginMethod};
 use cache_http::{CacheTelemetryLayer, ResponseCacheLayer};
 use common::{Event, Gate, Harness, Project, ProjectSort, header, id, project, serve};
 use http::{HeaderName, Request, StatusCode};

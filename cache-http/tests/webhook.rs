@@ -7,7 +7,11 @@ mod common;
 
 use axum::{Router, body::Body};
 use bytes::Bytes;
-use cache_core::{Cache, Store, StoreStats, testing::OriginMethod};
+use cache_core::{
+    Cache,
+    store::{Store, StoreStats},
+    testing::OriginMethod,
+};
 use cache_http::{
     ConfigError, SecretError,
     webhook::{self, WebhookConfig},
@@ -64,7 +68,7 @@ async fn deliver(app: &Router, payload: &Value) -> (StatusCode, Value) {
 }
 
 /// Everything a delivery could have changed.
-async fn state(h: &Harness) -> (StoreStats, usize, cache_core::CacheStats) {
+async fn state(h: &Harness) -> (StoreStats, usize, cache_core::stats::CacheStats) {
     (h.store.stats().await.unwrap(), h.origin.total_calls(), h.cache.stats())
 }
 

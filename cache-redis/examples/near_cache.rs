@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cache_core::{Cache, Cacheable, Link, RecordId, Store, testing::MemoryOrigin};
+use cache_core::{Cache, Cacheable, Link, RecordId, store::Store, testing::MemoryOrigin};
 use cache_redis::{
     RedisStore,
     testing::{RedisServer, unique_namespace},
@@ -193,7 +193,7 @@ async fn main() {
             (started, Instant::now())
         } else {
             let body = bytes::Bytes::from(write.to_cached().unwrap());
-            let put = cache_core::RecordWrite {
+            let put = cache_core::store::RecordWrite {
                 id: write.id.clone(),
                 body,
                 index: write.index_entries(),
@@ -203,7 +203,7 @@ async fn main() {
             };
             let started = Instant::now();
             store_a
-                .put(Project::schema(), &[put], cache_core::WriteMode::Upsert)
+                .put(Project::schema(), &[put], cache_core::store::WriteMode::Upsert)
                 .await
                 .unwrap();
             (started, Instant::now())

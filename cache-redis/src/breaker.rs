@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cache_core::StoreError;
+use cache_core::store::StoreError;
 use serde::Serialize;
 
 /// When the breaker opens and for how long.

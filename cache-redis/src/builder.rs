@@ -139,7 +139,7 @@ impl RedisStoreBuilder {
 
     /// The most time one store operation may take in all, connection attempts and the
     /// circuit breaker's probe included (250 ms by default): past it the operation fails as
-    /// [`StoreError::Unavailable`](cache_core::StoreError::Unavailable), the cache answers from
+    /// [`StoreError::Unavailable`](cache_core::store::StoreError::Unavailable), the cache answers from
     /// the origin, and the breaker opens. Bulk operations (`flush`, `scan_ids`, exact counts)
     /// are bounded per round trip by the response timeout instead.
     pub fn operation_budget(mut self, budget: Duration) -> Self {
@@ -153,7 +153,7 @@ impl RedisStoreBuilder {
     /// store is returned anyway and keeps connecting in the background (logging
     /// `redis_connect_deferred`, a `redis_still_unreachable` summary every 10 s, then
     /// `redis_connected`); until then its operations fail at once as
-    /// [`StoreError::Unavailable`](cache_core::StoreError::Unavailable), so a cache over it
+    /// [`StoreError::Unavailable`](cache_core::store::StoreError::Unavailable), so a cache over it
     /// answers from the origin, and it starts caching without a restart. Errors are only
     /// what no waiting fixes: a bad URL or namespace, credentials the server refused, a server
     /// too old.

@@ -18,7 +18,7 @@ use redis::{
     cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo},
 };
 
-use cache_core::StoreError;
+use cache_core::store::StoreError;
 
 /// One connection of either topology: to one server or to a cluster. Every redis-rs command
 /// runs on it ([`redis::aio::ConnectionLike`]), whichever it is.

@@ -1,4 +1,4 @@
-//! Flush patterns: which of the namespace's keys a [`Store::flush`](cache_core::Store::flush)
+//! Flush patterns: which of the namespace's keys a [`Store::flush`](cache_core::store::Store::flush)
 //! pattern removes.
 //!
 //! Patterns match *logical* keys, the same on every store (see `Store::flush`): `{entity}:r:{id}`
@@ -18,8 +18,8 @@
 //! an entity (`projects:*`) removes its buckets whole.
 
 use cache_core::{
-    StoreError,
     keys::{glob_match, validate_pattern},
+    store::StoreError,
 };
 
 /// Which keys a flush removes; see the module docs.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use cache_core::{EntitySchema, IndexQuery, RecordId, keys::encode_component};
+use cache_core::{RecordId, keys::encode_component, query::IndexQuery, schema::EntitySchema};
 
 use crate::ConnectError;
 
@@ -310,7 +310,7 @@ pub(crate) fn purge_mark_key(namespace: &str, tag: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use cache_core::FieldSchema;
+    use cache_core::schema::FieldSchema;
 
     use super::*;
 
@@ -370,7 +370,7 @@ mod tests {
     #[cfg(feature = "testing")]
     #[test]
     fn the_scripts_build_the_keys_this_layout_builds() {
-        use cache_core::{IndexKind, keys::encode_component};
+        use cache_core::{keys::encode_component, schema::IndexKind};
 
         let schema = EntitySchema::builder("projects")
             .field(FieldSchema {

@@ -1,4 +1,4 @@
-//! The [`Store`](cache_core::Store) on Redis 6.2+, Valkey 7.2+ and Redis Cluster:
+//! The [`Store`](cache_core::store::Store) on Redis 6.2+, Valkey 7.2+ and Redis Cluster:
 //! [`RedisStore`].
 //!
 //! - **One round trip per operation on a hit**: `get` is one `MGET` (record and tombstone),
@@ -11,14 +11,14 @@
 //!   slot; an entity can be spread over several buckets ([`RedisStoreBuilder::buckets`]), and
 //!   queries then run on every bucket and merge.
 //! - **Fail open**: a [circuit breaker](CircuitStatus) turns an unreachable or slow server into
-//!   fast [`StoreError::Unavailable`](cache_core::StoreError::Unavailable) answers, so the cache
+//!   fast [`StoreError::Unavailable`](cache_core::store::StoreError::Unavailable) answers, so the cache
 //!   serves from the origin, and closes by itself when the server is back; the connection
 //!   reconnects after a restart and scripts are reloaded after `SCRIPT FLUSH`.
 //! - **Bounded waits**: no operation waits longer than its
 //!   [budget](RedisStoreBuilder::operation_budget) (250 ms by default), connecting included;
 //!   the store is built even while Redis is down or hung and connects in the background; on a
 //!   cluster a master that is down or failing over costs only its own slots.
-//! - **Cheap stats**: [`stats`](cache_core::Store::stats) estimates the namespace's key count
+//! - **Cheap stats**: [`stats`](cache_core::store::Store::stats) estimates the namespace's key count
 //!   from `DBSIZE` and a sample; [`RedisStore::exact_key_count`] scans.
 //!
 //! ```no_run

@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use cache_core::{IndexEntries, keys::encode_component};
+use cache_core::{keys::encode_component, schema::IndexEntries};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize)]

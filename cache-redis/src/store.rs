@@ -13,11 +13,15 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use cache_core::{
-    ComputeLock, ComputedLookup, ComputedWrite, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, LockAttempt,
-    LockWait, Lookup, Order, QueryFill, QueryLookup, RecordId, RecordWrite, RemoveMode, Store, StoreError, StoreResult,
-    StoreStats, WriteMode, WriteOutcome, human_bytes,
+    Order, RecordId,
     order::compare_scored,
-    store::{Availability, InvalidationSink},
+    query::IndexQuery,
+    schema::{EntitySchema, IndexEntries},
+    store::{
+        Availability, ComputeLock, ComputedLookup, ComputedWrite, FillToken, InvalidationSink, Lease, LockAttempt,
+        LockWait, Lookup, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats,
+        WriteMode, WriteOutcome, human_bytes,
+    },
 };
 use futures::{
     StreamExt,

@@ -1,7 +1,7 @@
 //! The near cache's invalidations on Redis: server-assisted client-side caching in broadcast
 //! mode (`CLIENT TRACKING ON BCAST PREFIX <namespace>:{`), one dedicated RESP3 connection per
 //! master, turned into [`Invalidation`]s for the subscribed near caches
-//! ([`Store::subscribe_invalidations`](cache_core::Store::subscribe_invalidations)).
+//! ([`Store::subscribe_invalidations`](cache_core::store::Store::subscribe_invalidations)).
 //!
 //! - **Broadcast mode**: the server pushes every change of a key under the entity prefix
 //!   (`<namespace>:{`, which leaves computed values and tags out), whoever made it, without

@@ -14,8 +14,11 @@ use std::{
 };
 
 use cache_core::{
-    Cache, CacheError, Cacheable, ComputeOptions, ComputedStats, Link, ManualClock, ManualRandom, OriginError,
-    RecordId, testing::MemoryOrigin,
+    Cache, CacheError, Cacheable, ComputeOptions, Link, RecordId,
+    clock::ManualClock,
+    compute::{ComputedStats, ManualRandom},
+    origin::OriginError,
+    testing::MemoryOrigin,
 };
 use cache_redis::{
     RedisStore, RedisStoreBuilder,
@@ -296,7 +299,7 @@ async fn instances_sharing_redis_compute_once_and_the_other_waits_in_one_blpop()
     };
     until_blocked(nodes, 1).await;
     // The wait blocks its own connection, never the store's shared one.
-    tokio::time::timeout(Duration::from_millis(500), cache_core::Store::ping(&b_store))
+    tokio::time::timeout(Duration::from_millis(500), cache_core::store::Store::ping(&b_store))
         .await
         .expect("the shared connection answers while a waiter blocks")
         .unwrap();
@@ -450,7 +453,9 @@ async fn a_value_computed_across_a_write_is_refused() {
     assert_eq!(stale.await.unwrap().unwrap().points, 1);
     assert_eq!(stats(&a).refused, 1);
     assert_eq!(
-        cache_core::Store::get_value(&store, "points:recP1").await.unwrap(),
+        cache_core::store::Store::get_value(&store, "points:recP1")
+            .await
+            .unwrap(),
         None
     );
     let opened = Gate::opened();

@@ -5,7 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use cache_core::{
-    Cache, Cacheable, Change, ChangeOutcome, RecordId, Refusal, UpsertOutcome,
+    Cache, Cacheable, RecordId, UpsertOutcome,
+    change::{Change, ChangeOutcome, Refusal},
     testing::{MemoryOrigin, conformance::RaceProject},
 };
 use cache_redis::{RedisStore, testing::shared_server};

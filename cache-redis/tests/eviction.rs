@@ -13,7 +13,9 @@ use std::{
 };
 
 use cache_core::{
-    Cache, Cacheable, MemoryStore, Query, QueryLookup, RecordId, Store, UpsertOutcome, testing::MemoryOrigin,
+    Cache, Cacheable, MemoryStore, Query, RecordId, UpsertOutcome,
+    store::{QueryLookup, Store},
+    testing::MemoryOrigin,
 };
 use cache_redis::{BucketKeys, RedisStore, testing::RedisServer};
 

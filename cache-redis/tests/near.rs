@@ -17,9 +17,15 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use cache_core::{
-    Cache, Cacheable, Change, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, Lookup, NearCache, QueryFill,
-    QueryLookup, RecordId, RecordWrite, RemoveMode, Store, StoreResult, StoreStats, WriteMode, WriteOutcome,
-    store::{Invalidation, InvalidationSink},
+    Cache, Cacheable, RecordId,
+    change::Change,
+    near::NearCache,
+    query::IndexQuery,
+    schema::{EntitySchema, IndexEntries},
+    store::{
+        FillToken, Invalidation, InvalidationSink, Lease, Lookup, QueryFill, QueryLookup, RecordWrite, RemoveMode,
+        Store, StoreResult, StoreStats, WriteMode, WriteOutcome,
+    },
     testing::MemoryOrigin,
 };
 use cache_redis::{

@@ -13,7 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cache_core::{Cache, Cacheable, RecordId, Store, StoreError, store::Availability, testing::MemoryOrigin};
+use cache_core::{
+    Cache, Cacheable, RecordId,
+    store::{Availability, Store, StoreError},
+    testing::MemoryOrigin,
+};
 use cache_redis::{
     CircuitBreakerConfig, CircuitState, RedisStore, RedisStoreBuilder,
     testing::{RedisCluster, RedisServer, unique_namespace},

@@ -14,9 +14,12 @@ use std::{
 
 use bytes::Bytes;
 use cache_core::{
-    Cache, Cacheable, EntitySchema, FieldSchema, IndexEntries, IndexKind, IndexQuery, Lookup, ModelError, NoSort,
-    Order, QueryLookup, RecordId, RecordWrite, RemoveMode, Sort, SourceRecord, Store, StoreError, WriteMode,
-    WriteOutcome, testing::MemoryOrigin,
+    Cache, Cacheable, Order, RecordId,
+    origin::SourceRecord,
+    query::{IndexQuery, Sort},
+    schema::{EntitySchema, FieldSchema, IndexEntries, IndexKind, ModelError, NoSort},
+    store::{Lookup, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, WriteMode, WriteOutcome},
+    testing::MemoryOrigin,
 };
 use cache_redis::{
     CircuitBreakerConfig, CircuitState, ConnectError, RedisStore,
@@ -199,7 +202,7 @@ async fn script_flush_does_not_break_operations() {
         .remove(
             notes(),
             &[id("n1")],
-            RemoveMode::Tombstone(cache_core::Tombstone::new(LONG)),
+            RemoveMode::Tombstone(cache_core::store::Tombstone::new(LONG)),
         )
         .await
         .expect("remove");
@@ -238,7 +241,11 @@ async fn every_key_has_a_ttl() {
     .await;
     upsert(&store, &[note("n2", "a", 5.0), note("n4", "c", 4.0)]).await;
     store
-        .remove(s, &[id("n3")], RemoveMode::Tombstone(cache_core::Tombstone::new(LONG)))
+        .remove(
+            s,
+            &[id("n3")],
+            RemoveMode::Tombstone(cache_core::store::Tombstone::new(LONG)),
+        )
         .await
         .expect("tombstone");
     store
@@ -621,7 +628,7 @@ async fn flush_patterns_remove_the_same_logical_keys_as_on_the_memory_store() {
                 .remove(
                     notes(),
                     &[id("n9")],
-                    RemoveMode::Tombstone(cache_core::Tombstone::new(LONG)),
+                    RemoveMode::Tombstone(cache_core::store::Tombstone::new(LONG)),
                 )
                 .await
                 .expect("tombstone");

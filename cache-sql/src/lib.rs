@@ -274,7 +274,7 @@ pub enum SqlError {
     },
     /// The feed's position or lock in the store failed.
     #[error("outbox feed state: {0}")]
-    Feed(#[source] cache_core::StoreError),
+    Feed(#[source] cache_core::store::StoreError),
     /// The cache refused a batch (an entity not registered with it).
     #[error("applying outbox changes: {0}")]
     Cache(#[source] cache_core::CacheError),
@@ -283,7 +283,7 @@ pub enum SqlError {
     Retry,
     /// Reading back or deleting a record failed (the error names the table).
     #[error(transparent)]
-    Origin(cache_core::OriginError),
+    Origin(cache_core::origin::OriginError),
     /// A value did not read as the source shape.
     #[error("`{table}`.`{column}`: {reason}")]
     Decode {

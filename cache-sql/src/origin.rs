@@ -3,7 +3,11 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use cache_core::{Cacheable, Deletion, EntitySchema, Origin, OriginError, RecordId, SourceQuery, SourceRecord};
+use cache_core::{
+    Cacheable, RecordId,
+    origin::{Deletion, Origin, OriginError, SourceQuery, SourceRecord},
+    schema::EntitySchema,
+};
 use serde_json::{Map, Number, Value};
 use sqlx::{
     AssertSqlSafe, Postgres, Row, Sqlite, TypeInfo, ValueRef,
@@ -75,7 +79,7 @@ impl SqlOrigin {
 
         for plan in self.inner.plans.values() {
             for field in plan.schema.indexed_fields() {
-                let Some(kind @ cache_core::IndexKind::Lowercase) = field.index else {
+                let Some(kind @ cache_core::schema::IndexKind::Lowercase) = field.index else {
                     continue;
                 };
                 let table = plan.schema.source_table;

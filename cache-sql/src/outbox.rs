@@ -41,8 +41,11 @@ use std::{
 };
 
 use cache_core::{
-    Cache, Change, ChangeOutcome, EntitySchema, Origin, RecordId,
+    Cache, RecordId,
+    change::{Change, ChangeOutcome},
     feed::{Backlog, ChangeCounts, FeedReporter, FeedState},
+    origin::Origin,
+    schema::EntitySchema,
 };
 use sqlx::{AssertSqlSafe, Executor, Row, postgres::PgListener};
 

@@ -2,7 +2,7 @@
 //! against the table at start-up: what the origin runs, in either dialect.
 //!
 //! Results are ordered exactly as the cache orders them ([`cache_core::order`]): by the sort
-//! field's *score* (the `f64` a [`SortKey`](cache_core::SortKey) gives: numbers as `f64`,
+//! field's *score* (the `f64` a [`SortKey`](cache_core::schema::SortKey) gives: numbers as `f64`,
 //! timestamps as whole milliseconds, an absent value `-inf`), then by the id's text compared
 //! byte by byte, both in the query's direction. Ordering by the native column instead would
 //! part from the cache on ties below a millisecond, on integer ids (`9` after `10` as text) and
@@ -21,7 +21,11 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use cache_core::{EntitySchema, FieldKind, FieldSchema, IndexKind, Order, SourceQuery};
+use cache_core::{
+    Order,
+    origin::SourceQuery,
+    schema::{EntitySchema, FieldKind, FieldSchema, IndexKind},
+};
 use serde_json::Value;
 
 use crate::{

@@ -13,13 +13,18 @@
 //!
 //! Two transactions writing the same row are ordered by its row lock, and their source times
 //! with them: the later one's read-back happens after the earlier one's commit. The cache
-//! refuses the earlier change if it arrives second ([`Refusal::Older`](cache_core::Refusal)).
+//! refuses the earlier change if it arrives second ([`Refusal::Older`](cache_core::change::Refusal)).
 //! A fill that read the row before the commit is refused after it, by the cache's own fill
 //! protocol.
 
 use std::{collections::BTreeMap, time::SystemTime};
 
-use cache_core::{Cache, Cacheable, Change, ChangeOutcome, Deletion, EntitySchema, RecordId};
+use cache_core::{
+    Cache, Cacheable, RecordId,
+    change::{Change, ChangeOutcome},
+    origin::Deletion,
+    schema::EntitySchema,
+};
 use sqlx::{PgConnection, Postgres, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::{SqlError, SqlOrigin, SqlPool, origin::Conn};

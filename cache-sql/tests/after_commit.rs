@@ -4,7 +4,11 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use cache_core::{Cache, Cacheable, Change, ChangeOutcome, MemoryStore, RecordId, Refusal, testing::FailingStore};
+use cache_core::{
+    Cache, Cacheable, MemoryStore, RecordId,
+    change::{Change, ChangeOutcome, Refusal},
+    testing::FailingStore,
+};
 use cache_sql::{SqlError, SqlOrigin, SqlTransaction};
 use common::{GatedOrigin, HeldOrigin, TestDb};
 use tokio::time::timeout;
@@ -40,7 +44,7 @@ struct Setup<S = MemoryStore> {
     store: S,
 }
 
-async fn setup<S: Clone + cache_core::Store>(db: TestDb, store: S) -> Setup<S> {
+async fn setup<S: Clone + cache_core::store::Store>(db: TestDb, store: S) -> Setup<S> {
     db.execute(TABLES).await;
     let origin = SqlOrigin::builder(db.pool())
         .model::<Person>()
@@ -80,7 +84,7 @@ async fn run(tx: &mut SqlTransaction, sql: &'static str) -> Result<(), sqlx::Err
     }
 }
 
-async fn person(s: &Setup<impl cache_core::Store>, pid: &str) -> Option<Person> {
+async fn person(s: &Setup<impl cache_core::store::Store>, pid: &str) -> Option<Person> {
     s.cache.get::<Person>(&id(pid)).await.expect("the cache answers")
 }
 

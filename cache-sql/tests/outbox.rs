@@ -10,8 +10,9 @@ use std::{
 };
 
 use cache_core::{
-    Cache, Cacheable, Lookup, MemoryStore, RecordId,
+    Cache, Cacheable, MemoryStore, RecordId,
     feed::{Backlog, FeedStatus},
+    store::Lookup,
     testing::FailingStore,
 };
 use cache_sql::{

@@ -5,7 +5,10 @@ mod common;
 
 use std::sync::Arc;
 
-use cache_core::{Cache, Cacheable, Link, Links, MemoryStore, Order, Origin, RecordId, SourceQuery};
+use cache_core::{
+    Cache, Cacheable, Link, Links, MemoryStore, Order, RecordId,
+    origin::{Origin, SourceQuery},
+};
 use cache_sql::{SqlError, SqlOrigin};
 use chrono::{DateTime, TimeZone, Utc};
 use common::{HeldOrigin, TestDb};

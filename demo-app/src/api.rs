@@ -14,7 +14,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use cache_core::{Cache, CacheError, CacheView, Computed, OriginError, Query, RecordId};
+use cache_core::{Cache, CacheError, CacheView, Computed, Query, RecordId, origin::OriginError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

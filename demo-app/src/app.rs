@@ -12,7 +12,7 @@ use std::{
 
 use axum::Router;
 use cache_airtable::{AirtableError, FeedError, WebhookFeed};
-use cache_core::{Cache, ConfigError, MemoryStore, Store};
+use cache_core::{Cache, ConfigError, MemoryStore, store::Store};
 use cache_http::{
     CacheTelemetryLayer, ResponseCacheLayer,
     admin::{self, AdminConfig},

@@ -7,7 +7,12 @@
 
 use std::{io::IsTerminal, time::Instant};
 
-use cache_core::{Cache, Cacheable, EntitySchema, Lookup, RecordId, SweepProgress, SweepReport};
+use cache_core::{
+    Cache, Cacheable, RecordId,
+    schema::EntitySchema,
+    store::Lookup,
+    sweep::{SweepProgress, SweepReport},
+};
 use cache_sql::Outbox;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -341,7 +346,7 @@ pub async fn flush(config: &Config, args: &FlushArgs) -> Result<(), AppError> {
             ))?;
             Ok(())
         }
-        Err(err @ cache_core::StoreError::Invalid(_)) => Err(AppError::Usage(err.to_string())),
+        Err(err @ cache_core::store::StoreError::Invalid(_)) => Err(AppError::Usage(err.to_string())),
         Err(err) => Err(AppError::Incomplete(format!(
             "flushing {what} failed after {}ms: {err}; some keys may already be removed, run it again",
             started.elapsed().as_millis()

@@ -262,7 +262,7 @@ pub struct Config {
         long,
         env = "CACHE_ENABLED",
         default_value = "true",
-        value_parser = cache_core::parse_switch,
+        value_parser = cache_core::config::parse_switch,
         action = ArgAction::Set,
         global = true
     )]
@@ -374,7 +374,7 @@ impl Default for StoreSettings {
     /// cache-core's and cache-redis's defaults.
     fn default() -> Self {
         Self {
-            memory_budget_bytes: cache_core::DEFAULT_MEMORY_BUDGET,
+            memory_budget_bytes: cache_core::memory::DEFAULT_MEMORY_BUDGET,
             redis: RedisSettings::default(),
         }
     }
@@ -593,7 +593,7 @@ impl fmt::Display for RedisUrl {
 
 const MIB: u64 = 1024 * 1024;
 /// cache-core's default budget, in mebibytes.
-const DEFAULT_MEMORY_BUDGET_MB: u64 = cache_core::DEFAULT_MEMORY_BUDGET / MIB;
+const DEFAULT_MEMORY_BUDGET_MB: u64 = cache_core::memory::DEFAULT_MEMORY_BUDGET / MIB;
 /// The largest in-memory budget accepted: 1 TiB.
 const MAX_MEMORY_BUDGET_MB: u64 = 1024 * 1024;
 
@@ -684,7 +684,7 @@ mod tests {
         // The budget's default is cache-core's.
         assert_eq!(
             default("cache_memory_budget_mb"),
-            [(cache_core::DEFAULT_MEMORY_BUDGET / MIB).to_string()]
+            [(cache_core::memory::DEFAULT_MEMORY_BUDGET / MIB).to_string()]
         );
         assert!(default("redis_url").is_empty());
         // The flags' defaults are cache-redis's.

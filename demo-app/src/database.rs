@@ -9,7 +9,7 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-use cache_core::{EntitySchema, IndexKind};
+use cache_core::schema::{EntitySchema, IndexKind};
 use cache_sql::{NORMALIZED_SUFFIX, SqlPool};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};

@@ -8,7 +8,7 @@
 //! cell means with `#[cache(default)]` (an empty list, `0`), as the guide recommends for
 //! Airtable models; the SQL tables always have them.
 
-use cache_core::{CacheView, Cacheable, EntitySchema, Link, Links, RecordId};
+use cache_core::{CacheView, Cacheable, Link, Links, RecordId, schema::EntitySchema};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 

@@ -18,7 +18,11 @@ use std::{
 
 use async_trait::async_trait;
 use cache_airtable::AirtableOrigin;
-use cache_core::{Deletion, EntitySchema, Order, Origin, OriginError, RecordId, SourceQuery, SourceRecord};
+use cache_core::{
+    Order, RecordId,
+    origin::{Deletion, Origin, OriginError, SourceQuery, SourceRecord},
+    schema::EntitySchema,
+};
 use cache_sql::SqlOrigin;
 use serde::Serialize;
 use tokio::time::Instant;

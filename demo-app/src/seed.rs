@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use cache_core::{Cacheable, EntitySchema};
+use cache_core::{Cacheable, schema::EntitySchema};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::{
     Rng, SeedableRng,

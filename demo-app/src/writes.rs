@@ -12,7 +12,7 @@
 //! other writes set columns by hand, so the tables they write have no lowercase-indexed field
 //! (a test says so).
 
-use cache_core::{Cache, CacheError, Cacheable, InvalidId, OriginError, RecordId};
+use cache_core::{Cache, CacheError, Cacheable, InvalidId, RecordId, origin::OriginError};
 use cache_sql::{Dialect, SqlError, SqlOrigin, SqlTransaction};
 use chrono::{Duration, DurationRound, Utc};
 use serde::Deserialize;
@@ -307,7 +307,7 @@ pub async fn cast_vote(
 
 #[cfg(test)]
 mod tests {
-    use cache_core::IndexKind;
+    use cache_core::schema::IndexKind;
 
     use super::*;
 

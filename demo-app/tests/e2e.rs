@@ -3,7 +3,7 @@
 
 mod common;
 
-use cache_core::{Cache, Cacheable, Lookup, Origin, RecordId};
+use cache_core::{Cache, Cacheable, RecordId, origin::Origin, store::Lookup};
 use cache_redis::testing::{RedisCluster, RedisServer};
 use common::{Backend, TestDb, backends};
 use demo_app::{

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use cache_core::{Links, RecordId, Store};
+use cache_core::{Links, RecordId, store::Store};
 use chrono::{TimeZone, Utc};
 use clap::Parser;
 use common::{Backend, TestDb};
@@ -19,7 +19,7 @@ use demo_app::{
 /// About 4 MB of users: four times what a budget of 1 MiB holds.
 const USERS: usize = 2_000;
 
-async fn fill(store: Arc<dyn Store>, test: &TestDb) -> cache_core::StoreStats {
+async fn fill(store: Arc<dyn Store>, test: &TestDb) -> cache_core::store::StoreStats {
     let origin = open_origin(&test.db, OriginSettings::default()).await.expect("origin");
     let cache = build_cache(Arc::clone(&store), origin, true).expect("cache");
     let at = Utc.with_ymd_and_hms(2025, 1, 6, 9, 0, 0).single().expect("a time");

@@ -4,7 +4,11 @@
 
 mod common;
 
-use cache_core::{Cache, Cacheable, IndexQuery, MemoryStore, Order, Origin, Query, RecordId, SourceQuery};
+use cache_core::{
+    Cache, Cacheable, MemoryStore, Order, Query, RecordId,
+    origin::{Origin, SourceQuery},
+    query::IndexQuery,
+};
 use common::{Backend, TestDb, backends, pg_schema_exists};
 use demo_app::{
     app::{AppError, build_cache, open_database, open_origin},

@@ -3,7 +3,11 @@
 
 mod common;
 
-use cache_core::{Cacheable, EntitySchema, Origin, RecordId, SourceRecord};
+use cache_core::{
+    Cacheable, RecordId,
+    origin::{Origin, SourceRecord},
+    schema::EntitySchema,
+};
 use chrono::{DateTime, Utc};
 use common::{Backend, TestDb};
 use demo_app::{
@@ -95,8 +99,11 @@ async fn the_readme_uses_ids_of_the_seeded_database() {
         let found = origin
             .query(
                 Event::schema(),
-                &cache_core::SourceQuery::from_index_query(Event::schema(), Event::by_slug(slug).as_index_query())
-                    .expect("a query"),
+                &cache_core::origin::SourceQuery::from_index_query(
+                    Event::schema(),
+                    Event::by_slug(slug).as_index_query(),
+                )
+                .expect("a query"),
             )
             .await
             .expect("query");

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use cache_core::{Cache, Cacheable, Lookup, MemoryStore, Origin, RecordId};
+use cache_core::{Cache, Cacheable, MemoryStore, RecordId, origin::Origin, store::Lookup};
 use common::{Backend, TestDb, backends};
 use demo_app::{
     api::AppState,

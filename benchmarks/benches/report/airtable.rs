@@ -9,7 +9,10 @@ use cache_airtable::{
     AirtableClient, AirtableConfig, AirtableOrigin, DEFAULT_REQUESTS_PER_SECOND, FeedConfig, MAX_PAGE_SIZE,
     WebhookFeed, testing::Simulator,
 };
-use cache_core::{Cache, Cacheable, Lookup, RecordId, Store};
+use cache_core::{
+    Cache, Cacheable, RecordId,
+    store::{Lookup, Store},
+};
 use cache_redis::RedisStore;
 use model_cache_bench::{
     model::{Project, ProjectSort, event_id},

@@ -15,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cache_core::{Cache, Cacheable, RecordId, Store, UpsertOutcome, WriteMode};
+use cache_core::{
+    Cache, Cacheable, RecordId, UpsertOutcome,
+    store::{Store, WriteMode},
+};
 use cache_redis::RedisStore;
 use model_cache_bench::{
     model::Project,
@@ -170,7 +173,7 @@ async fn hit_line(b: &mut Bench, cache: &Cache) {
             format!(
                 "Where the {} over the best bare get goes: `NearCache::holds` (hashing the id, checking the \
                  record's generation and the epoch, the moka lookup; no clone): {}; cloning a `Project`, measured \
-                 alone: p50 {}; the rest of `Cache::get` (finding the entity, statistics, telemetry): {}.",
+                 alone: p50 {}; the rest of `Cache::get` (finding the entity, statistics, the dependency scope): {}.",
                 gap(ours.p50, best.p50),
                 p50_p99(&holds),
                 fmt_duration(clone.p50),

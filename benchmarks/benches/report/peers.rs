@@ -2,7 +2,10 @@
 //! the `MemoryStore`.
 
 use bytes::Bytes;
-use cache_core::{Cache, Cacheable, Lookup, MemoryStore, RecordId, Store};
+use cache_core::{
+    Cache, Cacheable, MemoryStore, RecordId,
+    store::{Lookup, Store},
+};
 use cached::ConcurrentCachedAsync;
 use model_cache_bench::{
     model::Project,
@@ -162,7 +165,7 @@ pub(super) async fn moka_line(b: &mut Bench) {
             format!(
                 "Where the {} between the medians goes: `MemoryStore::get` alone (a moka get of the cached \
                  bytes plus the store's expiry check): {}; decoding the record from JSON: p50 {}; the rest \
-                 (statistics, telemetry scope, `dyn Store`): {}.",
+                 (statistics, the dependency scope, `dyn Store`): {}.",
                 gap(ours.p50, theirs.p50),
                 p50_p99(&store),
                 fmt_duration(decode.p50),

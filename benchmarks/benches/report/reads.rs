@@ -2,7 +2,10 @@
 //! (3), each beside raw redis-rs commands on the store's own connection.
 
 use bytes::Bytes;
-use cache_core::{Cacheable, Lookup, Query, QueryLookup, RecordId, Store};
+use cache_core::{
+    Cacheable, Query, RecordId,
+    store::{Lookup, QueryLookup, Store},
+};
 use cache_redis::RedisConnection;
 use model_cache_bench::{
     model::{self, Project, ProjectSort},
@@ -91,7 +94,7 @@ pub(super) async fn get_line(b: &mut Bench) {
                  `MGET` of both keys: {}, {}); `RedisStore::get` alone (key building, circuit breaker, the same \
                  `MGET`, no decoding: {}, {} over the raw `MGET`); `RedisStore::get` then decoding the bytes \
                  into a `Project` by hand ({}, {}; the same decode measured alone, hot: p50 {}); `Cache::get` \
-                 over that ({}: statistics, telemetry, the read-through bookkeeping).",
+                 over that ({}: statistics, the dependency scope, the read-through bookkeeping).",
                 gap(ours.p50, raw.p50),
                 p50_p99(&mget),
                 signed(mget.p50, raw.p50),
@@ -194,7 +197,7 @@ pub(super) async fn get_many_line(b: &mut Bench) {
                 "Where the {} between the medians goes, step by step: reading the {MANY} tombstone keys too (raw \
                  `MGET` of all {} keys: {}, {}); `RedisStore::get_many` alone (building {} key names, the same \
                  `MGET`, no decoding: {}, {}); `Cache::get_many` over it ({}: decoding {MANY} records, measured \
-                 alone at p50 {}, plus de-duplicating the ids, statistics and telemetry).",
+                 alone at p50 {}, plus de-duplicating the ids, statistics and the dependency scope).",
                 gap(ours.p50, raw.p50),
                 2 * MANY,
                 p50_p99(&both),

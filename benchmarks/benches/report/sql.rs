@@ -11,7 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cache_core::{Cache, Cacheable, Origin, RecordId, RecordWrite, SourceQuery, SourceRecord, Store, WriteMode};
+use cache_core::{
+    Cache, Cacheable, RecordId,
+    origin::{Origin, SourceQuery, SourceRecord},
+    store::{RecordWrite, Store, WriteMode},
+};
 use cache_redis::RedisStore;
 use cache_sql::{Outbox, OutboxListener, SqlOrigin, SqlPool};
 use chrono::{DateTime, SecondsFormat, Utc};

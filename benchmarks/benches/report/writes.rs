@@ -4,7 +4,10 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use cache_core::{Cache, Cacheable, RecordId, RecordWrite, Store, WriteMode};
+use cache_core::{
+    Cache, Cacheable, RecordId,
+    store::{RecordWrite, Store, WriteMode},
+};
 use cache_redis::{RedisConnection, RedisStore};
 use model_cache_bench::{
     model::{self, Project, TARGET_JSON_BYTES},

@@ -41,8 +41,11 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use cache_core::{
-    Cache, Cacheable, Deletion, EntitySchema, IndexQuery, MemoryStore, Origin, OriginError, RecordId, RecordWrite,
-    RemoveMode, SourceQuery, SourceRecord, Store, WriteMode,
+    Cache, Cacheable, MemoryStore, RecordId,
+    origin::{Deletion, Origin, OriginError, SourceQuery, SourceRecord},
+    query::IndexQuery,
+    schema::EntitySchema,
+    store::{RecordWrite, RemoveMode, Store, WriteMode},
 };
 use cache_redis::{RedisStore, testing::RedisServer};
 use demo_app::models::User;
@@ -416,8 +419,8 @@ async fn weights(args: &Args) -> String {
                 "empty-result marker" => {
                     let q = IndexQuery::all().filter("email", random_email(&mut rng));
                     let token = match store.query(users, &q).await.unwrap_or_else(|e| panic!("{e}")) {
-                        cache_core::QueryLookup::Incomplete(token) => token,
-                        cache_core::QueryLookup::Complete { .. } => continue,
+                        cache_core::store::QueryLookup::Incomplete(token) => token,
+                        cache_core::store::QueryLookup::Complete { .. } => continue,
                     };
                     store
                         .complete_query(users, &q, token, &[])

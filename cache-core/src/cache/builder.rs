@@ -64,7 +64,7 @@ impl CacheBuilder {
     }
 
     /// Keeps decoded records and index query results in this process too, up to `max_bytes`
-    /// (each weighed at its cached size: see [`NearCache`](crate::NearCache)), so that a read
+    /// (each weighed at its cached size: see [`NearCache`](crate::near::NearCache)), so that a read
     /// of one costs no round trip and no decoding. Only over a store that reports every change
     /// to what it holds, whichever instance made it: Redis, through server-assisted
     /// client-side caching (`CLIENT TRACKING`). While the store cannot vouch for that (its
@@ -117,25 +117,5 @@ impl CacheBuilder {
                 feeds: crate::feed::Feeds::default(),
             }),
         })
-    }
-}
-
-/// Reads an on/off switch as [`CacheBuilder::enabled_from_env`] reads
-/// [`CACHE_ENABLED`](CACHE_ENABLED_ENV): `true`, `1`, `yes`, `on` switch on, `false`, `0`, `no`,
-/// `off` switch off, in any case and with surrounding whitespace; anything else is an error.
-/// Fits `clap`'s `value_parser`.
-///
-/// ```
-/// assert_eq!(cache_core::parse_switch(" Off "), Ok(false));
-/// assert_eq!(cache_core::parse_switch("1"), Ok(true));
-/// assert!(cache_core::parse_switch("maybe").is_err());
-/// ```
-pub fn parse_switch(value: &str) -> Result<bool, InvalidSwitch> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(InvalidSwitch {
-            value: value.to_owned(),
-        }),
     }
 }

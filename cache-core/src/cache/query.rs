@@ -14,9 +14,9 @@ impl Cache {
         let query = query.into_index_query();
         validate(schema, &query)?;
         if query.filters.is_empty() {
-            telemetry::record_tags(std::iter::once_with(|| keys::entity_tag(schema.entity)));
+            dependencies::record_tags(std::iter::once_with(|| keys::entity_tag(schema.entity)));
         } else {
-            telemetry::record_tags(
+            dependencies::record_tags(
                 query
                     .filters
                     .iter()
@@ -50,7 +50,7 @@ impl Cache {
                 .map(|r| T::from_source(r).map_err(Into::into))
                 .collect();
         }
-        let refresh = telemetry::refresh_requested();
+        let refresh = dependencies::refresh_requested();
         // The near cache answers what it holds; otherwise the stamp keeps the store's answer.
         let near = match refresh {
             false => crate::near::query::<T>(self, query),

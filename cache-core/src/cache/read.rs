@@ -13,7 +13,7 @@ impl Cache {
     pub async fn get<T: Cacheable>(&self, id: &RecordId) -> Result<Option<T>, CacheError> {
         let schema = T::schema();
         let op = self.operation(schema.entity, Operation::Get);
-        telemetry::record_tags(std::iter::once_with(|| keys::record_tag(schema.entity, id)));
+        dependencies::record_tags(std::iter::once_with(|| keys::record_tag(schema.entity, id)));
         if let Some(record) = crate::near::get::<T>(self, id) {
             op.near_hit();
             return Ok(Some(record));
@@ -31,7 +31,7 @@ impl Cache {
         let schema = T::schema();
         let op = self.operation(schema.entity, Operation::GetMany);
         let ids = distinct(ids);
-        telemetry::record_tags(ids.iter().map(|id| keys::record_tag(schema.entity, id)));
+        dependencies::record_tags(ids.iter().map(|id| keys::record_tag(schema.entity, id)));
         let out = self.read_records::<T>(schema, &ids, Fetch::Many, &op).await;
         Ok(out?.into_iter().flatten().collect())
     }
@@ -72,7 +72,7 @@ impl Cache {
             }
             return Ok(slots);
         }
-        let (misses, coalesce) = if telemetry::refresh_requested() {
+        let (misses, coalesce) = if dependencies::refresh_requested() {
             op.bypassed(ids.len() as u64);
             ((0..ids.len()).collect(), false)
         } else {
@@ -190,7 +190,7 @@ impl Cache {
             .collect()
     }
 
-    /// Runs `work` as a flight: its own task, recording into the caller's telemetry scopes,
+    /// Runs `work` as a flight: its own task, recording into the caller's dependency scopes,
     /// that unregisters `what` from the flights when it ends (even by a panic).
     pub(super) fn start_flight<O: Clone + Send + Sync + 'static>(
         &self,
@@ -205,11 +205,11 @@ impl Cache {
             fid,
             what,
         };
-        let scopes = telemetry::current();
+        let scopes = dependencies::current();
         let work = async move {
             let _guard = guard;
             // The flight records (store errors, refusals) into the scope of who started it.
-            telemetry::within(scopes, work).await
+            dependencies::within(scopes, work).await
         };
         (fid, spawn_shared(work.instrument(tracing::Span::current())))
     }
@@ -306,7 +306,7 @@ impl Cache {
     pub(super) async fn store_fill(
         &self,
         schema: &'static EntitySchema,
-        lease: crate::Lease,
+        lease: crate::store::Lease,
         ids: &[RecordId],
         found: &HashMap<RecordId, Found>,
         writes: &[RecordWrite],
@@ -372,7 +372,7 @@ pub(super) enum OriginRecord {
     /// with these index entries.
     Unstorable(SourceRecord, IndexEntries),
     /// The model cannot read it.
-    Unreadable(crate::ModelError),
+    Unreadable(crate::schema::ModelError),
 }
 
 /// How a record flight asks the origin.

@@ -34,7 +34,7 @@ impl Cache {
     }
 
     /// Deletes a record at the origin, then removes it from the cache leaving a tombstone that
-    /// keeps the deleted version (from [`Deletion`](crate::Deletion)) and the delete's time, so
+    /// keeps the deleted version (from [`Deletion`](crate::origin::Deletion)) and the delete's time, so
     /// that a write racing the delete cannot bring the record back. Answers whether the origin
     /// had it. If the origin fails, the cache is left as it was.
     pub async fn delete<T: Cacheable>(&self, id: &RecordId) -> Result<bool, CacheError> {

@@ -117,7 +117,7 @@ impl<A, T> Computed<A, T> {
 
     /// Tags every value carries ([`ComputeOptions::tags`]). Tags that depend on the arguments
     /// are recorded from inside the computation with
-    /// [`telemetry::record_tags`](crate::telemetry::record_tags).
+    /// [`dependencies::record_tags`](crate::dependencies::record_tags).
     pub const fn tags(mut self, tags: &'static [&'static str]) -> Self {
         self.tags = tags;
         self

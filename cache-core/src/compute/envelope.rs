@@ -18,7 +18,7 @@ use std::{
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::Clock;
+use crate::clock::Clock;
 
 /// A computed value with its metadata.
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,7 +81,7 @@ pub(crate) fn refresh_early(now_ms: u64, expires_at_ms: u64, delta_ms: u64, beta
 
 /// Wall-clock time read through the cache's injectable [`Clock`]: the system time when the
 /// cache was built, advanced by the clock since. Tests that advance a
-/// [`ManualClock`](crate::ManualClock) advance it too.
+/// [`ManualClock`](crate::clock::ManualClock) advance it too.
 #[derive(Debug, Clone)]
 pub(crate) struct WallClock {
     clock: Arc<dyn Clock>,
@@ -122,7 +122,7 @@ pub(crate) fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ManualClock;
+    use crate::clock::ManualClock;
 
     #[test]
     fn xfetch_follows_the_formula() {

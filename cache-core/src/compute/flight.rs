@@ -24,7 +24,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::HeldLock;
-use crate::telemetry::Telemetry;
+use crate::dependencies::DependencyScope;
 
 /// An error shared with the waiters of a flight: an `Arc<E>`, type-erased.
 pub(crate) type SharedError = Arc<dyn Any + Send + Sync>;
@@ -48,8 +48,8 @@ pub(crate) enum FlightState {
 struct Entry {
     id: u64,
     tx: Arc<watch::Sender<FlightState>>,
-    /// What the computation read so far (its telemetry scope), for [`ComputedFlights::detach`].
-    reads: Telemetry,
+    /// What the computation read so far (its dependency scope), for [`ComputedFlights::detach`].
+    reads: DependencyScope,
     /// The store lock the computation holds, released when a purge detaches it: its value
     /// will be refused, the next computation need not wait for it.
     lock: Option<Arc<HeldLock>>,
@@ -69,7 +69,7 @@ pub(crate) enum Role {
 
 impl ComputedFlights {
     /// Joins the flight computing `key`, or starts one whose computation records into `reads`.
-    pub(crate) fn join_or_lead(self: &Arc<Self>, key: &str, reads: &Telemetry) -> Role {
+    pub(crate) fn join_or_lead(self: &Arc<Self>, key: &str, reads: &DependencyScope) -> Role {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = map.get(key) {
             return Role::Join(entry.tx.subscribe());
@@ -78,7 +78,7 @@ impl ComputedFlights {
     }
 
     /// Starts a flight for `key` unless one runs.
-    pub(crate) fn try_lead(self: &Arc<Self>, key: &str, reads: &Telemetry) -> Option<Leader> {
+    pub(crate) fn try_lead(self: &Arc<Self>, key: &str, reads: &DependencyScope) -> Option<Leader> {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if map.contains_key(key) {
             return None;
@@ -86,7 +86,7 @@ impl ComputedFlights {
         Some(self.insert(&mut map, key, reads))
     }
 
-    fn insert(self: &Arc<Self>, map: &mut HashMap<String, Entry>, key: &str, reads: &Telemetry) -> Leader {
+    fn insert(self: &Arc<Self>, map: &mut HashMap<String, Entry>, key: &str, reads: &DependencyScope) -> Leader {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let tx = Arc::new(watch::Sender::new(FlightState::Running));
         map.insert(
@@ -190,7 +190,7 @@ mod tests {
     #[tokio::test]
     async fn one_leader_then_waiters_get_its_outcome() {
         let flights = Arc::new(ComputedFlights::default());
-        let t = Telemetry::new();
+        let t = DependencyScope::new();
         let Role::Lead(leader) = flights.join_or_lead("k", &t) else {
             panic!("the first caller leads")
         };
@@ -207,7 +207,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_leader_abandons() {
         let flights = Arc::new(ComputedFlights::default());
-        let t = Telemetry::new();
+        let t = DependencyScope::new();
         let leader = flights.try_lead("k", &t);
         let Role::Join(rx) = flights.join_or_lead("k", &t) else {
             panic!("joins")
@@ -219,17 +219,20 @@ mod tests {
     #[tokio::test]
     async fn purges_detach_flights_that_read_their_tags() {
         let flights = Arc::new(ComputedFlights::default());
-        let reads = Telemetry::new();
+        let reads = DependencyScope::new();
         let _a = flights.try_lead("a", &reads);
-        let _b = flights.try_lead("b", &Telemetry::new());
-        crate::telemetry::scope(reads, async { crate::telemetry::record_tags(["projects:p1"]) }).await;
+        let _b = flights.try_lead("b", &DependencyScope::new());
+        crate::dependencies::scope(reads, async { crate::dependencies::record_tags(["projects:p1"]) }).await;
         flights.detach(&["projects:p2".to_owned()]);
-        assert!(flights.try_lead("a", &Telemetry::new()).is_none(), "unrelated purge");
+        assert!(
+            flights.try_lead("a", &DependencyScope::new()).is_none(),
+            "unrelated purge"
+        );
         flights.detach(&["projects:p1".to_owned()]);
         assert!(
-            flights.try_lead("a", &Telemetry::new()).is_some(),
+            flights.try_lead("a", &DependencyScope::new()).is_some(),
             "detached: a new flight starts"
         );
-        assert!(flights.try_lead("b", &Telemetry::new()).is_none());
+        assert!(flights.try_lead("b", &DependencyScope::new()).is_none());
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The machinery (look up, join a flight, take the lock, compute, store) is the same for every
 //! caller; what a step is counted as and logged under is the caller's: computed values count
-//! into [`ComputedStats`](crate::ComputedStats) and log `computed_*` events ([`Tally`]), the
+//! into [`ComputedStats`](crate::compute::ComputedStats) and log `computed_*` events ([`Tally`]), the
 //! HTTP response cache counts into its own metric and logs `response_cache_*` events.
 
 use std::time::Duration;
@@ -10,8 +10,9 @@ use std::time::Duration;
 use super::envelope::millis;
 use super::stats::Outcome;
 use crate::{
-    Cache, StoreError,
-    telemetry::{self, Event},
+    Cache,
+    dependencies::{self, Event},
+    store::StoreError,
 };
 
 /// One step of a [`Cache::compute_with`] call, in the order they happen.
@@ -23,7 +24,7 @@ pub enum Step<'a> {
     /// A fresh stored value answers.
     Hit,
     /// No fresh stored value the caller accepts; `refresh` when the scope asked to skip stored
-    /// values ([`Telemetry::refresh`](crate::telemetry::Telemetry::refresh)). Told once per
+    /// values ([`DependencyScope::refresh`](crate::dependencies::DependencyScope::refresh)). Told once per
     /// call.
     Miss {
         /// The scope asked for a refresh.
@@ -102,7 +103,7 @@ pub trait Observer: Sync {
 
 /// The observer of computed values ([`Cache::get_or_compute`], [`Computed`](crate::Computed)):
 /// counts per name ([`Cache::computed_stats`], `model_cache_computed_total`), records hits,
-/// misses and store errors in the telemetry scope (so `X-Cache` reflects them), logs
+/// misses and store errors in the dependency scope (so `X-Cache` reflects them), logs
 /// `computed_*`.
 pub(crate) struct Tally<'a> {
     pub(crate) cache: &'a Cache,
@@ -122,22 +123,22 @@ impl Observer for Tally<'_> {
         match step {
             Step::Bypass => {
                 self.count(Outcome::Bypass);
-                telemetry::count(Event::Bypass, 1);
+                dependencies::count(Event::Bypass, 1);
                 tracing::debug!(name, key, "computed_bypass");
             }
             Step::Hit => {
                 self.count(Outcome::Hit);
-                telemetry::count(Event::Hit, 1);
+                dependencies::count(Event::Hit, 1);
                 tracing::debug!(name, key, "computed_hit");
             }
             Step::Miss { refresh } => {
                 self.count(Outcome::Miss);
-                telemetry::count(if refresh { Event::Bypass } else { Event::Miss }, 1);
+                dependencies::count(if refresh { Event::Bypass } else { Event::Miss }, 1);
                 tracing::debug!(name, key, refresh, "computed_miss");
             }
             Step::Coalesced => {
                 self.count(Outcome::Coalesced);
-                telemetry::count(Event::Coalesced, 1);
+                dependencies::count(Event::Coalesced, 1);
                 tracing::debug!(name, key, "computed_coalesced");
             }
             Step::EarlyRefresh {
@@ -177,7 +178,7 @@ impl Observer for Tally<'_> {
             }
             Step::StoreError { operation, error } => {
                 self.count(Outcome::StoreError);
-                telemetry::count(Event::StoreError, 1);
+                dependencies::count(Event::StoreError, 1);
                 let warnings = &self.cache.stats_handle().warnings;
                 // A refusal is logged by the store on its state change, not once per call.
                 if !matches!(error, StoreError::Refused(_))

@@ -29,7 +29,7 @@ impl RandomSource for SystemRandom {
 /// Clones share the same number.
 ///
 /// ```
-/// use cache_core::{ManualRandom, RandomSource};
+/// use cache_core::compute::{ManualRandom, RandomSource};
 ///
 /// let random = ManualRandom::new(1.0); // ln(1) = 0: never refresh early
 /// random.set(0.0001); // from now on refresh well before expiry

@@ -18,8 +18,9 @@ use super::{
     observe::{Observer, Step},
 };
 use crate::{
-    Cache, ComputeLock, ComputedLookup, ComputedWrite, LockAttempt, LockWait, PurgeStamp, Store, StoreError,
-    telemetry::{self, Telemetry},
+    Cache,
+    dependencies::{self, DependencyScope},
+    store::{ComputeLock, ComputedLookup, ComputedWrite, LockAttempt, LockWait, PurgeStamp, Store, StoreError},
 };
 
 /// One call of [`Cache::compute_with`].
@@ -44,8 +45,8 @@ pub(super) struct Job<T> {
     /// The in-process flight it answers (none for a refresh, or a caller that could not use
     /// the flight it joined).
     leader: Option<Leader>,
-    /// The computation's telemetry scope: its tags become the value's.
-    reads: Telemetry,
+    /// The computation's dependency scope: its tags become the value's.
+    reads: DependencyScope,
     stamp: PurgeStamp,
     /// The value stored before, fresh (an early refresh) or not.
     previous: Option<Stored<T>>,
@@ -57,7 +58,7 @@ impl<T> Job<T> {
     fn alone(stamp: PurgeStamp, previous: Option<Stored<T>>) -> Box<Self> {
         Box::new(Self {
             leader: None,
-            reads: Telemetry::new(),
+            reads: DependencyScope::new(),
             stamp,
             previous,
             lock: None,
@@ -95,7 +96,7 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
     /// A value answered from the store or another computation: whoever builds on it depends
     /// on what it depends on.
     fn answer(&self, stored: Stored<T>, source: ValueSource) -> FetchedValue<T> {
-        telemetry::record_tags(&stored.envelope.tags);
+        dependencies::record_tags(&stored.envelope.tags);
         let env = stored.envelope;
         FetchedValue {
             value: env.value,
@@ -111,7 +112,7 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
         E: Send + Sync + 'static,
     {
         let policy = &self.options.policy;
-        let refresh = telemetry::refresh_requested();
+        let refresh = dependencies::refresh_requested();
         let mut counted = false;
         loop {
             let (previous, stamp) = self.read().await;
@@ -134,7 +135,7 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
             if refresh {
                 return Plan::Compute(Job::alone(stamp, previous));
             }
-            let reads = Telemetry::new();
+            let reads = DependencyScope::new();
             let leader = match self.state.flights.join_or_lead(self.key, &reads) {
                 Role::Lead(leader) => leader,
                 Role::Join(rx) => {
@@ -186,7 +187,7 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
     /// A fresh value XFetch chose to recompute: by this caller, unless a computation of it
     /// already runs here or elsewhere (then the value is answered as it is).
     async fn early_refresh<E>(&self, stored: Stored<T>, stamp: PurgeStamp) -> Plan<T, E> {
-        let reads = Telemetry::new();
+        let reads = DependencyScope::new();
         let Some(leader) = self.state.flights.try_lead(self.key, &reads) else {
             return Plan::Answer(Ok(self.hit(stored)));
         };
@@ -300,8 +301,8 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
         } = *job;
         let wall = &self.state.wall;
         let started = wall.instant();
-        let outcome = telemetry::scope(reads.clone(), async {
-            telemetry::record_tags(&self.options.tags);
+        let outcome = dependencies::scope(reads.clone(), async {
+            dependencies::record_tags(&self.options.tags);
             compute().await
         })
         .await;

@@ -19,7 +19,7 @@ pub const MAX_TEXT_LEN: usize = 300;
 pub struct ChangeCounts {
     /// Applied ([`ChangeOutcome::Applied`]).
     pub applied: u64,
-    /// Refused as older than what the cache holds ([`Refusal::as_str`](crate::Refusal::as_str)
+    /// Refused as older than what the cache holds ([`Refusal::as_str`](crate::change::Refusal::as_str)
     /// `stale`): acknowledged, rightly not applied.
     pub stale: u64,
     /// Refused because the source deleted the record after this state of it (`deleted`).
@@ -232,7 +232,7 @@ impl FeedEvent {
     }
 }
 
-/// Where a change feed stands, as it last reported: see the [module docs](self).
+/// Where a change feed stands, as it last reported: see the [module docs](crate::feed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FeedStatus {
@@ -287,7 +287,7 @@ impl FeedStatus {
     /// How far behind the source the cache may be at `now`: `now -`
     /// [`current_as_of`](FeedStatus::current_as_of), zero when that is later than `now` (clock
     /// skew), `None` before the feed first looked at the source. See the
-    /// [module docs](self#lag).
+    /// [module docs](crate::feed#lag).
     pub fn lag(&self, now: SystemTime) -> Option<Duration> {
         self.current_as_of
             .map(|base| now.duration_since(base).unwrap_or(Duration::ZERO))
@@ -471,7 +471,7 @@ impl FeedReporter {
     /// The feed looked at the source at `checked_at` (this process's clock, taken before it
     /// looked) and found `backlog` waiting, the oldest of it from `oldest_waiting` (the source's
     /// clock) when it can tell. Ends a successful round; moves
-    /// [`current_as_of`](FeedStatus::current_as_of) as the [module docs](self#lag) say.
+    /// [`current_as_of`](FeedStatus::current_as_of) as the [module docs](crate::feed#lag) say.
     pub fn checked(&self, backlog: Backlog, oldest_waiting: Option<SystemTime>, checked_at: SystemTime) {
         self.checked_at(backlog, oldest_waiting, checked_at, SystemTime::now());
     }

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::{Entry, Inner, Key, Kind, MemoryStore, State, forget_value_tags};
-use crate::{ComputeLock, ComputedLookup, ComputedWrite, LockAttempt, LockWait, PURGE_MEMORY, PurgeStamp, StoreResult};
+use crate::store::{
+    ComputeLock, ComputedLookup, ComputedWrite, LockAttempt, LockWait, PURGE_MEMORY, PurgeStamp, StoreResult,
+};
 
 /// Purges are numbered; a stamp is the number of the last purge before a lookup.
 #[derive(Debug, Default)]

@@ -15,7 +15,7 @@ use std::{
     time::Instant,
 };
 
-use crate::IndexEntries;
+use crate::schema::IndexEntries;
 
 /// What a marker weighs beside its key and filters: its slot in its entity's map (a hash
 /// table at most half full), its place in the order of insertion and under its first filter,

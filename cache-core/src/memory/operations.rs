@@ -423,23 +423,23 @@ impl Store for MemoryStore {
         self.watermark_advance(key, value, ttl).await
     }
 
-    async fn get_computed(&self, key: &str) -> StoreResult<crate::ComputedLookup> {
+    async fn get_computed(&self, key: &str) -> StoreResult<crate::store::ComputedLookup> {
         self.computed_get(key).await
     }
 
-    async fn put_computed(&self, key: &str, write: &crate::ComputedWrite) -> StoreResult<bool> {
+    async fn put_computed(&self, key: &str, write: &crate::store::ComputedWrite) -> StoreResult<bool> {
         self.computed_put(key, write).await
     }
 
-    async fn lock_computed(&self, key: &str, ttl: Duration) -> StoreResult<crate::LockAttempt> {
+    async fn lock_computed(&self, key: &str, ttl: Duration) -> StoreResult<crate::store::LockAttempt> {
         self.computed_lock(key, ttl).await
     }
 
-    async fn unlock_computed(&self, key: &str, lock: crate::ComputeLock) -> StoreResult<()> {
+    async fn unlock_computed(&self, key: &str, lock: crate::store::ComputeLock) -> StoreResult<()> {
         self.computed_unlock(key, lock).await
     }
 
-    async fn wait_computed(&self, key: &str, timeout: Duration) -> StoreResult<crate::LockWait> {
+    async fn wait_computed(&self, key: &str, timeout: Duration) -> StoreResult<crate::store::LockWait> {
         self.computed_wait(key, timeout).await
     }
 }

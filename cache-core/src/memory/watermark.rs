@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 
 use super::{Entry, Key, Kind, MemoryStore, forget_value_tags};
-use crate::StoreResult;
+use crate::store::StoreResult;
 
 impl MemoryStore {
     pub(super) async fn watermark_advance(&self, key: &str, value: i64, ttl: Duration) -> StoreResult<bool> {

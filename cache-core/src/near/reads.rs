@@ -10,7 +10,7 @@ use super::*;
 /// costs nothing next to the store's round trip that follows.
 pub(crate) fn get<T: Cacheable>(cache: &Cache, id: &RecordId) -> Option<T> {
     let near = cache.near_cache()?;
-    if crate::telemetry::refresh_requested() {
+    if crate::dependencies::refresh_requested() {
         // A refresh bypasses the cache: the general path counts it.
         return None;
     }

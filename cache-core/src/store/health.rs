@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// Whether a store takes calls now, as its connection and circuit breaker see it
-/// ([`Store::availability`]).
+/// ([`Store::availability`](super::Store::availability)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -56,8 +56,8 @@ pub struct StoreStats {
 /// Bytes for people, as Redis writes `used_memory_human` ([`StoreStats::memory_used_human`]).
 ///
 /// ```
-/// assert_eq!(cache_core::human_bytes(912), "912B");
-/// assert_eq!(cache_core::human_bytes(1_268_000), "1.21M");
+/// assert_eq!(cache_core::store::human_bytes(912), "912B");
+/// assert_eq!(cache_core::store::human_bytes(1_268_000), "1.21M");
 /// ```
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];

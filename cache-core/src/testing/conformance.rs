@@ -35,9 +35,13 @@ mod watermarks;
 
 pub use self::{computed::*, deletes::*, maintenance::*, queries::*, records::*, watermarks::*};
 use crate::{
-    ComputeLock, ComputedWrite, EntitySchema, FieldKind, FieldSchema, FillToken, IndexEntries, IndexKind, IndexQuery,
-    IntoStore, LockAttempt, LockWait, Lookup, Order, PurgeStamp, QueryLookup, RecordId, RecordWrite, RemoveMode, Sort,
-    SortKey, Store, Tombstone, WriteMode, WriteOutcome,
+    Order, RecordId,
+    query::{IndexQuery, Sort},
+    schema::{EntitySchema, FieldKind, FieldSchema, IndexEntries, IndexKind, SortKey},
+    store::{
+        ComputeLock, ComputedWrite, FillToken, IntoStore, LockAttempt, LockWait, Lookup, PurgeStamp, QueryLookup,
+        RecordWrite, RemoveMode, Store, Tombstone, WriteMode, WriteOutcome,
+    },
 };
 
 /// Expands to one `#[tokio::test]` per conformance check, each calling `$factory` (an

@@ -16,9 +16,13 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use super::{Gate, lock};
 use crate::{
-    ComputeLock, ComputedLookup, ComputedWrite, EntitySchema, FillToken, IndexEntries, IndexQuery, Lease, LockAttempt,
-    LockWait, Lookup, MemoryStore, QueryFill, QueryLookup, RecordId, RecordWrite, RemoveMode, Store, StoreError,
-    StoreResult, StoreStats, WriteMode, WriteOutcome,
+    MemoryStore, RecordId,
+    query::IndexQuery,
+    schema::{EntitySchema, IndexEntries},
+    store::{
+        ComputeLock, ComputedLookup, ComputedWrite, FillToken, Lease, LockAttempt, LockWait, Lookup, QueryFill,
+        QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats, WriteMode, WriteOutcome,
+    },
 };
 
 /// A store in front of another (a [`MemoryStore`] by default) that can be taken down: while it
@@ -29,7 +33,7 @@ use crate::{
 /// switch, the failing methods, the holds, the counts and the store behind.
 ///
 /// ```
-/// use cache_core::{MemoryStore, Store, testing::FailingStore};
+/// use cache_core::{MemoryStore, testing::FailingStore, store::Store};
 ///
 /// # async fn demo() {
 /// let store = FailingStore::new(MemoryStore::new());
@@ -138,7 +142,7 @@ impl<S: Store> FailingStore<S> {
     /// released (or dropped). `scan_ids` answers a stream at once and is never held.
     ///
     /// ```
-    /// use cache_core::{MemoryStore, Store, testing::FailingStore};
+    /// use cache_core::{MemoryStore, testing::FailingStore, store::Store};
     ///
     /// # async fn demo() {
     /// let store = FailingStore::new(MemoryStore::new());

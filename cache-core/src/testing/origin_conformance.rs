@@ -7,7 +7,7 @@
 //!     // the seed's records, or `None` to skip (a server the machine does not have).
 //!     cache_core::origin_conformance_tests!(crate::seeded_origin);
 //! }
-//! async fn seeded_origin(seed: cache_core::testing::origin_conformance::OriginSeed) -> Option<impl cache_core::Origin> {
+//! async fn seeded_origin(seed: cache_core::testing::origin_conformance::OriginSeed) -> Option<impl cache_core::origin::Origin> {
 //!     # None::<cache_core::testing::MemoryOrigin>
 //! }
 //! ```
@@ -30,8 +30,9 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use crate::{
-    EntitySchema, FieldKind, FieldSchema, IndexKind, Order, Origin, RecordId, SourceFilter, SourceQuery, SourceRecord,
-    order,
+    Order, RecordId, order,
+    origin::{Origin, SourceFilter, SourceQuery, SourceRecord},
+    schema::{EntitySchema, FieldKind, FieldSchema, IndexKind},
 };
 
 /// Expands to one `#[tokio::test]` per origin conformance check, each calling `$factory` (a

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use cache_core::{
-    Cache, CacheBuilder, CacheView, Cacheable, IndexValue, Link, Links, ManualClock, MemoryStore, RecordId,
+    Cache, CacheBuilder, CacheView, Cacheable, IndexValue, Link, Links, MemoryStore, RecordId,
+    clock::ManualClock,
     testing::{FailingStore, Hold, MemoryOrigin},
 };
 use serde::{Deserialize, Serialize};

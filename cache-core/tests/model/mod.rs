@@ -10,8 +10,9 @@ use std::{
 };
 
 use cache_core::{
-    Cache, Cacheable, Change, ChangeOutcome, Order, Query, RecordId, UpsertOutcome,
-    telemetry::{self, Telemetry},
+    Cache, Cacheable, Order, Query, RecordId, UpsertOutcome,
+    change::{Change, ChangeOutcome},
+    dependencies::{self, DependencyScope},
     testing::MemoryOrigin,
 };
 use proptest::prelude::*;
@@ -280,7 +281,7 @@ pub(crate) async fn run<W: World>(world: &W, ops: Vec<(usize, Op)>) -> Result<()
                     let expected = model.expected_query(&q);
                     let run = cache.query(q.clone());
                     let found = if refresh {
-                        telemetry::scope(Telemetry::new().refresh(true), run).await
+                        dependencies::scope(DependencyScope::new().refresh(true), run).await
                     } else {
                         run.await
                     };

@@ -217,7 +217,10 @@ mod tests {
 
     #[test]
     fn a_feed_event_reads_as_a_delivery() {
-        use cache_core::{ChangeOutcome, Refusal, feed::Feeds};
+        use cache_core::{
+            change::{ChangeOutcome, Refusal},
+            feed::Feeds,
+        };
 
         let feeds = Feeds::default();
         let outbox = feeds.reporter("sql:outbox");

@@ -1,7 +1,11 @@
 //! The dashboard's record inspector and the dry run of a flush: what the store holds, read
 //! without filling anything from the origin.
 
-use cache_core::{Cache, EntitySchema, Lookup, RecordId, StoreError};
+use cache_core::{
+    Cache, RecordId,
+    schema::EntitySchema,
+    store::{Lookup, StoreError},
+};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
@@ -69,7 +73,7 @@ pub(crate) struct DryRun {
     pub(crate) uncounted: Vec<&'static str>,
 }
 
-/// Counts the cached records `pattern` matches, with [`Store::scan_ids`](cache_core::Store::scan_ids)
+/// Counts the cached records `pattern` matches, with [`Store::scan_ids`](cache_core::store::Store::scan_ids)
 /// (the `Store` contract has no count-only flush); says which other keys it may match.
 pub(crate) async fn dry_run(cache: &Cache, pattern: &str) -> Result<DryRun, StoreError> {
     let prefix = literal_prefix(pattern);

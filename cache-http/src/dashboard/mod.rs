@@ -76,9 +76,12 @@ use axum::{
     routing::{get, post},
 };
 use cache_core::{
-    Cache, ComputedStats, EntityStats, RecordId, RemoveOutcome, StoreError,
+    Cache, RecordId, RemoveOutcome,
+    compute::ComputedStats,
     feed::{ChangeCounts, FeedStatus, FeedTotals},
     keys,
+    stats::EntityStats,
+    store::StoreError,
 };
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};

@@ -451,7 +451,7 @@ pub(crate) fn live(o: &Overview) -> String {
         let memory = stats
             .memory_used_human
             .clone()
-            .or_else(|| stats.memory_used_bytes.map(cache_core::human_bytes));
+            .or_else(|| stats.memory_used_bytes.map(cache_core::store::human_bytes));
         let _ = write!(
             html,
             "<dt>Memory</dt><dd>{}</dd>",

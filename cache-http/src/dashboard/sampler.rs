@@ -8,7 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cache_core::{Cache, CacheStats, StoreError, StoreResult, StoreStats};
+use cache_core::{
+    Cache,
+    stats::CacheStats,
+    store::{StoreError, StoreResult, StoreStats},
+};
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
@@ -75,7 +79,7 @@ pub struct StoreHealth {
     /// breaker shows here as "unavailable".
     pub last_error: Option<StoreFailure>,
     /// Whether it takes calls, as its connection and circuit breaker say
-    /// ([`Store::availability`](cache_core::Store::availability)).
+    /// ([`Store::availability`](cache_core::store::Store::availability)).
     pub availability: Option<cache_core::store::Availability>,
 }
 

@@ -8,8 +8,8 @@
 //!
 //! A response is stored under `{prefix}{resource}:{id}:{sub}:params_{hash}:{version}` (see
 //! [`ResponseCacheLayer`] for each part) with the tags of every record and index value read
-//! while it was produced (the request's telemetry scope ([`cache_core::telemetry`])). The core
-//! [`Cache`] purges those tags on every upsert, invalidation and delete, so a cached
+//! while it was produced (collected by the request's [`DependencyScope`]). The core [`Cache`]
+//! purges those tags on every upsert, invalidation and delete, so a cached
 //! `GET /events/E/projects` disappears when a project of `E` changes or a new one joins `E`.
 //! A response produced while one of its tags was purged is not stored (the lookup's stamp,
 //! [`Store::put_computed`]): it may have been built from what the purge replaced.
@@ -43,9 +43,9 @@
 //! }
 //! ```
 //!
-//! [`Store`]: cache_core::Store
-//! [`Store::put_computed`]: cache_core::Store::put_computed
-//! [`Store::lock_computed`]: cache_core::Store::lock_computed
+//! [`Store`]: cache_core::store::Store
+//! [`Store::put_computed`]: cache_core::store::Store::put_computed
+//! [`Store::lock_computed`]: cache_core::store::Store::lock_computed
 
 mod conditional;
 mod key;
@@ -69,9 +69,10 @@ use axum::{
 };
 use bytes::Bytes;
 use cache_core::{
-    Cache, CacheError, ComputeOptions, StoreError, StoreResult,
+    Cache, CacheError, ComputeOptions,
     compute::{Computation, Fetched, FetchedValue, ValueSource},
-    telemetry::{self, Telemetry},
+    dependencies::{self, DependencyScope},
+    store::{StoreError, StoreResult},
 };
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -415,8 +416,8 @@ where
         Ok::<_, Infallible>(produced)
     };
     // Refresh here too, for when no telemetry layer asked for it around this one.
-    let scope = Telemetry::new().refresh(refresh);
-    let fetched = telemetry::scope(
+    let scope = DependencyScope::new().refresh(refresh);
+    let fetched = dependencies::scope(
         scope,
         config
             .cache
@@ -567,7 +568,7 @@ fn not_modified(headers: &HeaderMap, resource: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use axum::{Router, routing::get};
-    use cache_core::{ManualClock, MemoryStore, testing::MemoryOrigin};
+    use cache_core::{MemoryStore, clock::ManualClock, testing::MemoryOrigin};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 

@@ -2,8 +2,8 @@
 //! counted in `model_cache_http_response_cache_total` and logged as `response_cache_*`.
 
 use cache_core::{
-    StoreError,
     compute::{Observer, Step},
+    store::StoreError,
 };
 
 use crate::metrics::RESPONSE_CACHE_TOTAL;

@@ -47,7 +47,13 @@ use axum::{
     routing::{get, post},
 };
 use bytes::Bytes;
-use cache_core::{Cache, CacheError, Change, ChangeOutcome, ModelError, RecordId, SourceRecord, log_limit::WarnLimit};
+use cache_core::{
+    Cache, CacheError, RecordId,
+    change::{Change, ChangeOutcome},
+    log_limit::WarnLimit,
+    origin::SourceRecord,
+    schema::ModelError,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Serialize, de::IgnoredAny};

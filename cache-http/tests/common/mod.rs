@@ -13,7 +13,8 @@ use axum::{
     routing::get,
 };
 use cache_core::{
-    Cache, Cacheable, Link, MemoryStore, RecordId, Store,
+    Cache, Cacheable, Link, MemoryStore, RecordId,
+    store::Store,
     testing::{FailingStore, MemoryOrigin},
 };
 use cache_http::{CacheTelemetryLayer, ResponseCacheLayer};

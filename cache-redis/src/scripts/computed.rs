@@ -2,7 +2,7 @@
 //! release, tag registrations on a cluster, and the lock's waiters (see `lua/computed.lua`).
 
 use bytes::Bytes;
-use cache_core::{ComputedLookup, PurgeStamp, StoreResult};
+use cache_core::store::{ComputedLookup, PurgeStamp, StoreResult};
 use redis::{Script, ScriptInvocation, Value};
 
 use super::{ScriptCall, Scripts, as_array, as_bytes, as_u64, backend};

@@ -2,7 +2,11 @@
 //! runs in one bucket and declares the bucket's shared keys first (see `lua/entity.lua`).
 
 use bytes::Bytes;
-use cache_core::{IndexEntries, RecordId, RecordWrite, StoreResult, WriteOutcome};
+use cache_core::{
+    RecordId,
+    schema::IndexEntries,
+    store::{RecordWrite, StoreResult, WriteOutcome},
+};
 use redis::{Script, ScriptInvocation, Value};
 
 use super::{ScriptCall, Scripts, as_array, as_bytes, as_u64, backend, ms};

@@ -10,7 +10,7 @@
 //! when it connects, so the first call of each is not a miss.
 
 use bytes::Bytes;
-use cache_core::{StoreError, StoreResult};
+use cache_core::store::{StoreError, StoreResult};
 use redis::{RedisError, Script, ScriptInvocation, Value, aio::ConnectionLike};
 
 use crate::connection::store_error;

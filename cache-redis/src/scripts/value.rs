@@ -1,7 +1,7 @@
 //! Calls of the value scripts: values with their tags (`put_value`, `tag_value`), purges
 //! (`purge_tag`) and watermarks (`watermark`).
 
-use cache_core::StoreResult;
+use cache_core::store::StoreResult;
 use redis::{Script, ScriptInvocation, Value};
 
 use super::{ScriptCall, Scripts, as_array, as_u64, backend};

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cache_core::{ComputeLock, ComputedLookup, ComputedWrite, LockAttempt, LockWait, PURGE_MEMORY, StoreResult};
+use cache_core::store::{ComputeLock, ComputedLookup, ComputedWrite, LockAttempt, LockWait, PURGE_MEMORY, StoreResult};
 use futures::future::try_join_all;
 
 use super::RedisStore;

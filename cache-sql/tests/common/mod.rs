@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cache_core::{
-    Deletion, EntitySchema, FieldKind, IndexKind, Origin, OriginError, RecordId, SourceQuery, SourceRecord,
+    RecordId,
+    origin::{Deletion, Origin, OriginError, SourceQuery, SourceRecord},
+    schema::{EntitySchema, FieldKind, IndexKind},
 };
 use cache_sql::{NORMALIZED_SUFFIX, SqlOrigin, SqlPool};
 use serde_json::Value;

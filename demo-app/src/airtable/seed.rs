@@ -10,7 +10,7 @@
 use std::{collections::HashMap, time::Instant};
 
 use cache_airtable::{AirtableClient, AirtableError, ListRecords, MAX_RECORDS_PER_BATCH};
-use cache_core::{EntitySchema, FieldKind};
+use cache_core::schema::{EntitySchema, FieldKind};
 use serde::Serialize;
 use serde_json::{Map, Value};
 

@@ -8,7 +8,10 @@
 //! version, to now or a millisecond past the version the cache has, as the SQL writes do.
 
 use cache_airtable::{AirtableOrigin, Record};
-use cache_core::{Cache, Cacheable, Origin, OriginError, RecordId, SourceRecord};
+use cache_core::{
+    Cache, Cacheable, RecordId,
+    origin::{Origin, OriginError, SourceRecord},
+};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Map, Value};
 

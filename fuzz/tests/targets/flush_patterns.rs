@@ -7,7 +7,10 @@ use std::{collections::BTreeMap, time::Duration};
 
 use axum::{Router, body::Body};
 use bytes::Bytes;
-use cache_core::{Cache, Cacheable, Lookup, RecordId, Store, StoreError, keys};
+use cache_core::{
+    Cache, Cacheable, RecordId, keys,
+    store::{Lookup, Store, StoreError},
+};
 use cache_http::admin::{self, AdminConfig, MAX_PATTERN_LEN};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -135,7 +138,7 @@ async fn warm(cache: &Cache) {
         .unwrap();
 }
 
-fn schema(entity: &str) -> &'static cache_core::EntitySchema {
+fn schema(entity: &str) -> &'static cache_core::schema::EntitySchema {
     match entity {
         "events" => Event::schema(),
         _ => Project::schema(),

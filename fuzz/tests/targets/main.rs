@@ -23,7 +23,7 @@ mod webhook_payload;
 
 use std::sync::Arc;
 
-use cache_core::{Cache, Cacheable, Link, Links, MemoryStore, RecordId, Store, testing::MemoryOrigin};
+use cache_core::{Cache, Cacheable, Link, Links, MemoryStore, RecordId, store::Store, testing::MemoryOrigin};
 use serde::{Deserialize, Serialize};
 
 /// Runs a target over fuzz inputs: `$short` of them unless `BOLERO_RANDOM_ITERATIONS` says

@@ -11,7 +11,7 @@ use axum::{
     extract::{Path, RawQuery},
     routing::get,
 };
-use cache_core::{CacheError, Link, Links, Store};
+use cache_core::{CacheError, Link, Links, store::Store};
 use cache_http::{
     ResponseCacheLayer,
     response_cache::{X_CACHE_KEY, canonical_query},

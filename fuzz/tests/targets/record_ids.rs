@@ -2,7 +2,7 @@
 //! (`RecordId`, `Link<T>`, `Option<Link<T>>` and `Links<T>`), as webhook payloads, path
 //! parameters and source records carry them.
 
-use cache_core::{InvalidId, Link, Links, MAX_ID_LEN, RecordId, keys};
+use cache_core::{InvalidId, Link, Links, RecordId, id::MAX_ID_LEN, keys};
 use model_cache_fuzz::{Source, reference::is_valid_id};
 use serde_json::Value;
 

@@ -11,7 +11,11 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{Router, body::Body};
-use cache_core::{Cacheable, EntitySchema, Lookup, RecordId, Store};
+use cache_core::{
+    Cacheable, RecordId,
+    schema::EntitySchema,
+    store::{Lookup, Store},
+};
 use cache_http::webhook::{self, WebhookConfig};
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::BodyExt;

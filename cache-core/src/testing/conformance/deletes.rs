@@ -5,8 +5,10 @@ use std::{future::Future, time::Duration};
 
 use super::{LEASE, LONG, fresh, id, lookup, project, projects};
 use crate::{
-    Cache, Cacheable, Change, ChangeOutcome, IntoStore, Lookup, RecordId, Refusal, RemoveMode, Tombstone,
-    UpsertOutcome, WriteMode, WriteOutcome, testing::MemoryOrigin,
+    Cache, Cacheable, RecordId, UpsertOutcome,
+    change::{Change, ChangeOutcome, Refusal},
+    store::{IntoStore, Lookup, RemoveMode, Tombstone, WriteMode, WriteOutcome},
+    testing::MemoryOrigin,
 };
 
 fn deleted(version: Option<f64>, at: Option<i64>) -> RemoveMode {
@@ -18,19 +20,19 @@ fn deleted(version: Option<f64>, at: Option<i64>) -> RemoveMode {
 }
 
 /// `write` as a change that happened at source time `at`.
-fn timed(write: crate::RecordWrite, at: Option<i64>) -> crate::RecordWrite {
-    crate::RecordWrite { at, ..write }
+fn timed(write: crate::store::RecordWrite, at: Option<i64>) -> crate::store::RecordWrite {
+    crate::store::RecordWrite { at, ..write }
 }
 
 /// A read-through fill of `rid` that found nothing at the origin.
-async fn fill_not_found(store: &dyn crate::Store, rid: &str) {
+async fn fill_not_found(store: &dyn crate::store::Store, rid: &str) {
     let p = projects();
     let lease = store.lease(p, &[id(rid)], LEASE).await.expect("lease");
     let mode = RemoveMode::FillTombstone { lease, ttl: LONG };
     store.remove(p, &[id(rid)], mode).await.expect("fill tombstone");
 }
 
-async fn put_one(store: &dyn crate::Store, write: crate::RecordWrite, mode: WriteMode) -> WriteOutcome {
+async fn put_one(store: &dyn crate::store::Store, write: crate::store::RecordWrite, mode: WriteMode) -> WriteOutcome {
     let mut out = store.put(projects(), &[write], mode).await.expect("put");
     out.pop().expect("one outcome")
 }

@@ -1,5 +1,5 @@
 //! Two models linking to each other: schemas resolve lazily, through fn pointers.
-use cache_core::{Cacheable, FieldKind, Link, Links, RecordId};
+use cache_core::{Cacheable, Link, Links, RecordId, schema::FieldKind};
 
 #[derive(Cacheable)]
 #[cache(entity = "teams")]

@@ -1,24 +1,34 @@
-//! Per-request telemetry: what one unit of work (an HTTP request, a computed value) read from
-//! the cache, and which tags its result depends on.
+//! What one unit of work (an HTTP request, a computed value) depends on: the tags of every
+//! record and index result it read through the cache, collected by a [`DependencyScope`].
 //!
-//! The HTTP layer opens a scope per request; every cache operation run inside it records into
-//! it. Scopes nest: an operation records into every enclosing scope, so a computed value
-//! evaluated inside a request counts for both.
+//! This is part of correctness, not an add-on: a computed value and a cached HTTP response are
+//! stored under the tags their scope collected, and a write purges by tag
+//! ([`keys`](crate::keys)). A read that did not record its tag into the enclosing scope would
+//! leave a value that no write can purge. The scope also counts how the cache answered its reads
+//! ([`ReadCounts`]: the HTTP layer's `X-Cache` headers) and carries a request's refresh
+//! (`Cache-Control: no-cache`) to every read inside it.
+//!
+//! The HTTP layer and the response cache open a scope per request, [`Cache::get_or_compute`]
+//! one per computation; every cache operation run inside records into it. Scopes nest: an
+//! operation records into every enclosing scope, so a computed value evaluated inside a request
+//! counts for both, and the request depends on what the value depends on.
 //!
 //! ```
-//! use cache_core::telemetry::{self, Telemetry};
+//! use cache_core::dependencies::{self, DependencyScope};
 //!
 //! # async fn handler() {}
 //! # async fn run() {
-//! let t = Telemetry::new();
-//! telemetry::scope(t.clone(), handler()).await;
-//! let seen = t.snapshot();
-//! println!("{} hits, {} misses, tags {:?}", seen.hits, seen.misses, seen.tags);
+//! let scope = DependencyScope::new();
+//! dependencies::scope(scope.clone(), handler()).await;
+//! let seen = scope.snapshot();
+//! println!("{} hits, {} misses, depends on {:?}", seen.hits, seen.misses, seen.tags);
 //! # }
 //! ```
 //!
-//! Operations outside any scope record nothing here (the [cache statistics](crate::CacheStats)
+//! Operations outside any scope record nothing here (the [cache statistics](crate::stats::CacheStats)
 //! and metrics still count them).
+//!
+//! [`Cache::get_or_compute`]: crate::Cache::get_or_compute
 
 use std::{
     collections::BTreeSet,
@@ -32,12 +42,14 @@ use std::{
 use serde::Serialize;
 
 tokio::task_local! {
-    static SCOPES: Arc<[Telemetry]>;
+    static SCOPES: Arc<[DependencyScope]>;
 }
 
-/// A recorder for one unit of work. Cheap to clone: clones record into the same counters.
+/// The dependencies of one unit of work, collected while it runs inside [`scope`]: the tags of
+/// what it read, how the cache answered, and whether it asked for a refresh. Cheap to clone:
+/// clones record into the same scope.
 #[derive(Debug, Clone, Default)]
-pub struct Telemetry {
+pub struct DependencyScope {
     inner: Arc<Counters>,
 }
 
@@ -54,9 +66,9 @@ struct Counters {
     tags: Mutex<BTreeSet<String>>,
 }
 
-/// What a [`Telemetry`] recorded so far.
+/// What a [`DependencyScope`] recorded so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct TelemetrySnapshot {
+pub struct ScopeSnapshot {
     /// Records (or complete query results) answered by the cache.
     pub hits: u64,
     /// Records (or query results) the cache did not have.
@@ -78,22 +90,22 @@ pub struct TelemetrySnapshot {
     pub tags: Vec<String>,
 }
 
-/// The counters of a [`Telemetry`] without its tags: cheap enough to read on every request.
+/// The counters of a [`DependencyScope`] without its tags: cheap enough to read on every request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct TelemetryCounts {
-    /// See [`TelemetrySnapshot::hits`].
+pub struct ReadCounts {
+    /// See [`ScopeSnapshot::hits`].
     pub hits: u64,
-    /// See [`TelemetrySnapshot::misses`].
+    /// See [`ScopeSnapshot::misses`].
     pub misses: u64,
-    /// See [`TelemetrySnapshot::bypasses`].
+    /// See [`ScopeSnapshot::bypasses`].
     pub bypasses: u64,
-    /// See [`TelemetrySnapshot::origin_calls`].
+    /// See [`ScopeSnapshot::origin_calls`].
     pub origin_calls: u64,
-    /// See [`TelemetrySnapshot::tombstone_hits`].
+    /// See [`ScopeSnapshot::tombstone_hits`].
     pub tombstone_hits: u64,
-    /// See [`TelemetrySnapshot::store_errors`].
+    /// See [`ScopeSnapshot::store_errors`].
     pub store_errors: u64,
-    /// See [`TelemetrySnapshot::coalesced`].
+    /// See [`ScopeSnapshot::coalesced`].
     pub coalesced: u64,
 }
 
@@ -109,8 +121,8 @@ pub(crate) enum Event {
     Coalesced,
 }
 
-impl Telemetry {
-    /// A fresh recorder.
+impl DependencyScope {
+    /// A fresh scope, with nothing recorded.
     pub fn new() -> Self {
         Self::default()
     }
@@ -122,16 +134,16 @@ impl Telemetry {
         self
     }
 
-    /// Whether this recorder asks for a refresh.
+    /// Whether this scope asks for a refresh.
     pub fn is_refresh(&self) -> bool {
         self.inner.refresh.load(Ordering::Relaxed)
     }
 
     /// What was counted so far, without copying the tags.
-    pub fn counts(&self) -> TelemetryCounts {
+    pub fn counts(&self) -> ReadCounts {
         let c = &self.inner;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        TelemetryCounts {
+        ReadCounts {
             hits: load(&c.hits),
             misses: load(&c.misses),
             bypasses: load(&c.bypasses),
@@ -143,10 +155,10 @@ impl Telemetry {
     }
 
     /// What was recorded so far.
-    pub fn snapshot(&self) -> TelemetrySnapshot {
+    pub fn snapshot(&self) -> ScopeSnapshot {
         let c = &self.inner;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        TelemetrySnapshot {
+        ScopeSnapshot {
             hits: load(&c.hits),
             misses: load(&c.misses),
             bypasses: load(&c.bypasses),
@@ -189,12 +201,12 @@ impl Telemetry {
     }
 }
 
-/// Runs `fut` with `telemetry` recording every cache operation it performs, in addition to
+/// Runs `fut` with `dependencies` recording every cache operation it performs, in addition to
 /// the scopes already open around it.
-pub async fn scope<F: Future>(telemetry: Telemetry, fut: F) -> F::Output {
-    let mut stack: Vec<Telemetry> = SCOPES.try_with(|s| s.to_vec()).unwrap_or_default();
-    if !stack.iter().any(|t| Arc::ptr_eq(&t.inner, &telemetry.inner)) {
-        stack.push(telemetry);
+pub async fn scope<F: Future>(dependencies: DependencyScope, fut: F) -> F::Output {
+    let mut stack: Vec<DependencyScope> = SCOPES.try_with(|s| s.to_vec()).unwrap_or_default();
+    if !stack.iter().any(|t| Arc::ptr_eq(&t.inner, &dependencies.inner)) {
+        stack.push(dependencies);
     }
     SCOPES.scope(stack.into(), fut).await
 }
@@ -222,12 +234,12 @@ where
 
 /// Work running on behalf of the current scopes elsewhere (an origin call's own task) records
 /// into them: captures them here, to pass to [`within`].
-pub(crate) fn current() -> Option<Arc<[Telemetry]>> {
+pub(crate) fn current() -> Option<Arc<[DependencyScope]>> {
     SCOPES.try_with(Arc::clone).ok()
 }
 
 /// Runs `fut` inside scopes captured by [`current`].
-pub(crate) async fn within<F: Future>(scopes: Option<Arc<[Telemetry]>>, fut: F) -> F::Output {
+pub(crate) async fn within<F: Future>(scopes: Option<Arc<[DependencyScope]>>, fut: F) -> F::Output {
     match scopes {
         Some(scopes) => SCOPES.scope(scopes, fut).await,
         None => fut.await,
@@ -237,7 +249,7 @@ pub(crate) async fn within<F: Future>(scopes: Option<Arc<[Telemetry]>>, fut: F) 
 /// Whether any enclosing scope asks for a refresh.
 pub(crate) fn refresh_requested() -> bool {
     SCOPES
-        .try_with(|stack| stack.iter().any(Telemetry::is_refresh))
+        .try_with(|stack| stack.iter().any(DependencyScope::is_refresh))
         .unwrap_or(false)
 }
 
@@ -259,8 +271,8 @@ mod tests {
 
     #[tokio::test]
     async fn nested_scopes_record_into_both() {
-        let outer = Telemetry::new();
-        let inner = Telemetry::new();
+        let outer = DependencyScope::new();
+        let inner = DependencyScope::new();
         scope(outer.clone(), async {
             count(Event::Hit, 1);
             scope(inner.clone(), async {
@@ -280,7 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn counts_agree_with_the_snapshot() {
-        let t = Telemetry::new();
+        let t = DependencyScope::new();
         scope(t.clone(), async {
             count(Event::Hit, 2);
             count(Event::OriginCall, 1);
@@ -296,8 +308,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_same_recorder_nested_counts_once() {
-        let t = Telemetry::new();
+    async fn the_same_scope_nested_counts_once() {
+        let t = DependencyScope::new();
         scope(t.clone(), scope(t.clone(), async { count(Event::Hit, 1) })).await;
         assert_eq!(t.snapshot().hits, 1);
     }
@@ -305,8 +317,8 @@ mod tests {
     #[tokio::test]
     async fn refresh_is_inherited_by_inner_scopes() {
         assert!(!refresh_requested());
-        let outer = Telemetry::new().refresh(true);
-        let seen = scope(outer, scope(Telemetry::new(), async { refresh_requested() })).await;
+        let outer = DependencyScope::new().refresh(true);
+        let seen = scope(outer, scope(DependencyScope::new(), async { refresh_requested() })).await;
         assert!(seen);
     }
 
@@ -319,7 +331,7 @@ mod tests {
         };
         record_tags(std::iter::once_with(tag));
         assert_eq!(built.load(Ordering::Relaxed), 0, "outside a scope");
-        let (outer, inner) = (Telemetry::new(), Telemetry::new());
+        let (outer, inner) = (DependencyScope::new(), DependencyScope::new());
         scope(outer.clone(), async {
             record_tags(std::iter::once_with(tag));
             scope(inner.clone(), async { record_tags(std::iter::once_with(tag)) }).await;
@@ -334,7 +346,7 @@ mod tests {
     async fn outside_a_scope_nothing_is_recorded() {
         count(Event::Hit, 1);
         record_tags(["x"]);
-        let t = Telemetry::new();
-        assert_eq!(t.snapshot(), TelemetrySnapshot::default());
+        let t = DependencyScope::new();
+        assert_eq!(t.snapshot(), ScopeSnapshot::default());
     }
 }
