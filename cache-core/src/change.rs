@@ -474,12 +474,6 @@ impl Cache {
         }
     }
 
-    /// After a write: whether a newer change claimed the record meanwhile. Its write may have
-    /// come first and been overwritten by this one, so the record is forgotten and the next
-    /// read asks the source (a newer write that comes after this stands).
-    ///
-    /// When the claim cannot be read, the record is forgotten too and the change answered
-    /// [`ChangeOutcome::StoreFailed`], so that its redelivery writes and checks again.
     /// Before an invalidation that carries no source time (the application saying "this record
     /// changed"): stamps it, as `Cache::delete` is stamped, with this process's clock, and past
     /// every change applied so far. A change delivered afterwards with an earlier source time
@@ -504,6 +498,12 @@ impl Cache {
         }
     }
 
+    /// After a write: whether a newer change claimed the record meanwhile. Its write may have
+    /// come first and been overwritten by this one, so the record is forgotten and the next
+    /// read asks the source (a newer write that comes after this stands).
+    ///
+    /// When the claim cannot be read, the record is forgotten too and the change answered
+    /// [`ChangeOutcome::StoreFailed`], so that its redelivery writes and checks again.
     async fn check_superseded(
         &self,
         schema: &'static EntitySchema,
