@@ -1,6 +1,10 @@
 //! [`SqlOrigin`]: the [`Origin`] over the registered models' tables.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use cache_core::{
@@ -241,8 +245,8 @@ impl SqlOrigin {
     }
 
     /// Runs a statement that selects ids as text.
-    async fn ids(&self, plan: &Plan, sql: Arc<str>, binds: Vec<Bind>) -> Result<Vec<RecordId>, OriginError> {
-        let texts: Vec<String> = match &self.inner.pool {
+    async fn texts(&self, plan: &Plan, sql: Arc<str>, binds: Vec<Bind>) -> Result<Vec<String>, OriginError> {
+        match &self.inner.pool {
             SqlPool::Postgres(pool) => {
                 let rows = self.run(plan, pg_query(sql, binds).fetch_all(pool)).await?;
                 rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>()
@@ -252,11 +256,7 @@ impl SqlOrigin {
                 rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>()
             }
         }
-        .map_err(|e| decode_error(plan, plan.schema.id_field, e.to_string()))?;
-        texts
-            .into_iter()
-            .map(|id| RecordId::new(&id).map_err(|e| decode_error(plan, plan.schema.id_field, e.to_string())))
-            .collect()
+        .map_err(|e| decode_error(plan, plan.schema.id_field, e.to_string()))
     }
 
     /// The ids as the key column can hold them: an id that cannot be a key (`abc` for an
@@ -279,18 +279,12 @@ impl SqlOrigin {
         }
         Some(match (plan.dialect, plan.key) {
             (Dialect::Postgres, _) => Bind::TextArray(keys.into_iter().map(str::to_owned).collect()),
-            (Dialect::Sqlite, ColumnClass::Integer) => Bind::Text(
-                Value::Array(
-                    keys.into_iter()
-                        .filter_map(canonical_integer)
-                        .map(|n| Value::Number(n.into()))
-                        .collect(),
-                )
-                .to_string(),
-            ),
-            (Dialect::Sqlite, _) => {
-                Bind::Text(Value::Array(keys.into_iter().map(|k| Value::String(k.to_owned())).collect()).to_string())
+            // A JSON list for `json_each`, written straight from the keys (no value tree).
+            (Dialect::Sqlite, ColumnClass::Integer) => {
+                let numbers: Vec<i64> = keys.into_iter().filter_map(canonical_integer).collect();
+                Bind::Text(serde_json::to_string(&numbers).ok()?)
             }
+            (Dialect::Sqlite, _) => Bind::Text(serde_json::to_string(&keys).ok()?),
         })
     }
 
@@ -438,7 +432,18 @@ impl Origin for SqlOrigin {
         let Some(keys) = self.key_list(plan, ids) else {
             return Ok(Vec::new());
         };
-        self.ids(plan, Arc::clone(&plan.exists_many), vec![keys]).await
+        // The ids asked for that the table answered: no id is parsed again, or copied.
+        let found: HashSet<String> = self
+            .texts(plan, Arc::clone(&plan.exists_many), vec![keys])
+            .await?
+            .into_iter()
+            .collect();
+        let mut seen = HashSet::with_capacity(found.len());
+        Ok(ids
+            .iter()
+            .filter(|id| found.contains(id.as_str()) && seen.insert(id.as_str()))
+            .cloned()
+            .collect())
     }
 
     async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<Deletion>, OriginError> {
