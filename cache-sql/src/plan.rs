@@ -265,7 +265,11 @@ impl Plan {
             Dialect::Postgres => format!("{} AS __t", q(table)),
             Dialect::Sqlite => q(table),
         };
-        let id_text = id_text(dialect, schema.id_field);
+        // A key column already of text needs no cast: the rows' ids are read as they are.
+        let id_selected = match stores_text(dialect, &key_column.declared) {
+            true => col(dialect, schema.id_field),
+            false => id_text(dialect, schema.id_field),
+        };
         let version_expr = match version.and_then(|v| scores.get(v.name)) {
             // The version as the cache reads it: an absent version is no version, not -inf.
             Some(_) => {
@@ -285,7 +289,7 @@ impl Plan {
             selected,
             fetch: format!("{from} WHERE {one}").into(),
             fetch_many: format!("{from} WHERE {many}").into(),
-            exists_many: format!("SELECT {id_text} FROM {table_ref} WHERE {many}").into(),
+            exists_many: format!("SELECT {id_selected} FROM {table_ref} WHERE {many}").into(),
             // The version first, then the row as a fetch selects it.
             delete: format!("DELETE FROM {table_ref} WHERE {one} RETURNING {version_expr}, {list}").into(),
             filter_binds,
@@ -399,6 +403,17 @@ fn col(dialect: Dialect, name: &str) -> String {
 }
 
 /// The id as text, as the cache orders and names ids.
+/// Whether every value of a column declared `declared` is text: PostgreSQL's `text` and
+/// `character varying`; on SQLite a declared type of TEXT affinity (it names `CHAR`, `CLOB` or
+/// `TEXT` and not `INT`), which stores numbers given to it as text.
+fn stores_text(dialect: Dialect, declared: &str) -> bool {
+    let declared = declared.to_ascii_uppercase();
+    match dialect {
+        Dialect::Postgres => declared == "TEXT" || declared.starts_with("CHARACTER VARYING"),
+        Dialect::Sqlite => !declared.contains("INT") && ["CHAR", "CLOB", "TEXT"].iter().any(|t| declared.contains(t)),
+    }
+}
+
 fn id_text(dialect: Dialect, id: &str) -> String {
     match dialect {
         Dialect::Postgres => format!("{}::text", col(dialect, id)),
@@ -562,6 +577,23 @@ mod tests {
     use sqlx::{Row, ValueRef};
 
     use super::*;
+
+    #[test]
+    fn only_text_key_columns_are_read_without_a_cast() {
+        for declared in ["text", "character varying(64)", "character varying"] {
+            assert!(stores_text(Dialect::Postgres, declared), "{declared}");
+        }
+        for declared in ["uuid", "bigint", "citext", "character(8)", "my_enum"] {
+            assert!(!stores_text(Dialect::Postgres, declared), "{declared}");
+        }
+        for declared in ["TEXT", "varchar(20)", "NCHAR(5)", "clob"] {
+            assert!(stores_text(Dialect::Sqlite, declared), "{declared}");
+        }
+        // No declared type (BLOB affinity) keeps integers as integers; `INT` wins over `CHAR`.
+        for declared in ["", "BLOB", "INTEGER", "CHARINT", "NUMERIC"] {
+            assert!(!stores_text(Dialect::Sqlite, declared), "{declared}");
+        }
+    }
 
     /// Microseconds since PostgreSQL's epoch of a calendar date and time (astronomical years:
     /// 0 is 1 BC).

@@ -382,7 +382,8 @@ fn method(b: &Bench) -> Vec<String> {
              `event_id`: a SQLite file (WAL) in a temp dir, and a schema of its own on the PostgreSQL server of \
              `{}` when it is set. `SqlOrigin` and the hand-written sqlx statements share one pool of 4 \
              connections; each line runs them in alternate batches as above and judges the median against the \
-             best hand-written variant. The outbox lines write through a connection of their own and apply into \
+             best hand-written variant. Like `SqlOrigin`, a hand-written variant is given the ids as \
+             `RecordId`s and builds its list parameter (a `text[]`, a JSON list) on each call. The outbox lines write through a connection of their own and apply into \
              the spawned Redis server (a namespace of their own).",
             thousands(b.records.len() as u64),
             sql::POSTGRES_URL_VAR

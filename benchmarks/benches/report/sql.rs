@@ -331,14 +331,17 @@ fn sqlite_hand_row(row: &SqliteRow) -> SqliteHandRow {
 }
 
 /// What a hand-written statement binds.
-#[derive(Clone, Copy)]
+///
+/// A hand-written origin is given the ids as `RecordId`s, as `SqlOrigin` is: the list
+/// parameters are built from them on each call, inside the timed call, as `SqlOrigin` builds
+/// its own.
 enum Binds<'a> {
     /// PostgreSQL: the ids as one `text[]`.
-    Array(&'a [String]),
+    Array(Vec<String>),
     /// SQLite: the ids as one JSON list, for `json_each`.
-    Json(&'a str),
+    Json(String),
     /// SQLite: one `?` per id.
-    Each(&'a [String]),
+    Each(&'a [RecordId]),
     /// One value.
     One(&'a str),
 }
@@ -372,18 +375,13 @@ impl Hand {
 /// The inputs of one operation: a window of ids, or an event's leaderboard.
 struct Input {
     ids: Vec<RecordId>,
-    texts: Vec<String>,
-    json: String,
     event: String,
     query: Option<SourceQuery>,
 }
 
 impl Input {
     fn ids(ids: Vec<RecordId>) -> Self {
-        let texts: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
         Self {
-            json: serde_json::to_string(&texts).expect("a JSON list"),
-            texts,
             ids,
             event: String::new(),
             query: None,
@@ -532,20 +530,20 @@ fn by_ids(db: &Db, select: &str, n: usize, read: Read) -> Vec<Hand> {
         Db::Postgres { .. } => vec![Hand {
             name: "`= ANY($1)` of a `text[]`",
             sql: format!("{select} WHERE id = ANY($1)").into(),
-            binds: |i| Binds::Array(&i.texts),
+            binds: |i| Binds::Array(i.ids.iter().map(|id| id.as_str().to_owned()).collect()),
             read,
         }],
         Db::Sqlite { .. } => vec![
             Hand {
                 name: "`IN (SELECT value FROM json_each(?))`",
                 sql: format!("{select} WHERE id IN (SELECT value FROM json_each($1))").into(),
-                binds: |i| Binds::Json(&i.json),
+                binds: |i| Binds::Json(serde_json::to_string(&i.ids).expect("a JSON list")),
                 read,
             },
             Hand {
                 name: "`IN (?, ?, …)`, one parameter an id",
                 sql: format!("{select} WHERE id IN ({})", vec!["?"; n].join(", ")).into(),
-                binds: |i| Binds::Each(&i.texts),
+                binds: |i| Binds::Each(&i.ids),
                 read,
             },
         ],
