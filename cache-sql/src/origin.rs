@@ -432,18 +432,13 @@ impl Origin for SqlOrigin {
         let Some(keys) = self.key_list(plan, ids) else {
             return Ok(Vec::new());
         };
-        // The ids asked for that the table answered: no id is parsed again, or copied.
-        let found: HashSet<String> = self
+        // The ids asked for that the table answered (each once): no id is parsed again, or copied.
+        let mut found: HashSet<String> = self
             .texts(plan, Arc::clone(&plan.exists_many), vec![keys])
             .await?
             .into_iter()
             .collect();
-        let mut seen = HashSet::with_capacity(found.len());
-        Ok(ids
-            .iter()
-            .filter(|id| found.contains(id.as_str()) && seen.insert(id.as_str()))
-            .cloned()
-            .collect())
+        Ok(ids.iter().filter(|id| found.remove(id.as_str())).cloned().collect())
     }
 
     async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<Deletion>, OriginError> {

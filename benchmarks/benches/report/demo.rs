@@ -41,8 +41,7 @@ struct Demo {
     origin_on: demo_app::origin::DemoOrigin,
     origin_off: demo_app::origin::DemoOrigin,
     seeded: Duration,
-    stop: Option<tokio::sync::watch::Sender<bool>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl Demo {
@@ -133,8 +132,10 @@ impl Demo {
             origin_on,
             origin_off,
             seeded,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: ServerThread {
+                stop,
+                thread: Some(thread),
+            },
         }
     }
 
@@ -145,11 +146,15 @@ impl Demo {
     }
 }
 
-impl Drop for Demo {
+/// A server on a runtime and thread of its own, stopped (gracefully) and joined on drop.
+struct ServerThread {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ServerThread {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
-        }
+        let _ = self.stop.send(true);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -161,8 +166,7 @@ impl Drop for Demo {
 /// 8c); `GET /redis/projects/{id}` answers them after one raw Redis `GET` (8a's notes).
 struct Bare {
     addr: SocketAddr,
-    stop: Option<tokio::sync::watch::Sender<bool>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 #[derive(Clone)]
@@ -210,19 +214,10 @@ impl Bare {
         let addr = ready_rx.recv().expect("the bare server started");
         Self {
             addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Bare {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            _server: ServerThread {
+                stop,
+                thread: Some(thread),
+            },
         }
     }
 }

@@ -55,15 +55,20 @@ pub(super) async fn cache_throughput(cache: &Cache, ids: &Arc<Vec<RecordId>>, re
     (started.elapsed(), all)
 }
 
-pub(super) async fn throughput_line(b: &mut Bench) {
-    let requests = b.n(100_000, 5_000);
-    let value = &b.bodies[0];
+/// Stores the value `redis-benchmark -t get` reads (its key, `key:__rand_int__`).
+async fn set_benchmark_key(b: &Bench, value: &[u8]) {
     let () = redis::cmd("SET")
         .arg("key:__rand_int__")
-        .arg(value.as_slice())
+        .arg(value)
         .query_async(&mut b.conn.clone())
         .await
         .expect("SET the redis-benchmark key");
+}
+
+pub(super) async fn throughput_line(b: &mut Bench) {
+    let requests = b.n(100_000, 5_000);
+    let value = &b.bodies[0];
+    set_benchmark_key(b, value).await;
     let port = b.server.port();
     let ids = Arc::new(b.ids.clone());
     // Warm-up of both.
@@ -158,12 +163,7 @@ pub(super) async fn near_throughput_line(b: &mut Bench, near: &Cache) {
     // Near hits are some fifty times shorter: more of them, for a run as long.
     let near_requests = b.n(1_000_000, 20_000);
     let value = b.bodies[0].clone();
-    let () = redis::cmd("SET")
-        .arg("key:__rand_int__")
-        .arg(value.as_slice())
-        .query_async(&mut b.conn.clone())
-        .await
-        .expect("SET the redis-benchmark key");
+    set_benchmark_key(b, &value).await;
     let port = b.server.port();
     let ids = Arc::new(b.ids.clone());
     let near_cache = near.near_cache().expect("a near cache");

@@ -40,7 +40,7 @@ impl Cache {
     pub async fn delete<T: Cacheable>(&self, id: &RecordId) -> Result<bool, CacheError> {
         let schema = T::schema();
         let entity = schema.entity;
-        let op = self.operation(entity, Operation::Delete);
+        let _op = self.operation(entity, Operation::Delete);
         let deletion = self
             .ask_origin(entity, OriginCall::Delete, self.inner.origin.delete(schema, id))
             .await?;
@@ -53,7 +53,6 @@ impl Cache {
         };
         let at = deletion.at.unwrap_or_else(std::time::SystemTime::now);
         self.apply_delete::<T>(id, version, at).await;
-        drop(op);
         Ok(existed)
     }
 
