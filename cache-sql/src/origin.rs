@@ -244,16 +244,30 @@ impl SqlOrigin {
         }))
     }
 
-    /// Runs a statement that selects ids as text.
-    async fn texts(&self, plan: &Plan, sql: Arc<str>, binds: Vec<Bind>) -> Result<Vec<String>, OriginError> {
+    /// Runs a statement that selects ids as text; answers the ids of `asked` among them, in the
+    /// order asked, each once. The answered texts are read in place, not copied, and no id is
+    /// parsed again.
+    async fn found_among(
+        &self,
+        plan: &Plan,
+        (sql, binds): (Arc<str>, Vec<Bind>),
+        asked: &[RecordId],
+    ) -> Result<Vec<RecordId>, OriginError> {
+        fn matching<'r>(
+            answered: impl Iterator<Item = Result<&'r str, sqlx::Error>>,
+            asked: &[RecordId],
+        ) -> Result<Vec<RecordId>, sqlx::Error> {
+            let mut found: HashSet<&str> = answered.collect::<Result<_, _>>()?;
+            Ok(asked.iter().filter(|id| found.remove(id.as_str())).cloned().collect())
+        }
         match &self.inner.pool {
             SqlPool::Postgres(pool) => {
                 let rows = self.run(plan, pg_query(sql, binds).fetch_all(pool)).await?;
-                rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>()
+                matching(rows.iter().map(|row| row.try_get(0)), asked)
             }
             SqlPool::Sqlite(pool) => {
                 let rows = self.run(plan, sqlite_query(sql, binds).fetch_all(pool)).await?;
-                rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>()
+                matching(rows.iter().map(|row| row.try_get(0)), asked)
             }
         }
         .map_err(|e| decode_error(plan, plan.schema.id_field, e.to_string()))
@@ -432,13 +446,8 @@ impl Origin for SqlOrigin {
         let Some(keys) = self.key_list(plan, ids) else {
             return Ok(Vec::new());
         };
-        // The ids asked for that the table answered (each once): no id is parsed again, or copied.
-        let mut found: HashSet<String> = self
-            .texts(plan, Arc::clone(&plan.exists_many), vec![keys])
-            .await?
-            .into_iter()
-            .collect();
-        Ok(ids.iter().filter(|id| found.remove(id.as_str())).cloned().collect())
+        self.found_among(plan, (Arc::clone(&plan.exists_many), vec![keys]), ids)
+            .await
     }
 
     async fn delete(&self, entity: &'static EntitySchema, id: &RecordId) -> Result<Option<Deletion>, OriginError> {

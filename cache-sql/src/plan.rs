@@ -472,12 +472,37 @@ pub(crate) fn pg_timestamp_text(micros: i64) -> Option<String> {
     // Astronomical year 0 is 1 BC.
     let year = if year <= 0 { 1 - year } else { year };
     let (seconds, fraction) = (of_day / 1_000_000, of_day % 1_000_000);
-    Some(format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction:06}Z",
-        seconds / 3_600,
-        seconds / 60 % 60,
-        seconds % 60
-    ))
+    // Written digit by digit: `format!`'s padding took a fifth of a leaderboard read's decoding.
+    let mut text = String::with_capacity(27);
+    for (value, width, after) in [
+        (year, 4, '-'),
+        (month, 2, '-'),
+        (day, 2, 'T'),
+        (seconds / 3_600, 2, ':'),
+        (seconds / 60 % 60, 2, ':'),
+        (seconds % 60, 2, '.'),
+        (fraction, 6, 'Z'),
+    ] {
+        push_padded(&mut text, value.unsigned_abs(), width);
+        text.push(after);
+    }
+    Some(text)
+}
+
+/// Writes `n` in decimal, zero-padded to `width` digits (more when it needs them).
+fn push_padded(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = start.min(digits.len().saturating_sub(width));
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 /// A `text[]`/`varchar[]` sent as stored (PostgreSQL's binary array format), as `to_json`

@@ -441,21 +441,49 @@ async fn fetch(db: &Db, h: &Hand, input: &Input) -> Rows {
     }
 }
 
-/// Runs a hand-written variant and reads its rows as it says; answers the ids read.
-async fn hand(db: &Db, h: &Hand, input: &Input) -> Vec<String> {
+/// What a variant answered: kept whole until its sample ends, so that every variant pays for
+/// building and dropping its own answer and for nothing else; its ids for the checks.
+enum Answer {
+    /// The ids as the statement answered them.
+    Texts(Vec<String>),
+    /// The ids `exists_many` answered.
+    Ids(Vec<RecordId>),
+    PgTuples(Vec<PgHandRow>),
+    SqliteTuples(Vec<SqliteHandRow>),
+    Records(Vec<SourceRecord>),
+}
+
+impl Answer {
+    fn len(&self) -> usize {
+        match self {
+            Self::Texts(v) => v.len(),
+            Self::Ids(v) => v.len(),
+            Self::PgTuples(v) => v.len(),
+            Self::SqliteTuples(v) => v.len(),
+            Self::Records(v) => v.len(),
+        }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        match self {
+            Self::Texts(v) => v.clone(),
+            Self::Ids(v) => v.iter().map(|id| id.as_str().to_owned()).collect(),
+            Self::PgTuples(v) => v.iter().map(|row| row.0.clone()).collect(),
+            Self::SqliteTuples(v) => v.iter().map(|row| row.0.clone()).collect(),
+            Self::Records(v) => v.iter().map(|r| r.id.as_str().to_owned()).collect(),
+        }
+    }
+}
+
+/// Runs a hand-written variant and reads its rows as it says.
+async fn hand(db: &Db, h: &Hand, input: &Input) -> Answer {
     let rows = fetch(db, h, input).await;
     match (h.read, &rows) {
-        (Read::Ids, Rows::Postgres(rows)) => rows.iter().map(|r| r.get::<String, _>(0)).collect(),
-        (Read::Ids, Rows::Sqlite(rows)) => rows.iter().map(|r| r.get::<String, _>(0)).collect(),
-        (Read::Tuples, Rows::Postgres(rows)) => rows.iter().map(|r| std::hint::black_box(pg_hand_row(r)).0).collect(),
-        (Read::Tuples, Rows::Sqlite(rows)) => rows
-            .iter()
-            .map(|r| std::hint::black_box(sqlite_hand_row(r)).0)
-            .collect(),
-        (Read::Records, rows) => records(rows)
-            .into_iter()
-            .map(|r| std::hint::black_box(r).id.as_str().to_owned())
-            .collect(),
+        (Read::Ids, Rows::Postgres(rows)) => Answer::Texts(rows.iter().map(|r| r.get(0)).collect()),
+        (Read::Ids, Rows::Sqlite(rows)) => Answer::Texts(rows.iter().map(|r| r.get(0)).collect()),
+        (Read::Tuples, Rows::Postgres(rows)) => Answer::PgTuples(rows.iter().map(pg_hand_row).collect()),
+        (Read::Tuples, Rows::Sqlite(rows)) => Answer::SqliteTuples(rows.iter().map(sqlite_hand_row).collect()),
+        (Read::Records, rows) => Answer::Records(records(rows)),
     }
 }
 
@@ -566,18 +594,13 @@ impl Sql<'_> {
 
     /// Times `ours` against every hand-written variant in alternate batches; answers their
     /// summaries, ours first. `ours` answers the ids it read.
-    async fn compare(
-        &self,
-        inputs: &[Input],
-        hands: &[Hand],
-        ours: impl AsyncFn(&Input) -> Vec<String>,
-    ) -> Vec<Summary> {
+    async fn compare(&self, inputs: &[Input], hands: &[Hand], ours: impl AsyncFn(&Input) -> Answer) -> Vec<Summary> {
         // Every variant answers the same rows.
         for input in inputs.iter().take(3) {
-            let mut want = ours(input).await;
+            let mut want = ours(input).await.ids();
             want.sort();
             for h in hands {
-                let mut got = hand(&self.db, h, input).await;
+                let mut got = hand(&self.db, h, input).await.ids();
                 got.sort();
                 assert_eq!(got, want, "{}: {} answers other rows", self.db.label(), h.name);
             }
@@ -585,11 +608,11 @@ impl Sql<'_> {
         let plan = Plan::new(self.b.n(2_000, 200), 100, 100);
         let s = interleave(1 + hands.len(), &plan, async |variant, i| {
             let input = &inputs[i % inputs.len()];
-            let rows = match variant {
+            let answer = match variant {
                 0 => ours(input).await,
                 v => hand(&self.db, &hands[v - 1], input).await,
             };
-            assert!(!std::hint::black_box(rows).is_empty());
+            assert!(std::hint::black_box(answer).len() > 0);
         })
         .await;
         s.iter().map(Samples::summary).collect()
@@ -630,7 +653,7 @@ impl Sql<'_> {
             .compare(inputs, hands, async |input| {
                 let found = ours(input).await;
                 assert_eq!(found.len(), rows);
-                found.into_iter().map(|r| r.id.as_str().to_owned()).collect()
+                Answer::Records(found)
             })
             .await;
         self.judge_records(k, name, hands, &s, notes)
@@ -745,7 +768,7 @@ impl Sql<'_> {
                 .into_iter()
                 .map(|r| r.id.as_str().to_owned())
                 .collect();
-            let theirs = hand(&self.db, &leaderboard, input).await;
+            let theirs = hand(&self.db, &leaderboard, input).await.ids();
             assert_eq!(ours, theirs, "{}: the leaderboard's order", self.db.label());
         }
         let hands = [
@@ -781,7 +804,7 @@ impl Sql<'_> {
             .compare(&inputs, &hands, async |input| {
                 let found = self.origin.exists_many(schema, &input.ids).await.expect("exists_many");
                 assert_eq!(found.len(), EXISTS_MANY);
-                found.into_iter().map(|id| id.as_str().to_owned()).collect()
+                Answer::Ids(found)
             })
             .await;
         let ours = s[0];
@@ -829,6 +852,7 @@ impl Sql<'_> {
         let schema = Project::schema();
         let store = RedisStore::builder(self.b.server.url())
             .namespace(format!("bench-sql-{}", self.db.label().to_ascii_lowercase()))
+            .operation_budget(crate::BULK_BUDGET)
             .connect()
             .await
             .expect("connect the outbox's store");
