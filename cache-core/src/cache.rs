@@ -44,8 +44,8 @@ use crate::{
     schema::{EntitySchema, IndexEntries},
     stats::{CacheStats, StaleReason, Stats},
     store::{
-        FillToken, IntoStore, Lookup, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, WriteMode,
-        WriteOutcome,
+        DecodedCopy, FillToken, IntoStore, Lookup, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreError,
+        WriteMode, WriteOutcome,
     },
 };
 

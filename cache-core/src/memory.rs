@@ -8,7 +8,8 @@
 //! `docs/benchmarks.md`):
 //! - records, tombstones and values live in a [`moka`] cache with per-entry TTLs, each entry
 //!   weighing its key, its body, its slots in moka's own structures, and (for a record) its
-//!   entries in the index maps beside it, or (for a value) its entries under its tags;
+//!   entries in the index maps beside it and its decoded copy (see below), or (for a value)
+//!   its entries under its tags;
 //! - completeness markers (one per distinct index result asked for) have a sixteenth of the
 //!   budget, and a lifetime (see `memory/markers.rs`);
 //! - fill leases have another sixteenth: past it a fill takes no lease, so it is not stored
@@ -19,6 +20,14 @@
 //! Evicting a record drops the markers whose result contained it, found through the markers'
 //! first filters, never by looking at every marker.
 //!
+//! ## Decoded copies
+//! Records are kept in their cached form (bytes, as on Redis), and beside it the decoded record
+//! the first read made ([`DecodedCopy`]), so that later hits clone it instead of decoding the
+//! bytes. Each write makes a new, empty copy: a copy is only ever handed out with the bytes it
+//! was decoded from, and goes with them. The copy is weighed from the moment the record is
+//! written (moka weighs an entry once, when it is written), as its bytes' length again: a
+//! decoded model holds about what its JSON holds, in strings and numbers instead of text.
+//!
 //! ## Logical keys
 //! Entries are keyed by the logical keys [`Store::flush`] patterns match (`projects:r:recX`,
 //! `projects:tomb:recX`, `v:{key}`; this store has no `tag:` keys). Flushing a record forgets
@@ -27,6 +36,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     fmt,
+    hash::{BuildHasher, Hash, Hasher},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -38,6 +48,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use moka::{Expiry, future::Cache as Moka, notification::RemovalCause};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::{
     RecordId,
@@ -46,8 +57,8 @@ use crate::{
     query::IndexQuery,
     schema::{EntitySchema, IndexEntries},
     store::{
-        DeleteOrder, FillToken, Lease, Lookup, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreResult,
-        StoreStats, Tombstone, WriteMode, WriteOutcome, human_bytes,
+        DecodedCopy, DeleteOrder, FillToken, Lease, Lookup, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store,
+        StoreResult, StoreStats, Tombstone, WriteMode, WriteOutcome, human_bytes,
     },
 };
 
@@ -97,7 +108,7 @@ pub struct MemoryStore {
 }
 
 struct Inner {
-    entries: Moka<Key, Entry>,
+    entries: Moka<Key, Entry, KeyHashing>,
     /// The share of the budget of each of the markers, the leases and the purge marks, in
     /// bytes.
     side_budget: u64,
@@ -165,7 +176,7 @@ impl MemoryStoreBuilder {
                     sink.lock().unwrap_or_else(PoisonError::into_inner).push((key, entry));
                 }
             })
-            .build();
+            .build_with_hasher(KeyHashing { seed: rand::random() });
         MemoryStore {
             inner: Arc::new(Inner {
                 entries,
@@ -206,12 +217,135 @@ impl Default for MemoryStore {
 type Evicted = Vec<(Arc<Key>, Entry)>;
 
 /// A logical key (see the [module docs](self)). Entity names are the schemas' own
-/// (`&'static`): a lookup allocates nothing for them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// (`&'static`): a lookup allocates nothing for them, and compares them by address first.
+#[derive(Debug, Clone, Eq)]
 enum Key {
     Record(&'static str, RecordId),
     Tombstone(&'static str, RecordId),
     Value(String),
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Record(a, x), Self::Record(b, y)) | (Self::Tombstone(a, x), Self::Tombstone(b, y)) => {
+                x == y && same_entity(a, b)
+            }
+            (Self::Value(a), Self::Value(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+fn same_entity(a: &'static str, b: &'static str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Self::Record(entity, id) => RecordKey::record(entity, id).hash(state),
+            Self::Tombstone(entity, id) => RecordKey::tombstone(entity, id).hash(state),
+            Self::Value(key) => {
+                state.write_u8(2);
+                key.hash(state);
+            }
+        }
+    }
+}
+
+/// Hashes [`Key`]s with xxh3, seeded per store: ids come from outside, and nobody can pick
+/// ids that collide without the seed. A key is a few dozen bytes, which SipHash (the default)
+/// takes several times longer to hash.
+#[derive(Clone)]
+struct KeyHashing {
+    seed: u64,
+}
+
+impl BuildHasher for KeyHashing {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            seed: self.seed,
+            len: 0,
+            buf: [0; KEY_HASH_BUFFER],
+        }
+    }
+}
+
+/// What [`KeyHasher`] gathers before hashing: a record key's parts fit.
+const KEY_HASH_BUFFER: usize = 64;
+
+/// Gathers a key's parts and hashes them in one call; a longer key (a value's) is hashed in
+/// pieces, each seeding the next.
+struct KeyHasher {
+    seed: u64,
+    len: usize,
+    buf: [u8; KEY_HASH_BUFFER],
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > KEY_HASH_BUFFER {
+            self.seed = xxh3_64_with_seed(&self.buf[..self.len], self.seed);
+            self.len = 0;
+            if bytes.len() > KEY_HASH_BUFFER {
+                self.seed = xxh3_64_with_seed(bytes, self.seed);
+                return;
+            }
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn finish(&self) -> u64 {
+        xxh3_64_with_seed(&self.buf[..self.len], self.seed)
+    }
+}
+
+/// A record's or tombstone's [`Key`], borrowed: what a read looks up, without counting a
+/// reference to the id.
+struct RecordKey<'a> {
+    tombstone: bool,
+    entity: &'static str,
+    id: &'a RecordId,
+}
+
+impl<'a> RecordKey<'a> {
+    fn record(entity: &'static str, id: &'a RecordId) -> Self {
+        Self {
+            tombstone: false,
+            entity,
+            id,
+        }
+    }
+
+    fn tombstone(entity: &'static str, id: &'a RecordId) -> Self {
+        Self {
+            tombstone: true,
+            entity,
+            id,
+        }
+    }
+}
+
+impl Hash for RecordKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u8(u8::from(self.tombstone));
+        self.entity.hash(state);
+        self.id.hash(state);
+    }
+}
+
+impl moka::Equivalent<Key> for RecordKey<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        match key {
+            Key::Record(entity, id) => !self.tombstone && id == self.id && same_entity(entity, self.entity),
+            Key::Tombstone(entity, id) => self.tombstone && id == self.id && same_entity(entity, self.entity),
+            Key::Value(_) => false,
+        }
+    }
 }
 
 impl Key {
@@ -258,6 +392,8 @@ enum Kind {
         generation: u64,
         /// What the record's index entries cost in the index maps ([`index_weight`]).
         index_weight: u32,
+        /// The decoded record the first read of these bytes kept (see the [module docs](self)).
+        copy: DecodedCopy,
     },
     /// Not at the source. `deleted`: the delete the source reported, which orders later
     /// writes (`None` for a fill's "not found"). `answers`: whether reads are told "not
@@ -290,7 +426,8 @@ impl Entry {
     fn weight(&self) -> usize {
         ENTRY_OVERHEAD
             + match &self.kind {
-                Kind::Record { body, index_weight, .. } => body.len() + ALLOCATION + *index_weight as usize,
+                // The body, and its decoded copy estimated at its length again (module docs).
+                Kind::Record { body, index_weight, .. } => 2 * (body.len() + ALLOCATION) + *index_weight as usize,
                 // The tag list, and the key's copy under each tag in `value_tags`.
                 Kind::Value { body, tags } => {
                     body.len() + ALLOCATION + tags.iter().map(|t| 2 * (t.len() + ALLOCATION) + 96 + 64).sum::<usize>()
@@ -474,6 +611,40 @@ fn filters_of(query: &IndexQuery) -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use crate::{Order, query::Sort};
+
+    #[test]
+    fn a_borrowed_key_hashes_and_compares_as_its_key() {
+        let hashing = KeyHashing { seed: 7 };
+        let id = RecordId::new("recA").unwrap();
+        let copy = RecordId::new("recA").unwrap();
+        let (record, tombstone) = (Key::Record("projects", id.clone()), Key::Tombstone("projects", id));
+        assert_eq!(
+            hashing.hash_one(&record),
+            hashing.hash_one(RecordKey::record("projects", &copy))
+        );
+        assert_eq!(
+            hashing.hash_one(&tombstone),
+            hashing.hash_one(RecordKey::tombstone("projects", &copy))
+        );
+        assert_ne!(hashing.hash_one(&record), hashing.hash_one(&tombstone));
+        assert!(moka::Equivalent::equivalent(
+            &RecordKey::record("projects", &copy),
+            &record
+        ));
+        assert!(!moka::Equivalent::equivalent(
+            &RecordKey::tombstone("projects", &copy),
+            &record
+        ));
+        assert!(!moka::Equivalent::equivalent(
+            &RecordKey::record("users", &copy),
+            &record
+        ));
+        // Longer than the buffer: hashed in pieces, still a function of the whole key.
+        let long = |tail: &str| hashing.hash_one(Key::Value(format!("{}{tail}", "k".repeat(200))));
+        assert_eq!(long("a"), long("a"));
+        assert_ne!(long("a"), long("b"));
+        assert_ne!(hashing.hash_one(&record), KeyHashing { seed: 8 }.hash_one(&record));
+    }
 
     #[test]
     fn a_page_is_the_slice_of_the_whole_order() {

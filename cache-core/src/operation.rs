@@ -5,7 +5,11 @@
 //! instead of interleaved statistics and tracing. The names are the `operation` labels of the
 //! metrics ([`crate::stats`]). Computed values observe their own steps (`compute/observe.rs`).
 
-use std::{future::Future, time::Instant};
+use std::{
+    future::Future,
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    time::Instant,
+};
 
 use crate::{Cache, dependencies::Event, origin::OriginError, stats::Stats, store::StoreError};
 
@@ -118,6 +122,9 @@ pub(crate) struct OperationGuard<'a> {
     operation: Operation,
     started: Instant,
     timed: bool,
+    /// Hits of a lookup that found nothing else, counted with the duration when the guard
+    /// drops: one meter lookup for both, on the hit path.
+    hits: AtomicU64,
 }
 
 impl Cache {
@@ -129,6 +136,7 @@ impl Cache {
             operation,
             started: Instant::now(),
             timed: true,
+            hits: AtomicU64::new(0),
         }
     }
 
@@ -181,7 +189,12 @@ impl OperationGuard<'_> {
     /// What the store answered for the operation's records.
     pub(crate) fn looked_up(&self, hits: u64, tombstones: u64, misses: u64) {
         let (stats, entity, operation) = (self.stats, self.entity, self.operation);
-        stats.lookup(entity, operation, Event::Hit, hits);
+        if tombstones + misses == 0 && self.timed {
+            // Nothing else to wait for: counted with the duration (`Drop`).
+            self.hits.fetch_add(hits, Relaxed);
+        } else {
+            stats.lookup(entity, operation, Event::Hit, hits);
+        }
         stats.lookup(entity, operation, Event::TombstoneHit, tombstones);
         stats.lookup(entity, operation, Event::Miss, misses);
         if hits + tombstones > 0 {
@@ -199,7 +212,7 @@ impl OperationGuard<'_> {
     pub(crate) fn near_hit(mut self) {
         self.timed = false;
         self.stats
-            .near_hit_done(self.entity, self.operation, self.started.elapsed());
+            .hits_done(self.entity, self.operation, 1, true, self.started.elapsed());
         tracing::debug!(
             entity = self.entity,
             operation = self.operation.name(),
@@ -211,9 +224,13 @@ impl OperationGuard<'_> {
 
 impl Drop for OperationGuard<'_> {
     fn drop(&mut self) {
-        if self.timed {
-            self.stats
-                .operation_done(self.entity, self.operation, self.started.elapsed());
+        if !self.timed {
+            return;
+        }
+        let took = self.started.elapsed();
+        match *self.hits.get_mut() {
+            0 => self.stats.operation_done(self.entity, self.operation, took),
+            hits => self.stats.hits_done(self.entity, self.operation, hits, false, took),
         }
     }
 }

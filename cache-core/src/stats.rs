@@ -334,29 +334,32 @@ impl Stats {
         }
     }
 
-    /// A `get` the near cache answered: [`Stats::near_lookup`] of one hit and
-    /// [`Stats::operation_done`], in one meter lookup.
-    pub(crate) fn near_hit_done(&self, entity: &'static str, operation: Operation, took: Duration) {
+    /// An operation every record of which was a hit: [`Stats::lookup`] of its `n` hits (and,
+    /// when the near cache answered them, [`Stats::near_lookup`]) and [`Stats::operation_done`],
+    /// in one meter lookup. This is the hit path of `Cache::get`.
+    pub(crate) fn hits_done(&self, entity: &'static str, operation: Operation, n: u64, near: bool, took: Duration) {
         let operation = operation.name();
         self.with_meter(entity, operation, |m| {
-            m.counters.hits.fetch_add(1, Ordering::Relaxed);
+            m.counters.hits.fetch_add(n, Ordering::Relaxed);
             m.lookups[0]
                 .get_or_init(|| {
                     metrics::counter!("model_cache_lookups_total", "entity" => entity, "operation" => operation, "result" => "hit")
                 })
-                .increment(1);
-            m.near_lookups[0]
-                .get_or_init(|| {
-                    metrics::counter!("model_cache_near_lookups_total", "entity" => entity, "operation" => operation, "result" => "hit")
-                })
-                .increment(1);
+                .increment(n);
+            if near {
+                m.near_lookups[0]
+                    .get_or_init(|| {
+                        metrics::counter!("model_cache_near_lookups_total", "entity" => entity, "operation" => operation, "result" => "hit")
+                    })
+                    .increment(n);
+            }
             m.operation_duration
                 .get_or_init(|| {
                     metrics::histogram!("model_cache_operation_duration_seconds", "entity" => entity, "operation" => operation)
                 })
                 .record(took.as_secs_f64());
         });
-        dependencies::count(Event::Hit, 1);
+        dependencies::count(Event::Hit, n);
     }
 
     pub(crate) fn coalesced(&self, entity: &'static str, operation: Operation, n: u64) {

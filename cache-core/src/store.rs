@@ -2,8 +2,10 @@
 //! live. The in-memory store and `cache-redis` implement it; the conformance suite in
 //! `cache_core::testing` (feature `testing`) checks them.
 //!
-//! A store deals in bytes and [`IndexEntries`]; it never sees model types. Every method is one
-//! round trip on a networked store where the contract allows it (see each method).
+//! A store deals in bytes and [`IndexEntries`]; it never sees model types (a store in this
+//! process may keep an opaque [`DecodedCopy`] beside a record's bytes, see
+//! [`Store::get_with_copy`]). Every method is one round trip on a networked store where the
+//! contract allows it (see each method).
 //!
 //! ## Consistency machinery
 //! - **Leases** (stale-set protection for record fills). Before a read-through fill the cache
@@ -31,7 +33,12 @@
 //! traffic a query fill must still succeed. A fill that raced a write is refused by its
 //! lease or its token instead.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    any::Any,
+    fmt,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -86,6 +93,44 @@ pub enum Lookup {
     Tombstone,
     /// Nothing is cached.
     Miss,
+}
+
+/// The decoded form of one stored record, kept beside its cached form by a store in this
+/// process ([`MemoryStore`](crate::MemoryStore)): the first read that decodes the record keeps
+/// a copy here ([`DecodedCopy::keep`]), and later reads clone it instead of decoding the bytes
+/// again.
+///
+/// A store makes a new one with every write of a record and hands out clones of it (they share
+/// the copy) only with the bytes it was made with, so a copy never outlives its bytes: a new
+/// write, a delete, an invalidation, an eviction or the record's expiry leaves it unreachable.
+/// It holds one model type: a read as another type decodes the bytes.
+#[derive(Clone, Default)]
+pub struct DecodedCopy(Arc<OnceLock<Box<dyn Any + Send + Sync>>>);
+
+impl DecodedCopy {
+    /// An empty one, for a record just written.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The copy kept, if it is a `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.get()?.downcast_ref::<T>()
+    }
+
+    /// Keeps `record`, decoded from the bytes this was handed out with, unless a copy is kept
+    /// already.
+    pub fn keep<T: Any + Send + Sync>(&self, record: T) {
+        let _ = self.0.set(Box::new(record));
+    }
+}
+
+impl fmt::Debug for DecodedCopy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecodedCopy")
+            .field("kept", &self.0.get().is_some())
+            .finish()
+    }
 }
 
 /// A lease on ids about to be filled from the origin: a token the fill presents.
@@ -382,6 +427,14 @@ pub trait InvalidationSink: Send + Sync {
 pub trait Store: Send + Sync + 'static {
     /// Reads one record: one round trip.
     async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup>;
+
+    /// [`Store::get`], with the [`DecodedCopy`] kept beside a hit's bytes by a store in this
+    /// process: the cache answers the copy when it holds the model asked for, and otherwise
+    /// keeps the record it decodes there. The default keeps none (a networked store's bytes
+    /// are decoded by each read).
+    async fn get_with_copy(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<(Lookup, Option<DecodedCopy>)> {
+        Ok((self.get(entity, id).await?, None))
+    }
 
     /// Reads many records, answering in the order of `ids`: one round trip.
     async fn get_many(&self, entity: &EntitySchema, ids: &[RecordId]) -> StoreResult<Vec<Lookup>>;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cache_core::{
-    CacheError, ConfigError, Query, RecordId, UpsertOutcome,
+    CacheError, Cacheable, ConfigError, Query, RecordId, UpsertOutcome,
     dependencies::{self, DependencyScope},
     keys,
     origin::SourceRecord,
@@ -122,6 +122,96 @@ async fn a_source_record_that_does_not_parse_is_a_model_error() {
             .unwrap(),
         cache_core::store::Lookup::Miss,
         "an unparseable record is neither cached nor tombstoned"
+    );
+}
+
+/// Whether the memory store keeps a decoded `Project` beside the bytes of `rid`.
+async fn copy_kept(h: &Harness, rid: &str) -> bool {
+    let (_, copy) = h.memory.get_with_copy(Project::schema(), &id(rid)).await.unwrap();
+    copy.is_some_and(|c| c.get::<Project>().is_some())
+}
+
+#[tokio::test]
+async fn a_decoded_copy_never_outlives_its_bytes() {
+    let h = harness_with(|b| b.ttl_jitter(0.0));
+    let v1 = project("recP1", "recE1", Status::Draft, 10, 1);
+    h.seed(std::slice::from_ref(&v1));
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(v1.clone()));
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(v1.clone()));
+    assert!(copy_kept(&h, "recP1").await, "the first hit kept its decoded record");
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(v1.clone()));
+
+    // A write through the cache.
+    let v2 = project("recP1", "recE1", Status::Submitted, 20, 2);
+    assert_eq!(h.cache.upsert(&v2).await.unwrap(), UpsertOutcome::Stored);
+    assert!(!copy_kept(&h, "recP1").await, "a new write starts without a copy");
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(v2.clone()));
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(v2.clone()));
+
+    // A write straight to the store (another path to the same bytes, as a change feed's).
+    let v3 = project("recP1", "recE1", Status::Judged, 30, 3);
+    let write = cache_core::store::RecordWrite {
+        id: id("recP1"),
+        body: Bytes::from(v3.to_cached().unwrap()),
+        index: v3.index_entries(),
+        version: Some(3.0),
+        at: None,
+        ttl: TTL,
+    };
+    h.memory
+        .put(Project::schema(), &[write], cache_core::store::WriteMode::Upsert)
+        .await
+        .unwrap();
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(v3.clone()));
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(v3.clone()));
+
+    // An invalidation: the next read asks the origin.
+    let v4 = project("recP1", "recE1", Status::Judged, 40, 4);
+    h.seed(std::slice::from_ref(&v4));
+    h.cache.invalidate::<Project>(&id("recP1")).await.unwrap();
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(v4.clone()));
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(v4.clone()));
+    assert!(copy_kept(&h, "recP1").await);
+
+    // The record's expiry on the injected clock.
+    let v5 = project("recP1", "recE1", Status::Judged, 50, 5);
+    h.seed(std::slice::from_ref(&v5));
+    h.clock.advance(TTL + Duration::from_secs(1));
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(v5.clone()));
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(v5));
+    assert_eq!(
+        h.origin.count(OriginMethod::Fetch),
+        3,
+        "filled after the invalidation and the expiry"
+    );
+
+    // A delete stays deleted.
+    assert!(h.cache.delete::<Project>(&id("recP1")).await.unwrap());
+    assert!(!copy_kept(&h, "recP1").await);
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), None);
+    assert_eq!(h.cache.get::<Project>(&id("recP1")).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_hit_on_a_decoded_copy_is_counted_as_a_hit() {
+    let h = harness();
+    h.seed(&projects_seed());
+    for _ in 0..3 {
+        assert!(h.cache.get::<Project>(&id("recP1")).await.unwrap().is_some());
+    }
+    let stats = h.cache.stats().entity("projects");
+    assert_eq!((stats.hits, stats.misses, stats.origin_calls), (2, 1, 1));
+    let scope = DependencyScope::new();
+    let found = dependencies::scope(scope.clone(), h.cache.get::<Project>(&id("recP1")))
+        .await
+        .unwrap();
+    assert!(found.is_some());
+    assert_eq!(scope.counts().hits, 1);
+    assert!(
+        scope
+            .snapshot()
+            .tags
+            .contains(&keys::record_tag("projects", &id("recP1")))
     );
 }
 

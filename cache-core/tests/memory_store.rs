@@ -464,3 +464,55 @@ async fn a_miss_is_remembered_for_the_negative_ttl_not_the_tombstone_ttl() {
     clock.advance(2 * SEC);
     assert_eq!(cache.get::<RaceProject>(&rid).await.unwrap(), Some(created));
 }
+
+#[tokio::test]
+async fn a_records_weight_counts_its_decoded_copy_and_a_new_write_drops_the_copy() {
+    let p = projects();
+    let weighed = |body_len: usize| async move {
+        let store = MemoryStore::new();
+        let mut write = record("p1", "e1", 3600 * SEC);
+        write.body = Bytes::from(vec![b'x'; body_len]);
+        store.put(p, &[write], WriteMode::Upsert).await.unwrap();
+        used(&store).await.1
+    };
+    // Each byte more of the body weighs twice: once as bytes, once in the decoded copy
+    // (estimated at the bytes' length again, whether or not a read kept one yet).
+    let (small, large) = (weighed(1_000).await, weighed(11_000).await);
+    assert_eq!(large - small, 2 * 10_000, "{small} then {large}");
+
+    let store = MemoryStore::new();
+    store
+        .put(p, &[record("p1", "e1", 3600 * SEC)], WriteMode::Upsert)
+        .await
+        .unwrap();
+    let (lookup, copy) = store.get_with_copy(p, &id("p1")).await.unwrap();
+    assert!(matches!(lookup, Lookup::Hit(_)));
+    copy.unwrap().keep(String::from("decoded p1"));
+    let (_, copy) = store.get_with_copy(p, &id("p1")).await.unwrap();
+    assert_eq!(copy.unwrap().get::<String>().map(String::as_str), Some("decoded p1"));
+    assert!(
+        store
+            .get_with_copy(p, &id("p1"))
+            .await
+            .unwrap()
+            .1
+            .unwrap()
+            .get::<u32>()
+            .is_none(),
+        "a copy answers only its own type"
+    );
+    store
+        .put(p, &[record("p1", "e2", 3600 * SEC)], WriteMode::Upsert)
+        .await
+        .unwrap();
+    let (_, copy) = store.get_with_copy(p, &id("p1")).await.unwrap();
+    assert!(
+        copy.unwrap().get::<String>().is_none(),
+        "a new write starts without a copy"
+    );
+    store.remove(p, &[id("p1")], RemoveMode::Invalidate).await.unwrap();
+    assert!(matches!(
+        store.get_with_copy(p, &id("p1")).await.unwrap(),
+        (Lookup::Miss, None)
+    ));
+}

@@ -18,10 +18,11 @@ impl Cache {
             op.near_hit();
             return Ok(Some(record));
         }
-        let out = self
-            .read_records::<T>(schema, std::slice::from_ref(id), Fetch::One, &op)
-            .await;
-        Ok(out?.into_iter().next().flatten())
+        let mut slot = [None];
+        self.read_records::<T>(schema, std::slice::from_ref(id), Fetch::One, &op, &mut slot)
+            .await?;
+        let [record] = slot;
+        Ok(record)
     }
 
     /// Reads many records in one store round trip and at most one origin call: the records
@@ -32,8 +33,10 @@ impl Cache {
         let op = self.operation(schema.entity, Operation::GetMany);
         let ids = distinct(ids);
         dependencies::record_tags(ids.iter().map(|id| keys::record_tag(schema.entity, id)));
-        let out = self.read_records::<T>(schema, &ids, Fetch::Many, &op).await;
-        Ok(out?.into_iter().flatten().collect())
+        let mut slots: Vec<Option<T>> = ids.iter().map(|_| None).collect();
+        self.read_records::<T>(schema, &ids, Fetch::Many, &op, &mut slots)
+            .await?;
+        Ok(slots.into_iter().flatten().collect())
     }
 
     /// [`Cache::get`], returning a view of the model.
@@ -46,18 +49,19 @@ impl Cache {
         Ok(self.get_many::<T>(ids).await?.into_iter().map(V::from_model).collect())
     }
 
-    /// Reads `ids` (distinct) through the cache, answering one slot per id.
+    /// Reads `ids` (distinct) through the cache into `slots` (empty, one per id): the caller
+    /// owns them, so that `get` allocates no list.
     pub(super) async fn read_records<T: Cacheable>(
         &self,
         schema: &'static EntitySchema,
         ids: &[RecordId],
         fetch: Fetch,
         op: &OperationGuard<'_>,
-    ) -> Result<Vec<Option<T>>, CacheError> {
+        slots: &mut [Option<T>],
+    ) -> Result<(), CacheError> {
         let inner = &self.inner;
-        let mut slots: Vec<Option<T>> = ids.iter().map(|_| None).collect();
         if ids.is_empty() {
-            return Ok(slots);
+            return Ok(());
         }
         if !inner.enabled {
             op.bypassed(ids.len() as u64);
@@ -70,16 +74,16 @@ impl Cache {
                     *slot = Some(T::from_source(source)?);
                 }
             }
-            return Ok(slots);
+            return Ok(());
         }
         let (misses, coalesce) = if dependencies::refresh_requested() {
             op.bypassed(ids.len() as u64);
             ((0..ids.len()).collect(), false)
         } else {
-            (crate::near::read_records(self, schema, ids, op, &mut slots).await, true)
+            (crate::near::read_records(self, schema, ids, op, slots).await, true)
         };
         if misses.is_empty() {
-            return Ok(slots);
+            return Ok(());
         }
         let miss_ids: Vec<RecordId> = misses.iter().map(|&i| ids[i].clone()).collect();
         let found = self
@@ -90,7 +94,7 @@ impl Cache {
                 slots[i] = Some(record.decode()?);
             }
         }
-        Ok(slots)
+        Ok(())
     }
 
     /// Looks `ids` up in the store, filling the slots of hits (each shown to `keep` with its
@@ -106,11 +110,11 @@ impl Cache {
         let inner = &self.inner;
         let entity = schema.entity;
         let step = StoreStep::Read(op.operation());
-        // One id (`Cache::get`) asks `Store::get` and allocates no list of lookups.
+        // One id (`Cache::get`) asks `Store::get_with_copy` and allocates no list of lookups.
         let (one, many) = if let [id] = ids {
-            let lookup = inner.store.get(schema, id).await.unwrap_or_else(|err| {
+            let lookup = inner.store.get_with_copy(schema, id).await.unwrap_or_else(|err| {
                 self.store_failed(entity, step, &err);
-                Lookup::Miss
+                (Lookup::Miss, None)
             });
             (Some(lookup), Vec::new())
         } else {
@@ -130,9 +134,10 @@ impl Cache {
         };
         let (mut hits, mut tombstones) = (0, 0);
         let mut misses = Vec::new();
-        for (i, lookup) in one.into_iter().chain(many).enumerate() {
+        let lookups = one.into_iter().chain(many.into_iter().map(|lookup| (lookup, None)));
+        for (i, (lookup, copy)) in lookups.enumerate() {
             match lookup {
-                Lookup::Hit(bytes) => match T::from_cached(&bytes) {
+                Lookup::Hit(bytes) => match decoded(copy.as_ref(), &bytes) {
                     Ok(record) => {
                         keep(i, &record, &bytes);
                         slots[i] = Some(record);
@@ -362,6 +367,23 @@ impl Cache {
         }
         self.purge(schema, tags).await;
     }
+}
+
+/// A hit's record: a clone of the decoded copy the store keeps beside `bytes` when it holds a
+/// `T`, otherwise `bytes` decoded (and kept there for the next read, when the store keeps
+/// copies and the model can be copied: [`Cacheable::near_copy`]).
+fn decoded<T: Cacheable>(copy: Option<&DecodedCopy>, bytes: &Bytes) -> Result<T, crate::schema::ModelError> {
+    let Some(copy) = copy else {
+        return T::from_cached(bytes);
+    };
+    if let Some(record) = copy.get::<T>().and_then(T::near_copy) {
+        return Ok(record);
+    }
+    let record = T::from_cached(bytes)?;
+    if let Some(kept) = record.near_copy() {
+        copy.keep(kept);
+    }
+    Ok(record)
 }
 
 /// A record the origin gave, read by the model.

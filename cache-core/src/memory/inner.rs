@@ -13,21 +13,33 @@ impl Inner {
         (entry.expires_at > self.now()).then_some(entry)
     }
 
+    /// [`Inner::live`] by a borrowed key.
+    async fn live_record(&self, key: &RecordKey<'_>) -> Option<Entry> {
+        let entry = self.entries.get(key).await?;
+        (entry.expires_at > self.now()).then_some(entry)
+    }
+
     pub(super) async fn lookup(&self, entity: &EntitySchema, id: &RecordId) -> Lookup {
+        self.lookup_with_copy(entity, id).await.0
+    }
+
+    /// The lookup, and on a hit the decoded copy kept with its bytes.
+    pub(super) async fn lookup_with_copy(&self, entity: &EntitySchema, id: &RecordId) -> (Lookup, Option<DecodedCopy>) {
         if let Some(Entry {
-            kind: Kind::Record { body, .. },
+            kind: Kind::Record { body, copy, .. },
             ..
-        }) = self.live(&Key::record(entity, id)).await
+        }) = self.live_record(&RecordKey::record(entity.entity, id)).await
         {
-            return Lookup::Hit(body);
+            return (Lookup::Hit(body), Some(copy));
         }
-        match self.live(&Key::tombstone(entity, id)).await {
+        let lookup = match self.live_record(&RecordKey::tombstone(entity.entity, id)).await {
             Some(Entry {
                 kind: Kind::Tombstone { answers: true, .. },
                 ..
             }) => Lookup::Tombstone,
             _ => Lookup::Miss,
-        }
+        };
+        (lookup, None)
     }
 
     /// The delete the source reported for a record, while its tombstone lives.
@@ -128,6 +140,7 @@ impl Inner {
                 version: write.version,
                 generation,
                 index_weight: index_weight(&write.id, &write.index),
+                copy: DecodedCopy::new(),
             },
             ttl: write.ttl,
             expires_at: self.now() + write.ttl,

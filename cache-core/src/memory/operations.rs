@@ -9,6 +9,10 @@ impl Store for MemoryStore {
         Ok(self.inner.lookup(entity, id).await)
     }
 
+    async fn get_with_copy(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<(Lookup, Option<DecodedCopy>)> {
+        Ok(self.inner.lookup_with_copy(entity, id).await)
+    }
+
     async fn get_many(&self, entity: &EntitySchema, ids: &[RecordId]) -> StoreResult<Vec<Lookup>> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {

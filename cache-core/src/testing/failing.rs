@@ -20,8 +20,9 @@ use crate::{
     query::IndexQuery,
     schema::{EntitySchema, IndexEntries},
     store::{
-        ComputeLock, ComputedLookup, ComputedWrite, FillToken, Lease, LockAttempt, LockWait, Lookup, QueryFill,
-        QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats, WriteMode, WriteOutcome,
+        ComputeLock, ComputedLookup, ComputedWrite, DecodedCopy, FillToken, Lease, LockAttempt, LockWait, Lookup,
+        QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats, WriteMode,
+        WriteOutcome,
     },
 };
 
@@ -238,6 +239,11 @@ impl<S: Store> Store for FailingStore<S> {
     async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup> {
         self.enter("get").await?;
         self.inner.get(entity, id).await
+    }
+
+    async fn get_with_copy(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<(Lookup, Option<DecodedCopy>)> {
+        self.enter("get").await?;
+        self.inner.get_with_copy(entity, id).await
     }
 
     async fn get_many(&self, entity: &EntitySchema, ids: &[RecordId]) -> StoreResult<Vec<Lookup>> {
