@@ -421,6 +421,37 @@ async fn record_changes_remove_the_values_that_read_them_and_tags_invalidate() {
     assert_eq!(p1().await.unwrap().run, 2);
 }
 
+/// A hit is one plain `GET` (no script: a hit needs no purge stamp), and still never answers
+/// a value a record change on another instance removed: that read is a miss, looked up again
+/// with its stamp (the script) before computing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_is_one_get_and_a_change_elsewhere_makes_the_next_read_a_miss() {
+    let server = RedisServer::start();
+    let rig = Rig::new();
+    rig.seed(&[project("recP1", "recE1", 1, 1)]);
+    let (a, _) = rig.instance(RedisStore::builder(server.url())).await;
+    let (b, _) = rig.instance(RedisStore::builder(server.url())).await;
+    let (gate, opts) = (Gate::opened(), options());
+    let p1 = || a.get_or_compute("points:recP1", &opts, || project_points(&a, "recP1", &gate));
+    assert_eq!(p1().await.unwrap(), Total { points: 1, run: 1 });
+
+    let (hit, commands) = server.count_commands(p1()).await;
+    assert_eq!(hit.unwrap(), Total { points: 1, run: 1 });
+    assert_eq!(commands, ["get"], "a hit is one GET");
+
+    let changed = project("recP1", "recE1", 10, 2);
+    rig.origin.put(&changed).unwrap();
+    b.upsert(&changed).await.unwrap();
+    let (miss, commands) = server.count_commands(p1()).await;
+    assert_eq!(miss.unwrap(), Total { points: 10, run: 2 }, "recomputed, not served");
+    assert_eq!(
+        &commands[..2],
+        ["get", "evalsha"],
+        "a miss takes its stamp: {commands:?}"
+    );
+    assert_eq!(stats(&a).computations, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_computed_across_a_write_is_refused() {
     let server = RedisServer::start();

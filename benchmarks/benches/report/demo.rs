@@ -449,7 +449,8 @@ pub(super) async fn http_lines(b: &mut Bench) {
                  cache in Redis cannot avoid; {}); the demo's `GET /` (its router and `CacheTelemetryLayer`, no \
                  cache, a small fixed JSON) {} ({} over the bare handler; {}); the demo answering from its \
                  response cache {} ({} over its `GET /`: the response cache layer — its key, its Redis round \
-                 trip, its checks — against {} for a bare round trip). The record cache path (8b: `Cache::get_as`, \
+                 trip (a plain `GET`: a hit needs no purge stamp), decoding the stored envelope, its checks \
+                 and headers — against {} for a bare round trip). The record cache path (8b: `Cache::get_as`, \
                  a decode and the JSON encoding, response cache skipped) takes {}.",
                 fmt_duration(per_request(bare)),
                 fmt_duration(per_request(bare_redis)),

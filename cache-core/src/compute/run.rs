@@ -113,9 +113,24 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
     {
         let policy = &self.options.policy;
         let refresh = dependencies::refresh_requested();
+        let mut looked = None;
+        if !refresh {
+            match self.quick_read().await {
+                Quick::Hit(stored) => return Plan::Answer(Ok(self.hit(stored))),
+                Quick::Early(stored) => {
+                    let stamp = self.stamp().await;
+                    return self.early_refresh(stored, stamp).await;
+                }
+                Quick::Failed => looked = Some((None, PurgeStamp(0))),
+                Quick::Look => {}
+            }
+        }
         let mut counted = false;
         loop {
-            let (previous, stamp) = self.read().await;
+            let (previous, stamp) = match looked.take() {
+                Some(looked) => looked,
+                None => self.read().await,
+            };
             let now = self.state.wall.now_ms();
             let previous = match previous {
                 Some(stored) if !refresh && stored.is_fresh(now) && (self.accept)(&stored.envelope.value) => {
@@ -214,6 +229,48 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
             lock,
             early: true,
         }))
+    }
+
+    /// A hit needs no stamp (only a computation is stored with one), so the first look is a
+    /// plain read of the value ([`Store::get_value`]: a `GET` on Redis, where the stamped
+    /// lookup is a script costing several times as much on the server). What it cannot
+    /// answer (missing, stale, refused, unreadable) is looked up again with a stamp, which
+    /// reports it.
+    async fn quick_read(&self) -> Quick<T> {
+        let bytes = match self.store().get_value(self.key).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Quick::Look,
+            Err(err) => {
+                self.store_failed("get_value", &err);
+                return Quick::Failed;
+            }
+        };
+        let Ok(stored) = Stored::<T>::decode(bytes) else {
+            return Quick::Look;
+        };
+        let now = self.state.wall.now_ms();
+        if !stored.is_fresh(now) || !(self.accept)(&stored.envelope.value) {
+            return Quick::Look;
+        }
+        let env = &stored.envelope;
+        let rand = self.state.random.unit();
+        if refresh_early(now, env.expires_at_ms, env.delta_ms, self.options.policy.beta(), rand) {
+            Quick::Early(stored)
+        } else {
+            Quick::Hit(stored)
+        }
+    }
+
+    /// The stamp of a computation that starts now: taken after the value was read, which is
+    /// still before the computation reads anything, so a purge it races is still seen.
+    async fn stamp(&self) -> PurgeStamp {
+        match self.store().get_computed(self.key).await {
+            Ok(lookup) => lookup.stamp,
+            Err(err) => {
+                self.store_failed("get_computed", &err);
+                PurgeStamp(0)
+            }
+        }
     }
 
     /// Reads the stored value; an unreadable one (another type, an older shape) is a miss.
@@ -429,6 +486,19 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
             }
         }
     }
+}
+
+/// What the first, unstamped read of a value came to.
+enum Quick<T> {
+    /// A fresh value the caller accepts.
+    Hit(Stored<T>),
+    /// A fresh value XFetch chose to recompute.
+    Early(Stored<T>),
+    /// The store failed: computed without a stamp (its value is refused), as when the
+    /// stamped lookup fails.
+    Failed,
+    /// Nothing this read can answer: the stamped lookup decides.
+    Look,
 }
 
 /// What taking the lock came to.

@@ -5,6 +5,8 @@
 //! parameters sorted by name) and the declared `Vary` headers, so that two URLs never share an
 //! entry even when a route's readable parts are configured alike.
 
+use std::{borrow::Cow, fmt::Write as _};
+
 use cache_core::keys::encode_component;
 use http::{HeaderMap, HeaderName};
 use xxhash_rust::xxh3::Xxh3;
@@ -59,7 +61,9 @@ impl KeyInput<'_> {
         // each other.
         hasher.update(self.path.as_bytes());
         hasher.update(b"\n");
-        hasher.update(canonical_query(self.query.unwrap_or("")).as_bytes());
+        if let Some(query) = self.query.filter(|q| !q.is_empty()) {
+            hasher.update(canonical_query(query).as_bytes());
+        }
         hasher.update(b"\n");
         for name in self.vary {
             hasher.update(name.as_str().as_bytes());
@@ -70,19 +74,21 @@ impl KeyInput<'_> {
             }
             hasher.update(b"\n");
         }
-        format!(
-            "{}{}:{}:{}:params_{:016x}:{}",
-            self.prefix,
-            part(self.resource),
-            part(self.id),
-            part(self.sub),
-            hasher.digest(),
-            part(self.version)
-        )
+        let (resource, id, sub, version) = (part(self.resource), part(self.id), part(self.sub), part(self.version));
+        let len = self.prefix.len() + resource.len() + id.len() + sub.len() + version.len();
+        let mut key = String::with_capacity(len + ":::params_:".len() + 16);
+        for piece in [self.prefix, &resource, ":", &id, ":", &sub, ":params_"] {
+            key.push_str(piece);
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(key, "{:016x}", hasher.digest());
+        key.push(':');
+        key.push_str(&version);
+        key
     }
 }
 
-fn part(value: &str) -> std::borrow::Cow<'_, str> {
+fn part(value: &str) -> Cow<'_, str> {
     if value.is_empty() {
         "_".into()
     } else {
@@ -96,30 +102,47 @@ fn part(value: &str) -> std::borrow::Cow<'_, str> {
 /// With a route's path parameters (the layer is on a route), the id is their values joined
 /// by `,` and the sub-resource is the literal segments of the matched route after the first;
 /// without them (the layer is on a router), the id is the second segment and the
-/// sub-resource the ones after it.
-pub(crate) fn default_parts(
-    path: &str,
-    matched: Option<&str>,
-    params: &[(String, String)],
-) -> (String, String, String) {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let resource = segments.first().copied().unwrap_or("").to_owned();
+/// sub-resource the ones after it. Borrowed from the path where a part is one piece of it
+/// (the common case: a hit builds no string but its key).
+pub(crate) fn default_parts<'a>(
+    path: &'a str,
+    matched: Option<&'a str>,
+    params: &[&'a str],
+) -> (&'a str, Cow<'a, str>, Cow<'a, str>) {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    let resource = segments.next().unwrap_or("");
     match matched {
         Some(matched) if !params.is_empty() => {
-            let literals: Vec<&str> = matched
+            let literals = matched
                 .split('/')
                 .filter(|s| !s.is_empty() && !s.starts_with('{'))
-                .collect();
-            let id = params.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(",");
-            let sub = literals.iter().skip(1).copied().collect::<Vec<_>>().join(".");
-            (resource, id, sub)
+                .skip(1);
+            (resource, joined(params.iter().copied(), ","), joined(literals, "."))
         }
         _ => {
-            let id = segments.get(1).copied().unwrap_or("").to_owned();
-            let sub = segments.iter().skip(2).copied().collect::<Vec<_>>().join(".");
-            (resource, id, sub)
+            let id = segments.next().unwrap_or("");
+            (resource, Cow::Borrowed(id), joined(segments, "."))
         }
     }
+}
+
+/// `pieces` joined by `separator`: borrowed when there is at most one.
+fn joined<'a>(mut pieces: impl Iterator<Item = &'a str>, separator: &str) -> Cow<'a, str> {
+    let Some(first) = pieces.next() else {
+        return Cow::Borrowed("");
+    };
+    let Some(second) = pieces.next() else {
+        return Cow::Borrowed(first);
+    };
+    let mut out = String::with_capacity(first.len() + second.len() + 2 * separator.len());
+    for piece in [first, separator, second] {
+        out.push_str(piece);
+    }
+    for piece in pieces {
+        out.push_str(separator);
+        out.push_str(piece);
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -198,16 +221,19 @@ mod tests {
 
     #[test]
     fn default_parts_from_the_route_or_the_path() {
-        let params = vec![("id".to_owned(), "recE1".to_owned())];
         assert_eq!(
-            default_parts("/events/recE1/projects", Some("/events/{id}/projects"), &params),
-            ("events".into(), "recE1".into(), "projects".into())
+            default_parts("/events/recE1/projects", Some("/events/{id}/projects"), &["recE1"]),
+            ("events", "recE1".into(), "projects".into())
+        );
+        assert_eq!(
+            default_parts("/a/x/b/y/c", Some("/a/{x}/b/{y}/c"), &["x", "y"]),
+            ("a", "x,y".into(), "b.c".into())
         );
         assert_eq!(
             default_parts("/events/recE1/projects/top", None, &[]),
-            ("events".into(), "recE1".into(), "projects.top".into())
+            ("events", "recE1".into(), "projects.top".into())
         );
-        assert_eq!(default_parts("/", None, &[]), ("".into(), "".into(), "".into()));
+        assert_eq!(default_parts("/", None, &[]), ("", "".into(), "".into()));
     }
 
     #[test]

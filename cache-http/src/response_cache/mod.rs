@@ -434,16 +434,14 @@ where
 
 /// The key of a request; path parameters are read from the route when the layer is on one.
 async fn request_key(config: &Config, parts: &mut http::request::Parts) -> String {
-    let params: Vec<(String, String)> = match RawPathParams::from_request_parts(parts, &()).await {
-        Ok(params) => params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-        Err(_) => Vec::new(),
-    };
-    let matched = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let params = RawPathParams::from_request_parts(parts, &()).await.ok();
+    let values: Vec<&str> = params.iter().flat_map(|p| p.iter().map(|(_, v)| v)).collect();
+    let matched = parts.extensions.get::<MatchedPath>().map(MatchedPath::as_str);
     let path = parts.uri.path();
-    let (resource, id, sub) = default_parts(path, matched.as_deref(), &params);
+    let (resource, id, sub) = default_parts(path, matched, &values);
     KeyInput {
         prefix: &config.prefix,
-        resource: config.resource.as_deref().unwrap_or(&resource),
+        resource: config.resource.as_deref().unwrap_or(resource),
         id: &id,
         sub: config.sub.as_deref().unwrap_or(&sub),
         version: &config.version,

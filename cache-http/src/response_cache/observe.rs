@@ -45,7 +45,7 @@ impl Observer for Observe<'_> {
             Step::Unserializable { error } => tracing::warn!(key, error = %error, "response_cache_unencodable"),
             Step::StoreError { operation, error } => {
                 let detail = match operation {
-                    "get_computed" => "lookup failed",
+                    "get_value" | "get_computed" => "lookup failed",
                     "put_computed" => "not stored",
                     other => other,
                 };
