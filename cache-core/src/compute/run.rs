@@ -131,16 +131,12 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
                 Some(looked) => looked,
                 None => self.read().await,
             };
-            let now = self.state.wall.now_ms();
             let previous = match previous {
-                Some(stored) if !refresh && stored.is_fresh(now) && (self.accept)(&stored.envelope.value) => {
-                    let env = &stored.envelope;
-                    let rand = self.state.random.unit();
-                    if !refresh_early(now, env.expires_at_ms, env.delta_ms, policy.beta(), rand) {
-                        return Plan::Answer(Ok(self.hit(stored)));
-                    }
-                    return self.early_refresh(stored, stamp).await;
-                }
+                Some(stored) if !refresh => match self.usable(&stored) {
+                    Some(Fresh::Answer) => return Plan::Answer(Ok(self.hit(stored))),
+                    Some(Fresh::RefreshEarly) => return self.early_refresh(stored, stamp).await,
+                    None => Some(stored),
+                },
                 other => other,
             };
             if !counted {
@@ -248,17 +244,28 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
         let Ok(stored) = Stored::<T>::decode(bytes) else {
             return Quick::Look;
         };
+        match self.usable(&stored) {
+            Some(Fresh::Answer) => Quick::Hit(stored),
+            Some(Fresh::RefreshEarly) => Quick::Early(stored),
+            None => Quick::Look,
+        }
+    }
+
+    /// What a stored value is to this call: `None` when it is stale or the caller refuses it;
+    /// else answered, or recomputed early as XFetch picks.
+    fn usable(&self, stored: &Stored<T>) -> Option<Fresh> {
         let now = self.state.wall.now_ms();
         if !stored.is_fresh(now) || !(self.accept)(&stored.envelope.value) {
-            return Quick::Look;
+            return None;
         }
         let env = &stored.envelope;
         let rand = self.state.random.unit();
-        if refresh_early(now, env.expires_at_ms, env.delta_ms, self.options.policy.beta(), rand) {
-            Quick::Early(stored)
-        } else {
-            Quick::Hit(stored)
-        }
+        Some(
+            match refresh_early(now, env.expires_at_ms, env.delta_ms, self.options.policy.beta(), rand) {
+                true => Fresh::RefreshEarly,
+                false => Fresh::Answer,
+            },
+        )
     }
 
     /// The stamp of a computation that starts now: taken after the value was read, which is
@@ -486,6 +493,14 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
             }
         }
     }
+}
+
+/// What a fresh value the caller accepts is to this call ([`Run::usable`]).
+enum Fresh {
+    /// Answered as it is.
+    Answer,
+    /// Answered by a recomputation XFetch chose to start early.
+    RefreshEarly,
 }
 
 /// What the first, unstamped read of a value came to.
