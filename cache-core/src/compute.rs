@@ -201,6 +201,46 @@ impl Cache {
         Fut: Future<Output = Result<Computation<T, A>, E>>,
         E: Send + Sync + 'static,
     {
+        self.compute_via(key, options, observer, accept, None, compute).await
+    }
+
+    /// [`Cache::compute_with`] for a value that can be cloned: a [near
+    /// cache](crate::near::NearCache) keeps it decoded beside its stored form, and a hit in it
+    /// answers a clone instead of decoding the stored form again (the HTTP response cache's
+    /// path). Without a near cache the two are the same.
+    pub async fn compute_cloned_with<T, A, E, F, Fut>(
+        &self,
+        key: &str,
+        options: &ComputeOptions,
+        observer: &dyn Observer,
+        accept: &(dyn Fn(&T) -> bool + Sync),
+        compute: F,
+    ) -> Result<Fetched<T, A>, Arc<E>>
+    where
+        T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Computation<T, A>, E>>,
+        E: Send + Sync + 'static,
+    {
+        self.compute_via(key, options, observer, accept, Some(&run::Cloning), compute)
+            .await
+    }
+
+    async fn compute_via<T, A, E, F, Fut>(
+        &self,
+        key: &str,
+        options: &ComputeOptions,
+        observer: &dyn Observer,
+        accept: &(dyn Fn(&T) -> bool + Sync),
+        copier: Option<&dyn run::Copier<T>>,
+        compute: F,
+    ) -> Result<Fetched<T, A>, Arc<E>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Computation<T, A>, E>>,
+        E: Send + Sync + 'static,
+    {
         let state = self.compute_state();
         if !self.is_enabled() {
             observer.observe(Step::Bypass);
@@ -225,6 +265,7 @@ impl Cache {
             options,
             observer,
             accept,
+            copier,
         };
         match run.plan::<E>().await {
             Plan::Answer(answer) => answer.map(Fetched::Value),

@@ -1,4 +1,5 @@
-//! The near cache: decoded records and index query results kept in this process, in front of a
+//! The near cache: decoded records, index query results and computed values (cached responses
+//! among them) kept in this process, in front of a
 //! store that reports every change to what it holds ([`Store::subscribe_invalidations`]; Redis
 //! does so with server-assisted client-side caching, `CLIENT TRACKING`). Turned on with
 //! [`CacheBuilder::near_cache`](crate::CacheBuilder::near_cache).
@@ -18,9 +19,12 @@
 //! between a read and an invalidation that Redis's client-side caching documentation
 //! describes. Removing entries on an invalidation only frees their memory.
 //!
-//! Only what the store answered is kept (a hit, a complete query page), never what a fill
-//! brought from the origin: the fill's own write invalidates it anyway. Tombstones are not
-//! kept either: "not found" is asked of the store each time.
+//! Only what the store answered is kept (a hit, a complete query page, a computed value's
+//! stored form), never what a fill or a computation brought: its own write invalidates it
+//! anyway. Tombstones are not kept either: "not found" is asked of the store each time.
+//!
+//! A computed value is kept as the bytes the store answered and decoded on each hit (its type
+//! need not be `Clone`); whether it is still fresh is judged on each hit as on a store read.
 //!
 //! Entries are weighed at their cached form's length plus the decoded value's inline size and
 //! [`ENTRY_OVERHEAD`], against the budget given to the builder; past it, moka evicts the least
@@ -158,6 +162,8 @@ struct Key {
 enum KeyOf {
     Record(TypeId, RecordId),
     Query(TypeId, Box<IndexQuery>),
+    /// A computed value, by its key (its stored form is the same whatever type reads it).
+    Value(Box<str>),
 }
 
 impl PartialEq for Key {
@@ -202,6 +208,24 @@ impl RecordKey<'_> {
     }
 }
 
+/// A computed value's key, borrowed.
+struct ValueKey<'a> {
+    hash: u64,
+    key: &'a str,
+}
+
+impl Hash for ValueKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl moka::Equivalent<Key> for ValueKey<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.hash == key.hash && matches!(&key.of, KeyOf::Value(k) if **k == *self.key)
+    }
+}
+
 /// Passes a [`Key`]'s hash through: it is already a seeded xxh3 (or SipHash) of the key.
 #[derive(Default)]
 struct PreHashed(u64);
@@ -223,9 +247,15 @@ impl Hasher for PreHashed {
     }
 }
 
+/// A computed value as kept: its stored form, and a decoded copy when its reader can copy one.
+struct NearValue {
+    bytes: Bytes,
+    decoded: Option<Box<dyn Any + Send + Sync>>,
+}
+
 #[derive(Clone)]
 struct Entry {
-    /// A `T` for a record, a `Vec<T>` for a query result.
+    /// A `T` for a record, a `Vec<T>` for a query result, a [`NearValue`] for a computed value.
     value: Arc<dyn Any + Send + Sync>,
     stamp: Stamp,
     weight: u32,
@@ -250,7 +280,7 @@ struct Shared {
     /// Even while the store vouches for reporting every change, odd otherwise; moved by every
     /// change of that and by every invalidation of everything.
     epoch: AtomicU64,
-    /// Generations of records, by [`record_slot`].
+    /// Generations of records and computed values, by [`slot`] of their hash.
     records: Box<[AtomicU64]>,
     /// Generations of entities' query results, by [`entity_slot`].
     entities: Box<[AtomicU64]>,
@@ -408,6 +438,62 @@ impl NearCache {
         };
         self.shared.entries.insert(self.shared.query_key::<T>(query), entry);
     }
+
+    /// What `read` makes of the computed value under `key` (its stored form, and the decoded
+    /// copy kept with it), if held and answerable.
+    pub(crate) fn value<V>(
+        &self,
+        key: &str,
+        read: impl FnOnce(&Bytes, Option<&(dyn Any + Send + Sync)>) -> Option<V>,
+    ) -> Near<V> {
+        let hash = self.shared.value_hash(key);
+        let Some(stamp) = self.shared.record_stamp(slot(hash)) else {
+            return Near::Off;
+        };
+        self.shared.answer(&ValueKey { hash, key }, stamp, |value| {
+            let value = value.downcast_ref::<NearValue>()?;
+            read(&value.bytes, value.decoded.as_deref())
+        })
+    }
+
+    /// Keeps `bytes`, the stored form of the computed value under `key` as the store answered
+    /// it to a read that took `stamp`, and `decoded`, a copy of it decoded. The copy weighs the
+    /// stored form's length again (its heap size is not known; the two are alike).
+    pub(crate) fn keep_value(
+        &self,
+        stamp: Stamp,
+        key: &str,
+        bytes: &Bytes,
+        decoded: Option<Box<dyn Any + Send + Sync>>,
+    ) {
+        let hash = self.shared.value_hash(key);
+        if self.shared.record_stamp(slot(hash)) != Some(stamp) {
+            return;
+        }
+        let copies = 1 + usize::from(decoded.is_some());
+        let entry = Entry {
+            value: Arc::new(NearValue {
+                bytes: bytes.clone(),
+                decoded,
+            }),
+            stamp,
+            weight: weight(bytes.len().saturating_mul(copies) + key.len()),
+        };
+        let key = Key {
+            hash,
+            of: KeyOf::Value(key.into()),
+        };
+        self.shared.entries.insert(key, entry);
+    }
+
+    /// Counts a computed value's lookup here: a hit (answered) or a miss (asked of the store).
+    pub(crate) fn count_value(&self, hit: bool) {
+        let counter = match hit {
+            true => &self.shared.counters.hits,
+            false => &self.shared.counters.misses,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
 }
 
 impl Shared {
@@ -420,6 +506,12 @@ impl Shared {
     /// The hash of record `id` of `entity`, seeded: its key's hash, and its slot in `records`.
     fn record_hash(&self, entity: &str, id: &str) -> u64 {
         xxh3_64_with_seed(id.as_bytes(), self.seed ^ xxh3_64(entity.as_bytes()))
+    }
+
+    /// The hash of the computed value under `key`: its key's hash, and its slot in `records`
+    /// (a domain of its own beside the entities', which never start with a `~`).
+    fn value_hash(&self, key: &str) -> u64 {
+        xxh3_64_with_seed(key.as_bytes(), self.seed ^ xxh3_64(b"~value"))
     }
 
     /// The key of record `id` of `T`, and its generation's slot.
@@ -520,6 +612,12 @@ impl InvalidationSink for Shared {
                         self.entries.invalidate(&key);
                     }
                 }
+            }
+            Invalidation::Value { key } => {
+                let hash = self.value_hash(key);
+                self.records[slot(hash)].fetch_add(1, SeqCst);
+                self.invalidated("value");
+                self.entries.invalidate(&ValueKey { hash, key });
             }
             Invalidation::Index { entity } => {
                 // The entity's query entries stay until read, aged out or evicted: the

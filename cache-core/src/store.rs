@@ -395,6 +395,11 @@ pub enum Invalidation<'a> {
         /// The record's id.
         id: &'a str,
     },
+    /// A computed value (a cached response among them) was written, removed or expired.
+    Value {
+        /// Its key, as given to [`Cache::compute_with`](crate::Cache::compute_with).
+        key: &'a str,
+    },
     /// The entity's index data changed (index sets, completeness markers): its query results
     /// may have changed.
     Index {

@@ -1012,37 +1012,41 @@ impl Store for RedisStore {
         let key = self.value_key(key);
         let tag_sets: Vec<String> = tags.iter().map(|t| tag_set_key(&self.inner.namespace, t)).collect();
         let ttl = ms(ttl);
-        self.guarded("put_value", async {
-            if !self.inner.conn.is_cluster() {
-                let call = PutValue {
-                    key: &key,
-                    tag_sets: &tag_sets,
-                    value: value.as_ref(),
-                    ttl,
-                };
-                return self.inner.scripts.call(&mut self.conn(), &call).await;
-            }
-            // On a cluster the value and each tag set live in their own slots.
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(value.as_ref())
-                .arg("PX")
-                .arg(ttl)
-                .query_async::<()>(&mut self.conn())
+        let put = self
+            .guarded("put_value", async {
+                if !self.inner.conn.is_cluster() {
+                    let call = PutValue {
+                        key: &key,
+                        tag_sets: &tag_sets,
+                        value: value.as_ref(),
+                        ttl,
+                    };
+                    return self.inner.scripts.call(&mut self.conn(), &call).await;
+                }
+                // On a cluster the value and each tag set live in their own slots.
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(value.as_ref())
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut self.conn())
+                    .await
+                    .map_err(re)?;
+                try_join_all(tag_sets.iter().map(|set| async {
+                    let call = TagValue {
+                        tag_set: set,
+                        value_key: &key,
+                        ttl,
+                    };
+                    self.inner.scripts.call(&mut self.conn(), &call).await
+                }))
                 .await
-                .map_err(re)?;
-            try_join_all(tag_sets.iter().map(|set| async {
-                let call = TagValue {
-                    tag_set: set,
-                    value_key: &key,
-                    ttl,
-                };
-                self.inner.scripts.call(&mut self.conn(), &call).await
-            }))
-            .await
-            .map(drop)
-        })
-        .await
+                .map(drop)
+            })
+            .await;
+        // Written or not, a near cache forgets what it held (an error may follow the write).
+        self.inner.tracking.value_keys_changed([key.as_str()]);
+        put
     }
 
     async fn purge_tags(&self, tags: &[String]) -> StoreResult<u64> {
@@ -1064,7 +1068,12 @@ impl Store for RedisStore {
                 .flatten()
                 .filter(|k| k.starts_with(&value_prefix))
                 .collect();
-            let removed = self.unlink(values.into_iter().cloned().collect()).await?;
+            let values: Vec<String> = values.into_iter().cloned().collect();
+            let removed = self.unlink(values.clone()).await;
+            self.inner
+                .tracking
+                .value_keys_changed(values.iter().map(String::as_str));
+            let removed = removed?;
             // Remove exactly what was read: a value recorded since keeps its registration.
             try_join_all(tag_sets.iter().zip(&members).filter(|(_, m)| !m.is_empty()).map(
                 |(set, members)| async move {
@@ -1098,7 +1107,11 @@ impl Store for RedisStore {
     }
 
     async fn put_computed(&self, key: &str, write: &ComputedWrite) -> StoreResult<bool> {
-        self.computed_put(key, write).await
+        let put = self.computed_put(key, write).await;
+        self.inner
+            .tracking
+            .value_keys_changed([value_key(&self.inner.namespace, key).as_str()]);
+        put
     }
 
     async fn lock_computed(&self, key: &str, ttl: Duration) -> StoreResult<LockAttempt> {

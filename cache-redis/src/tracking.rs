@@ -1,10 +1,11 @@
 //! The near cache's invalidations on Redis: server-assisted client-side caching in broadcast
-//! mode (`CLIENT TRACKING ON BCAST PREFIX <namespace>:{`), one dedicated RESP3 connection per
-//! master, turned into [`Invalidation`]s for the subscribed near caches
+//! mode (`CLIENT TRACKING ON BCAST PREFIX <namespace>:{ PREFIX <namespace>:v:`), one dedicated
+//! RESP3 connection per master, turned into [`Invalidation`]s for the subscribed near caches
 //! ([`Store::subscribe_invalidations`](cache_core::store::Store::subscribe_invalidations)).
 //!
 //! - **Broadcast mode**: the server pushes every change of a key under the entity prefix
-//!   (`<namespace>:{`, which leaves computed values and tags out), whoever made it, without
+//!   (`<namespace>:{`) or the computed values' (`<namespace>:v:`, cached responses among
+//!   them; tag sets, purge marks and locks are left out), whoever made it, without
 //!   remembering which keys this client read: no server memory per key read, and no question
 //!   of which keys a Lua script read. Writes are rare next to reads; a lease key's change is
 //!   the one pushed change that means nothing here.
@@ -151,6 +152,8 @@ impl Drop for Tracking {
 struct Shared {
     /// `<namespace>:{`: the prefix tracked, which every entity key starts with.
     prefix: String,
+    /// `<namespace>:v:`: the other prefix tracked, which every computed value's key starts with.
+    value_prefix: String,
     /// `<namespace>:{~near-fence`.
     fence_prefix: String,
     buckets: u32,
@@ -196,6 +199,10 @@ enum Meaning<'k> {
     Index {
         entity: Cow<'k, str>,
     },
+    /// A computed value, by the key it was computed under.
+    Value {
+        key: Cow<'k, str>,
+    },
     /// A lease, a fence, or no key of this layout: nothing the near cache holds.
     Nothing,
 }
@@ -207,6 +214,7 @@ impl Tracking {
             shared: Arc::new(Shared {
                 fence_prefix: format!("{prefix}{FENCE_TAG}"),
                 prefix,
+                value_prefix: format!("{namespace}:v:"),
                 buckets,
                 sinks: RwLock::default(),
                 state: Mutex::default(),
@@ -261,6 +269,14 @@ impl Tracking {
     pub(crate) fn index_changed(&self, entity: &str) {
         self.shared
             .each_sink(|sink| sink.invalidate(Invalidation::Index { entity }));
+    }
+
+    /// Reports the store's own write or removal of the computed values under `keys` (their
+    /// Redis key names), once it returned.
+    pub(crate) fn value_keys_changed<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        for key in keys {
+            self.shared.on_key(key.as_bytes());
+        }
     }
 
     /// Reports the store's own flush.
@@ -380,6 +396,7 @@ impl Shared {
             Meaning::Index { entity } => {
                 self.each_sink(|sink| sink.invalidate(Invalidation::Index { entity: &entity }))
             }
+            Meaning::Value { key } => self.each_sink(|sink| sink.invalidate(Invalidation::Value { key: &key })),
             Meaning::Nothing => {}
         }
     }
@@ -388,6 +405,12 @@ impl Shared {
     /// <fingerprint>:<kind>[:...]`. Keys of another bucket count are another layout, which
     /// this store never reads.
     fn meaning<'k>(&self, key: &'k str) -> Meaning<'k> {
+        if let Some(value) = key.strip_prefix(&self.value_prefix) {
+            // `value_key`: each `:`-separated part encoded, the separators kept.
+            return Meaning::Value {
+                key: decode_component(value),
+            };
+        }
         let Some((tag, rest)) = key.strip_prefix(&self.prefix).and_then(|rest| rest.split_once('}')) else {
             return Meaning::Nothing;
         };
@@ -586,6 +609,8 @@ impl Shared {
                 .arg("BCAST")
                 .arg("PREFIX")
                 .arg(&self.prefix)
+                .arg("PREFIX")
+                .arg(&self.value_prefix)
                 .query_async::<()>(&mut connection)
                 .await
         }
@@ -774,6 +799,7 @@ mod tests {
         Shared {
             fence_prefix: format!("{prefix}{FENCE_TAG}"),
             prefix,
+            value_prefix: "mc:v:".to_owned(),
             buckets,
             sinks: RwLock::default(),
             state: Mutex::default(),
@@ -817,7 +843,19 @@ mod tests {
             );
         }
         assert_eq!(one.meaning("mc:{projects}:1a2b:lease:recP1"), Meaning::Nothing);
-        assert_eq!(one.meaning("mc:v:http:x"), Meaning::Nothing);
+        assert_eq!(one.meaning("mc:v:http:x"), Meaning::Value { key: "http:x".into() });
+        let odd_key = "http:GET /p?q=a b";
+        let stored = odd_key
+            .split(':')
+            .map(|part| encode_component(part).into_owned())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(
+            one.meaning(&format!("mc:v:{stored}")),
+            Meaning::Value { key: odd_key.into() }
+        );
+        assert_eq!(one.meaning("mc:tag:events%3ArecE1"), Meaning::Nothing, "tag sets");
+        assert_eq!(one.meaning("mc:lock:{mc:v:http:x}"), Meaning::Nothing, "locks");
         let odd = "odd:name {x}";
         assert_eq!(
             one.meaning(&format!("mc:{{{}}}:1a2b:r:rec1", encode_component(odd))),

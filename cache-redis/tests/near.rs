@@ -2,7 +2,8 @@
 //! cache kept consistent by `CLIENT TRACKING`. A write on one is not answered by the other once
 //! its push arrived; a read racing an invalidation keeps nothing; a lost tracking connection
 //! empties the near cache until tracking is back; tracking refused keeps it off; the budget
-//! holds; a cluster tracks every master.
+//! holds; a cluster tracks every master. Computed values (cached responses among them) are
+//! near the same way.
 //!
 //! Nothing waits by sleeping: each test polls a condition against a deadline, or holds a call
 //! at a gate.
@@ -17,7 +18,7 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use cache_core::{
-    Cache, Cacheable, RecordId,
+    Cache, Cacheable, ComputeOptions, RecordId,
     change::Change,
     near::NearCache,
     query::IndexQuery,
@@ -256,35 +257,57 @@ async fn index_queries_are_near_until_their_entity_changes() {
     );
 }
 
+/// An instance whose store's answers can be held at a gate.
+struct Gated {
+    store: RedisStore,
+    gate: AnswerGate,
+    cache: Cache,
+    near: NearCache,
+}
+
+/// An instance, and a gated one over the same server and namespace, both over `origin`.
+async fn gated_pair(server: &RedisServer, origin: &MemoryOrigin) -> (Instance, Gated) {
+    let namespace = unique_namespace();
+    let a = instance(&server.url(), &namespace, origin).await;
+    let store = RedisStore::builder(server.url())
+        .namespace(&namespace)
+        .connect()
+        .await
+        .unwrap();
+    let gate = AnswerGate::new(store.clone());
+    let cache = Cache::builder(gate.clone(), origin.clone())
+        .register::<Project>()
+        .near_cache(1 << 20)
+        .build()
+        .unwrap();
+    let near = cache.near_cache().unwrap().clone();
+    until("tracking is on", || near.is_enabled()).await;
+    (
+        a,
+        Gated {
+            store,
+            gate,
+            cache,
+            near,
+        },
+    )
+}
+
 #[tokio::test]
 async fn a_read_racing_an_invalidation_keeps_nothing() {
     let server = RedisServer::start();
     let origin = MemoryOrigin::new();
     let old = project("recP1", "old", "recE1", 1);
     origin.put(&old).unwrap();
-    let namespace = unique_namespace();
-    let a = instance(&server.url(), &namespace, &origin).await;
-    let b_store = RedisStore::builder(server.url())
-        .namespace(&namespace)
-        .connect()
-        .await
-        .unwrap();
-    let gated = AnswerGate::new(b_store.clone());
-    let b_cache = Cache::builder(gated.clone(), origin.clone())
-        .register::<Project>()
-        .near_cache(1 << 20)
-        .build()
-        .unwrap();
-    let b_near = b_cache.near_cache().unwrap().clone();
-    until("tracking is on", || b_near.is_enabled()).await;
+    let (a, b) = gated_pair(&server, &origin).await;
     // In the store (a fill), not yet near.
-    assert_eq!(b_cache.get::<Project>(&id("recP1")).await.unwrap(), Some(old.clone()));
-    assert!(!b_near.holds::<Project>(&id("recP1")));
+    assert_eq!(b.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(old.clone()));
+    assert!(!b.near.holds::<Project>(&id("recP1")));
 
     // B's read: the store answers "old" and the answer is held on its way back.
-    let gate = gated.hold_answers();
+    let gate = b.gate.hold_answers();
     let reader = {
-        let cache = b_cache.clone();
+        let cache = b.cache.clone();
         tokio::spawn(async move { cache.get::<Project>(&id("recP1")).await.unwrap() })
     };
     gate.arrived().await;
@@ -292,17 +315,17 @@ async fn a_read_racing_an_invalidation_keeps_nothing() {
     let new = project("recP1", "new", "recE1", 1);
     origin.put(&new).unwrap();
     a.cache.upsert(&new).await.unwrap();
-    b_store.sync_invalidations().await;
+    b.store.sync_invalidations().await;
     gate.release();
     // The read answers what the store said when it was asked, and keeps none of it.
     assert_eq!(reader.await.unwrap(), Some(old));
     assert!(
-        !b_near.holds::<Project>(&id("recP1")),
+        !b.near.holds::<Project>(&id("recP1")),
         "an answer older than an invalidation is not kept"
     );
-    assert_eq!(b_cache.get::<Project>(&id("recP1")).await.unwrap(), Some(new.clone()));
-    assert_eq!(b_cache.get::<Project>(&id("recP1")).await.unwrap(), Some(new));
-    assert!(b_near.holds::<Project>(&id("recP1")), "a later read is kept");
+    assert_eq!(b.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(new.clone()));
+    assert_eq!(b.cache.get::<Project>(&id("recP1")).await.unwrap(), Some(new));
+    assert!(b.near.holds::<Project>(&id("recP1")), "a later read is kept");
 }
 
 #[tokio::test]
@@ -460,6 +483,16 @@ async fn own_writes_are_reported_as_they_return() {
         filled.iter().any(|i| i == r#"Index { entity: "near_projects" }"#),
         "{filled:?}"
     );
+    let options = ComputeOptions::new(Duration::from_secs(60)).tags(["t1"]);
+    let value = r#"Value { key: "stats:a b" }"#;
+    let computed: u64 = cache
+        .get_or_compute("stats:a b", &options, || async { Ok::<_, std::io::Error>(1) })
+        .await
+        .unwrap();
+    assert_eq!(computed, 1);
+    assert!(recorder.take().iter().any(|i| i == value), "a computed value stored");
+    assert_eq!(cache.invalidate_tags(["t1"]).await.unwrap(), 1);
+    assert_eq!(recorder.take(), [value], "a purge, by the key it was computed under");
     store.flush(None).await.unwrap();
     assert_eq!(recorder.take(), ["All"]);
 }
@@ -585,6 +618,15 @@ impl AnswerGate {
         }
     }
 
+    /// Holds the answer on its way back, when a gate is set.
+    async fn hold(&self) {
+        let gate = self.gate.lock().unwrap().take();
+        if let Some(gate) = gate {
+            gate.arrived.send_replace(true);
+            let _ = gate.open.subscribe().wait_for(|o| *o).await;
+        }
+    }
+
     fn hold_answers(&self) -> Gate {
         let gate = Gate {
             arrived: watch::Sender::new(false),
@@ -599,11 +641,7 @@ impl AnswerGate {
 impl Store for AnswerGate {
     async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup> {
         let answer = self.inner.get(entity, id).await;
-        let gate = self.gate.lock().unwrap().take();
-        if let Some(gate) = gate {
-            gate.arrived.send_replace(true);
-            let _ = gate.open.subscribe().wait_for(|o| *o).await;
-        }
+        self.hold().await;
         answer
     }
 
@@ -664,7 +702,9 @@ impl Store for AnswerGate {
     }
 
     async fn get_value(&self, key: &str) -> StoreResult<Option<Bytes>> {
-        self.inner.get_value(key).await
+        let answer = self.inner.get_value(key).await;
+        self.hold().await;
+        answer
     }
 
     async fn put_value(&self, key: &str, value: Bytes, ttl: Duration, tags: &[String]) -> StoreResult<()> {
@@ -678,4 +718,157 @@ impl Store for AnswerGate {
     fn subscribe_invalidations(&self, sink: std::sync::Weak<dyn InvalidationSink>) -> bool {
         self.inner.subscribe_invalidations(sink)
     }
+}
+
+/// Computes `key` on `cache`, counting the computations in `runs`; the value is `value`.
+async fn computed(cache: &Cache, key: &str, runs: &std::sync::atomic::AtomicU64, value: &str) -> String {
+    let options = ComputeOptions::new(Duration::from_secs(3600)).tags([format!("tag:{key}")]);
+    cache
+        .get_or_compute(key, &options, || async {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, std::io::Error>(value.to_owned())
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn computed_values_are_near_until_changed_on_any_instance() {
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    let server = RedisServer::start();
+    let (a, b, _) = pair(&server, &[]).await;
+    let runs = AtomicU64::new(0);
+    // A computes and stores; B's first read is the store's answer, kept; then near.
+    assert_eq!(computed(&a.cache, "http:GET /x", &runs, "v1").await, "v1");
+    assert_eq!(computed(&b.cache, "http:GET /x", &runs, "unused").await, "v1");
+    let (hits, misses) = (b.near().stats().hits, b.near().stats().misses);
+    assert_eq!(misses, 1, "B asked the store once");
+    let before = server.query::<redis::InfoDict>(redis::cmd("INFO").arg("commandstats"));
+    for _ in 0..5 {
+        assert_eq!(computed(&b.cache, "http:GET /x", &runs, "unused").await, "v1");
+    }
+    let after = server.query::<redis::InfoDict>(redis::cmd("INFO").arg("commandstats"));
+    assert_eq!(b.near().stats().hits, hits + 5, "answered in process");
+    let gets = |info: &redis::InfoDict| {
+        info.get::<String>("cmdstat_get")
+            .and_then(|s| s.split(',').find_map(|f| f.strip_prefix("calls=")?.parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    assert_eq!(gets(&after), gets(&before), "no GET reached Redis");
+    assert_eq!(runs.load(SeqCst), 1);
+
+    // A purges its tag: B's next read is a miss and computes the new value.
+    assert_eq!(a.cache.invalidate_tags(["tag:http:GET /x"]).await.unwrap(), 1);
+    b.store.sync_invalidations().await;
+    assert_eq!(computed(&b.cache, "http:GET /x", &runs, "v2").await, "v2");
+    assert_eq!(runs.load(SeqCst), 2);
+    // The other way round: A keeps v2; B purges and computes v3; A's next read is B's.
+    assert_eq!(computed(&a.cache, "http:GET /x", &runs, "unused").await, "v2");
+    assert_eq!(computed(&a.cache, "http:GET /x", &runs, "unused").await, "v2");
+    let a_hits = a.near().stats().hits;
+    assert_eq!(b.cache.invalidate_tags(["tag:http:GET /x"]).await.unwrap(), 1);
+    assert_eq!(computed(&b.cache, "http:GET /x", &runs, "v3").await, "v3");
+    a.store.sync_invalidations().await;
+    assert_eq!(computed(&a.cache, "http:GET /x", &runs, "unused").await, "v3");
+    assert_eq!(a.near().stats().hits, a_hits, "A asked the store");
+    // A flush of the database reaches every near cache.
+    assert_eq!(computed(&a.cache, "http:GET /x", &runs, "unused").await, "v3");
+    let _: () = server.query(&redis::cmd("FLUSHALL"));
+    a.store.sync_invalidations().await;
+    assert_eq!(computed(&a.cache, "http:GET /x", &runs, "v4").await, "v4");
+}
+
+#[tokio::test]
+async fn a_value_read_racing_an_invalidation_keeps_nothing() {
+    use std::sync::atomic::AtomicU64;
+    let server = RedisServer::start();
+    let origin = MemoryOrigin::new();
+    let (a, b) = gated_pair(&server, &origin).await;
+    let runs = AtomicU64::new(0);
+    assert_eq!(computed(&a.cache, "k", &runs, "old").await, "old");
+
+    // B's plain read: Redis answers "old", and the answer is held on its way back.
+    let gate = b.gate.hold_answers();
+    let reader = {
+        let cache = b.cache.clone();
+        tokio::spawn(async move { computed(&cache, "k", &AtomicU64::new(0), "unused").await })
+    };
+    gate.arrived().await;
+    // Meanwhile A purges and recomputes, and B's tracking connection delivers that.
+    a.cache.invalidate_tags(["tag:k"]).await.unwrap();
+    assert_eq!(computed(&a.cache, "k", &runs, "new").await, "new");
+    b.store.sync_invalidations().await;
+    gate.release();
+    // The read answers what the store said when it was asked, and keeps none of it.
+    assert_eq!(reader.await.unwrap(), "old");
+    let hits = b.near.stats().hits;
+    assert_eq!(computed(&b.cache, "k", &runs, "unused").await, "new");
+    assert_eq!(b.near.stats().hits, hits, "the old answer was not kept");
+    assert_eq!(computed(&b.cache, "k", &runs, "unused").await, "new");
+    assert_eq!(b.near.stats().hits, hits + 1, "a later read is kept");
+}
+
+/// A value that counts how often it is decoded.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+struct Counted(String);
+
+static DECODED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl<'de> serde::Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        DECODED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        String::deserialize(d).map(Counted)
+    }
+}
+
+/// An observer that sees nothing.
+struct Quiet;
+
+impl cache_core::compute::Observer for Quiet {
+    fn observe(&self, _: cache_core::compute::Step<'_>) {}
+}
+
+/// `compute_cloned_with` (`cloned`) or `compute_with` of `key`, answering `value` on a miss.
+async fn counted(cache: &Cache, key: &str, value: &str, cloned: bool) -> Counted {
+    use cache_core::compute::{Computation, Fetched};
+    let options = ComputeOptions::new(Duration::from_secs(3600)).tags([format!("tag:{key}")]);
+    let compute = || async { Ok::<_, std::io::Error>(Computation::<_, ()>::Store(Counted(value.to_owned()))) };
+    let fetched = match cloned {
+        true => {
+            cache
+                .compute_cloned_with(key, &options, &Quiet, &|_| true, compute)
+                .await
+        }
+        false => cache.compute_with(key, &options, &Quiet, &|_| true, compute).await,
+    };
+    match fetched.unwrap() {
+        Fetched::Value(v) => v.value,
+        Fetched::Answer(()) => unreachable!("always stored"),
+    }
+}
+
+#[tokio::test]
+async fn a_cloned_value_is_kept_decoded_and_still_dropped_on_a_change() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let server = RedisServer::start();
+    let (a, b, _) = pair(&server, &[]).await;
+    assert_eq!(counted(&a.cache, "v", "one", true).await, Counted("one".into()));
+    // B's first read decodes what Redis answered and keeps it decoded.
+    assert_eq!(counted(&b.cache, "v", "unused", true).await, Counted("one".into()));
+    let decoded = DECODED.load(SeqCst);
+    let hits = b.near().stats().hits;
+    for _ in 0..3 {
+        assert_eq!(counted(&b.cache, "v", "unused", true).await, Counted("one".into()));
+    }
+    assert_eq!(b.near().stats().hits, hits + 3, "answered in process");
+    assert_eq!(DECODED.load(SeqCst), decoded, "cloned, not decoded");
+    // The same entry read through `compute_with` is decoded from its stored form.
+    assert_eq!(counted(&b.cache, "v", "unused", false).await, Counted("one".into()));
+    assert_eq!(b.near().stats().hits, hits + 4);
+    assert_eq!(DECODED.load(SeqCst), decoded + 1, "decoded from the stored form");
+    // A's purge and new value reach B's decoded copy too.
+    a.cache.invalidate_tags(["tag:v"]).await.unwrap();
+    assert_eq!(counted(&a.cache, "v", "two", true).await, Counted("two".into()));
+    b.store.sync_invalidations().await;
+    assert_eq!(counted(&b.cache, "v", "unused", true).await, Counted("two".into()));
 }

@@ -26,7 +26,7 @@ use cache_sql::{OutboxListener, SqlError, SqlOrigin, SqlOriginBuilder};
 use crate::{
     airtable::{self, seed::SeedError},
     api::{self, AppState},
-    config::{Config, OutboxMode, RedisUrl, Secret, Source, StoreSettings},
+    config::{CacheSettings, Config, OutboxMode, RedisUrl, Secret, Source, StoreSettings},
     database::{DATA_VERSION, Database, DatabaseUrl},
     models::{self, Event, Project, Referral, User, Vote},
     origin::{DemoOrigin, OriginSettings},
@@ -240,10 +240,29 @@ pub async fn connect_store_with(url: Option<&RedisUrl>, settings: &StoreSettings
     })
 }
 
-/// The cache over `store` and `origin`, with every model of the demo registered.
+/// The cache over `store` and `origin`, with every model of the demo registered and no near
+/// cache.
 pub fn build_cache(store: Arc<dyn Store>, origin: DemoOrigin, enabled: bool) -> Result<Cache, ConfigError> {
+    build_cache_with(
+        store,
+        origin,
+        CacheSettings {
+            enabled,
+            ..CacheSettings::default()
+        },
+    )
+}
+
+/// The cache over `store` and `origin` as `settings` say, with every model of the demo
+/// registered: what `serve` builds.
+pub fn build_cache_with(
+    store: Arc<dyn Store>,
+    origin: DemoOrigin,
+    settings: CacheSettings,
+) -> Result<Cache, ConfigError> {
     Cache::builder(store, origin)
-        .enabled(enabled)
+        .enabled(settings.enabled)
+        .near_cache(settings.near_bytes)
         .register::<User>()
         .register::<Event>()
         .register::<Project>()
@@ -339,7 +358,7 @@ pub async fn service(config: &Config) -> Result<Service, AppError> {
     let (secrets, notice) = Secrets::from_config(config)?;
     let (db, origin) = open_source(config).await?;
     let store = connect_store_with(config.redis_url.as_ref(), &config.store_settings()).await?;
-    let cache = build_cache(store, origin.clone(), config.cache_enabled)?;
+    let cache = build_cache_with(store, origin.clone(), config.cache_settings())?;
     let outbox = match &db {
         Some(db) => outbox_for(config.cache_outbox, &config.database_url, db, &origin, &cache).await?,
         None => None,
@@ -483,6 +502,7 @@ pub async fn serve(config: &Config) -> Result<(), AppError> {
         source = %source,
         store = %config.redis_url.as_ref().map_or_else(|| "memory".to_owned(), ToString::to_string),
         cache_enabled = config.cache_enabled,
+        near_cache_bytes = config.cache_settings().near_bytes,
         outbox = service.outbox.is_some(),
         airtable_feed = service.feed.as_ref().map(WebhookFeed::name),
         // The SQL source's; Airtable's client keeps Airtable's own limit.

@@ -279,6 +279,18 @@ pub struct Config {
     )]
     pub cache_memory_budget_mb: u64,
 
+    /// Mebibytes each instance keeps in process in front of Redis (the near cache: decoded
+    /// records, query results and cached responses, kept consistent by Redis's client-side
+    /// caching); 0 turns it off. Unused when REDIS_URL is unset.
+    #[arg(
+        long,
+        env = "CACHE_NEAR_MB",
+        default_value_t = DEFAULT_NEAR_MB,
+        value_parser = parse_near_budget,
+        global = true
+    )]
+    pub cache_near_mb: u64,
+
     /// Whether `serve` applies the changes the outbox records (made by any writer: sqlite3,
     /// psql, another service) to the cache: auto (when the outbox is installed), on, off.
     #[arg(long, env = "CACHE_OUTBOX", value_enum, default_value_t = OutboxMode::Auto, global = true)]
@@ -380,6 +392,26 @@ impl Default for StoreSettings {
     }
 }
 
+/// How the cache is built over its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Whether reads go through the cache (`CACHE_ENABLED`).
+    pub enabled: bool,
+    /// The near cache's budget in bytes, 0 for none
+    /// ([`CacheBuilder::near_cache`](cache_core::CacheBuilder::near_cache)).
+    pub near_bytes: u64,
+}
+
+impl Default for CacheSettings {
+    /// Enabled, no near cache.
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            near_bytes: 0,
+        }
+    }
+}
+
 /// How the demo reaches its Airtable base.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AirtableSettings {
@@ -435,6 +467,18 @@ impl Config {
         StoreSettings {
             memory_budget_bytes: self.cache_memory_budget_mb.saturating_mul(MIB),
             redis: self.redis_settings(),
+        }
+    }
+
+    /// How the cache is built: a near cache only in front of Redis (the in-memory store is in
+    /// process already).
+    pub fn cache_settings(&self) -> CacheSettings {
+        CacheSettings {
+            enabled: self.cache_enabled,
+            near_bytes: match self.redis_url {
+                Some(_) => self.cache_near_mb.saturating_mul(MIB),
+                None => 0,
+            },
         }
     }
 
@@ -606,6 +650,18 @@ fn parse_memory_budget(value: &str) -> Result<u64, String> {
     }
 }
 
+/// The near cache's default budget over Redis, in mebibytes.
+pub const DEFAULT_NEAR_MB: u64 = 64;
+
+fn parse_near_budget(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(mb) if mb <= MAX_MEMORY_BUDGET_MB => Ok(mb),
+        _ => Err(format!(
+            "expected whole mebibytes from 0 (off) to {MAX_MEMORY_BUDGET_MB} (the near cache's budget; {DEFAULT_NEAR_MB} by default)"
+        )),
+    }
+}
+
 fn parse_port(value: &str) -> Result<u16, String> {
     match value.trim().parse::<u16>() {
         Ok(0) | Err(_) => Err("expected a port number from 1 to 65535".to_owned()),
@@ -681,6 +737,7 @@ mod tests {
         assert_eq!(default("origin_latency_ms"), ["150"]);
         assert_eq!(default("origin_rate_limit"), ["0"]);
         assert_eq!(default("cache_outbox"), ["auto"]);
+        assert_eq!(default("cache_near_mb"), [DEFAULT_NEAR_MB.to_string()]);
         // The budget's default is cache-core's.
         assert_eq!(
             default("cache_memory_budget_mb"),
@@ -722,6 +779,30 @@ mod tests {
         );
         let err = parse(&["--redis-breaker-failures", "0"]).unwrap_err().to_string();
         assert!(err.contains("--redis-breaker-failures"), "{err}");
+    }
+
+    #[test]
+    fn the_near_budget_reaches_the_cache_settings_only_over_redis() {
+        let cli = parse(&["--cache-near-mb", "8", "--redis-url", "redis://127.0.0.1:6379"]).unwrap();
+        assert_eq!(cli.config.cache_settings().near_bytes, 8 * MIB);
+        let cli = parse(&["--cache-near-mb", "0", "--redis-url", "redis://127.0.0.1:6379"]).unwrap();
+        assert_eq!(cli.config.cache_settings().near_bytes, 0, "0 turns it off");
+        let cli = parse(&["--cache-near-mb", "8"]).unwrap();
+        assert_eq!(
+            cli.config.cache_settings(),
+            CacheSettings {
+                enabled: true,
+                near_bytes: 0
+            },
+            "the in-memory store needs none"
+        );
+        for bad in ["lots", "-1", "1.5", "1048577"] {
+            let err = parse(&[&format!("--cache-near-mb={bad}")]).unwrap_err().to_string();
+            assert!(
+                err.contains("for '--cache-near-mb <CACHE_NEAR_MB>': expected whole mebibytes from 0 (off) to 1048576"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

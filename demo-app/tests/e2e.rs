@@ -8,9 +8,9 @@ use cache_redis::testing::{RedisCluster, RedisServer};
 use common::{Backend, TestDb, backends};
 use demo_app::{
     api::AppState,
-    app::{Secrets, build_cache, connect_store, open_origin, router},
+    app::{Secrets, build_cache_with, connect_store, open_origin, router},
     commands::{sweep_entities, warm_entity},
-    config::{RedisUrl, Secret},
+    config::{CacheSettings, DEFAULT_NEAR_MB, RedisUrl, Secret},
     database::quote,
     models::{Event, Project},
     origin::{DemoOrigin, OriginSettings},
@@ -63,7 +63,12 @@ impl TestApp {
         let origin = open_origin(&db.db, OriginSettings::default()).await.expect("origin");
         let url: RedisUrl = redis.url().parse().expect("a redis url");
         let store = connect_store(Some(&url)).await.expect("connect to the test redis");
-        let cache = build_cache(store, origin.clone(), true).expect("cache");
+        // As `serve` builds it over Redis: with its near cache.
+        let settings = CacheSettings {
+            enabled: true,
+            near_bytes: DEFAULT_NEAR_MB * 1024 * 1024,
+        };
+        let cache = build_cache_with(store, origin.clone(), settings).expect("cache");
         let secrets = Secrets {
             webhook: Secret::generate("webhook secret").expect("secret"),
             admin: Secret::generate("admin token").expect("secret"),

@@ -12,7 +12,10 @@ use std::{
 use axum::{
     Router,
     extract::{Path, State},
-    http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
+    http::{
+        HeaderName, HeaderValue, StatusCode,
+        header::{CONTENT_LENGTH, CONTENT_TYPE, DATE},
+    },
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -32,10 +35,12 @@ const BARE_KEY_PREFIX: &str = "bench:http:";
 /// Line 8a's target against the bare handler: at least this share of its rate.
 const BARE_SHARE: f64 = 0.8;
 
-/// The demo, served on its own runtime and thread: once with the cache, once with
-/// `CACHE_ENABLED=false`, both over the same SQLite database with no added latency.
+/// The demo, served on its own runtime and thread: as shipped over Redis (its near cache on),
+/// with its near cache off (every hit a Redis round trip), and with `CACHE_ENABLED=false`, all
+/// over the same SQLite database with no added latency.
 struct Demo {
     on: std::net::SocketAddr,
+    far: std::net::SocketAddr,
     off: std::net::SocketAddr,
     ids: Vec<RecordId>,
     origin_on: demo_app::origin::DemoOrigin,
@@ -48,8 +53,8 @@ impl Demo {
     fn start(redis_url: String) -> Self {
         use demo_app::{
             api::AppState,
-            app::{Secrets, build_cache, connect_store, open_database, open_origin, router},
-            config::{RedisUrl, Secret},
+            app::{Secrets, build_cache, build_cache_with, connect_store, open_database, open_origin, router},
+            config::{CacheSettings, DEFAULT_NEAR_MB, RedisUrl, Secret},
             database::DatabaseUrl,
             models::Project as DemoProject,
             origin::OriginSettings,
@@ -84,8 +89,20 @@ impl Demo {
                     webhook: Secret::generate("webhook secret").expect("a webhook secret"),
                     admin: Secret::generate("admin token").expect("an admin token"),
                 };
-                let cache_on = build_cache(store.clone(), origin_on.clone(), true).expect("cache");
+                // As `serve` builds it over Redis: its near cache on, at the default budget.
+                let shipped = CacheSettings {
+                    enabled: true,
+                    near_bytes: DEFAULT_NEAR_MB * 1024 * 1024,
+                };
+                let cache_on = build_cache_with(store.clone(), origin_on.clone(), shipped).expect("cache");
+                let cache_far = build_cache(store.clone(), origin_on.clone(), true).expect("cache");
                 let cache_off = build_cache(store, origin_off.clone(), false).expect("cache");
+                let near = cache_on.near_cache().expect("a near cache over Redis");
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !near.is_enabled() {
+                    assert!(Instant::now() < deadline, "the near cache's tracking is on within 10 s");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 let ids = origin_on
                     .recent_ids(DemoProject::schema(), None)
                     .await
@@ -93,6 +110,14 @@ impl Demo {
                 let app_on = router(
                     AppState {
                         cache: cache_on,
+                        origin: origin_on.clone(),
+                    },
+                    &secrets,
+                )
+                .expect("the demo's router");
+                let app_far = router(
+                    AppState {
+                        cache: cache_far,
                         origin: origin_on.clone(),
                     },
                     &secrets,
@@ -107,26 +132,31 @@ impl Demo {
                 )
                 .expect("the demo's router");
                 let listen_on = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let listen_far = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 let listen_off = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                let (on, off) = (
+                let (on, far, off) = (
                     listen_on.local_addr().expect("address"),
+                    listen_far.local_addr().expect("address"),
                     listen_off.local_addr().expect("address"),
                 );
-                let _ = ready_tx.send((on, off, ids, origin_on, origin_off, seeded));
+                let _ = ready_tx.send((on, far, off, ids, origin_on, origin_off, seeded));
                 let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 };
                 let serve_on = axum::serve(listen_on, app_on).with_graceful_shutdown(until(stopped.clone()));
+                let serve_far = axum::serve(listen_far, app_far).with_graceful_shutdown(until(stopped.clone()));
                 let serve_off = axum::serve(listen_off, app_off).with_graceful_shutdown(until(stopped));
-                let (a, b) = tokio::join!(serve_on, serve_off);
+                let (a, b, c) = tokio::join!(serve_on, serve_far, serve_off);
                 a.expect("serving");
                 b.expect("serving");
+                c.expect("serving");
                 drop(dir);
             });
         });
-        let (on, off, ids, origin_on, origin_off, seeded) = ready_rx.recv().expect("the demo started");
+        let (on, far, off, ids, origin_on, origin_off, seeded) = ready_rx.recv().expect("the demo started");
         Self {
             on,
+            far,
             off,
             ids,
             origin_on,
@@ -173,11 +203,18 @@ struct Bare {
 struct BareState {
     bodies: Arc<HashMap<String, Bytes>>,
     content_type: HeaderValue,
+    /// The headers the demo's response cache hit answered besides `Content-Type` (8a's notes).
+    hit_headers: Arc<Vec<(HeaderName, HeaderValue)>>,
     redis: redis::aio::MultiplexedConnection,
 }
 
 impl Bare {
-    fn start(bodies: HashMap<String, Bytes>, content_type: HeaderValue, redis_url: String) -> Self {
+    fn start(
+        bodies: HashMap<String, Bytes>,
+        content_type: HeaderValue,
+        hit_headers: Vec<(HeaderName, HeaderValue)>,
+        redis_url: String,
+    ) -> Self {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let thread = std::thread::spawn(move || {
@@ -195,11 +232,13 @@ impl Bare {
                 let state = BareState {
                     bodies: Arc::new(bodies),
                     content_type,
+                    hit_headers: Arc::new(hit_headers),
                     redis,
                 };
                 let app = Router::new()
                     .route("/projects/{id}", get(bare_from_memory))
                     .route("/redis/projects/{id}", get(bare_from_redis))
+                    .route("/headers/projects/{id}", get(bare_with_headers))
                     .with_state(state);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 let _ = ready_tx.send(listener.local_addr().expect("address"));
@@ -232,6 +271,15 @@ fn bare_answer(state: &BareState, body: Option<Bytes>) -> Response {
 async fn bare_from_memory(State(state): State<BareState>, Path(id): Path<String>) -> Response {
     let body = state.bodies.get(&id).cloned();
     bare_answer(&state, body)
+}
+
+async fn bare_with_headers(State(state): State<BareState>, Path(id): Path<String>) -> Response {
+    let body = state.bodies.get(&id).cloned();
+    let mut response = bare_answer(&state, body);
+    for (name, value) in state.hit_headers.iter() {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
 }
 
 async fn bare_from_redis(State(mut state): State<BareState>, Path(id): Path<String>) -> Response {
@@ -280,7 +328,7 @@ pub(super) async fn http_lines(b: &mut Bench) {
     let demo = Demo::start(b.server.url());
     let concurrency = 32;
     let client = http::client(concurrency).expect("an HTTP client");
-    let (urls_on, urls_off) = (demo.urls(demo.on), demo.urls(demo.off));
+    let (urls_on, urls_far, urls_off) = (demo.urls(demo.on), demo.urls(demo.far), demo.urls(demo.off));
     let no_store: &[(&str, &str)] = &[("cache-control", "no-store")];
 
     // Fill the caches: every project once through the cached app.
@@ -308,11 +356,19 @@ pub(super) async fn http_lines(b: &mut Bench) {
         .get(CONTENT_TYPE)
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("application/json"));
+    let hit_headers: Vec<(HeaderName, HeaderValue)> = probe
+        .headers()
+        .iter()
+        .filter(|(name, _)| ![CONTENT_TYPE, CONTENT_LENGTH, DATE].contains(name))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let hit_header_names: Vec<String> = hit_headers.iter().map(|(n, _)| format!("`{n}`")).collect();
     let body_len = probe.bytes().await.map_or(0, |b| b.len());
 
-    // What one response cache hit, and one record cache hit, send to Redis.
-    let hit = |headers: &'static [(&'static str, &'static str)]| {
-        let mut request = client.get(&urls_on[1]);
+    // What one response cache hit, and one record cache hit, send to Redis (each asked once
+    // before, so that the near cache holds what the store answered).
+    let hit = |urls: &[String], headers: &'static [(&'static str, &'static str)]| {
+        let mut request = client.get(&urls[1]);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -322,8 +378,12 @@ pub(super) async fn http_lines(b: &mut Bench) {
             response.bytes().await.expect("a body")
         }
     };
-    let (_, response_hit_commands) = b.server.count_commands(hit(&[])).await;
-    let (_, record_hit_commands) = b.server.count_commands(hit(&[("cache-control", "no-store")])).await;
+    let no_store_hit: &[(&str, &str)] = &[("cache-control", "no-store")];
+    hit(&urls_on, &[]).await;
+    hit(&urls_on, no_store_hit).await;
+    let (_, response_hit_commands) = b.server.count_commands(hit(&urls_on, &[])).await;
+    let (_, record_hit_commands) = b.server.count_commands(hit(&urls_on, no_store_hit)).await;
+    let (_, far_hit_commands) = b.server.count_commands(hit(&urls_far, &[])).await;
     // The bare handler answers the same bytes: from memory, or from Redis after one `GET`.
     let bodies = demo_bodies(&client, &demo, concurrency).await;
     for chunk in bodies.iter().collect::<Vec<_>>().chunks(500) {
@@ -339,21 +399,27 @@ pub(super) async fn http_lines(b: &mut Bench) {
             .await
             .expect("SET the bare handler's bodies");
     }
-    let bare = Bare::start(bodies, content_type, b.server.url());
+    let bare = Bare::start(bodies, content_type, hit_headers, b.server.url());
     let urls_bare = demo.urls(bare.addr);
     let urls_bare_redis: Vec<String> = urls_bare
         .iter()
         .map(|u| u.replacen("/projects/", "/redis/projects/", 1))
         .collect();
+    let urls_bare_headers: Vec<String> = urls_bare
+        .iter()
+        .map(|u| u.replacen("/projects/", "/headers/projects/", 1))
+        .collect();
     // The demo's index: its router and telemetry layer, no cache.
     let urls_index = vec![format!("http://{}/", demo.on)];
-    let variants: [Variant<'_>; 6] = [
+    let variants: [Variant<'_>; 8] = [
         (&urls_on, &[]),
         (&urls_on, no_store),
         (&urls_off, no_store),
         (&urls_bare, &[]),
         (&urls_bare_redis, &[]),
         (&urls_index, &[]),
+        (&urls_far, &[]),
+        (&urls_bare_headers, &[]),
     ];
     let warm = LoadPlan {
         concurrency,
@@ -410,8 +476,10 @@ pub(super) async fn http_lines(b: &mut Bench) {
         fmt_duration(seeded),
         thousands(urls_on.len() as u64)
     );
+    let common_far = common.clone();
     let (on, record, off) = (&results[0], &results[1], &results[2]);
-    let (bare, bare_redis, index) = (&results[3], &results[4], &results[5]);
+    let (bare, bare_redis, index, far) = (&results[3], &results[4], &results[5], &results[6]);
+    let bare_headers = &results[7];
     let r = on.rps() / bare.rps();
     b.lines.push(Line {
         number: "8a".to_owned(),
@@ -427,11 +495,16 @@ pub(super) async fn http_lines(b: &mut Bench) {
         notes: vec![
             common.clone(),
             format!(
-                "Cache hitting: the response cache layer answers the whole response from Redis (`X-Cache: {x_cache}`); \
-                 {on_calls} origin calls while measuring both cached variants, {off_calls} for the uncached one. \
-                 Commands per request: {} for a response cache hit, {} for a record cache hit (8b).",
+                "Cache hitting: the response cache layer answers the whole response (`X-Cache: {x_cache}`) from \
+                 the near cache the demo turns on over Redis (`CACHE_NEAR_MB`, {} MiB by default): \
+                 the stored response as Redis answered it, kept in process and dropped when Redis pushes a change \
+                 of its key (`CLIENT TRACKING`). {on_calls} origin calls while measuring the cached variants, \
+                 {off_calls} for the uncached one. Commands per request: {} for a response cache hit, {} for a \
+                 record cache hit (8b), {} for a response cache hit with the near cache off (8d).",
+                demo_app::config::DEFAULT_NEAR_MB,
                 commands(&response_hit_commands),
-                commands(&record_hit_commands)
+                commands(&record_hit_commands),
+                commands(&far_hit_commands)
             ),
             format!(
                 "The ratio is of requests per second (higher is better); p99 ratio to the bare handler (lower is \
@@ -444,25 +517,27 @@ pub(super) async fn http_lines(b: &mut Bench) {
             ),
             format!(
                 "Where the time goes, per request (the inverse of the rate: the machine's time for one answer, \
-                 the load generator's included): the bare handler {}; the same handler reading the same bytes \
-                 with one raw Redis `GET` (a multiplexed redis-rs connection) {} ({}: the round trip a response \
-                 cache in Redis cannot avoid; {}); the demo's `GET /` (its router and `CacheTelemetryLayer`, no \
-                 cache, a small fixed JSON) {} ({} over the bare handler; {}); the demo answering from its \
-                 response cache {} ({} over its `GET /`: the response cache layer — its key, its Redis round \
-                 trip (a plain `GET`: a hit needs no purge stamp), decoding the stored envelope, its checks \
-                 and headers — against {} for a bare round trip). The record cache path (8b: `Cache::get_as`, \
-                 a decode and the JSON encoding, response cache skipped) takes {}.",
+                 the load generator's included): the bare handler {}; the demo's `GET /` (its router and \
+                 `CacheTelemetryLayer`, no cache, a small fixed JSON) {} ({} over the bare handler; {}); the demo \
+                 answering from its response cache in process {} ({} over its `GET /`: the response cache layer \
+                 — its key, the near cache's lookup, a clone of the decoded response it keeps, its checks and \
+                 headers). \
+                 The record cache path (8b: `Cache::get_as` answered by the near cache, a clone and the JSON \
+                 encoding, response cache skipped) takes {}; the response cache hitting Redis (8d) {}. The \
+                 headers a hit answers besides the body's ({}) cost by themselves: the bare handler adding \
+                 the same ones takes {} ({} over the bare handler; {}).",
                 fmt_duration(per_request(bare)),
-                fmt_duration(per_request(bare_redis)),
-                signed(per_request(bare_redis), per_request(bare)),
-                fig(bare_redis, &summaries[4]),
                 fmt_duration(per_request(index)),
                 signed(per_request(index), per_request(bare)),
                 fig(index, &summaries[5]),
                 fmt_duration(per_request(on)),
                 signed(per_request(on), per_request(index)),
-                signed(per_request(bare_redis), per_request(bare)),
-                fmt_duration(per_request(record))
+                fmt_duration(per_request(record)),
+                fmt_duration(per_request(far)),
+                hit_header_names.join(", "),
+                fmt_duration(per_request(bare_headers)),
+                signed(per_request(bare_headers), per_request(bare)),
+                fig(bare_headers, &summaries[7])
             ),
             "`CACHE_ENABLED=false` disables the record cache but not the demo's response cache layer, which \
              still stores and serves whole responses: the uncached variant sends `Cache-Control: no-store` so \
@@ -480,8 +555,8 @@ pub(super) async fn http_lines(b: &mut Bench) {
         verdict: Verdict::Info,
         notes: vec![
             common.clone(),
-            "The cached app with `Cache-Control: no-store` on the request: the handler's `Cache::get_as` hits \
-             Redis (one `mget`) and decodes the record."
+            "The cached app as shipped with `Cache-Control: no-store` on the request: the handler's \
+             `Cache::get_as` is answered by the near cache (a clone of the decoded record, no round trip)."
                 .to_owned(),
             "p99 ratio (lower is better): ".to_owned() + &fmt_ratio(summaries[1].p99_ratio(&summaries[2])) + ".",
         ],
@@ -504,6 +579,33 @@ pub(super) async fn http_lines(b: &mut Bench) {
             format!(
                 "The same handler reading the bytes from the spawned Redis server (one `GET` a request): {}.",
                 fig(bare_redis, &summaries[4])
+            ),
+        ],
+    });
+    b.lines.push(Line {
+        number: "8d".to_owned(),
+        name: "HTTP `GET /projects/{id}`: the response cache hitting Redis (near cache off)".to_owned(),
+        ours: fig(far, &summaries[6]),
+        baseline: format!(
+            "the bare handler reading the same bytes with one raw Redis `GET`: {}",
+            fig(bare_redis, &summaries[4])
+        ),
+        ratio: fmt_ratio(far.rps() / bare_redis.rps()),
+        target: "— (none set)".to_owned(),
+        verdict: Verdict::Info,
+        notes: vec![
+            common_far,
+            format!(
+                "The demo built as 8a's but with `CACHE_NEAR_MB=0`: every response cache hit is a Redis round \
+                 trip ({} a request). Per request: {} against {} for the bare handler's `GET` ({} over the bare \
+                 handler from memory, {}: the round trip a response cache in Redis cannot avoid). Against the \
+                 bare handler from memory (8c): {} its rate.",
+                commands(&far_hit_commands),
+                fmt_duration(per_request(far)),
+                fmt_duration(per_request(bare_redis)),
+                signed(per_request(bare_redis), per_request(bare)),
+                fmt_duration(per_request(bare)),
+                fmt_ratio(far.rps() / bare.rps())
             ),
         ],
     });

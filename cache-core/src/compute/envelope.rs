@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::clock::Clock;
 
 /// A computed value with its metadata.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Envelope<T> {
     /// The value.
     pub(crate) value: T,
@@ -51,10 +51,17 @@ impl<T: DeserializeOwned> Stored<T> {
     }
 }
 
+impl<T> Envelope<T> {
+    /// Fresh at `now`.
+    pub(crate) fn is_fresh(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_at_ms
+    }
+}
+
 impl<T> Stored<T> {
     /// Fresh at `now`.
     pub(crate) fn is_fresh(&self, now_ms: u64) -> bool {
-        now_ms < self.envelope.expires_at_ms
+        self.envelope.is_fresh(now_ms)
     }
 
     /// Expired less than `bound` ago at `now` (fresh values are within any bound).

@@ -2,6 +2,7 @@
 //! take the store's lock or wait for its holder, compute, store, answer.
 
 use std::{
+    any::Any,
     future::Future,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -20,6 +21,7 @@ use super::{
 use crate::{
     Cache,
     dependencies::{self, DependencyScope},
+    near::Near,
     store::{ComputeLock, ComputedLookup, ComputedWrite, LockAttempt, LockWait, PurgeStamp, Store, StoreError},
 };
 
@@ -32,6 +34,37 @@ pub(super) struct Run<'a, T> {
     pub(super) observer: &'a dyn Observer,
     /// Whether a value read (stored, or shared by another computation) may answer this call.
     pub(super) accept: &'a (dyn Fn(&T) -> bool + Sync),
+    /// How a near cache keeps the value decoded and copies it out; without one it keeps the
+    /// stored form and decodes it on each hit.
+    pub(super) copier: Option<&'a dyn Copier<T>>,
+}
+
+/// How a near cache keeps a computed value decoded, and copies it out
+/// ([`Cache::compute_cloned_with`]).
+pub(super) trait Copier<T>: Sync {
+    /// The decoded envelope to keep beside the stored form.
+    fn keep(&self, envelope: &Envelope<T>) -> Box<dyn Any + Send + Sync>;
+    /// The envelope [`Copier::keep`] made, if `kept` is one of this type.
+    fn kept<'k>(&self, kept: &'k (dyn Any + Send + Sync)) -> Option<&'k Envelope<T>>;
+    /// A copy of a value, for a caller.
+    fn copy(&self, value: &T) -> T;
+}
+
+/// The [`Copier`] of values that are `Clone`.
+pub(super) struct Cloning;
+
+impl<T: Clone + Send + Sync + 'static> Copier<T> for Cloning {
+    fn keep(&self, envelope: &Envelope<T>) -> Box<dyn Any + Send + Sync> {
+        Box::new(envelope.clone())
+    }
+
+    fn kept<'k>(&self, kept: &'k (dyn Any + Send + Sync)) -> Option<&'k Envelope<T>> {
+        kept.downcast_ref()
+    }
+
+    fn copy(&self, value: &T) -> T {
+        value.clone()
+    }
 }
 
 /// What a call does after looking: answer, or compute.
@@ -117,6 +150,10 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
         if !refresh {
             match self.quick_read().await {
                 Quick::Hit(stored) => return Plan::Answer(Ok(self.hit(stored))),
+                Quick::Copied(fetched) => {
+                    self.observer.observe(Step::Hit);
+                    return Plan::Answer(Ok(fetched));
+                }
                 Quick::Early(stored) => {
                     let stamp = self.stamp().await;
                     return self.early_refresh(stored, stamp).await;
@@ -132,7 +169,7 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
                 None => self.read().await,
             };
             let previous = match previous {
-                Some(stored) if !refresh => match self.usable(&stored) {
+                Some(stored) if !refresh => match self.usable(&stored.envelope) {
                     Some(Fresh::Answer) => return Plan::Answer(Ok(self.hit(stored))),
                     Some(Fresh::RefreshEarly) => return self.early_refresh(stored, stamp).await,
                     None => Some(stored),
@@ -229,10 +266,25 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
 
     /// A hit needs no stamp (only a computation is stored with one), so the first look is a
     /// plain read of the value ([`Store::get_value`]: a `GET` on Redis, where the stamped
-    /// lookup is a script costing several times as much on the server). What it cannot
-    /// answer (missing, stale, refused, unreadable) is looked up again with a stamp, which
-    /// reports it.
+    /// lookup is a script costing several times as much on the server), or the near cache's
+    /// copy of what such a read answered. What it cannot answer (missing, stale, refused,
+    /// unreadable) is looked up again with a stamp, which reports it.
     async fn quick_read(&self) -> Quick<T> {
+        let near = self.cache.near_cache();
+        let stamp = match near {
+            Some(near) => match near.value(self.key, |bytes, decoded| Some(self.judge_near(bytes, decoded))) {
+                Near::Hit(quick) => {
+                    near.count_value(!matches!(quick, Quick::Look));
+                    return quick;
+                }
+                Near::Miss(stamp) => {
+                    near.count_value(false);
+                    Some(stamp)
+                }
+                Near::Off => None,
+            },
+            None => None,
+        };
         let bytes = match self.store().get_value(self.key).await {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Quick::Look,
@@ -244,7 +296,44 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
         let Ok(stored) = Stored::<T>::decode(bytes) else {
             return Quick::Look;
         };
-        match self.usable(&stored) {
+        if let (Some(near), Some(stamp)) = (near, stamp) {
+            let decoded = self.copier.map(|copier| copier.keep(&stored.envelope));
+            near.keep_value(stamp, self.key, &stored.bytes, decoded);
+        }
+        self.judge(stored)
+    }
+
+    /// What the first look makes of the near cache's entry: its decoded envelope when it keeps
+    /// one of this type (copied out only when it answers), else its stored form, decoded.
+    fn judge_near(&self, bytes: &Bytes, decoded: Option<&(dyn Any + Send + Sync)>) -> Quick<T> {
+        if let Some((copier, envelope)) = self.copier.and_then(|copier| Some((copier, copier.kept(decoded?)?))) {
+            return match self.usable(envelope) {
+                Some(Fresh::Answer) => {
+                    dependencies::record_tags(&envelope.tags);
+                    Quick::Copied(FetchedValue {
+                        value: copier.copy(&envelope.value),
+                        source: ValueSource::Stored,
+                        computed_at_ms: envelope.computed_at_ms,
+                        expires_at_ms: envelope.expires_at_ms,
+                        answered_at_ms: self.state.wall.now_ms(),
+                    })
+                }
+                Some(Fresh::RefreshEarly) => match Stored::decode(bytes.clone()) {
+                    Ok(stored) => Quick::Early(stored),
+                    Err(_) => Quick::Look,
+                },
+                None => Quick::Look,
+            };
+        }
+        match Stored::decode(bytes.clone()) {
+            Ok(stored) => self.judge(stored),
+            Err(_) => Quick::Look,
+        }
+    }
+
+    /// What the first look makes of a stored value.
+    fn judge(&self, stored: Stored<T>) -> Quick<T> {
+        match self.usable(&stored.envelope) {
             Some(Fresh::Answer) => Quick::Hit(stored),
             Some(Fresh::RefreshEarly) => Quick::Early(stored),
             None => Quick::Look,
@@ -253,15 +342,20 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
 
     /// What a stored value is to this call: `None` when it is stale or the caller refuses it;
     /// else answered, or recomputed early as XFetch picks.
-    fn usable(&self, stored: &Stored<T>) -> Option<Fresh> {
+    fn usable(&self, envelope: &Envelope<T>) -> Option<Fresh> {
         let now = self.state.wall.now_ms();
-        if !stored.is_fresh(now) || !(self.accept)(&stored.envelope.value) {
+        if !envelope.is_fresh(now) || !(self.accept)(&envelope.value) {
             return None;
         }
-        let env = &stored.envelope;
         let rand = self.state.random.unit();
         Some(
-            match refresh_early(now, env.expires_at_ms, env.delta_ms, self.options.policy.beta(), rand) {
+            match refresh_early(
+                now,
+                envelope.expires_at_ms,
+                envelope.delta_ms,
+                self.options.policy.beta(),
+                rand,
+            ) {
                 true => Fresh::RefreshEarly,
                 false => Fresh::Answer,
             },
@@ -507,6 +601,8 @@ enum Fresh {
 enum Quick<T> {
     /// A fresh value the caller accepts.
     Hit(Stored<T>),
+    /// A fresh value the caller accepts, copied from the near cache's decoded one.
+    Copied(FetchedValue<T>),
     /// A fresh value XFetch chose to recompute.
     Early(Stored<T>),
     /// The store failed: computed without a stamp (its value is refused), as when the

@@ -2,8 +2,9 @@
 //! when what they were built from changes.
 //!
 //! Responses are [computed values](cache_core::compute): a miss runs the handler through
-//! [`Cache::compute_with`], so a response has the same envelope, purge stamps and stampede
-//! protection as any computed value, and this module keeps only HTTP policy (keys, `Vary`,
+//! [`Cache::compute_cloned_with`], so a response has the same envelope, purge stamps and
+//! stampede protection as any computed value (and, with a near cache, hot responses are
+//! answered in process, decoded), and this module keeps only HTTP policy (keys, `Vary`,
 //! `Cache-Control`, what may be stored, ETags, the `X-Cache-*` headers).
 //!
 //! A response is stored under `{prefix}{resource}:{id}:{sub}:params_{hash}:{version}` (see
@@ -394,7 +395,8 @@ where
     let (mut parts, body) = req.into_parts();
     let key = request_key(&config, &mut parts).await;
     let refresh = wants_refresh(&parts.headers);
-    let request = parts.headers.clone();
+    // Taken out of the request, which gets a copy back only if it reaches the service (a miss).
+    let request = std::mem::take(&mut parts.headers);
     let observer = Observe {
         key: &key,
         resource: &resource,
@@ -404,6 +406,7 @@ where
     let request_headers = &request;
     let get = method == Method::GET;
     let produce = move || async move {
+        parts.headers = request_headers.clone();
         // The service's error is this request's answer alone: the waiters run their own.
         let produced = match inner.call(Request::from_parts(parts, body)).await {
             Ok(response) if get => match stored_response(response, request_headers, max).await {
@@ -421,7 +424,7 @@ where
         scope,
         config
             .cache
-            .compute_with(&key, &config.options, &observer, &accept, produce),
+            .compute_cloned_with(&key, &config.options, &observer, &accept, produce),
     )
     .await;
     match fetched {

@@ -83,9 +83,10 @@ impl StoredResponse {
         })
     }
 
-    /// The stored headers and entity tag as an HTTP header map.
+    /// The stored headers and entity tag as an HTTP header map, with room for the headers a
+    /// cached answer adds (`Content-Length`, `X-Cache-*`, the telemetry layer's).
     pub(crate) fn header_map(&self) -> HeaderMap {
-        let mut headers = HeaderMap::with_capacity(self.headers.len() + 1);
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + 8);
         for (name, value) in &self.headers {
             if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
                 headers.append(name, value);
