@@ -61,6 +61,13 @@ pub fn order_key(entity: &str, id: &RecordId) -> String {
     format!("order:{entity}:{id}")
 }
 
+/// Whether `key` is a value key the cache keeps for itself (source order watermarks,
+/// [`order_key`]; change feeds' positions and locks, `feed:…`): never read through a near
+/// cache, so a store's reports of their changes concern no near entry.
+pub fn is_bookkeeping_value_key(key: &str) -> bool {
+    key.starts_with("order:") || key.starts_with("feed:")
+}
+
 /// The tag of a whole entity.
 pub fn entity_tag(entity: &str) -> String {
     format!("{entity}?*")

@@ -23,8 +23,10 @@
 //! stored form), never what a fill or a computation brought: its own write invalidates it
 //! anyway. Tombstones are not kept either: "not found" is asked of the store each time.
 //!
-//! A computed value is kept as the bytes the store answered and decoded on each hit (its type
-//! need not be `Clone`); whether it is still fresh is judged on each hit as on a store read.
+//! A computed value is kept as the bytes the store answered, decoded on each hit (its type need
+//! not be `Clone`), and beside them decoded when its reader can clone it
+//! ([`Cache::compute_cloned_with`]); whether it is still fresh is judged on each hit as on a
+//! store read.
 //!
 //! Entries are weighed at their cached form's length plus the decoded value's inline size and
 //! [`ENTRY_OVERHEAD`], against the budget given to the builder; past it, moka evicts the least
@@ -120,13 +122,14 @@ pub struct NearStats {
     pub weighted_bytes: u64,
     /// The budget, in bytes.
     pub capacity_bytes: u64,
-    /// Reads it answered (a record, or a query).
+    /// Reads it answered (a record, a query, or a computed value).
     pub hits: u64,
     /// Reads it could not answer while enabled, passed on to the store.
     pub misses: u64,
     /// Entries evicted for the budget or their age.
     pub evictions: u64,
-    /// Invalidations applied (of a record, of an entity's index data, of everything).
+    /// Invalidations applied (of a record, of an entity's index data, of a computed value, of
+    /// everything).
     pub invalidations: u64,
     /// Times it was turned off, and emptied, because the store could no longer vouch for
     /// reporting every change (a tracking connection lost).
@@ -457,20 +460,23 @@ impl NearCache {
     }
 
     /// Keeps `bytes`, the stored form of the computed value under `key` as the store answered
-    /// it to a read that took `stamp`, and `decoded`, a copy of it decoded. The copy weighs the
-    /// stored form's length again (its heap size is not known; the two are alike).
+    /// it to a read that took `stamp`, and the decoded copy `decoded` makes, if any. The copy
+    /// weighs twice the stored form's length (its heap size is not known: short strings cost
+    /// more decoded than in JSON). The cache's bookkeeping keys are never kept (their changes
+    /// are not reported to near caches).
     pub(crate) fn keep_value(
         &self,
         stamp: Stamp,
         key: &str,
         bytes: &Bytes,
-        decoded: Option<Box<dyn Any + Send + Sync>>,
+        decoded: impl FnOnce() -> Option<Box<dyn Any + Send + Sync>>,
     ) {
         let hash = self.shared.value_hash(key);
-        if self.shared.record_stamp(slot(hash)) != Some(stamp) {
+        if self.shared.record_stamp(slot(hash)) != Some(stamp) || crate::keys::is_bookkeeping_value_key(key) {
             return;
         }
-        let copies = 1 + usize::from(decoded.is_some());
+        let decoded = decoded();
+        let copies = 1 + 2 * usize::from(decoded.is_some());
         let entry = Entry {
             value: Arc::new(NearValue {
                 bytes: bytes.clone(),

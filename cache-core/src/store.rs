@@ -509,9 +509,12 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the store answers.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Reports to `sink` every change to the records and index data the store holds: the
-    /// changes other instances make (as the store's backend pushes them) and the store's own
-    /// writes (as each returns), until `sink` is dropped. The store keeps only the weak
+    /// Reports to `sink` every change to the records, index data and computed values the store
+    /// holds (a value written by [`Store::put_value`] or [`Store::put_computed`], removed by
+    /// [`Store::purge_tags`] or [`Store::flush`], expired or evicted; the cache's own
+    /// bookkeeping values, [`keys::is_bookkeeping_value_key`](crate::keys::is_bookkeeping_value_key),
+    /// may be left out): the changes other instances make (as the store's backend pushes them)
+    /// and the store's own writes (as each returns), until `sink` is dropped. The store keeps only the weak
     /// reference. It first tells the sink whether it can vouch for that now
     /// ([`InvalidationSink::set_tracking`]), and says so again whenever that changes.
     ///

@@ -407,9 +407,11 @@ impl Shared {
     fn meaning<'k>(&self, key: &'k str) -> Meaning<'k> {
         if let Some(value) = key.strip_prefix(&self.value_prefix) {
             // `value_key`: each `:`-separated part encoded, the separators kept.
-            return Meaning::Value {
-                key: decode_component(value),
-            };
+            let key = decode_component(value);
+            if cache_core::keys::is_bookkeeping_value_key(&key) {
+                return Meaning::Nothing;
+            }
+            return Meaning::Value { key };
         }
         let Some((tag, rest)) = key.strip_prefix(&self.prefix).and_then(|rest| rest.split_once('}')) else {
             return Meaning::Nothing;
@@ -855,6 +857,12 @@ mod tests {
             Meaning::Value { key: odd_key.into() }
         );
         assert_eq!(one.meaning("mc:tag:events%3ArecE1"), Meaning::Nothing, "tag sets");
+        assert_eq!(one.meaning("mc:v:order:projects:recP1"), Meaning::Nothing, "watermarks");
+        assert_eq!(
+            one.meaning("mc:v:feed:outbox:position"),
+            Meaning::Nothing,
+            "feed positions"
+        );
         assert_eq!(one.meaning("mc:lock:{mc:v:http:x}"), Meaning::Nothing, "locks");
         let odd = "odd:name {x}";
         assert_eq!(

@@ -771,8 +771,14 @@ async fn computed_values_are_near_until_changed_on_any_instance() {
     a.store.sync_invalidations().await;
     assert_eq!(computed(&a.cache, "http:GET /x", &runs, "unused").await, "v3");
     assert_eq!(a.near().stats().hits, a_hits, "A asked the store");
-    // A flush of the database reaches every near cache.
+    // An instance reads its own purge at once, without waiting for any push.
     assert_eq!(computed(&a.cache, "http:GET /x", &runs, "unused").await, "v3");
+    let runs_before = runs.load(SeqCst);
+    assert_eq!(a.cache.invalidate_tags(["tag:http:GET /x"]).await.unwrap(), 1);
+    assert_eq!(computed(&a.cache, "http:GET /x", &runs, "v3b").await, "v3b");
+    assert_eq!(runs.load(SeqCst), runs_before + 1, "computed again");
+    // A flush of the database reaches every near cache.
+    assert_eq!(computed(&a.cache, "http:GET /x", &runs, "unused").await, "v3b");
     let _: () = server.query(&redis::cmd("FLUSHALL"));
     a.store.sync_invalidations().await;
     assert_eq!(computed(&a.cache, "http:GET /x", &runs, "v4").await, "v4");

@@ -463,6 +463,14 @@ async fn the_service_keeps_answering_when_redis_dies() {
         assert_eq!(app.get(&path).await.status(), StatusCode::OK);
 
         app.redis.stop();
+        // The near cache answers nothing once it has heard that its tracking connection is
+        // gone (a moment after the server went away).
+        let near = app.cache.near_cache().expect("a near cache over Redis");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while near.is_enabled() {
+            assert!(std::time::Instant::now() < deadline, "the near cache turned off");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
 
         let read = app.get(&path).await;
         assert_eq!(read.status(), StatusCode::OK, "{backend:?}");

@@ -63,9 +63,9 @@ impl CacheBuilder {
         self
     }
 
-    /// Keeps decoded records and index query results in this process too, up to `max_bytes`
-    /// (each weighed at its cached size: see [`NearCache`](crate::near::NearCache)), so that a read
-    /// of one costs no round trip and no decoding. Only over a store that reports every change
+    /// Keeps decoded records, index query results and computed values (cached responses among
+    /// them) in this process too, up to `max_bytes` (each weighed at its cached size: see
+    /// [`NearCache`](crate::near::NearCache)), so that a read of one costs no round trip. Only over a store that reports every change
     /// to what it holds, whichever instance made it: Redis, through server-assisted
     /// client-side caching (`CLIENT TRACKING`). While the store cannot vouch for that (its
     /// invalidation connection is down or not set up yet), the near cache is empty and every

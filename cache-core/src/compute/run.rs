@@ -129,13 +129,31 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
     /// A value answered from the store or another computation: whoever builds on it depends
     /// on what it depends on.
     fn answer(&self, stored: Stored<T>, source: ValueSource) -> FetchedValue<T> {
-        dependencies::record_tags(&stored.envelope.tags);
-        let env = stored.envelope;
+        let Envelope {
+            value,
+            computed_at_ms,
+            expires_at_ms,
+            tags,
+            ..
+        } = stored.envelope;
+        self.answered(value, &tags, (computed_at_ms, expires_at_ms), source)
+    }
+
+    /// [`Run::answer`] of `value`, stored with `tags` at `computed_at_ms` until
+    /// `expires_at_ms`.
+    fn answered(
+        &self,
+        value: T,
+        tags: &[String],
+        (computed_at_ms, expires_at_ms): (u64, u64),
+        source: ValueSource,
+    ) -> FetchedValue<T> {
+        dependencies::record_tags(tags);
         FetchedValue {
-            value: env.value,
+            value,
             source,
-            computed_at_ms: env.computed_at_ms,
-            expires_at_ms: env.expires_at_ms,
+            computed_at_ms,
+            expires_at_ms,
             answered_at_ms: self.state.wall.now_ms(),
         }
     }
@@ -296,8 +314,10 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
         let Ok(stored) = Stored::<T>::decode(bytes) else {
             return Quick::Look;
         };
-        if let (Some(near), Some(stamp)) = (near, stamp) {
-            let decoded = self.copier.map(|copier| copier.keep(&stored.envelope));
+        if let (Some(near), Some(stamp)) = (near, stamp)
+            && stored.is_fresh(self.state.wall.now_ms())
+        {
+            let decoded = || self.copier.map(|copier| copier.keep(&stored.envelope));
             near.keep_value(stamp, self.key, &stored.bytes, decoded);
         }
         self.judge(stored)
@@ -308,16 +328,12 @@ impl<T: Serialize + DeserializeOwned> Run<'_, T> {
     fn judge_near(&self, bytes: &Bytes, decoded: Option<&(dyn Any + Send + Sync)>) -> Quick<T> {
         if let Some((copier, envelope)) = self.copier.and_then(|copier| Some((copier, copier.kept(decoded?)?))) {
             return match self.usable(envelope) {
-                Some(Fresh::Answer) => {
-                    dependencies::record_tags(&envelope.tags);
-                    Quick::Copied(FetchedValue {
-                        value: copier.copy(&envelope.value),
-                        source: ValueSource::Stored,
-                        computed_at_ms: envelope.computed_at_ms,
-                        expires_at_ms: envelope.expires_at_ms,
-                        answered_at_ms: self.state.wall.now_ms(),
-                    })
-                }
+                Some(Fresh::Answer) => Quick::Copied(self.answered(
+                    copier.copy(&envelope.value),
+                    &envelope.tags,
+                    (envelope.computed_at_ms, envelope.expires_at_ms),
+                    ValueSource::Stored,
+                )),
                 Some(Fresh::RefreshEarly) => match Stored::decode(bytes.clone()) {
                     Ok(stored) => Quick::Early(stored),
                     Err(_) => Quick::Look,
