@@ -418,7 +418,7 @@ impl RedisStore {
         Ok(sum)
     }
 
-    async fn unlink(&self, keys: Vec<String>) -> StoreResult<u64> {
+    async fn unlink(&self, keys: &[String]) -> StoreResult<u64> {
         if keys.is_empty() {
             return Ok(0);
         }
@@ -454,9 +454,9 @@ impl RedisStore {
                 uncounted.push(key);
             }
         }
-        let removed = self.unlink(counted).await?;
+        let removed = self.unlink(&counted).await?;
         uncounted.extend(epochs);
-        self.unlink(uncounted).await?;
+        self.unlink(&uncounted).await?;
         Ok(removed)
     }
 
@@ -1069,7 +1069,7 @@ impl Store for RedisStore {
                 .filter(|k| k.starts_with(&value_prefix))
                 .collect();
             let values: Vec<String> = values.into_iter().cloned().collect();
-            let removed = self.unlink(values.clone()).await;
+            let removed = self.unlink(&values).await;
             self.inner
                 .tracking
                 .value_keys_changed(values.iter().map(String::as_str));
@@ -1107,11 +1107,7 @@ impl Store for RedisStore {
     }
 
     async fn put_computed(&self, key: &str, write: &ComputedWrite) -> StoreResult<bool> {
-        let put = self.computed_put(key, write).await;
-        self.inner
-            .tracking
-            .value_keys_changed([value_key(&self.inner.namespace, key).as_str()]);
-        put
+        self.computed_put(key, write).await
     }
 
     async fn lock_computed(&self, key: &str, ttl: Duration) -> StoreResult<LockAttempt> {

@@ -847,13 +847,8 @@ mod tests {
         assert_eq!(one.meaning("mc:{projects}:1a2b:lease:recP1"), Meaning::Nothing);
         assert_eq!(one.meaning("mc:v:http:x"), Meaning::Value { key: "http:x".into() });
         let odd_key = "http:GET /p?q=a b";
-        let stored = odd_key
-            .split(':')
-            .map(|part| encode_component(part).into_owned())
-            .collect::<Vec<_>>()
-            .join(":");
         assert_eq!(
-            one.meaning(&format!("mc:v:{stored}")),
+            one.meaning(&crate::layout::value_key("mc", odd_key)),
             Meaning::Value { key: odd_key.into() }
         );
         assert_eq!(one.meaning("mc:tag:events%3ArecE1"), Meaning::Nothing, "tag sets");

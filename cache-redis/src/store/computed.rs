@@ -78,47 +78,51 @@ impl RedisStore {
             token: &token,
             wake_ttl: ms(WAKE_TTL),
         };
-        self.guarded("put_computed", async {
-            if !self.inner.conn.is_cluster() {
-                return scripts.call(&mut self.conn(), &put(&tags)).await;
-            }
-            let purged_since = |marks: &[Option<u64>]| marks.iter().flatten().any(|&m| m >= write.stamp.0);
-            let marks = try_join_all(tags.iter().map(|(set, mark)| async {
-                let call = ComputedTag {
-                    tag_set: set,
-                    purge_mark: mark,
-                    value_key: &value_key,
-                    ttl,
-                };
-                scripts.call(&mut self.conn(), &call).await
-            }))
-            .await?;
-            if purged_since(&marks) {
-                self.release(&lock, &token).await?;
-                return Ok(false);
-            }
-            if !scripts.call(&mut self.conn(), &put(&[])).await? {
-                return Ok(false);
-            }
-            let marks = try_join_all(tags.iter().map(|(_, mark)| async move {
-                redis::cmd("GET")
-                    .arg(mark)
-                    .query_async::<Option<u64>>(&mut self.conn())
-                    .await
-                    .map_err(re)
-            }))
-            .await?;
-            if purged_since(&marks) {
-                let call = ComputedDrop {
-                    value_key: &value_key,
-                    value: write.value.as_ref(),
-                };
-                scripts.call(&mut self.conn(), &call).await?;
-                return Ok(false);
-            }
-            Ok(true)
-        })
-        .await
+        let put = self
+            .guarded("put_computed", async {
+                if !self.inner.conn.is_cluster() {
+                    return scripts.call(&mut self.conn(), &put(&tags)).await;
+                }
+                let purged_since = |marks: &[Option<u64>]| marks.iter().flatten().any(|&m| m >= write.stamp.0);
+                let marks = try_join_all(tags.iter().map(|(set, mark)| async {
+                    let call = ComputedTag {
+                        tag_set: set,
+                        purge_mark: mark,
+                        value_key: &value_key,
+                        ttl,
+                    };
+                    scripts.call(&mut self.conn(), &call).await
+                }))
+                .await?;
+                if purged_since(&marks) {
+                    self.release(&lock, &token).await?;
+                    return Ok(false);
+                }
+                if !scripts.call(&mut self.conn(), &put(&[])).await? {
+                    return Ok(false);
+                }
+                let marks = try_join_all(tags.iter().map(|(_, mark)| async move {
+                    redis::cmd("GET")
+                        .arg(mark)
+                        .query_async::<Option<u64>>(&mut self.conn())
+                        .await
+                        .map_err(re)
+                }))
+                .await?;
+                if purged_since(&marks) {
+                    let call = ComputedDrop {
+                        value_key: &value_key,
+                        value: write.value.as_ref(),
+                    };
+                    scripts.call(&mut self.conn(), &call).await?;
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+            .await;
+        // Written or not, a near cache forgets what it held (an error may follow the write).
+        self.inner.tracking.value_keys_changed([value_key.as_str()]);
+        put
     }
 
     async fn release(&self, lock: &str, token: &str) -> StoreResult<()> {
