@@ -20,8 +20,8 @@ pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(6 * 3600);
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// Bumped whenever the way records and indexes are stored changes, so that every fingerprint
-/// changes with it.
-const LAYOUT_VERSION: u32 = 1;
+/// changes with it (2: a tombstone lives in its record's key).
+const LAYOUT_VERSION: u32 = 2;
 
 /// Everything the cache knows about one entity (one model struct).
 ///

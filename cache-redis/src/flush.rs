@@ -5,10 +5,13 @@
 //! (a record), `{entity}:tomb:{id}` (a tombstone), `v:{key}` (a value) and here also
 //! `tag:{tag}` (the value keys recorded under a tag). A record's physical key,
 //! `{ns}:{projects}:1a2b3c4d:r:recP1` or `{ns}:{projects.2/4}:1a2b3c4d:r:recP1`, has a hash tag
-//! and a fingerprint the logical key lacks, so a pattern is not a `SCAN MATCH` pattern as it is:
-//! [`FlushPlan`] turns it into one `SCAN MATCH` pattern that finds every physical key whose
-//! logical key can match (and maybe more), and each key found is then matched exactly, as the
-//! in-memory store matches, with [`glob_match`].
+//! and a fingerprint the logical key lacks, and holds either the record or its tombstone (see
+//! `entity.lua`), so its logical key is `projects:r:recP1` or `projects:tomb:recP1` by what it
+//! holds. So a pattern is not a `SCAN MATCH` pattern as it is: [`FlushPlan`] turns it into one
+//! `SCAN MATCH` pattern that finds every physical key whose logical key can match (and maybe
+//! more), and each key found is then matched exactly, as the in-memory store matches, with
+//! [`glob_match`]; a record key whose two logical keys the pattern tells apart is decided by
+//! what it holds ([`Decision::ByContent`]).
 //!
 //! The other keys of an entity bucket (its meta hash, id and sort zsets, tag sets, markers,
 //! counters, leases) have no logical key. Removing a record drops the completeness markers of
@@ -47,6 +50,14 @@ pub(crate) enum Decision<'a> {
         /// For a record, the prefix of its bucket, whose markers must go with it.
         bucket: Option<&'a str>,
     },
+    /// A record key, removed (and counted) by what it holds: a record when `record` (then its
+    /// bucket's markers go with it), a tombstone when `tombstone`.
+    ByContent {
+        record: bool,
+        tombstone: bool,
+        /// The prefix of its bucket.
+        bucket: &'a str,
+    },
 }
 
 impl FlushPlan {
@@ -73,12 +84,12 @@ impl FlushPlan {
             // `ENTITY:REST`, the entity spelled out.
             Some(colon) if elements[..colon].iter().all(|e| literal(e).is_some()) => {
                 let entity: String = elements[..colon].iter().filter_map(literal).collect();
-                let rest = widened(&elements[colon + 1..]);
                 if entity == "v" || entity == "tag" {
                     // Values and tag sets: the physical key is the namespace and the logical one.
                     format!("{prefix}{}", widened(&elements))
                 } else {
                     // `{projects}:<fp>:REST` and `{projects.2/4}:<fp>:REST`, in one pass.
+                    let rest = bucket_rest(&elements[colon + 1..]);
                     format!("{prefix}{{{}[.}}]*:{rest}", escape(&entity))
                 }
             }
@@ -124,28 +135,41 @@ impl FlushPlan {
                 suffix,
                 prefix_len,
             } => {
-                let bucket = Some(&key[..self.prefix.len() + prefix_len]);
-                let record = suffix.starts_with("r:");
-                let counted = record || suffix.starts_with("tomb:");
-                let bucket = if record { bucket } else { None };
+                let bucket = &key[..self.prefix.len() + prefix_len];
+                let id = suffix.strip_prefix("r:");
                 let whole = match (&self.pattern, &self.whole_entity) {
                     (None, _) => true,
                     (Some(_), Some(glob)) => glob_match(glob, entity),
                     (Some(_), None) => false,
                 };
                 if whole {
-                    return Decision::Remove { counted, bucket };
+                    return Decision::Remove {
+                        counted: id.is_some(),
+                        bucket: id.map(|_| bucket),
+                    };
                 }
-                if !counted {
+                let (Some(pattern), Some(id)) = (&self.pattern, id) else {
                     return Decision::Keep;
-                }
-                let mut logical = String::with_capacity(entity.len() + 1 + suffix.len());
-                logical.push_str(entity);
-                logical.push(':');
-                logical.push_str(suffix);
-                return match &self.pattern {
-                    Some(pattern) if glob_match(pattern, &logical) => Decision::Remove { counted, bucket },
-                    _ => Decision::Keep,
+                };
+                // Its logical key, as a record (`r`) or as a tombstone (`tomb`).
+                let matches = |kind: &str| {
+                    let mut logical = String::with_capacity(entity.len() + kind.len() + 2 + id.len());
+                    logical.push_str(entity);
+                    logical.push(':');
+                    logical.push_str(kind);
+                    logical.push(':');
+                    logical.push_str(id);
+                    glob_match(pattern, &logical)
+                };
+                let (record, tombstone) = (matches("r"), matches("tomb"));
+                return if record || tombstone {
+                    Decision::ByContent {
+                        record,
+                        tombstone,
+                        bucket,
+                    }
+                } else {
+                    Decision::Keep
                 };
             }
             Physical::Value | Physical::TagSet => Some(rest),
@@ -171,7 +195,7 @@ enum Physical<'a> {
     Bucket {
         /// The entity (key-encoded, as in the key).
         entity: &'a str,
-        /// What follows the fingerprint: `r:recP1`, `tomb:recP1`, `m`, `t:event:recE1`, ...
+        /// What follows the fingerprint: `r:recP1`, `m`, `i:event:recE1`, ...
         suffix: &'a str,
         /// The length of the bucket's prefix (`{projects}:<fp>`).
         prefix_len: usize,
@@ -230,6 +254,22 @@ struct Element<'a> {
     literal: Option<char>,
     raw: &'a str,
     start: usize,
+}
+
+/// What follows `{entity}:` in a pattern (its elements), as a `SCAN MATCH` pattern of what
+/// follows the fingerprint in the bucket keys whose logical keys it can match. A tombstone's
+/// logical key is `tomb:{id}` there, its physical key the record's, `r:{id}`.
+fn bucket_rest(rest: &[Element<'_>]) -> String {
+    const TOMB: &str = "tomb:";
+    let lead: String = rest.iter().map_while(|e| e.literal).collect();
+    if lead.starts_with(TOMB) {
+        return format!("r:{}", widened(&rest[TOMB.len()..]));
+    }
+    if TOMB.starts_with(&lead) && lead.chars().count() < rest.len() {
+        // `t*`, `*:rec1`: records and tombstones alike.
+        return "*".to_owned();
+    }
+    widened(rest)
 }
 
 /// The elements as a `SCAN MATCH` pattern that finds at least every key they match: Redis
@@ -311,13 +351,33 @@ mod tests {
         FlushPlan::new("mc", Some(pattern)).unwrap()
     }
 
-    fn removes(plan: &FlushPlan, key: &str) -> bool {
+    /// Whether `plan` removes `key`, holding a tombstone when `tombstone` (a record key).
+    fn removes_holding(plan: &FlushPlan, key: &str, tombstone: bool) -> bool {
+        let decision = plan.decide(key);
         assert!(
-            glob_match(plan.scan_pattern(), key) || plan.decide(key) == Decision::Keep,
+            glob_match(plan.scan_pattern(), key) || decision == Decision::Keep,
             "{key} is removed but not scanned by {:?}",
             plan.scan_pattern()
         );
-        matches!(plan.decide(key), Decision::Remove { .. })
+        match decision {
+            Decision::Keep => false,
+            Decision::Remove { .. } => true,
+            Decision::ByContent {
+                record,
+                tombstone: tomb,
+                ..
+            } => {
+                if tombstone {
+                    tomb
+                } else {
+                    record
+                }
+            }
+        }
+    }
+
+    fn removes(plan: &FlushPlan, key: &str) -> bool {
+        removes_holding(plan, key, false)
     }
 
     #[test]
@@ -331,6 +391,15 @@ mod tests {
         assert_eq!(plan("tag:a*").scan_pattern(), "mc:tag:a*");
         assert_eq!(plan("proj*:r:*").scan_pattern(), "mc:{proj*");
         assert_eq!(plan("a\\*b?:*").scan_pattern(), "mc:{a\\*b*");
+        // A tombstone lives in its record's key.
+        assert_eq!(
+            plan("projects:tomb:rec\\1").scan_pattern(),
+            "mc:{projects[.}]*:r:rec\\1"
+        );
+        assert_eq!(plan("projects:tomb:?").scan_pattern(), "mc:{projects[.}]*:r:*");
+        for both in ["projects:t*", "projects:*1", "projects:?:rec1"] {
+            assert_eq!(plan(both).scan_pattern(), "mc:{projects[.}]*:*", "{both}");
+        }
         for everything in ["*:tomb:*", "?rojects:*", "t*", "v*"] {
             assert_eq!(plan(everything).scan_pattern(), "mc:*", "{everything}");
         }
@@ -341,7 +410,6 @@ mod tests {
     fn keys_are_matched_by_their_logical_key() {
         let record = format!("mc:{{projects}}:{FP}:r:rec1");
         let bucketed = format!("mc:{{projects.2/4}}:{FP}:r:rec1");
-        let tomb = format!("mc:{{projects.2/4}}:{FP}:tomb:rec1");
         let meta = format!("mc:{{projects}}:{FP}:m");
         for pattern in [
             "projects:r:rec1",
@@ -353,20 +421,40 @@ mod tests {
             let plan = plan(pattern);
             assert!(removes(&plan, &record), "{pattern}");
             assert!(removes(&plan, &bucketed), "{pattern}");
-            assert!(!removes(&plan, &tomb), "{pattern}");
+            assert!(!removes_holding(&plan, &bucketed, true), "{pattern}: a tombstone");
             assert!(!removes(&plan, &meta), "{pattern}");
+        }
+        for pattern in ["projects:tomb:rec1", "*:tomb:*", "projects:t*", "*b:rec1"] {
+            let plan = plan(pattern);
+            assert!(removes_holding(&plan, &record, true), "{pattern}");
+            assert!(removes_holding(&plan, &bucketed, true), "{pattern}");
+            assert!(!removes(&plan, &bucketed), "{pattern}: a record");
+            assert!(!removes(&plan, &meta), "{pattern}");
+        }
+        for either in ["*rec1", "projects:?*:rec1", "*:*:*"] {
+            assert!(removes(&plan(either), &record), "{either}");
+            assert!(removes_holding(&plan(either), &record, true), "{either}");
         }
         assert_eq!(
             plan("projects:r:*").decide(&bucketed),
-            Decision::Remove {
-                counted: true,
-                bucket: Some(&bucketed[..bucketed.len() - ":r:rec1".len()]),
+            Decision::ByContent {
+                record: true,
+                tombstone: false,
+                bucket: &bucketed[..bucketed.len() - ":r:rec1".len()],
             }
         );
         let whole = plan("projects:*");
-        for key in [&record, &bucketed, &tomb, &meta] {
+        for key in [&record, &bucketed, &meta] {
             assert!(removes(&whole, key), "{key}");
         }
+        assert_eq!(
+            whole.decide(&bucketed),
+            Decision::Remove {
+                counted: true,
+                bucket: Some(&bucketed[..bucketed.len() - ":r:rec1".len()]),
+            },
+            "a record or a tombstone: counted either way"
+        );
         assert_eq!(
             whole.decide(&meta),
             Decision::Remove {
@@ -375,8 +463,9 @@ mod tests {
             }
         );
         for pattern in ["{projects}:*", "projects.2/4:*", "project:*", "*:m", "1a2b3c4d:*"] {
-            for key in [&record, &bucketed, &tomb, &meta] {
+            for key in [&record, &bucketed, &meta] {
                 assert!(!removes(&plan(pattern), key), "{pattern} {key}");
+                assert!(!removes_holding(&plan(pattern), key, true), "{pattern} {key}");
             }
         }
         assert!(removes(&plan("*:*"), &meta), "every entity whole");

@@ -34,7 +34,7 @@ pub(crate) fn validate_namespace(namespace: &str) -> Result<(), ConnectError> {
 ///
 /// ```text
 /// mc:{projects}:1a2b3c4d:r:recP1            record (the cached JSON; `redis-cli GET` reads it)
-/// mc:{projects}:1a2b3c4d:tomb:recP1         tombstone
+///                                           or its tombstone (`!1`, `!d|...`, `!o|...`)
 /// mc:{projects}:1a2b3c4d:lease:recP1        lease token of a fill in flight
 /// mc:{projects}:1a2b3c4d:m                  HASH id -> the record's index entries and version
 /// mc:{projects}:1a2b3c4d:ids                ZSET id -> 0: every record with index entries
@@ -202,14 +202,11 @@ impl BucketKeys {
         &self.prefix
     }
 
-    /// A record: `...:r:{id}`.
+    /// A record, or its tombstone: `...:r:{id}`. The two are never kept together, so one key
+    /// holds either; a tombstone starts with `!`, which no cached JSON does (see
+    /// `src/lua/entity.lua`).
     pub fn record(&self, id: &RecordId) -> String {
         self.per_record(":r:", id)
-    }
-
-    /// A tombstone: `...:tomb:{id}`.
-    pub fn tombstone(&self, id: &RecordId) -> String {
-        self.per_record(":tomb:", id)
     }
 
     /// A lease: `...:lease:{id}`.
@@ -332,7 +329,7 @@ mod tests {
             format!("mc:{{projects}}:{fp}:i:email:a%20b%2A")
         );
         assert_eq!(layout.record_id(&keys.record(&id)), Some(id.clone()));
-        assert_eq!(layout.record_id(&keys.tombstone(&id)), None);
+        assert_eq!(layout.record_id(&keys.lease(&id)), None);
         assert_eq!(layout.record_pattern(), format!("mc:{{projects}}:{fp}:r:*"));
         assert_eq!(keys.script_keys()[1], keys.meta());
         assert_eq!(keys.epoch(), format!("mc:{{projects}}:{fp}:epoch"));
@@ -366,7 +363,8 @@ mod tests {
     /// The key scheme is written twice, here and in the scripts (`src/lua/entity.lua`,
     /// `computed.lua`): the scripts build per-record and index keys from the bucket prefix, and
     /// the wake-up list from the lock key. This runs the scripts' own key functions on a real
-    /// server and checks that they build exactly what this module builds.
+    /// server and checks that they build exactly what this module builds, and that they mark
+    /// a tombstone in a record key as the store reads it.
     #[cfg(feature = "testing")]
     #[test]
     fn the_scripts_build_the_keys_this_layout_builds() {
@@ -387,8 +385,8 @@ mod tests {
         let probe = concat!(
             include_str!("lua/util.lua"),
             include_str!("lua/entity.lua"),
-            "return {record_key(ARGV[2]), tomb_key(ARGV[2]), lease_key(ARGV[2]), ",
-            "tag_key(ARGV[3], ARGV[4]), sort_key(ARGV[5]), live_member(ARGV[6])}"
+            "return {record_key(ARGV[2]), lease_key(ARGV[2]), ",
+            "tag_key(ARGV[3], ARGV[4]), sort_key(ARGV[5]), live_member(ARGV[6]), TOMBSTONE}"
         );
         for buckets in [1, 4] {
             let layout = KeyLayout::new("mc", &schema, buckets);
@@ -415,11 +413,11 @@ mod tests {
                     lua,
                     vec![
                         keys.record(&id),
-                        keys.tombstone(&id),
                         keys.lease(&id),
                         keys.tag("email", value),
                         keys.sort("points"),
                         marker.strip_prefix(keys.prefix()).unwrap_or_default().to_owned(),
+                        char::from(crate::store::TOMBSTONE).to_string(),
                     ],
                     "{buckets} buckets, id {id}"
                 );

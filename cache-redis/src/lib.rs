@@ -1,10 +1,11 @@
 //! The [`Store`](cache_core::store::Store) on Redis 6.2+, Valkey 7.2+ and Redis Cluster:
 //! [`RedisStore`].
 //!
-//! - **One round trip per operation on a hit**: `get` is one `MGET` (record and tombstone),
-//!   `get_many` one `MGET`, an index query (filters, sort, offset, limit) one `EVALSHA` that
-//!   checks the completeness marker, intersects the filter sets, orders, pages and returns the
-//!   records; an upsert moving a record between index entries is one atomic `EVALSHA`.
+//! - **One round trip per operation on a hit**: `get` is one `GET` of one key (which holds
+//!   the record or its tombstone), `get_many` one `MGET` of a key per id, an index query
+//!   (filters, sort, offset, limit) one `EVALSHA` that checks the completeness marker,
+//!   intersects the filter sets, orders, pages and returns the records; an upsert moving a
+//!   record between index entries is one atomic `EVALSHA`.
 //! - **Keys** live under a namespace (`mc` by default) with the schema fingerprint in them, so
 //!   data written under an old schema is never read; every key has a TTL. See [`KeyLayout`].
 //! - **Cluster**: every key of an entity bucket shares one hash tag, so each script touches one

@@ -32,7 +32,7 @@ use futures::{
 use crate::{
     CircuitBreakerConfig, CircuitState, CircuitStatus, KeyLayout, RedisStoreBuilder,
     breaker::{Admission, CircuitBreaker, Failure},
-    connection::{Node, RedisConnection, in_slot_scope, is_unavailable},
+    connection::{Node, RedisConnection, in_slot_scope, is_unavailable, slot_of},
     flush::{Decision, FlushPlan},
     layout::{BucketKeys, tag_set_key, value_key},
     scripts::{
@@ -430,14 +430,52 @@ impl RedisStore {
             .map_err(re)
     }
 
+    /// What each of `keys` (record keys) holds, by its first byte: one `GETRANGE key 0 0` each,
+    /// pipelined, so one round trip whatever the bodies weigh. On a cluster a pipeline stays
+    /// in one slot: one per slot, sent together.
+    async fn held(&self, keys: &[String]) -> StoreResult<Vec<Held>> {
+        let cluster = self.inner.conn.is_cluster();
+        let mut slots: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            let slot = if cluster { slot_of(key.as_bytes()) } else { 0 };
+            slots.entry(slot).or_default().push(i);
+        }
+        let answers = try_join_all(slots.values().map(|members| {
+            let mut pipe = redis::pipe();
+            for &i in members {
+                pipe.cmd("GETRANGE").arg(&keys[i]).arg(0).arg(0);
+            }
+            async move {
+                let firsts: Vec<Vec<u8>> = pipe.query_async(&mut self.conn()).await.map_err(re)?;
+                if firsts.len() != members.len() {
+                    return Err(backend("GETRANGE pipeline answered the wrong number of values"));
+                }
+                Ok(firsts)
+            }
+        }))
+        .await?;
+        let mut out = vec![Held::Nothing; keys.len()];
+        for (members, firsts) in slots.values().zip(answers) {
+            for (&i, first) in members.iter().zip(firsts) {
+                out[i] = Held::of(&first);
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes the keys of one `SCAN` page that `plan` selects; answers how many were logical
     /// keys. The records go first, then the epochs of their buckets (dropping every marker):
     /// a query is never answered complete from what the flush left, even if a fill marked it
-    /// complete between the two.
+    /// complete between the two. Record keys the pattern selects by what they hold (a record
+    /// or a tombstone) are read first, in one round trip; one rewritten between the read and
+    /// the removal goes or stays as what it held, as if the write came after the flush.
     async fn flush_page(&self, plan: &FlushPlan, keys: Vec<String>) -> StoreResult<u64> {
         let mut counted = Vec::new();
         let mut uncounted = Vec::new();
         let mut epochs = BTreeSet::new();
+        // Record keys to read, and per key which of its contents the pattern selects.
+        let mut ask = Vec::new();
+        let mut selects = Vec::new();
         for key in keys {
             let count = match plan.decide(&key) {
                 Decision::Keep => continue,
@@ -447,11 +485,33 @@ impl RedisStore {
                     }
                     counted
                 }
+                Decision::ByContent {
+                    record,
+                    tombstone,
+                    bucket,
+                } => {
+                    selects.push((record, tombstone, bucket.len()));
+                    ask.push(key);
+                    continue;
+                }
             };
             if count {
                 counted.push(key);
             } else {
                 uncounted.push(key);
+            }
+        }
+        if !ask.is_empty() {
+            let held = self.held(&ask).await?;
+            for ((key, (record, tombstone, bucket)), held) in ask.into_iter().zip(selects).zip(held) {
+                match held {
+                    Held::Record if record => {
+                        epochs.insert(format!("{}:epoch", &key[..bucket]));
+                        counted.push(key);
+                    }
+                    Held::Tombstone if tombstone => counted.push(key),
+                    _ => {}
+                }
             }
         }
         let removed = self.unlink(&counted).await?;
@@ -583,13 +643,55 @@ fn stats_from_info(backend: &str, infos: &[String], total_keys: u64) -> StoreSta
     }
 }
 
-/// What a record key and its tombstone key hold, as a lookup: an invalidated delete's
-/// tombstone (`o|...`, see `entity.lua`) orders writes but answers no read.
-fn lookup(record: Option<Bytes>, tombstone: Option<Bytes>) -> Lookup {
-    match (record, tombstone) {
-        (Some(body), _) => Lookup::Hit(body),
-        (None, Some(tomb)) if !tomb.starts_with(b"o|") => Lookup::Tombstone,
-        (None, _) => Lookup::Miss,
+/// The first byte of a tombstone. A tombstone lives in its record's key (see `entity.lua`) and
+/// starts with `!`, which no JSON text (a record's cached form) starts with: `!1` is a fill's
+/// "not found", `!d|<version>|<at>` a delete the source reported, `!o|<version>|<at>` an
+/// invalidated delete; anything else is a record.
+pub(crate) const TOMBSTONE: u8 = b'!';
+
+/// What a record key holds, as a lookup: a record answers with its body, a tombstone as one,
+/// except an invalidated delete's (`!o|...`), which orders writes but answers no read.
+fn lookup(value: Option<Bytes>) -> Lookup {
+    match value {
+        Some(value) if value.first() == Some(&TOMBSTONE) => {
+            if value.starts_with(b"!o|") {
+                Lookup::Miss
+            } else {
+                Lookup::Tombstone
+            }
+        }
+        Some(body) => Lookup::Hit(body),
+        None => Lookup::Miss,
+    }
+}
+
+/// What a record key holds, told by its first byte (`GETRANGE key 0 0`: no body is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Nothing,
+    Record,
+    Tombstone,
+}
+
+impl Held {
+    fn of(first: &[u8]) -> Self {
+        match first.first() {
+            None => Self::Nothing,
+            Some(&TOMBSTONE) => Self::Tombstone,
+            Some(_) => Self::Record,
+        }
+    }
+}
+
+/// Refuses a record body that would read as a tombstone. The cache writes JSON, which never
+/// does; a body of another store implementer's making might.
+fn check_bodies<'a>(writes: impl IntoIterator<Item = &'a RecordWrite>) -> StoreResult<()> {
+    match writes.into_iter().find(|w| w.body.first() == Some(&TOMBSTONE)) {
+        Some(write) => Err(StoreError::Invalid(format!(
+            "the body of record {} starts with '!', which marks a tombstone: a cached form is JSON",
+            write.id
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -599,13 +701,12 @@ impl Store for RedisStore {
         let layout = self.key_layout(entity);
         let keys = layout.keys_for(id);
         self.guarded("get", async {
-            let (record, tombstone): (Option<Bytes>, Option<Bytes>) = redis::cmd("MGET")
+            let value: Option<Bytes> = redis::cmd("GET")
                 .arg(keys.record(id))
-                .arg(keys.tombstone(id))
                 .query_async(&mut self.conn())
                 .await
                 .map_err(re)?;
-            Ok(lookup(record, tombstone))
+            Ok(lookup(value))
         })
         .await
     }
@@ -617,21 +718,15 @@ impl Store for RedisStore {
         let layout = self.key_layout(entity);
         let mut cmd = redis::cmd("MGET");
         for id in ids {
-            let keys = layout.keys_for(id);
-            cmd.arg(keys.record(id)).arg(keys.tombstone(id));
+            cmd.arg(layout.keys_for(id).record(id));
         }
         self.guarded("get_many", async {
             // One MGET; on a cluster the client splits it by slot (one command per bucket).
             let values: Vec<Option<Bytes>> = cmd.query_async(&mut self.conn()).await.map_err(re)?;
-            if values.len() != ids.len() * 2 {
+            if values.len() != ids.len() {
                 return Err(backend("get_many: MGET answered the wrong number of values"));
             }
-            let mut values = values.into_iter();
-            let mut out = Vec::with_capacity(ids.len());
-            while let (Some(record), Some(tombstone)) = (values.next(), values.next()) {
-                out.push(lookup(record, tombstone));
-            }
-            Ok(out)
+            Ok(values.into_iter().map(lookup).collect())
         })
         .await
     }
@@ -668,6 +763,7 @@ impl Store for RedisStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
+        check_bodies(writes)?;
         let layout = self.key_layout(entity);
         let ittl = index_ttl(entity, writes);
         let mode = match mode {
@@ -810,6 +906,7 @@ impl Store for RedisStore {
         records: &[RecordWrite],
     ) -> StoreResult<QueryFill> {
         Self::check_query(entity, query)?;
+        check_bodies(records)?;
         let layout = self.key_layout(entity);
         if token.0.len() != layout.bucket_count() as usize {
             // A token from another layout (or another store) can never be current here.
@@ -915,7 +1012,22 @@ impl Store for RedisStore {
                                     },
                                 };
                                 let (next, keys) = self.scan_node(&node, scan.cursor, &pattern, batch).await?;
-                                scan.pending.extend(keys.iter().filter_map(|k| layout.record_id(k)));
+                                let (keys, ids): (Vec<String>, Vec<RecordId>) = keys
+                                    .into_iter()
+                                    .filter_map(|k| layout.record_id(&k).map(|id| (k, id)))
+                                    .unzip();
+                                // A record key may hold a tombstone (see `TOMBSTONE`): its id
+                                // is not cached. Swept, it would cost an origin call and be
+                                // tombstoned again, with a new lifetime, every sweep.
+                                if !keys.is_empty() {
+                                    let held = self.held(&keys).await?;
+                                    scan.pending.extend(
+                                        ids.into_iter()
+                                            .zip(held)
+                                            .filter(|(_, held)| *held == Held::Record)
+                                            .map(|(id, _)| id),
+                                    );
+                                }
                                 scan.cursor = next;
                                 if next == 0 {
                                     scan.node = None;
@@ -1126,6 +1238,64 @@ impl Store for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record key holds a record's JSON or a tombstone (`entity.lua`): no JSON text reads as
+    /// a tombstone, and each tombstone reads as what it means.
+    #[test]
+    fn record_keys_read_as_records_or_tombstones() {
+        let value = |v: &'static str| Some(Bytes::from_static(v.as_bytes()));
+        for body in [
+            r#"{"id":"recP1"}"#,
+            "{}",
+            "[1,2]",
+            r#""text""#,
+            "-1.5",
+            "42",
+            "true",
+            "false",
+            "null",
+            " {}",
+            "\t{}",
+            "\n[]",
+            "\r\n0",
+        ] {
+            assert_eq!(
+                lookup(value(body)),
+                Lookup::Hit(Bytes::from_static(body.as_bytes())),
+                "{body:?}"
+            );
+            assert_eq!(Held::of(&body.as_bytes()[..1]), Held::Record, "{body:?}");
+        }
+        // A fill's "not found" and a reported delete answer reads; an invalidated delete only
+        // orders writes.
+        for tombstone in ["!1", "!d||", "!d|3|", "!d||1700000000000000", "!d|2.5|1700000000000000"] {
+            assert_eq!(lookup(value(tombstone)), Lookup::Tombstone, "{tombstone}");
+            assert_eq!(Held::of(&tombstone.as_bytes()[..1]), Held::Tombstone, "{tombstone}");
+        }
+        for invalidated in ["!o||", "!o|3|1700000000000000"] {
+            assert_eq!(lookup(value(invalidated)), Lookup::Miss, "{invalidated}");
+            assert_eq!(Held::of(&invalidated.as_bytes()[..1]), Held::Tombstone, "{invalidated}");
+        }
+        assert_eq!(lookup(None), Lookup::Miss);
+        assert_eq!(Held::of(b""), Held::Nothing, "GETRANGE of a missing key");
+    }
+
+    #[test]
+    fn a_body_that_would_read_as_a_tombstone_is_refused() {
+        let write = |body: &'static str| RecordWrite {
+            id: RecordId::new("recP1").unwrap(),
+            body: Bytes::from_static(body.as_bytes()),
+            index: IndexEntries::default(),
+            version: None,
+            at: None,
+            ttl: Duration::from_secs(1),
+        };
+        assert!(check_bodies(&[write("{}"), write("[]")]).is_ok());
+        assert!(matches!(
+            check_bodies(&[write("{}"), write("!1")]),
+            Err(StoreError::Invalid(_))
+        ));
+    }
 
     #[test]
     fn stats_sum_masters() {

@@ -432,7 +432,8 @@ impl Shared {
         };
         let entity = decode_component(encoded);
         match kind.split_once(':') {
-            Some(("r" | "tomb", id)) => Meaning::Record { entity, id },
+            // A record key holds the record or its tombstone.
+            Some(("r", id)) => Meaning::Record { entity, id },
             Some(("lease", _)) => Meaning::Nothing,
             // The meta hash, id and sort zsets, tag sets, markers, epoch, sequence.
             _ => Meaning::Index { entity },
@@ -815,13 +816,6 @@ mod tests {
         let one = shared(1);
         assert_eq!(
             one.meaning("mc:{projects}:1a2b:r:recP1"),
-            Meaning::Record {
-                entity: "projects".into(),
-                id: "recP1"
-            }
-        );
-        assert_eq!(
-            one.meaning("mc:{projects}:1a2b:tomb:recP1"),
             Meaning::Record {
                 entity: "projects".into(),
                 id: "recP1"

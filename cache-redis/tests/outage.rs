@@ -308,7 +308,7 @@ async fn a_half_open_breaker_sends_one_probe() {
         server.command_calls("ping") >= 1
     })
     .await;
-    assert_eq!(server.command_calls("mget"), 1, "only the first call's");
+    assert_eq!(server.command_calls("get"), 1, "only the first call's");
     assert_eq!(server.command_calls("ping"), 1, "one probe");
 }
 

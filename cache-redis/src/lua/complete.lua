@@ -46,8 +46,9 @@ for i = 5, #ARGV, 6 do
     move(id, old, old, ittl)
   else
     move(id, old, meta, ittl)
+    -- Over its tombstone, if it had one (entity.lua).
     redis.call('SET', record_key(id), body, 'PX', ttl)
-    redis.call('DEL', tomb_key(id), lease_key(id))
+    redis.call('DEL', lease_key(id))
   end
 end
 -- What the bucket files under these filters but the origin did not answer is forgotten, so
@@ -79,7 +80,11 @@ for _, id in ipairs(filed) do
     for i = 6, last_filter do redis.call('ZREM', KEYS[i], id) end
     redis.call('ZREM', IDS, id)
     for i = last_filter + 1, #KEYS do redis.call('ZREM', KEYS[i], id) end
-    redis.call('DEL', record_key(id), lease_key(id))
+    -- A record goes, not a tombstone: one written after the meta hash was lost (remove.lua
+    -- then finds no entries to take the id out of) stays, to answer and order as before.
+    local key = record_key(id)
+    if redis.call('GETRANGE', key, 0, 0) ~= TOMBSTONE then redis.call('DEL', key) end
+    redis.call('DEL', lease_key(id))
   end
 end
 local live = live_member(KEYS[5])

@@ -5,8 +5,8 @@
 local prefix = ARGV[1]
 local SEQ, META, IDS, EPOCH = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
+-- A record key holds the record's cached JSON or its tombstone (see `deleted_order`).
 local function record_key(id) return prefix .. ':r:' .. id end
-local function tomb_key(id) return prefix .. ':tomb:' .. id end
 local function lease_key(id) return prefix .. ':lease:' .. id end
 local function tag_key(field, value) return prefix .. ':i:' .. field .. ':' .. value end
 local function sort_key(field) return prefix .. ':s:' .. field end
@@ -165,15 +165,29 @@ local function move(id, old, new, ttl)
   end
 end
 
--- Whether the cached record is newer than `version` ('' when the write has none).
--- Tombstones. A fill's "not found" is '1': it answers reads and orders nothing (an upsert
--- clears it). A delete the source reported is 'd|<version>|<at>' (either may be empty): it
--- answers reads and orders later writes; once invalidated it is 'o|<version>|<at>': reads
--- miss (the next one asks the origin) while writes stay ordered against the delete.
--- Answers the kind ('d' or 'o'), the version and the time (the strings as written), or nil.
-local function deleted_order(tomb)
-  if not tomb then return nil end
-  local kind, version, at = string.match(tomb, '^([do])|([^|]*)|(.*)$')
+-- Tombstones live in the record key, in place of the record: a record and its tombstone are
+-- never both kept (writing a record replaces the tombstone; a tombstone is written over the
+-- record), so a read of one key answers either. A tombstone starts with TOMBSTONE, `!`, which
+-- no JSON text starts with (whitespace, `{`, `[`, `"`, `-`, a digit, `t`, `f` or `n`), so no
+-- record body reads as one (`lookup` in store.rs reads them the same way). A fill's "not
+-- found" is '!1': it answers reads and orders nothing (an upsert clears it). A delete the
+-- source reported is '!d|<version>|<at>' (either may be empty): it answers reads and orders
+-- later writes; once invalidated it is '!o|<version>|<at>': reads miss (the next one asks the
+-- origin) while writes stay ordered against the delete. A tombstone keeps its own TTL (the
+-- tombstone or negative lifetime; `KEEPTTL` when one turns into another).
+local TOMBSTONE = '!'
+local TOMBSTONE_BYTE = string.byte(TOMBSTONE)
+
+-- Whether a record key's value (false or nil: no key) is a tombstone.
+local function is_tombstone(value)
+  return value and string.byte(value) == TOMBSTONE_BYTE
+end
+
+-- What a record key's value orders: the delete's kind ('d' or 'o'), version and time (the
+-- strings as written), or nil (no key, a record, a fill's "not found").
+local function deleted_order(value)
+  if not is_tombstone(value) then return nil end
+  local kind, version, at = string.match(value, '^!([do])|([^|]*)|(.*)$')
   return kind, version, at
 end
 
@@ -203,10 +217,15 @@ local function larger(a, b)
   return a
 end
 
+-- Whether the cached record is newer than `version` ('' when the write has none), by its meta
+-- `old`. Meta outlives an expired or evicted record, so the key is checked to hold one. A key
+-- with meta never holds a tombstone (remove.lua takes the id out of meta before it writes
+-- one), but its first byte is what is checked: it costs what EXISTS did, reads no body, and
+-- stays right whatever became of the meta hash.
 local function cached_is_newer(id, old, version)
-  if version == '' or not old or redis.call('EXISTS', record_key(id)) == 0 then
-    return false
-  end
+  if version == '' or not old then return false end
+  local first = redis.call('GETRANGE', record_key(id), 0, 0)
+  if first == '' or first == TOMBSTONE then return false end
   local cached = cjson.decode(old).v
   return cached ~= nil and tonumber(version) < tonumber(cached)
 end

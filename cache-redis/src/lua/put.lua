@@ -8,23 +8,23 @@ local mode, token, ittl = ARGV[2], ARGV[3], tonumber(ARGV[4])
 -- Before reading where records were filed: a lost meta hash drops the bucket's markers.
 ensure_meta(ittl)
 
--- Reads, for every record, `command` of the keys or fields `name(id)` (in chunks: Lua's
--- unpack is limited by its C stack).
-local function read_all(command, first, name)
-  local values, args = {}, {}
+-- Reads `command` of the keys or fields `name(id)` of every record, or of those `wanted(n)`
+-- (n: the record's place in the call), in chunks (Lua's unpack is limited by its C stack).
+-- Answers the values by record.
+local function read_all(command, first, name, wanted)
+  local values, args, at = {}, {first}, {}
   local function flush()
-    for _, value in ipairs(redis.call(command, unpack(args))) do values[#values + 1] = value end
+    for j, value in ipairs(redis.call(command, unpack(args))) do values[at[j]] = value end
+    args, at = {first}, {}
   end
-  if first then args[1] = first end
-  local base = #args
-  for i = 5, #ARGV, 6 do
-    args[#args + 1] = name(ARGV[i])
-    if #args - base == 1000 then
-      flush()
-      args = {first}
+  for n = 1, (#ARGV - 4) / 6 do
+    if not wanted or wanted(n) then
+      args[#args + 1] = name(ARGV[5 + (n - 1) * 6])
+      at[#at + 1] = n
+      if #at == 1000 then flush() end
     end
   end
-  if #args > base then flush() end
+  if #at > 0 then flush() end
   return values
 end
 
@@ -34,7 +34,11 @@ begin_batch()
 local metas = read_all('HMGET', META, same)
 -- Leases are only read here and deleted at the end, so one read serves the whole batch.
 local leases = mode == 'fill' and read_all('MGET', nil, lease_key)
-local tombs = read_all('MGET', nil, tomb_key)
+-- The tombstones (entity.lua: one lives in its record's key). A record with meta has none
+-- (remove.lua takes an id out of meta before it writes one), so only the keys of records
+-- without meta are read: a warm-up's records have neither (nil), and no cached body is read
+-- into the script for nothing.
+local tombs = read_all('MGET', nil, record_key, function(n) return not metas[n] end)
 -- The meta of the records written by this call (a record may come twice).
 local written = {}
 local gone = {}
@@ -45,7 +49,7 @@ for i = 5, #ARGV, 6 do
   local n = (i - 5) / 6 + 1
   local old = written[id]
   if old == nil then old = metas[n] end
-  -- A record written earlier in this call took its tombstone with it.
+  -- A record written earlier in this call replaced its tombstone.
   local kind, deleted_version, deleted_at = nil, nil, nil
   if written[id] == nil then kind, deleted_version, deleted_at = deleted_order(tombs[n]) end
   local status = 0
@@ -65,9 +69,8 @@ for i = 5, #ARGV, 6 do
   if status == 0 then
     move(id, old, meta, ittl)
     redis.call('SET', record_key(id), body, 'PX', ttl)
-    -- A fill that succeeded has no use for its lease any more (a fill presents it once):
-    -- dropped with the tombstones rather than left to its TTL.
-    gone[#gone + 1] = tomb_key(id)
+    -- The record replaced its tombstone. A fill that succeeded has no use for its lease any
+    -- more (a fill presents it once): dropped rather than left to its TTL.
     gone[#gone + 1] = lease_key(id)
     written[id] = meta
     wrote = true

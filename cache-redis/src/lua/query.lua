@@ -71,7 +71,13 @@ end
 local keys = {}
 local function fetch()
   local bodies = redis.call('MGET', unpack(keys))
-  for i = 1, #keys do out[first + i - 1] = bodies[i] end
+  for i = 1, #keys do
+    -- An indexed id's key holds no tombstone (remove.lua takes the id out of the index before
+    -- it writes one) short of a lost meta hash; one reads as a missing record, never a body.
+    local body = bodies[i]
+    if is_tombstone(body) then body = false end
+    out[first + i - 1] = body
+  end
   first = first + #keys
   keys = {}
 end

@@ -16,26 +16,30 @@ for i = 8, #ARGV do
   else
     local old = redis.call('HGET', META, id)
     if old then move(id, old, nil, ittl) end
-    redis.call('DEL', record_key(id))
-    local tomb = tomb_key(id)
-    local kind, deleted_version, deleted_at = deleted_order(redis.call('GET', tomb))
+    -- The record key holds the record or its tombstone (entity.lua). One with meta holds no
+    -- tombstone (this script takes the id out of meta before it writes one): only a key
+    -- without is read, so that removing a record does not read its body.
+    local key = record_key(id)
+    local kind, deleted_version, deleted_at = nil, nil, nil
+    if not old then kind, deleted_version, deleted_at = deleted_order(redis.call('GET', key)) end
     if mode == 'tombstone' then
       -- Merged with an earlier delete of the record: the larger version and time.
       local v, t = version, at
       if kind then v, t = larger(version, deleted_version), larger(at, deleted_at) end
-      redis.call('SET', tomb, 'd|' .. v .. '|' .. t, 'PX', tomb_ttl)
+      redis.call('SET', key, TOMBSTONE .. 'd|' .. v .. '|' .. t, 'PX', tomb_ttl)
     elseif mode == 'fill-tombstone' then
       -- A delete's tombstone keeps its order and answers reads again.
       if kind == 'o' then
-        redis.call('SET', tomb, 'd|' .. deleted_version .. '|' .. deleted_at, 'KEEPTTL')
+        redis.call('SET', key, TOMBSTONE .. 'd|' .. deleted_version .. '|' .. deleted_at, 'KEEPTTL')
       elseif not kind then
-        redis.call('SET', tomb, '1', 'PX', tomb_ttl)
+        redis.call('SET', key, TOMBSTONE .. '1', 'PX', tomb_ttl)
       end
     elseif kind then
       -- Invalidated: the next read asks the origin; a delete's order stays until it expires.
-      redis.call('SET', tomb, 'o|' .. deleted_version .. '|' .. deleted_at, 'KEEPTTL')
+      redis.call('SET', key, TOMBSTONE .. 'o|' .. deleted_version .. '|' .. deleted_at, 'KEEPTTL')
     else
-      redis.call('DEL', tomb)
+      -- The record, or a fill's "not found", goes.
+      redis.call('DEL', key)
     end
     -- A fill-tombstone's lease held (checked above) and has served its one use.
     redis.call('DEL', lease_key(id))

@@ -97,7 +97,7 @@ fn check_layout(layout: &KeyLayout, value: &str) {
         let record = keys.record(&id);
         assert_eq!(layout.record_id(&record), Some(id.clone()), "{record:?}");
         assert_eq!(hash_tag(&record), hash_tag(keys.prefix()));
-        assert_eq!(layout.record_id(&keys.tombstone(&id)), None);
+        assert_eq!(layout.record_id(&keys.lease(&id)), None);
     }
 }
 
