@@ -11,16 +11,19 @@
 //! ```
 
 use std::{
+    collections::HashMap,
     fmt,
     future::Future,
     pin::Pin,
+    sync::{Arc, PoisonError, RwLock},
     task::{Context, Poll},
     time::Instant,
 };
 
 use cache_core::dependencies::{self, DependencyScope, ReadCounts};
 use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use metrics::Histogram;
 use tower::{Layer, Service};
 
 use crate::metrics::REQUEST_DURATION_SECONDS;
@@ -31,7 +34,7 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub const X_ORIGIN_CALLS: HeaderName = HeaderName::from_static("x-origin-calls");
 
 /// How the cache served a request, as reported in `X-Cache`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CacheStatus {
     /// Every cache read of the request hit (or the response came from the response cache).
     Hit,
@@ -96,10 +99,66 @@ pub(crate) fn has_directive(headers: &HeaderMap, directive: &str) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ServedFromResponseCache;
 
+/// A number as a header value; the small ones, the usual ones, without an allocation.
+pub(crate) fn number_header(n: u64) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match DIGITS.get(n as usize) {
+        Some(digit) => HeaderValue::from_static(digit),
+        None => HeaderValue::from(n),
+    }
+}
+
+/// The `method` label of the request duration metric: a method of RFC 9110 or PATCH, else
+/// `OTHER`, so that a client sending made-up methods makes no new time series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// The request duration histograms of a layer, one per method label, status and cache status,
+/// each registered once and kept (as cache-core keeps its own metrics), so that a request
+/// records its duration without building and looking up a metric key. Bounded: ten method
+/// labels, the status codes the application answers, three cache statuses.
+#[derive(Debug, Default)]
+struct Durations(RwLock<HashMap<(&'static str, StatusCode, CacheStatus), Histogram>>);
+
+impl Durations {
+    fn record(&self, method: &'static str, status: StatusCode, cache: CacheStatus, seconds: f64) {
+        let key = (method, status, cache);
+        if let Some(histogram) = self.0.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            histogram.record(seconds);
+            return;
+        }
+        let mut histograms = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        histograms
+            .entry(key)
+            .or_insert_with(|| {
+                metrics::histogram!(
+                    REQUEST_DURATION_SECONDS,
+                    "method" => method,
+                    "status" => status.as_str().to_owned(),
+                    "cache" => cache.as_str(),
+                )
+            })
+            .record(seconds);
+    }
+}
+
 /// Adds telemetry headers to every response; see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct CacheTelemetryLayer {
     origin_calls_header: HeaderName,
+    durations: Arc<Durations>,
 }
 
 impl CacheTelemetryLayer {
@@ -107,6 +166,7 @@ impl CacheTelemetryLayer {
     pub fn new() -> Self {
         Self {
             origin_calls_header: X_ORIGIN_CALLS,
+            durations: Arc::default(),
         }
     }
 
@@ -130,6 +190,7 @@ impl<S> Layer<S> for CacheTelemetryLayer {
         CacheTelemetry {
             inner,
             origin_calls_header: self.origin_calls_header.clone(),
+            durations: Arc::clone(&self.durations),
         }
     }
 }
@@ -139,6 +200,7 @@ impl<S> Layer<S> for CacheTelemetryLayer {
 pub struct CacheTelemetry<S> {
     inner: S,
     origin_calls_header: HeaderName,
+    durations: Arc<Durations>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheTelemetry<S>
@@ -158,14 +220,15 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let refresh = wants_refresh(req.headers());
-        let method = req.method().clone();
+        let method = method_label(req.method());
         let t = DependencyScope::new().refresh(refresh);
         if refresh {
-            tracing::debug!(method = %method, path = %req.uri().path(), "cache_bypass");
+            tracing::debug!(method = %req.method(), path = %req.uri().path(), "cache_bypass");
         }
         let started = Instant::now();
         let inner = dependencies::scope(t.clone(), self.inner.call(req));
         let header = self.origin_calls_header.clone();
+        let durations = Arc::clone(&self.durations);
         CacheTelemetryFuture {
             inner: Box::pin(async move {
                 let mut response = inner.await?;
@@ -175,14 +238,8 @@ where
                 let status = CacheStatus::of(&counts, refresh, served);
                 let headers = response.headers_mut();
                 headers.insert(X_CACHE, HeaderValue::from_static(status.as_str()));
-                headers.insert(header, HeaderValue::from(counts.origin_calls));
-                metrics::histogram!(
-                    REQUEST_DURATION_SECONDS,
-                    "method" => method.as_str().to_owned(),
-                    "status" => response.status().as_str().to_owned(),
-                    "cache" => status.as_str(),
-                )
-                .record(started.elapsed().as_secs_f64());
+                headers.insert(header, number_header(counts.origin_calls));
+                durations.record(method, response.status(), status, started.elapsed().as_secs_f64());
                 Ok(response)
             }),
         }

@@ -99,6 +99,13 @@ async fn metrics_and_events_of_one_scenario() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(send(&app, flush).await.0, 200);
+    // A made-up method is counted, under `OTHER`: a client cannot make new time series.
+    let brew = Request::builder()
+        .method("BREW")
+        .uri("/events/recE1")
+        .body(Body::empty())
+        .unwrap();
+    send(&app, brew).await;
 
     let seen = names.0.lock().unwrap().clone();
     for name in [
@@ -129,6 +136,11 @@ async fn metrics_and_events_of_one_scenario() {
     ] {
         assert!(text.contains(needle), "no {needle} in\n{text}");
     }
+    assert!(
+        text.contains(r#"model_cache_http_request_duration_seconds_count{method="OTHER""#),
+        "{text}"
+    );
+    assert!(!text.contains("BREW"), "{text}");
 }
 
 /// The value of the series `series` (name and labels, as rendered) in a scrape.

@@ -520,7 +520,7 @@ pub(super) async fn http_lines(b: &mut Bench) {
                  the load generator's included): the bare handler {}; the demo's `GET /` (its router and \
                  `CacheTelemetryLayer`, no cache, a small fixed JSON) {} ({} over the bare handler; {}); the demo \
                  answering from its response cache in process {} ({} over its `GET /`: the response cache layer \
-                 — its key, the near cache's lookup, a clone of the decoded response it keeps, its checks and \
+                 — its key, the near cache's lookup, the decoded response it keeps, shared rather than copied, its checks and \
                  headers). \
                  The record cache path (8b: `Cache::get_as` answered by the near cache, a clone and the JSON \
                  encoding, response cache skipped) takes {}; the response cache hitting Redis (8d) {}. The \

@@ -120,8 +120,6 @@ struct Bench {
     ids: Vec<RecordId>,
     /// The record key of each id.
     keys: Vec<String>,
-    /// The tombstone key of each id.
-    tombs: Vec<String>,
     /// The cached form of each record.
     bodies: Vec<Vec<u8>>,
     /// Decoding one cached record on its own ([`Bench::decode_time`]).
@@ -263,7 +261,6 @@ async fn run(scale: f64, only: Option<&[String]>) -> Report {
     let layout = store.key_layout(Project::schema());
     let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
     let keys = ids.iter().map(|id| layout.for_id(id).record(id)).collect();
-    let tombs = ids.iter().map(|id| layout.for_id(id).tombstone(id)).collect();
     let bodies = records.iter().map(|r| r.to_cached().expect("cached form")).collect();
     let mut b = Bench {
         scale,
@@ -275,7 +272,6 @@ async fn run(scale: f64, only: Option<&[String]>) -> Report {
         records,
         ids,
         keys,
-        tombs,
         bodies,
         decode_one: None,
         lines: Vec::new(),

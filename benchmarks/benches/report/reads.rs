@@ -26,7 +26,7 @@ pub(super) async fn get_line(b: &mut Bench) {
     let (cache, conn, store) = (&b.cache, &b.conn, &b.store);
     let bench = &*b;
     let schema = Project::schema();
-    let s = interleave(5, &plan, async |variant, i| {
+    let s = interleave(4, &plan, async |variant, i| {
         let k = bench.spread(i);
         match variant {
             0 => {
@@ -41,16 +41,7 @@ pub(super) async fn get_line(b: &mut Bench) {
                     .expect("GET");
                 assert!(std::hint::black_box(raw).is_some());
             }
-            2 => {
-                let raw: (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("MGET")
-                    .arg(&bench.keys[k])
-                    .arg(&bench.tombs[k])
-                    .query_async(&mut conn.clone())
-                    .await
-                    .expect("MGET");
-                assert!(std::hint::black_box(raw).0.is_some());
-            }
-            3 => match store.get(schema, &bench.ids[k]).await.expect("store get") {
+            2 => match store.get(schema, &bench.ids[k]).await.expect("store get") {
                 Lookup::Hit(bytes) => {
                     std::hint::black_box::<Bytes>(bytes);
                 }
@@ -65,8 +56,7 @@ pub(super) async fn get_line(b: &mut Bench) {
         }
     })
     .await;
-    let (ours, raw, mget, store_get) = (s[0].summary(), s[1].summary(), s[2].summary(), s[3].summary());
-    let store_decode = s[4].summary();
+    let (ours, raw, store_get, store_decode) = (s[0].summary(), s[1].summary(), s[2].summary(), s[3].summary());
     let (_, commands) = b.server.count_commands(b.cache.get::<Project>(&b.ids[1])).await;
     let r = ours.p50_ratio(&raw);
     let target = 1.1;
@@ -86,20 +76,19 @@ pub(super) async fn get_line(b: &mut Bench) {
                 fmt_ratio(ours.p99_ratio(&raw))
             ),
             format!(
-                "Commands per hit: {} — one round trip, reading the record and its tombstone key together.",
+                "Commands per hit: {} — one round trip of one key: the record's key holds the record or its \
+                 tombstone.",
                 commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
             ),
             format!(
-                "Where the {} between the two medians goes, step by step: reading the tombstone key too (raw \
-                 `MGET` of both keys: {}, {}); `RedisStore::get` alone (key building, circuit breaker, the same \
-                 `MGET`, no decoding: {}, {} over the raw `MGET`); `RedisStore::get` then decoding the bytes \
-                 into a `Project` by hand ({}, {}; the same decode measured alone, hot: p50 {}); `Cache::get` \
-                 over that ({}: statistics, the dependency scope, the read-through bookkeeping).",
+                "Where the {} between the two medians goes, step by step: `RedisStore::get` alone (key \
+                 building, circuit breaker, the same `GET`, telling a record from a tombstone, no decoding: {}, \
+                 {} over the raw `GET`); `RedisStore::get` then decoding the bytes into a `Project` by hand ({}, \
+                 {}; the same decode measured alone, hot: p50 {}); `Cache::get` over that ({}: statistics, the \
+                 dependency scope, the read-through bookkeeping).",
                 gap(ours.p50, raw.p50),
-                p50_p99(&mget),
-                signed(mget.p50, raw.p50),
                 p50_p99(&store_get),
-                signed(store_get.p50, mget.p50),
+                signed(store_get.p50, raw.p50),
                 p50_p99(&store_decode),
                 signed(store_decode.p50, store_get.p50),
                 fmt_duration(decode.p50),
@@ -120,14 +109,6 @@ pub(super) async fn get_many_line(b: &mut Bench) {
         .iter()
         .map(|w| w.iter().map(|&k| b.keys[k].as_str()).collect())
         .collect();
-    let window_both: Vec<Vec<&str>> = windows
-        .iter()
-        .map(|w| {
-            w.iter()
-                .flat_map(|&k| [b.keys[k].as_str(), b.tombs[k].as_str()])
-                .collect()
-        })
-        .collect();
     let decode = time_cpu(b.n(2_000, 200), 1, |i| {
         for &k in &windows[i % windows.len()] {
             std::hint::black_box(Project::from_cached(&b.bodies[k]).expect("decode"));
@@ -136,7 +117,7 @@ pub(super) async fn get_many_line(b: &mut Bench) {
     let plan = Plan::new(b.n(5_000, 300), 100, 200);
     let (cache, conn, store) = (&b.cache, &b.conn, &b.store);
     let schema = Project::schema();
-    let s = interleave(4, &plan, async |variant, i| {
+    let s = interleave(3, &plan, async |variant, i| {
         let w = i % windows.len();
         match variant {
             0 => {
@@ -151,14 +132,6 @@ pub(super) async fn get_many_line(b: &mut Bench) {
                     .expect("MGET");
                 assert_eq!(std::hint::black_box(raw).len(), MANY);
             }
-            2 => {
-                let raw: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-                    .arg(&window_both[w])
-                    .query_async(&mut conn.clone())
-                    .await
-                    .expect("MGET");
-                assert_eq!(std::hint::black_box(raw).len(), 2 * MANY);
-            }
             _ => {
                 let found = store.get_many(schema, &window_ids[w]).await.expect("store get_many");
                 assert!(std::hint::black_box(found).iter().all(|l| matches!(l, Lookup::Hit(_))));
@@ -166,7 +139,7 @@ pub(super) async fn get_many_line(b: &mut Bench) {
         }
     })
     .await;
-    let (ours, raw, both, store_many) = (s[0].summary(), s[1].summary(), s[2].summary(), s[3].summary());
+    let (ours, raw, store_many) = (s[0].summary(), s[1].summary(), s[2].summary());
     let (_, commands) = b
         .server
         .count_commands(b.cache.get_many::<Project>(&window_ids[0]))
@@ -194,17 +167,13 @@ pub(super) async fn get_many_line(b: &mut Bench) {
                 if commands.len() == 1 { "" } else { "s" }
             ),
             format!(
-                "Where the {} between the medians goes, step by step: reading the {MANY} tombstone keys too (raw \
-                 `MGET` of all {} keys: {}, {}); `RedisStore::get_many` alone (building {} key names, the same \
-                 `MGET`, no decoding: {}, {}); `Cache::get_many` over it ({}: decoding {MANY} records, measured \
-                 alone at p50 {}, plus de-duplicating the ids, statistics and the dependency scope).",
+                "Where the {} between the medians goes, step by step: `RedisStore::get_many` alone (building \
+                 {MANY} key names, the same `MGET`, telling records from tombstones, no decoding: {}, {}); \
+                 `Cache::get_many` over it ({}: decoding {MANY} records, measured alone at p50 {}, plus \
+                 de-duplicating the ids, statistics and the dependency scope).",
                 gap(ours.p50, raw.p50),
-                2 * MANY,
-                p50_p99(&both),
-                signed(both.p50, raw.p50),
-                2 * MANY,
                 p50_p99(&store_many),
-                signed(store_many.p50, both.p50),
+                signed(store_many.p50, raw.p50),
                 signed(ours.p50, store_many.p50),
                 fmt_duration(decode.p50)
             ),

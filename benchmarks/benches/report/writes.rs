@@ -351,7 +351,7 @@ pub(super) async fn memory_lines(b: &mut Bench) {
     let mut leases = 0u64;
     for key in b.scan(&format!("{prefix}:*")).await {
         let rest = &key[prefix.len()..];
-        if rest.starts_with(":r:") || rest.starts_with(":tomb:") {
+        if rest.starts_with(":r:") {
             continue;
         }
         if rest.starts_with(":lease:") {

@@ -595,10 +595,10 @@ fn used_memory(server: &RedisServer) -> u64 {
 }
 
 fn key_kind(key: &str) -> &'static str {
-    const KINDS: [(&str, &str); 10] = [
-        (":tomb:", "tombstone"),
+    const KINDS: [(&str, &str); 9] = [
         (":lease:", "lease"),
-        (":r:", "record"),
+        // A record's key holds the record or its tombstone (`!…`).
+        (":r:", "record or tombstone"),
         (":c:", "completeness marker"),
         (":i:", "tag set"),
         ("purged:", "purge mark"),

@@ -50,6 +50,7 @@
 
 mod conditional;
 mod key;
+mod meter;
 mod observe;
 mod storable;
 mod stored;
@@ -84,14 +85,12 @@ pub use self::key::canonical_query;
 use self::{
     conditional::if_none_match,
     key::{KeyInput, default_parts},
+    meter::{Meter, Meters, Outcome},
     observe::Observe,
     storable::{Skip, stored_response},
     stored::StoredResponse,
 };
-use crate::{
-    metrics::RESPONSE_CACHE_TOTAL,
-    telemetry::{ServedFromResponseCache, has_directive, wants_refresh},
-};
+use crate::telemetry::{ServedFromResponseCache, has_directive, number_header, wants_refresh};
 
 /// The default time a response lives: 5 minutes (purges usually end it sooner).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -149,6 +148,8 @@ struct Config {
     vary: Vec<HeaderName>,
     allow_authenticated: bool,
     max_body_bytes: usize,
+    /// The metric's counters, shared by every clone of the layer.
+    meters: Arc<Meters>,
 }
 
 fn compute_options(ttl: Duration) -> ComputeOptions {
@@ -187,6 +188,7 @@ impl ResponseCacheLayer {
                 vary: Vec::new(),
                 allow_authenticated: false,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                meters: Arc::default(),
             }),
         }
     }
@@ -378,18 +380,18 @@ where
     if method != Method::GET && method != Method::HEAD {
         return inner.call(req).await.map(|r| r.map(Body::new));
     }
-    let resource = metric_resource(&config, req.extensions());
+    let meter = metric_resource(&config, req.extensions());
     if !config.cache.is_enabled() {
-        return Ok(pass_through(inner.call(req).await?, &resource, Skip::Disabled));
+        return Ok(pass_through(inner.call(req).await?, &meter, Skip::Disabled));
     }
     let headers = req.headers();
     if !config.allow_authenticated
         && (headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE))
     {
-        return Ok(pass_through(inner.call(req).await?, &resource, Skip::Authenticated));
+        return Ok(pass_through(inner.call(req).await?, &meter, Skip::Authenticated));
     }
     if has_directive(headers, "no-store") {
-        return Ok(pass_through(inner.call(req).await?, &resource, Skip::RequestNoStore));
+        return Ok(pass_through(inner.call(req).await?, &meter, Skip::RequestNoStore));
     }
 
     let (mut parts, body) = req.into_parts();
@@ -399,24 +401,28 @@ where
     let request = std::mem::take(&mut parts.headers);
     let observer = Observe {
         key: &key,
-        resource: &resource,
+        meter: &meter,
     };
     let accept = |stored: &StoredResponse| stored.matches_vary(&request);
     let max = config.max_body_bytes;
     let request_headers = &request;
     let get = method == Method::GET;
-    let produce = move || async move {
-        parts.headers = request_headers.clone();
-        // The service's error is this request's answer alone: the waiters run their own.
-        let produced = match inner.call(Request::from_parts(parts, body)).await {
-            Ok(response) if get => match stored_response(response, request_headers, max).await {
-                Ok(stored) => Computation::Store(stored),
-                Err(passed) => Computation::Answer(Ok(passed)),
-            },
-            Ok(response) => Computation::Answer(Ok((response.map(Body::new), Skip::Method))),
-            Err(err) => Computation::Answer(Err(err)),
-        };
-        Ok::<_, Infallible>(produced)
+    // Boxed, and only on a miss: the service's future would otherwise make this layer's
+    // future (moved on every request, hit or not) as large as the handler's.
+    let produce = move || {
+        Box::pin(async move {
+            parts.headers = request_headers.clone();
+            // The service's error is this request's answer alone: the waiters run their own.
+            let produced = match inner.call(Request::from_parts(parts, body)).await {
+                Ok(response) if get => match stored_response(response, request_headers, max).await {
+                    Ok(stored) => Computation::Store(stored),
+                    Err(passed) => Computation::Answer(Ok(passed)),
+                },
+                Ok(response) => Computation::Answer(Ok((response.map(Body::new), Skip::Method))),
+                Err(err) => Computation::Answer(Err(err)),
+            };
+            Ok::<_, Infallible>(produced)
+        })
     };
     // Refresh here too, for when no telemetry layer asked for it around this one.
     let scope = DependencyScope::new().refresh(refresh);
@@ -428,8 +434,8 @@ where
     )
     .await;
     match fetched {
-        Ok(Fetched::Value(fetched)) => Ok(respond(&key, &resource, fetched, &request, &method)),
-        Ok(Fetched::Answer(Ok((response, skip)))) => Ok(pass_through(response, &resource, skip)),
+        Ok(Fetched::Value(fetched)) => Ok(respond(&key, &meter, fetched, &request, &method)),
+        Ok(Fetched::Answer(Ok((response, skip)))) => Ok(pass_through(response, &meter, skip)),
         Ok(Fetched::Answer(Err(err))) => Err(err),
         Err(never) => match *never {},
     }
@@ -456,25 +462,25 @@ async fn request_key(config: &Config, parts: &mut http::request::Parts) -> Strin
     .key()
 }
 
-/// The `resource` label of the response cache metric: the configured resource, else the
-/// first literal segment of the matched route. Never the raw path: on a router-level layer
+/// The meter of the response cache metric's `resource` label: the configured resource, else
+/// the first literal segment of the matched route. Never the raw path: on a router-level layer
 /// every unmatched path would make a new time series.
-fn metric_resource(config: &Config, extensions: &http::Extensions) -> String {
-    if let Some(resource) = &config.resource {
-        return resource.clone();
-    }
-    extensions
-        .get::<MatchedPath>()
-        .and_then(|m| m.as_str().split('/').find(|s| !s.is_empty() && !s.starts_with('{')))
-        .unwrap_or("_")
-        .to_owned()
+fn metric_resource(config: &Config, extensions: &http::Extensions) -> Arc<Meter> {
+    let resource = match &config.resource {
+        Some(resource) => resource.as_str(),
+        None => extensions
+            .get::<MatchedPath>()
+            .and_then(|m| m.as_str().split('/').find(|s| !s.is_empty() && !s.starts_with('{')))
+            .unwrap_or("_"),
+    };
+    config.meters.get(resource)
 }
 
 /// The answer of a request from a response: stored, produced for another request, or
 /// produced for this one (then without the `X-Cache-*` headers).
 fn respond(
     key: &str,
-    resource: &str,
+    meter: &Meter,
     fetched: FetchedValue<StoredResponse>,
     request: &HeaderMap,
     method: &Method,
@@ -487,15 +493,15 @@ fn respond(
         ValueSource::Computed => None,
         ValueSource::Shared => {
             tracing::debug!(key, age, "response_cache_coalesced");
-            Some("coalesced")
+            Some(Outcome::Coalesced)
         }
         _ => {
             tracing::debug!(key, age, "response_cache_hit");
-            Some("hit")
+            Some(Outcome::Hit)
         }
     };
     if if_none_match(request, &stored.etag) {
-        let mut response = not_modified(&headers, resource);
+        let mut response = not_modified(&headers, meter);
         if served.is_some() {
             mark_served(&mut response, key, age, ttl, fetched.source);
         }
@@ -506,13 +512,13 @@ fn respond(
     let body = if *method == Method::HEAD {
         Body::empty()
     } else {
-        Body::from(stored.body)
+        Body::from(stored.body.clone())
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     if let Some(outcome) = served {
-        metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.to_owned(), "outcome" => outcome).increment(1);
+        meter.count(outcome);
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -527,28 +533,27 @@ fn mark_served(response: &mut Response<Body>, key: &str, age: u64, ttl: u64, sou
     if let Ok(value) = HeaderValue::from_str(key) {
         h.insert(X_CACHE_KEY, value);
     }
-    h.insert(X_CACHE_AGE, HeaderValue::from(age));
-    h.insert(X_CACHE_TTL, HeaderValue::from(ttl));
+    h.insert(X_CACHE_AGE, number_header(age));
+    h.insert(X_CACHE_TTL, number_header(ttl));
     if source == ValueSource::Shared {
         h.insert(X_CACHE_COALESCED, HeaderValue::from_static("true"));
     }
     response.extensions_mut().insert(ServedFromResponseCache);
 }
 
-fn pass_through<B>(response: Response<B>, resource: &str, skip: Skip) -> Response<Body>
+fn pass_through<B>(response: Response<B>, meter: &Meter, skip: Skip) -> Response<Body>
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.to_owned(), "outcome" => "skipped").increment(1);
+    meter.count(Outcome::Skipped);
     tracing::trace!(reason = skip.as_str(), "response_cache_skipped");
     response.map(Body::new)
 }
 
 /// `304 Not Modified` with the headers RFC 9110 asks to repeat.
-fn not_modified(headers: &HeaderMap, resource: &str) -> Response<Body> {
-    metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => resource.to_owned(), "outcome" => "not_modified")
-        .increment(1);
+fn not_modified(headers: &HeaderMap, meter: &Meter) -> Response<Body> {
+    meter.count(Outcome::NotModified);
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     for name in [

@@ -6,19 +6,18 @@ use cache_core::{
     store::StoreError,
 };
 
-use crate::metrics::RESPONSE_CACHE_TOTAL;
+use super::meter::{Meter, Outcome};
 
 /// Counts and logs what the computed-value machinery does for one request, as the response
 /// cache's metric and `response_cache_*` events.
 pub(crate) struct Observe<'a> {
     pub(crate) key: &'a str,
-    pub(crate) resource: &'a str,
+    pub(crate) meter: &'a Meter,
 }
 
 impl Observe<'_> {
-    fn count(&self, outcome: &'static str) {
-        metrics::counter!(RESPONSE_CACHE_TOTAL, "resource" => self.resource.to_owned(), "outcome" => outcome)
-            .increment(1);
+    fn count(&self, outcome: Outcome) {
+        self.meter.count(outcome);
     }
 }
 
@@ -26,13 +25,13 @@ impl Observer for Observe<'_> {
     fn observe(&self, step: Step<'_>) {
         let key = self.key;
         match step {
-            Step::Miss { .. } => self.count("miss"),
+            Step::Miss { .. } => self.count(Outcome::Miss),
             Step::Stored { tags } => {
-                self.count("stored");
+                self.count(Outcome::Stored);
                 tracing::debug!(key, tags, "response_cache_stored");
             }
             Step::Refused => {
-                self.count("refused");
+                self.count(Outcome::Refused);
                 tracing::debug!(key, "response_cache_refused");
             }
             Step::LockWait { bound } => {

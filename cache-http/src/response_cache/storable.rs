@@ -65,13 +65,13 @@ where
         Some(etag) => etag.to_owned(),
         None => etag_for(&body),
     };
-    Ok(StoredResponse {
-        status: head.status.as_u16(),
+    Ok(StoredResponse::new(
+        head.status.as_u16(),
         headers,
         etag,
-        vary: StoredResponse::vary_values(request, &vary_names(&head.headers)),
+        StoredResponse::vary_values(request, &vary_names(&head.headers)),
         body,
-    })
+    ))
 }
 
 /// The response's head and whole body when it may be stored; else the response untouched,

@@ -11,9 +11,14 @@
 //! The body is kept as text when it is UTF-8 (`{"text": ...}`), as base64 otherwise
 //! (`{"base64": ...}`).
 
+use std::{
+    ops::Deref,
+    sync::{Arc, OnceLock},
+};
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Headers never stored: hop-by-hop ones, ones recomputed when serving, and cookies.
 const DROPPED: &[HeaderName] = &[
@@ -29,9 +34,15 @@ const DROPPED: &[HeaderName] = &[
     header::SET_COOKIE,
 ];
 
-/// A response as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct StoredResponse {
+/// A response as stored. A clone shares it (the near cache hands one to every hit); the
+/// headers are checked and converted once, at the first answer, not at every hit.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredResponse(Arc<Stored>);
+
+/// What [`StoredResponse`] holds: the stored fields, and their headers as HTTP values once
+/// prepared.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Stored {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) etag: String,
@@ -40,6 +51,57 @@ pub(crate) struct StoredResponse {
     pub(crate) vary: Vec<(String, Vec<String>)>,
     #[serde(with = "body")]
     pub(crate) body: Bytes,
+    /// `headers` and `etag` as HTTP header values, the ones that are valid (`header_map`).
+    #[serde(skip)]
+    prepared: OnceLock<Vec<(HeaderName, HeaderValue)>>,
+}
+
+impl StoredResponse {
+    /// A response to store.
+    pub(crate) fn new(
+        status: u16,
+        headers: Vec<(String, String)>,
+        etag: String,
+        vary: Vec<(String, Vec<String>)>,
+        body: Bytes,
+    ) -> Self {
+        Self(Arc::new(Stored {
+            status,
+            headers,
+            etag,
+            vary,
+            body,
+            prepared: OnceLock::new(),
+        }))
+    }
+}
+
+impl Deref for StoredResponse {
+    type Target = Stored;
+
+    fn deref(&self) -> &Stored {
+        &self.0
+    }
+}
+
+/// Equal when what is stored is equal, prepared or not.
+impl PartialEq for StoredResponse {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&*self.0, &*other.0);
+        (a.status, &a.headers, &a.etag, &a.vary, &a.body) == (b.status, &b.headers, &b.etag, &b.vary, &b.body)
+    }
+}
+
+impl Serialize for StoredResponse {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredResponse {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Stored::deserialize(deserializer).map(|stored| Self(Arc::new(stored)))
+    }
 }
 
 impl StoredResponse {
@@ -84,16 +146,26 @@ impl StoredResponse {
     }
 
     /// The stored headers and entity tag as an HTTP header map, with room for the headers a
-    /// cached answer adds (`Content-Length`, `X-Cache-*`, the telemetry layer's).
+    /// cached answer adds (`Content-Length`, `X-Cache-*`, the telemetry layer's). A stored
+    /// header that is not a valid one is left out.
     pub(crate) fn header_map(&self) -> HeaderMap {
-        let mut headers = HeaderMap::with_capacity(self.headers.len() + 8);
-        for (name, value) in &self.headers {
-            if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
-                headers.append(name, value);
+        let prepared = self.0.prepared.get_or_init(|| {
+            let mut valid = Vec::with_capacity(self.headers.len() + 1);
+            for (name, value) in &self.headers {
+                if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value))
+                    && name != header::ETAG
+                {
+                    valid.push((name, value));
+                }
             }
-        }
-        if let Ok(etag) = HeaderValue::from_str(&self.etag) {
-            headers.insert(header::ETAG, etag);
+            if let Ok(etag) = HeaderValue::from_str(&self.etag) {
+                valid.push((header::ETAG, etag));
+            }
+            valid
+        });
+        let mut headers = HeaderMap::with_capacity(prepared.len() + 8);
+        for (name, value) in prepared {
+            headers.append(name.clone(), value.clone());
         }
         headers
     }
@@ -144,13 +216,13 @@ mod tests {
     use super::*;
 
     fn stored(body: &'static [u8]) -> StoredResponse {
-        StoredResponse {
-            status: 200,
-            headers: vec![("content-type".into(), "application/json".into())],
-            etag: "\"abc\"".into(),
-            vary: vec![("accept-language".into(), vec!["fr".into()])],
-            body: Bytes::from_static(body),
-        }
+        StoredResponse::new(
+            200,
+            vec![("content-type".into(), "application/json".into())],
+            "\"abc\"".into(),
+            vec![("accept-language".into(), vec!["fr".into()])],
+            Bytes::from_static(body),
+        )
     }
 
     #[test]
@@ -177,6 +249,29 @@ mod tests {
         h.insert("x-request-id", "1".parse().unwrap());
         let kept = StoredResponse::keep_headers(&h, &[HeaderName::from_static("x-request-id")]).unwrap();
         assert_eq!(kept, vec![("content-type".to_owned(), "text/plain".to_owned())]);
+    }
+
+    #[test]
+    fn the_header_map_has_the_valid_headers_and_the_entity_tag_once() {
+        let s = StoredResponse::new(
+            200,
+            vec![
+                ("content-type".into(), "application/json".into()),
+                ("etag".into(), "\"stale\"".into()),
+                ("bad name".into(), "x".into()),
+                ("x-bad-value".into(), "a\nb".into()),
+            ],
+            "\"abc\"".into(),
+            Vec::new(),
+            Bytes::new(),
+        );
+        // The first answer prepares the headers, a later one (from a clone) reuses them.
+        for answer in [s.header_map(), s.clone().header_map()] {
+            assert_eq!(answer.len(), 2, "{answer:?}");
+            assert_eq!(answer[header::CONTENT_TYPE], "application/json");
+            assert_eq!(answer.get_all(header::ETAG).iter().collect::<Vec<_>>(), ["\"abc\""]);
+            assert!(answer.capacity() >= 2 + 8, "room for the headers a hit adds");
+        }
     }
 
     #[test]
