@@ -79,6 +79,12 @@ async fn upsert(store: &RedisStore, writes: &[RecordWrite]) {
     assert!(out.iter().all(|o| matches!(o, WriteOutcome::Written { .. })), "{out:?}");
 }
 
+/// Deletes `id` as the source reported: its tombstone lives until `LONG` ends.
+async fn tombstone(store: &RedisStore, id_: &str) {
+    let mode = RemoveMode::Tombstone(cache_core::store::Tombstone::new(LONG));
+    store.remove(notes(), &[id(id_)], mode).await.expect("tombstone");
+}
+
 /// Fills `query`'s complete result from `records`.
 async fn complete(store: &RedisStore, query: &IndexQuery, records: &[RecordWrite]) {
     let QueryLookup::Incomplete(token) = store.query(notes(), query).await.expect("query") else {
@@ -189,14 +195,7 @@ async fn a_lookup_reads_one_key_per_id() {
     let store = store_on(&server).await;
     let n1 = note("n1", "a", 1.0);
     upsert(&store, std::slice::from_ref(&n1)).await;
-    store
-        .remove(
-            notes(),
-            &[id("n9")],
-            RemoveMode::Tombstone(cache_core::store::Tombstone::new(LONG)),
-        )
-        .await
-        .expect("tombstone");
+    tombstone(&store, "n9").await;
     let keys_read = || {
         let info: String = server.query(redis::cmd("INFO").arg("stats"));
         let field = |name: &str| -> u64 {
@@ -260,14 +259,7 @@ async fn script_flush_does_not_break_operations() {
     let _: () = server.query(redis::cmd("SCRIPT").arg("FLUSH"));
     upsert(&store, &[note("n3", "a", 3.0)]).await;
     let _: () = server.query(redis::cmd("SCRIPT").arg("FLUSH"));
-    store
-        .remove(
-            notes(),
-            &[id("n1")],
-            RemoveMode::Tombstone(cache_core::store::Tombstone::new(LONG)),
-        )
-        .await
-        .expect("remove");
+    tombstone(&store, "n1").await;
     let _: () = server.query(redis::cmd("SCRIPT").arg("FLUSH"));
     assert_eq!(
         page_ids(store.query(notes(), &by_tag("a")).await.expect("query")),
@@ -302,14 +294,7 @@ async fn every_key_has_a_ttl() {
     )
     .await;
     upsert(&store, &[note("n2", "a", 5.0), note("n4", "c", 4.0)]).await;
-    store
-        .remove(
-            s,
-            &[id("n3")],
-            RemoveMode::Tombstone(cache_core::store::Tombstone::new(LONG)),
-        )
-        .await
-        .expect("tombstone");
+    tombstone(&store, "n3").await;
     store
         .remove(s, &[id("n4")], RemoveMode::Invalidate)
         .await
@@ -386,14 +371,7 @@ async fn indexed_ids_never_read_a_tombstone_as_a_record() {
 
     // The meta hash is lost, then n2 deleted: its index entries stay behind.
     let _: () = server.query(redis::cmd("DEL").arg(layout.for_id(&id("n2")).meta()));
-    store
-        .remove(
-            s,
-            &[id("n2")],
-            RemoveMode::Tombstone(cache_core::store::Tombstone::new(LONG)),
-        )
-        .await
-        .expect("tombstone");
+    tombstone(&store, "n2").await;
     complete(&store, &IndexQuery::all(), &[]).await;
     assert_eq!(store.get(s, &id("n2")).await.expect("get"), Lookup::Tombstone);
 }
