@@ -208,6 +208,14 @@ async fn render(State(handle): State<PrometheusHandle>) -> impl IntoResponse {
     )
 }
 
+/// The address of the metrics recorder current on this thread. A metric handle belongs to the
+/// recorder it was registered with: the layers keep theirs with this address and register
+/// them again when another recorder is current (installed after the layer first counted, or a
+/// thread's local one), as cache-core's metrics do.
+pub(crate) fn current_recorder() -> usize {
+    metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>().addr())
+}
+
 #[cfg(test)]
 mod tests {
     use axum::body::Body;

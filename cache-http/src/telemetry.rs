@@ -26,7 +26,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use metrics::Histogram;
 use tower::{Layer, Service};
 
-use crate::metrics::REQUEST_DURATION_SECONDS;
+use crate::metrics::{REQUEST_DURATION_SECONDS, current_recorder};
 
 /// `X-Cache`: `HIT`, `MISS` or `BYPASS`.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -102,7 +102,7 @@ pub(crate) struct ServedFromResponseCache;
 /// A number as a header value; the small ones, the usual ones, without an allocation.
 pub(crate) fn number_header(n: u64) -> HeaderValue {
     const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-    match DIGITS.get(n as usize) {
+    match usize::try_from(n).ok().and_then(|i| DIGITS.get(i)) {
         Some(digit) => HeaderValue::from_static(digit),
         None => HeaderValue::from(n),
     }
@@ -126,31 +126,34 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// The request duration histograms of a layer, one per method label, status and cache status,
-/// each registered once and kept (as cache-core keeps its own metrics), so that a request
-/// records its duration without building and looking up a metric key. Bounded: ten method
-/// labels, the status codes the application answers, three cache statuses.
+/// each registered once per recorder and kept (as cache-core keeps its own metrics), so that a
+/// request records its duration without building and looking up a metric key. Bounded: ten
+/// method labels, the status codes the application answers, three cache statuses.
 #[derive(Debug, Default)]
-struct Durations(RwLock<HashMap<(&'static str, StatusCode, CacheStatus), Histogram>>);
+struct Durations(RwLock<HashMap<DurationLabels, (usize, Histogram)>>);
+
+/// A duration histogram's labels: method, status, cache status.
+type DurationLabels = (&'static str, StatusCode, CacheStatus);
 
 impl Durations {
     fn record(&self, method: &'static str, status: StatusCode, cache: CacheStatus, seconds: f64) {
         let key = (method, status, cache);
-        if let Some(histogram) = self.0.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        let recorder = current_recorder();
+        if let Some((at, histogram)) = self.0.read().unwrap_or_else(PoisonError::into_inner).get(&key)
+            && *at == recorder
+        {
             histogram.record(seconds);
             return;
         }
+        let histogram = metrics::histogram!(
+            REQUEST_DURATION_SECONDS,
+            "method" => method,
+            "status" => status.as_str().to_owned(),
+            "cache" => cache.as_str(),
+        );
+        histogram.record(seconds);
         let mut histograms = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        histograms
-            .entry(key)
-            .or_insert_with(|| {
-                metrics::histogram!(
-                    REQUEST_DURATION_SECONDS,
-                    "method" => method,
-                    "status" => status.as_str().to_owned(),
-                    "cache" => cache.as_str(),
-                )
-            })
-            .record(seconds);
+        histograms.insert(key, (recorder, histogram));
     }
 }
 

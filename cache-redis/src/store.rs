@@ -39,7 +39,7 @@ use crate::{
         Scripts, backend,
         entity::{Complete, Page, Put, PutMode, Query, Remove, RemoveHow, TakeLease},
         ms, re,
-        value::{PutValue, RaiseWatermark, TagValue},
+        value::{PutValue, RaiseWatermark, TagValue, UnlinkHeld, Unlinked},
     },
     tracking::{self, Tracking},
     wait::WaitConnections,
@@ -463,12 +463,42 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// Record keys that `plan` selects by what they hold (`selects[i]`: `r`, `t` or `rt`),
+    /// removed if they still hold it: each key checked and removed in one step by a script,
+    /// one call per slot, sent together. Answers what each held when removed.
+    async fn unlink_held(&self, keys: &[String], selects: &[&'static str]) -> StoreResult<Vec<Unlinked>> {
+        let cluster = self.inner.conn.is_cluster();
+        let mut slots: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            let slot = if cluster { slot_of(key.as_bytes()) } else { 0 };
+            slots.entry(slot).or_default().push(i);
+        }
+        let answers = try_join_all(slots.values().map(|members| async move {
+            let keys: Vec<&str> = members.iter().map(|&i| keys[i].as_str()).collect();
+            let selects: Vec<&'static str> = members.iter().map(|&i| selects[i]).collect();
+            let call = UnlinkHeld {
+                keys: &keys,
+                selects: &selects,
+            };
+            self.inner.scripts.call(&mut self.conn(), &call).await
+        }))
+        .await?;
+        let mut out = vec![Unlinked::Kept; keys.len()];
+        for (members, unlinked) in slots.values().zip(answers) {
+            for (&i, what) in members.iter().zip(unlinked) {
+                out[i] = what;
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes the keys of one `SCAN` page that `plan` selects; answers how many were logical
     /// keys. The records go first, then the epochs of their buckets (dropping every marker):
     /// a query is never answered complete from what the flush left, even if a fill marked it
     /// complete between the two. Record keys the pattern selects by what they hold (a record
-    /// or a tombstone) are read first, in one round trip; one rewritten between the read and
-    /// the removal goes or stays as what it held, as if the write came after the flush.
+    /// or a tombstone) are checked and removed in one step each (`unlink_held`), so that one
+    /// rewritten since the `SCAN` goes only if it still holds what was selected: a flush of
+    /// records never takes a delete's tombstone written meanwhile.
     async fn flush_page(&self, plan: &FlushPlan, keys: Vec<String>) -> StoreResult<u64> {
         let mut counted = Vec::new();
         let mut uncounted = Vec::new();
@@ -501,20 +531,27 @@ impl RedisStore {
                 uncounted.push(key);
             }
         }
+        let mut removed = 0;
         if !ask.is_empty() {
-            let held = self.held(&ask).await?;
-            for ((key, (record, tombstone, bucket)), held) in ask.into_iter().zip(selects).zip(held) {
-                match held {
-                    Held::Record if record => {
-                        epochs.insert(format!("{}:epoch", &key[..bucket]));
-                        counted.push(key);
-                    }
-                    Held::Tombstone if tombstone => counted.push(key),
-                    _ => {}
+            let kinds: Vec<&'static str> = selects
+                .iter()
+                .map(|&(record, tombstone, _)| match (record, tombstone) {
+                    (true, true) => "rt",
+                    (true, false) => "r",
+                    _ => "t",
+                })
+                .collect();
+            let unlinked = self.unlink_held(&ask, &kinds).await?;
+            for ((key, (_, _, bucket)), what) in ask.iter().zip(&selects).zip(unlinked) {
+                if what == Unlinked::Record {
+                    epochs.insert(format!("{}:epoch", &key[..*bucket]));
+                }
+                if what != Unlinked::Kept {
+                    removed += 1;
                 }
             }
         }
-        let removed = self.unlink(&counted).await?;
+        let removed = removed + self.unlink(&counted).await?;
         uncounted.extend(epochs);
         self.unlink(&uncounted).await?;
         Ok(removed)

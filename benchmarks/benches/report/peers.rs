@@ -87,8 +87,8 @@ pub(super) async fn cached_line(b: &mut Bench) {
             format!(
                 "`cached` (feature `redis_tokio`) depends on redis `^1.2`, which unifies with the workspace's \
                  redis 1.8: one redis-rs in the build. It reads over a redis-rs `MultiplexedConnection` \
-                 ({} per get); model-cache over a `ConnectionManager` wrapping one (`mget` of the record and its \
-                 tombstone key).",
+                 ({} per get); model-cache over a `ConnectionManager` wrapping one (`get` of the record's key, \
+                 which holds the record or its tombstone).",
                 peer_commands
                     .iter()
                     .map(|c| format!("`{c}`"))

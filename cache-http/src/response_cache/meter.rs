@@ -1,6 +1,6 @@
 //! The response cache's metric, `model_cache_http_response_cache_total`, by resource and
-//! outcome. Each counter is registered once and kept, as cache-core keeps its own, so that a
-//! hit increments it without building and looking up a metric key.
+//! outcome. Each counter is registered once per recorder and kept, as cache-core keeps its
+//! own, so that a hit increments it without building and looking up a metric key.
 
 use std::{
     collections::HashMap,
@@ -9,7 +9,7 @@ use std::{
 
 use metrics::Counter;
 
-use crate::metrics::RESPONSE_CACHE_TOTAL;
+use crate::metrics::{RESPONSE_CACHE_TOTAL, current_recorder};
 
 /// What happened to a request, the metric's `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,14 +39,23 @@ impl Outcome {
     }
 }
 
-/// The counters of one `resource` label.
+/// The counters of one `resource` label, registered with the recorder at `recorder`.
 #[derive(Debug)]
 pub(crate) struct Meter {
     resource: String,
+    recorder: usize,
     counters: [OnceLock<Counter>; Outcome::COUNT],
 }
 
 impl Meter {
+    fn new(resource: &str, recorder: usize) -> Arc<Self> {
+        Arc::new(Self {
+            resource: resource.to_owned(),
+            recorder,
+            counters: Default::default(),
+        })
+    }
+
     /// Counts one request with `outcome`.
     pub(crate) fn count(&self, outcome: Outcome) {
         self.counters[outcome as usize]
@@ -63,23 +72,32 @@ impl Meter {
 pub(crate) struct Meters(RwLock<HashMap<String, Arc<Meter>>>);
 
 impl Meters {
-    /// The meter of `resource`.
+    /// The meter of `resource` for the current recorder (one registered with another is
+    /// replaced).
     pub(crate) fn get(&self, resource: &str) -> Arc<Meter> {
-        if let Some(meter) = self.0.read().unwrap_or_else(PoisonError::into_inner).get(resource) {
+        let recorder = current_recorder();
+        if let Some(meter) = self.0.read().unwrap_or_else(PoisonError::into_inner).get(resource)
+            && meter.recorder == recorder
+        {
             return Arc::clone(meter);
         }
         let mut meters = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(meters.entry(resource.to_owned()).or_insert_with(|| {
-            Arc::new(Meter {
-                resource: resource.to_owned(),
-                counters: Default::default(),
-            })
-        }))
+        let meter = meters
+            .entry(resource.to_owned())
+            .or_insert_with(|| Meter::new(resource, recorder));
+        if meter.recorder != recorder {
+            *meter = Meter::new(resource, recorder);
+        }
+        Arc::clone(meter)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use metrics::{CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
     use super::*;
 
     #[test]
@@ -89,5 +107,53 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &meters.get("projects")));
         assert!(!Arc::ptr_eq(&a, &meters.get("events")));
         assert_eq!(meters.0.read().unwrap().len(), 2);
+    }
+
+    /// Counts the increments of every counter it registers.
+    #[derive(Default)]
+    struct Tally(Arc<AtomicU64>);
+
+    struct Add(Arc<AtomicU64>);
+
+    impl CounterFn for Add {
+        fn increment(&self, n: u64) {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+
+        fn absolute(&self, _: u64) {}
+    }
+
+    impl Recorder for Tally {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(Arc::new(Add(Arc::clone(&self.0))))
+        }
+
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn counters_follow_the_current_recorder() {
+        let meters = Meters::default();
+        // Counted before any recorder of this thread: not lost for the ones after.
+        meters.get("projects").count(Outcome::Hit);
+        let (first, second) = (Tally::default(), Tally::default());
+        metrics::with_local_recorder(&first, || {
+            meters.get("projects").count(Outcome::Hit);
+            meters.get("projects").count(Outcome::Miss);
+        });
+        metrics::with_local_recorder(&second, || meters.get("projects").count(Outcome::Hit));
+        assert_eq!(first.0.load(Ordering::Relaxed), 2);
+        assert_eq!(second.0.load(Ordering::Relaxed), 1);
+        assert_eq!(meters.0.read().unwrap().len(), 1, "one meter per resource");
     }
 }

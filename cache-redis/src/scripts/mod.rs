@@ -64,6 +64,7 @@ pub(crate) struct Scripts {
     pub(crate) computed_wait: Script,
     pub(crate) computed_unwait: Script,
     pub(crate) watermark: Script,
+    pub(crate) unlink_held: Script,
 }
 
 impl Scripts {
@@ -85,10 +86,11 @@ impl Scripts {
             computed_wait: Script::new(value_script!("computed_wait.lua")),
             computed_unwait: Script::new(value_script!("computed_unwait.lua")),
             watermark: Script::new(value_script!("watermark.lua")),
+            unlink_held: Script::new(value_script!("unlink_held.lua")),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 16] {
+    pub(crate) fn all(&self) -> [&Script; 17] {
         [
             &self.put,
             &self.remove,
@@ -106,6 +108,7 @@ impl Scripts {
             &self.computed_wait,
             &self.computed_unwait,
             &self.watermark,
+            &self.unlink_held,
         ]
     }
 }

@@ -1,5 +1,6 @@
 //! Calls of the value scripts: values with their tags (`put_value`, `tag_value`), purges
-//! (`purge_tag`) and watermarks (`watermark`).
+//! (`purge_tag`), watermarks (`watermark`), and the flush's removal of record keys by what
+//! they hold (`unlink_held`).
 
 use cache_core::store::StoreResult;
 use redis::{Script, ScriptInvocation, Value};
@@ -114,5 +115,54 @@ impl ScriptCall for RaiseWatermark<'_> {
             Some(raised) => Ok(raised == 1),
             None => Err(backend(format!("advance_watermark: unexpected reply {reply:?}"))),
         }
+    }
+}
+
+/// What a record key removed by [`UnlinkHeld`] held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unlinked {
+    /// Left: it held neither what was selected nor anything.
+    Kept,
+    Record,
+    Tombstone,
+}
+
+/// `unlink_held.lua`: removes record keys of one slot that still hold what each may lose
+/// (`selects[i]`: `r`, `t` or `rt`), each checked and removed in one step.
+pub(crate) struct UnlinkHeld<'a> {
+    pub(crate) keys: &'a [&'a str],
+    pub(crate) selects: &'a [&'static str],
+}
+
+impl ScriptCall for UnlinkHeld<'_> {
+    type Reply = Vec<Unlinked>;
+
+    fn script(scripts: &Scripts) -> &Script {
+        &scripts.unlink_held
+    }
+
+    fn prepare(&self, invocation: &mut ScriptInvocation<'_>) {
+        for key in self.keys {
+            invocation.key(*key);
+        }
+        for select in self.selects {
+            invocation.arg(*select);
+        }
+    }
+
+    fn decode(&self, reply: Value) -> StoreResult<Vec<Unlinked>> {
+        let items = as_array(reply, "unlink_held")?;
+        if items.len() != self.keys.len() {
+            return Err(backend("unlink_held answered the wrong number of keys"));
+        }
+        items
+            .iter()
+            .map(|item| match as_u64(item) {
+                Some(0) => Ok(Unlinked::Kept),
+                Some(1) => Ok(Unlinked::Record),
+                Some(2) => Ok(Unlinked::Tombstone),
+                _ => Err(backend(format!("unlink_held: unexpected reply {item:?}"))),
+            })
+            .collect()
     }
 }
