@@ -434,59 +434,60 @@ impl RedisStore {
     /// pipelined, so one round trip whatever the bodies weigh. On a cluster a pipeline stays
     /// in one slot: one per slot, sent together.
     async fn held(&self, keys: &[String]) -> StoreResult<Vec<Held>> {
-        let cluster = self.inner.conn.is_cluster();
-        let mut slots: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
-        for (i, key) in keys.iter().enumerate() {
-            let slot = if cluster { slot_of(key.as_bytes()) } else { 0 };
-            slots.entry(slot).or_default().push(i);
-        }
-        let answers = try_join_all(slots.values().map(|members| {
+        self.per_slot(keys, Held::Nothing, |members| {
             let mut pipe = redis::pipe();
             for &i in members {
                 pipe.cmd("GETRANGE").arg(&keys[i]).arg(0).arg(0);
             }
             async move {
                 let firsts: Vec<Vec<u8>> = pipe.query_async(&mut self.conn()).await.map_err(re)?;
-                if firsts.len() != members.len() {
-                    return Err(backend("GETRANGE pipeline answered the wrong number of values"));
-                }
-                Ok(firsts)
+                Ok(firsts.iter().map(|first| Held::of(first)).collect())
             }
-        }))
-        .await?;
-        let mut out = vec![Held::Nothing; keys.len()];
-        for (members, firsts) in slots.values().zip(answers) {
-            for (&i, first) in members.iter().zip(firsts) {
-                out[i] = Held::of(&first);
-            }
-        }
-        Ok(out)
+        })
+        .await
     }
 
     /// Record keys that `plan` selects by what they hold (`selects[i]`: `r`, `t` or `rt`),
     /// removed if they still hold it: each key checked and removed in one step by a script,
     /// one call per slot, sent together. Answers what each held when removed.
     async fn unlink_held(&self, keys: &[String], selects: &[&'static str]) -> StoreResult<Vec<Unlinked>> {
+        self.per_slot(keys, Unlinked::Kept, |members| {
+            let keys: Vec<&str> = members.iter().map(|&i| keys[i].as_str()).collect();
+            let selects: Vec<&'static str> = members.iter().map(|&i| selects[i]).collect();
+            async move {
+                let call = UnlinkHeld {
+                    keys: &keys,
+                    selects: &selects,
+                };
+                self.inner.scripts.call(&mut self.conn(), &call).await
+            }
+        })
+        .await
+    }
+
+    /// Runs `work` on the positions of `keys` in each slot (all of them on a single server),
+    /// every slot at once, and answers its answers in the order of `keys`: a pipeline or a
+    /// script stays in one slot on a cluster.
+    async fn per_slot<T, F, Fut>(&self, keys: &[String], unanswered: T, work: F) -> StoreResult<Vec<T>>
+    where
+        T: Clone,
+        F: Fn(&[usize]) -> Fut,
+        Fut: Future<Output = StoreResult<Vec<T>>>,
+    {
         let cluster = self.inner.conn.is_cluster();
         let mut slots: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
         for (i, key) in keys.iter().enumerate() {
             let slot = if cluster { slot_of(key.as_bytes()) } else { 0 };
             slots.entry(slot).or_default().push(i);
         }
-        let answers = try_join_all(slots.values().map(|members| async move {
-            let keys: Vec<&str> = members.iter().map(|&i| keys[i].as_str()).collect();
-            let selects: Vec<&'static str> = members.iter().map(|&i| selects[i]).collect();
-            let call = UnlinkHeld {
-                keys: &keys,
-                selects: &selects,
-            };
-            self.inner.scripts.call(&mut self.conn(), &call).await
-        }))
-        .await?;
-        let mut out = vec![Unlinked::Kept; keys.len()];
-        for (members, unlinked) in slots.values().zip(answers) {
-            for (&i, what) in members.iter().zip(unlinked) {
-                out[i] = what;
+        let answers = try_join_all(slots.values().map(|members| work(members))).await?;
+        let mut out = vec![unanswered; keys.len()];
+        for (members, answer) in slots.values().zip(answers) {
+            if answer.len() != members.len() {
+                return Err(backend("a slot's keys were answered in the wrong number"));
+            }
+            for (&i, value) in members.iter().zip(answer) {
+                out[i] = value;
             }
         }
         Ok(out)
