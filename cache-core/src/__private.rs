@@ -82,7 +82,13 @@ pub fn to_cached<T: Serialize>(entity: &'static str, cached: &T) -> Result<Vec<u
 /// Parses the owned cached form of a record.
 #[inline]
 pub fn from_cached<T: DeserializeOwned>(entity: &'static str, bytes: &[u8]) -> Result<T, ModelError> {
-    serde_json::from_slice(bytes).map_err(|source| ModelError::Cached { entity, source })
+    // Checking the whole body is UTF-8 at once is cheaper than serde_json checking each string
+    // it reads; a body that is not UTF-8 is read as bytes, for serde_json's error and position.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+    .map_err(|source| ModelError::Cached { entity, source })
 }
 
 /// The source value of a scalar field.

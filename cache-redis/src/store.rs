@@ -18,9 +18,9 @@ use cache_core::{
     query::IndexQuery,
     schema::{EntitySchema, IndexEntries},
     store::{
-        Availability, ComputeLock, ComputedLookup, ComputedWrite, FillToken, InvalidationSink, Lease, LockAttempt,
-        LockWait, Lookup, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult, StoreStats,
-        WriteMode, WriteOutcome, human_bytes,
+        Availability, ComputeLock, ComputedLookup, ComputedWrite, DecodedCopy, FillToken, InvalidationSink, Lease,
+        LockAttempt, LockWait, Lookup, QueryFill, QueryLookup, RecordWrite, RemoveMode, Store, StoreError, StoreResult,
+        StoreStats, WriteMode, WriteOutcome, human_bytes,
     },
 };
 use futures::{
@@ -733,9 +733,10 @@ fn check_bodies<'a>(writes: impl IntoIterator<Item = &'a RecordWrite>) -> StoreR
     }
 }
 
-#[async_trait]
-impl Store for RedisStore {
-    async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup> {
+impl RedisStore {
+    /// `Store::get`'s work, not boxed: `get` and `get_with_copy` (a `Cache::get`) each box
+    /// their future once, rather than one boxing the other's.
+    async fn get_one(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup> {
         let layout = self.key_layout(entity);
         let keys = layout.keys_for(id);
         self.guarded("get", async {
@@ -747,6 +748,17 @@ impl Store for RedisStore {
             Ok(lookup(value))
         })
         .await
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn get(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<Lookup> {
+        self.get_one(entity, id).await
+    }
+
+    async fn get_with_copy(&self, entity: &EntitySchema, id: &RecordId) -> StoreResult<(Lookup, Option<DecodedCopy>)> {
+        Ok((self.get_one(entity, id).await?, None))
     }
 
     async fn get_many(&self, entity: &EntitySchema, ids: &[RecordId]) -> StoreResult<Vec<Lookup>> {

@@ -28,7 +28,7 @@ use model_cache_bench::{
 };
 use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 
-use super::{Bench, gap, p50_p99, throughput, writes};
+use super::{Bench, gap, p50_p99, reads::MANY, throughput, writes};
 
 /// Each near cache's budget: all the report's records fit.
 const NEAR_BYTES: u64 = 64 << 20;
@@ -127,9 +127,46 @@ async fn hit_line(b: &mut Bench, cache: &Cache) {
         }
     })
     .await;
+    // Line 2's reads (100 ids a `get_many`, the same windows) answered in process.
+    let order: Vec<usize> = (0..bench.ids.len()).map(|i| bench.spread(i)).collect();
+    let windows: Vec<(Vec<RecordId>, Vec<&str>)> = order
+        .chunks(MANY)
+        .map(|w| {
+            let ids = w.iter().map(|&k| bench.ids[k].clone()).collect();
+            (ids, w.iter().map(|&k| bench.keys[k].as_str()).collect())
+        })
+        .collect();
+    let plan = Plan::new(b.n(2_000, 200), 100, 100);
+    let many = interleave(2, &plan, async |variant, i| {
+        let (ids, keys) = &windows[i % windows.len()];
+        if variant == 0 {
+            let found: Vec<Project> = cache.get_many(ids).await.expect("get_many");
+            assert_eq!(black_box(found).len(), MANY, "all hits");
+        } else {
+            let raw: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                .arg(keys)
+                .query_async(&mut conn.clone())
+                .await
+                .expect("MGET");
+            assert_eq!(black_box(raw).len(), MANY);
+        }
+    })
+    .await;
     assert_eq!(b.origin.calls().total(), calls_before, "every measured get was a hit");
     let stats = near.stats();
     let misses = stats.misses - misses_before;
+    let (near_many, raw_many) = (many[0].summary(), many[1].summary());
+    let many_note = format!(
+        "`Cache::get_many` of line 2's {MANY} ids answered by the near cache: {}, against a raw `MGET` of the \
+         same keys, alternating: {} ({} of the `MGET`: no round trip, no decoding).",
+        p50_p99(&near_many),
+        p50_p99(&raw_many),
+        fmt_ratio(near_many.p50_ratio(&raw_many))
+    );
+    if let Some(line) = b.lines.iter_mut().find(|line| line.number == "2") {
+        line.notes
+            .push(format!("With the near cache on (line 11a): {many_note}"));
+    }
 
     let (ours, sync_get, future_get, holds) = (s[0].summary(), s[1].summary(), s[2].summary(), s[3].summary());
     let (alone, raw) = (vs_get[0].summary(), vs_get[1].summary());
@@ -188,6 +225,7 @@ async fn hit_line(b: &mut Bench, cache: &Cache) {
                 p50_p99(&raw),
                 faster
             ),
+            many_note,
         ],
     });
 }

@@ -13,7 +13,7 @@ use model_cache_bench::{
     sample::{Plan, interleave, time_cpu},
 };
 
-use super::{Bench, TTL, WARM_BATCH, gap, p50_p99};
+use super::{Bench, TTL, WARM_BATCH, gap, p50_p99, signed};
 
 pub(super) async fn cached_line(b: &mut Bench) {
     let peer: cached::AsyncRedisCache<String, Project> = cached::AsyncRedisCache::builder("projects")
@@ -54,20 +54,49 @@ pub(super) async fn cached_line(b: &mut Bench) {
         .await
         .expect("STRLEN");
 
+    // The two connections' own cost: a raw `GET` on the store's connection, and one on a plain
+    // `MultiplexedConnection`, as `cached` reads.
+    let peer_prefix = peer_key.strip_suffix(names[0].as_str()).unwrap_or_default().to_owned();
+    let peer_keys: Vec<String> = names.iter().map(|name| format!("{peer_prefix}{name}")).collect();
+    let plain = redis::Client::open(b.server.url())
+        .expect("a client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a plain multiplexed connection");
+
     let plan = Plan::new(b.n(40_000, 2_000), 500, 2_000);
-    let (cache, bench, peer) = (&b.cache, &*b, &peer);
-    let s = interleave(2, &plan, async |variant, i| {
+    let (cache, bench, peer, plain) = (&b.cache, &*b, &peer, &plain);
+    let s = interleave(4, &plan, async |variant, i| {
         let k = bench.spread(i);
-        if variant == 0 {
-            let found: Option<Project> = cache.get(&bench.ids[k]).await.expect("get");
-            assert!(found.is_some(), "a hit");
-        } else {
-            let found = peer.async_cache_get(&names[k]).await.expect("cached get");
-            assert!(std::hint::black_box(found).is_some(), "a hit");
+        match variant {
+            0 => {
+                let found: Option<Project> = cache.get(&bench.ids[k]).await.expect("get");
+                assert!(found.is_some(), "a hit");
+            }
+            1 => {
+                let found = peer.async_cache_get(&names[k]).await.expect("cached get");
+                assert!(std::hint::black_box(found).is_some(), "a hit");
+            }
+            2 => {
+                let raw: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&bench.keys[k])
+                    .query_async(&mut bench.conn.clone())
+                    .await
+                    .expect("GET");
+                assert!(std::hint::black_box(raw).is_some(), "a hit");
+            }
+            _ => {
+                let raw: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&peer_keys[k])
+                    .query_async(&mut plain.clone())
+                    .await
+                    .expect("GET");
+                assert!(std::hint::black_box(raw).is_some(), "a hit");
+            }
         }
     })
     .await;
-    let (ours, theirs) = (s[0].summary(), s[1].summary());
+    let (ours, theirs, store_raw, plain_raw) = (s[0].summary(), s[1].summary(), s[2].summary(), s[3].summary());
     let r = ours.p50_ratio(&theirs);
     let decode = b.decode_time();
     b.lines.push(Line {
@@ -103,6 +132,19 @@ pub(super) async fn cached_line(b: &mut Bench) {
                 thousands(b.bodies[0].len() as u64),
                 fmt_duration(rmp_decode.p50),
                 fmt_duration(decode.p50)
+            ),
+            format!(
+                "Where the {} between the medians goes, measured alongside: the connection, a raw `GET` of the \
+                 record's key on the store's connection {} against one of `cached`'s key on a plain \
+                 `MultiplexedConnection` {} ({}: the store's connection reconnects by itself and keeps its \
+                 breakers); the read over the raw `GET`, model-cache {} (key, breaker, operation budget, \
+                 decode, statistics), `cached` {} (key, decode).",
+                gap(ours.p50, theirs.p50),
+                p50_p99(&store_raw),
+                p50_p99(&plain_raw),
+                signed(store_raw.p50, plain_raw.p50),
+                signed(ours.p50, store_raw.p50),
+                signed(theirs.p50, plain_raw.p50)
             ),
         ],
     });

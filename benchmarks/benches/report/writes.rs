@@ -143,8 +143,8 @@ pub(super) async fn warm_line(b: &mut Bench) {
              per shared key, in one round trip: no version check, no lease, no atomicity."
                 .to_owned(),
             format!(
-                "`used_memory` grew by {} bytes per record during model-cache's warm-up (see line 7); this counts \
-                 the fills' lease keys too, which live until the lease TTL (30 s) ends.",
+                "`used_memory` grew by {} bytes per record during model-cache's warm-up (see line 7); a fill's \
+                 lease key lives from its lease to its write, which deletes it.",
                 thousands(memory_per_record)
             ),
         ],
@@ -444,8 +444,8 @@ pub(super) async fn memory_lines(b: &mut Bench) {
              record out of its old index entries atomically, without reading the old record."
                 .to_owned(),
             format!(
-                "Not counted: {} lease keys left by the warm-up's fills (a fill does not delete its lease; they \
-                 expire with the 30 s lease TTL).",
+                "Not counted: {} lease keys left by the warm-up's fills (a fill that wrote deletes its lease; one \
+                 that did not leaves it to the 30 s lease TTL).",
                 thousands(leases)
             ),
         ],
