@@ -56,7 +56,10 @@ pub(super) async fn cached_line(b: &mut Bench) {
 
     // The two connections' own cost: a raw `GET` on the store's connection, and one on a plain
     // `MultiplexedConnection`, as `cached` reads.
-    let peer_prefix = peer_key.strip_suffix(names[0].as_str()).unwrap_or_default().to_owned();
+    let peer_prefix = peer_key
+        .strip_suffix(names[0].as_str())
+        .expect("cached's key ends with the id (no `:` or `%` to escape in these ids)")
+        .to_owned();
     let peer_keys: Vec<String> = names.iter().map(|name| format!("{peer_prefix}{name}")).collect();
     let plain = redis::Client::open(b.server.url())
         .expect("a client")
@@ -135,10 +138,11 @@ pub(super) async fn cached_line(b: &mut Bench) {
             ),
             format!(
                 "Where the {} between the medians goes, measured alongside: the connection, a raw `GET` of the \
-                 record's key on the store's connection {} against one of `cached`'s key on a plain \
-                 `MultiplexedConnection` {} ({}: the store's connection reconnects by itself and keeps its \
-                 breakers); the read over the raw `GET`, model-cache {} (key, breaker, operation budget, \
-                 decode, statistics), `cached` {} (key, decode).",
+                 record's key (1,027 B of JSON) on the store's connection, a `ConnectionManager` that \
+                 reconnects by itself, used here without the store's breaker or budget: {}, against one of \
+                 `cached`'s key (its MessagePack) on a plain `MultiplexedConnection`: {} ({}); the read over \
+                 each raw `GET`, model-cache {} (key, breaker, operation budget, decode, statistics), `cached` \
+                 {} (key, a one-command pipeline, decode).",
                 gap(ours.p50, theirs.p50),
                 p50_p99(&store_raw),
                 p50_p99(&plain_raw),
