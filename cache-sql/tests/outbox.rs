@@ -199,20 +199,8 @@ async fn a_row_changed_many_times_waits_as_one_change(db: TestDb) {
         .await;
     s.db.execute("UPDATE people SET name = 'Bobby', version = 3 WHERE id = 'bobby'")
         .await;
-    let waiting: Vec<(String, String)> = match &*s.db {
-        TestDb::Sqlite { pool, .. } => {
-            sqlx::query_as("SELECT record_id, operation FROM cache_outbox ORDER BY record_id")
-                .fetch_all(pool)
-                .await
-        }
-        TestDb::Postgres { pool, .. } => {
-            sqlx::query_as("SELECT record_id, operation FROM cache_outbox ORDER BY record_id")
-                .fetch_all(pool)
-                .await
-        }
-    }
-    .expect("the outbox answers");
-    let waiting: Vec<(&str, &str)> = waiting.iter().map(|(i, o)| (i.as_str(), o.as_str())).collect();
+    let waiting = waiting(&s.db).await;
+    let waiting: Vec<(&str, &str)> = waiting.iter().map(|(i, o, _)| (i.as_str(), o.as_str())).collect();
     assert_eq!(
         waiting,
         [
@@ -330,20 +318,22 @@ async fn the_triggers_print_install_and_remove(db: TestDb) {
         1,
         "the delete replaced ada's waiting change"
     );
-    let version: Option<f64> = match &*s.db {
-        TestDb::Sqlite { pool, .. } => {
-            sqlx::query_scalar("SELECT version FROM cache_outbox WHERE operation = 'delete'")
-                .fetch_one(pool)
-                .await
-        }
-        TestDb::Postgres { pool, .. } => {
-            sqlx::query_scalar("SELECT version FROM cache_outbox WHERE operation = 'delete'")
-                .fetch_one(pool)
-                .await
-        }
+    let waiting = waiting(&s.db).await;
+    assert_eq!(
+        waiting,
+        [("ada".to_owned(), "delete".to_owned(), Some(3.0))],
+        "a delete records the deleted version"
+    );
+}
+
+/// The outbox's rows, by record id: the id, the operation and the version.
+async fn waiting(db: &TestDb) -> Vec<(String, String, Option<f64>)> {
+    const ROWS: &str = "SELECT record_id, operation, version FROM cache_outbox ORDER BY record_id";
+    match db {
+        TestDb::Sqlite { pool, .. } => sqlx::query_as(ROWS).fetch_all(pool).await,
+        TestDb::Postgres { pool, .. } => sqlx::query_as(ROWS).fetch_all(pool).await,
     }
-    .expect("the delete row");
-    assert_eq!(version, Some(3.0), "a delete records the deleted version");
+    .expect("the outbox answers")
 }
 
 /// The `at` of the outbox's oldest row, as the listener reads it.

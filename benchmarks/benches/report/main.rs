@@ -139,6 +139,15 @@ impl Bench {
         scaled.max(min)
     }
 
+    /// The records in the binary form the `cached` peer stores: MessagePack as `rmp_serde`
+    /// writes a struct (its fields in order, no names).
+    fn msgpack(&self) -> Vec<Vec<u8>> {
+        self.records
+            .iter()
+            .map(|r| rmp_serde::to_vec(r).expect("msgpack"))
+            .collect()
+    }
+
     /// Decoding one cached record on its own, hot: measured by the first line that asks, so
     /// that each line that quotes it has it in a partial run too.
     fn decode_time(&mut self) -> Summary {

@@ -32,11 +32,7 @@ pub(super) async fn cached_line(b: &mut Bench) {
             set.expect("cached set");
         }
     }
-    let msgpack: Vec<Vec<u8>> = b
-        .records
-        .iter()
-        .map(|r| rmp_serde::to_vec(r).expect("msgpack"))
-        .collect();
+    let msgpack = b.msgpack();
     let rmp_decode = time_cpu(b.n(20_000, 2_000), 16, |i| {
         let bytes = &msgpack[i % msgpack.len()];
         std::hint::black_box(rmp_serde::from_slice::<Project>(bytes).expect("msgpack decode"));

@@ -116,11 +116,7 @@ pub(super) async fn get_many_line(b: &mut Bench) {
     });
     // The same records in the binary form the `cached` peer stores (line 5a): what decoding
     // would cost if the cached form were MessagePack instead of JSON.
-    let msgpack: Vec<Vec<u8>> = b
-        .records
-        .iter()
-        .map(|r| rmp_serde::to_vec(r).expect("msgpack"))
-        .collect();
+    let msgpack = b.msgpack();
     let msgpack_decode = time_cpu(b.n(2_000, 200), 1, |i| {
         for &k in &windows[i % windows.len()] {
             std::hint::black_box(rmp_serde::from_slice::<Project>(&msgpack[k]).expect("msgpack decode"));
