@@ -1,14 +1,10 @@
 //! Change capture that catches every writer: triggers record each change in an outbox table,
 //! in the same transaction as the change; [`OutboxListener`] applies them to the cache.
 //!
-//! - **The outbox.** `cache_outbox (seq, table_name, record_id, operation, version, at)`: a
+//! - **The outbox.** `cache_outbox (seq, table_name, record_id, operation, version, at)`: one
 //!   row per inserted, updated or deleted row of a registered model's table, written by a
 //!   trigger generated from the schema ([`Outbox::install_sql`]), so psql, an admin tool,
-//!   another service or a migration are all caught. A change replaces the change of the same
-//!   row still waiting (the trigger deletes it, then inserts its own with a new `seq`): the
-//!   listener reads an upserted row as it is now, so only a row's last change matters, and the
-//!   outbox holds at most one row per changed row however many changes are made while no
-//!   listener runs (bounded by the tables, not by the writes). `at` is the database's clock at the write
+//!   another service or a migration are all caught. `at` is the database's clock at the write
 //!   (PostgreSQL `clock_timestamp()`, SQLite's clock to the millisecond); `version` is the
 //!   row's `#[cache(version)]` value as the model computes it. On PostgreSQL the trigger also
 //!   `NOTIFY`s `cache_outbox`, which wakes the listeners at once; SQLite is polled.
@@ -32,8 +28,8 @@
 //!   what the changes became, the rows still waiting (one `count(*)` of the outbox after a
 //!   round that applied something; none when it found the outbox empty) and the lag: the age of the oldest waiting row's `at`, or the time since the listener last
 //!   found the outbox empty (see [`cache_core::feed`]).
-//! - **Cost.** One outbox insert per written row, in the writer's transaction, after an
-//!   indexed delete of the row's waiting change, and a `NOTIFY` per transaction on PostgreSQL. Running without it: don't install the triggers, and write
+//! - **Cost.** One outbox insert per written row, in the writer's transaction, and a `NOTIFY`
+//!   per transaction on PostgreSQL. Running without it: don't install the triggers, and write
 //!   through [`SqlTransaction`](crate::SqlTransaction) (changes made elsewhere then reach the
 //!   cache only when their records expire).
 
@@ -104,12 +100,6 @@ impl Outbox {
                  version REAL,\n    at INTEGER NOT NULL\n)"
             ),
         }];
-        // What a trigger looks a row's waiting change up by (an outbox created before this
-        // index gets it here; duplicates left from then are fine: the listener applies a
-        // record's last change of a batch).
-        out.push(format!(
-            "CREATE INDEX IF NOT EXISTS {OUTBOX_TABLE}_record ON {OUTBOX_TABLE} (table_name, record_id)"
-        ));
         for plan in self.tables() {
             out.extend(triggers(dialect, plan));
         }
@@ -222,12 +212,10 @@ fn triggers(dialect: Dialect, plan: &Plan) -> Vec<String> {
                     "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $cache_outbox$\n\
                      BEGIN\n    \
                      IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.{id} IS DISTINCT FROM NEW.{id}) THEN\n        \
-                     DELETE FROM {OUTBOX_TABLE} WHERE table_name = {name} AND record_id = OLD.{id}::text;\n        \
                      INSERT INTO {OUTBOX_TABLE} (table_name, record_id, operation, version)\n        \
                      VALUES ({name}, OLD.{id}::text, 'delete', {});\n    \
                      END IF;\n    \
                      IF TG_OP <> 'DELETE' THEN\n        \
-                     DELETE FROM {OUTBOX_TABLE} WHERE table_name = {name} AND record_id = NEW.{id}::text;\n        \
                      INSERT INTO {OUTBOX_TABLE} (table_name, record_id, operation, version)\n        \
                      VALUES ({name}, NEW.{id}::text, 'upsert', {});\n    \
                      END IF;\n    \
@@ -248,23 +236,13 @@ fn triggers(dialect: Dialect, plan: &Plan) -> Vec<String> {
             // The clock to the millisecond, as every SQLite since 3.0 (and its CLI) has it.
             let now = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000";
             let insert = format!("INSERT INTO {OUTBOX_TABLE} (table_name, record_id, operation, version, at)");
-            let replace = |row: &str| {
-                format!("DELETE FROM {OUTBOX_TABLE} WHERE table_name = {name} AND record_id = CAST({row}.{id} AS TEXT)")
-            };
             let upsert_new = format!(
-                "{};\n    {insert} VALUES ({name}, CAST(NEW.{id} AS TEXT), 'upsert', {}, {now});",
-                replace("NEW"),
+                "{insert} VALUES ({name}, CAST(NEW.{id} AS TEXT), 'upsert', {}, {now});",
                 version("NEW")
             );
-            // `when`: the condition on the trigger's row for the delete to be recorded.
-            let delete_old = |when: Option<String>| {
-                let (and, filter) = match when {
-                    Some(when) => (format!(" AND {when}"), format!(" WHERE {when}")),
-                    None => (String::new(), String::new()),
-                };
+            let delete_old = |condition: &str| {
                 format!(
-                    "{}{and};\n    {insert} SELECT {name}, CAST(OLD.{id} AS TEXT), 'delete', {}, {now}{filter};",
-                    replace("OLD"),
+                    "{insert} SELECT {name}, CAST(OLD.{id} AS TEXT), 'delete', {}, {now}{condition};",
                     version("OLD")
                 )
             };
@@ -279,12 +257,12 @@ fn triggers(dialect: Dialect, plan: &Plan) -> Vec<String> {
             out.push(format!(
                 "CREATE TRIGGER {} AFTER UPDATE ON {table} BEGIN\n    {}\n    {upsert_new}\nEND",
                 sqlite_trigger(plan, "update"),
-                delete_old(Some(format!("OLD.{id} IS NOT NEW.{id}")))
+                delete_old(&format!(" WHERE OLD.{id} IS NOT NEW.{id}"))
             ));
             out.push(format!(
                 "CREATE TRIGGER {} AFTER DELETE ON {table} BEGIN\n    {}\nEND",
                 sqlite_trigger(plan, "delete"),
-                delete_old(None)
+                delete_old("")
             ));
             out
         }
@@ -665,10 +643,7 @@ impl OutboxListener {
     }
 
     /// Deletes exactly the rows applied (a row with a smaller `seq` that became visible
-    /// meanwhile stays, and so does a row a newer change replaced: it has another `seq`). On
-    /// PostgreSQL a row a writer's open transaction is replacing is locked: it is skipped, not
-    /// waited for (a long transaction never holds the listener up), and after a rollback it
-    /// is applied again at the next round, which is harmless.
+    /// meanwhile stays).
     async fn prune(&self, rows: &[OutboxChange]) -> Result<(), SqlError> {
         let failed = |source| SqlError::Query {
             table: OUTBOX_TABLE.to_owned(),
@@ -677,14 +652,11 @@ impl OutboxListener {
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         match self.origin.pool() {
             SqlPool::Postgres(pool) => {
-                sqlx::query(
-                    "DELETE FROM cache_outbox WHERE seq IN \
-                     (SELECT seq FROM cache_outbox WHERE seq = ANY($1) FOR UPDATE SKIP LOCKED)",
-                )
-                .bind(seqs)
-                .execute(pool)
-                .await
-                .map_err(failed)?;
+                sqlx::query("DELETE FROM cache_outbox WHERE seq = ANY($1)")
+                    .bind(seqs)
+                    .execute(pool)
+                    .await
+                    .map_err(failed)?;
             }
             SqlPool::Sqlite(pool) => {
                 sqlx::query("DELETE FROM cache_outbox WHERE seq IN (SELECT value FROM json_each($1))")

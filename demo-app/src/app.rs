@@ -300,7 +300,7 @@ pub async fn outbox_for(
         OutboxMode::Off => {
             if installed().await? {
                 tracing::warn!(
-                    "demo_outbox_off: CACHE_OUTBOX=off but the outbox is installed: changes wait in it (a row per changed row) \
+                    "demo_outbox_off: CACHE_OUTBOX=off but the outbox is installed: changes pile up in it \
                      until a listener runs (`demo-app outbox remove` drops the triggers)"
                 );
             }
