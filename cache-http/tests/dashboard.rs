@@ -361,6 +361,17 @@ async fn the_overview_follows_the_cache_and_the_deliveries() {
     assert_eq!(first["deliveries"], Value::Array(vec![]));
     assert_eq!(first["window_seconds"], 60.0);
 
+    // The sampler's baseline predates the burst once its first interval is out (a sampler
+    // not yet scheduled when the burst ran would count it into its baseline, and no interval
+    // would ever show it).
+    eventually("a first sample", LIMIT, || {
+        let req = client.get("/admin/overview.json");
+        async move {
+            let o: Value = req.send().await.unwrap().json().await.unwrap();
+            (!o["samples"].as_array()?.is_empty()).then_some(())
+        }
+    })
+    .await;
     // A burst of reads: the samples show hits, misses and latency for events.
     for _ in 0..20 {
         let _ = h.cache.get::<Event>(&id("recE1")).await.unwrap();
