@@ -447,8 +447,8 @@ impl RedisStore {
         .await
     }
 
-    /// Record keys that `plan` selects by what they hold (`selects[i]`: `r`, `t` or `rt`),
-    /// removed if they still hold it: each key checked and removed in one step by a script,
+    /// Removes each of `keys` if it still holds what `selects[i]` lets it lose (`r` a record,
+    /// `t` a tombstone, `rt` either): each key checked and removed in one step by a script,
     /// one call per slot, sent together. Answers what each held when removed.
     async fn unlink_held(&self, keys: &[String], selects: &[&'static str]) -> StoreResult<Vec<Unlinked>> {
         self.per_slot(keys, Unlinked::Kept, |members| {
