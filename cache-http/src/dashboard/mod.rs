@@ -238,10 +238,16 @@ fn start_sampler(state: &Arc<DashboardState>) {
     if state.sampler_started.swap(true, Ordering::AcqRel) {
         return;
     }
+    // The first interval counts from now, whenever the task below first runs.
+    state.sampler.set_baseline();
     let weak: Weak<DashboardState> = Arc::downgrade(state);
     let every = state.sample_every;
     runtime.spawn(async move {
-        let mut ticks = tokio::time::interval(every);
+        match weak.upgrade() {
+            Some(state) => state.sampler.check_store().await,
+            None => return,
+        };
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;

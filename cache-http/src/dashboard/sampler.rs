@@ -165,21 +165,39 @@ impl Sampler {
         }
     }
 
-    /// Takes one sample: the store's health now, and the interval since the last sample
-    /// (the first sample only sets the baseline).
-    pub(crate) async fn sample(&self) {
-        let store = self.cache.store();
-        let started = Instant::now();
-        let ping = bounded(store.ping()).await;
-        let ping_ms = ping.is_ok().then(|| millis(started.elapsed()));
-        let stats = bounded(store.stats()).await;
-        let now = Instant::now();
-        let counters = self.cache.stats();
+    /// Takes the baseline the first interval is counted from: the counters now. Synchronous,
+    /// so that a caller starting the sampler counts from that moment on, not from whenever the
+    /// runtime first schedules the sampling task (reads made meanwhile would otherwise fall
+    /// into the baseline and never show in an interval).
+    pub(crate) fn set_baseline(&self) {
+        let (raw, responses) = self.counters();
+        let mut state = self.lock();
+        if responses.is_some() {
+            state.responses = responses;
+        }
+        state.previous = Some(raw);
+    }
+
+    /// The counters now, and the response cache's counts when there is a recorder to read.
+    fn counters(&self) -> (Raw, Option<BTreeMap<String, ResponseCacheCounts>>) {
+        let at = Instant::now();
+        let stats = self.cache.stats();
         let text = self.prometheus.as_ref().map(|handle| {
             handle.run_upkeep();
             handle.render()
         });
         let (buckets, responses) = text.as_deref().map(parse_exposition).unwrap_or_default();
+        (Raw { at, stats, buckets }, text.is_some().then_some(responses))
+    }
+
+    /// Checks the store's health now (a ping and its statistics, each bounded) and keeps what
+    /// it found; answers the ping's time when the store answered it.
+    pub(crate) async fn check_store(&self) -> Option<f64> {
+        let store = self.cache.store();
+        let started = Instant::now();
+        let ping = bounded(store.ping()).await;
+        let ping_ms = ping.is_ok().then(|| millis(started.elapsed()));
+        let stats = bounded(store.stats()).await;
 
         let mut state = self.lock();
         let wall = Utc::now();
@@ -200,16 +218,20 @@ impl Sampler {
         state.store.ping_ms = ping_ms;
         state.store.availability = Some(store.availability());
         state.store.stats = stats.ok();
-        if text.is_some() {
-            state.responses = Some(responses);
+        ping_ms
+    }
+
+    /// Takes one sample: the store's health now, and the interval since the last sample
+    /// (without a baseline, [`Sampler::set_baseline`], the first sample only sets one).
+    pub(crate) async fn sample(&self) {
+        let ping_ms = self.check_store().await;
+        let (raw, responses) = self.counters();
+        let mut state = self.lock();
+        if responses.is_some() {
+            state.responses = responses;
         }
-        let raw = Raw {
-            at: now,
-            stats: counters,
-            buckets,
-        };
         if let Some(previous) = state.previous.take() {
-            let sample = self.interval(&previous, &raw, wall, ping_ms);
+            let sample = self.interval(&previous, &raw, Utc::now(), ping_ms);
             if state.ring.len() == self.capacity {
                 state.ring.pop_front();
             }
