@@ -434,10 +434,12 @@ pub(super) async fn http_lines(b: &mut Bench) {
     let off_before = demo.origin_off.calls().total();
     let plan = LoadPlan {
         concurrency,
-        requests: b.n(4_000, 300),
+        requests: b.n(6_000, 300),
         max_duration: Duration::from_secs(15),
     };
-    let rounds = 4;
+    // Eight rounds: a round of one variant lasts about a tenth of a second, and lines 8a and 8b
+    // are close enough that four rounds let the machine's noise decide between them.
+    let rounds = 8;
     let mut results = vec![LoadResult::default(); variants.len()];
     for round in 0..rounds {
         for k in 0..variants.len() {

@@ -424,15 +424,17 @@ where
             Ok::<_, Infallible>(produced)
         })
     };
-    // Refresh here too, for when no telemetry layer asked for it around this one.
-    let scope = DependencyScope::new().refresh(refresh);
-    let fetched = dependencies::scope(
-        scope,
-        config
-            .cache
-            .compute_cloned_with(&key, &config.options, &observer, &accept, produce),
-    )
-    .await;
+    let lookup = config
+        .cache
+        .compute_cloned_with(&key, &config.options, &observer, &accept, produce);
+    // A refresh gets a scope of its own, for when no telemetry layer asked for it around this
+    // one. Otherwise the scopes around this layer (if any) are the ones that record what a hit
+    // depends on: a scope of its own would only collect the hit's tags to drop them.
+    let fetched = if refresh {
+        dependencies::scope(DependencyScope::new().refresh(true), lookup).await
+    } else {
+        lookup.await
+    };
     match fetched {
         Ok(Fetched::Value(fetched)) => Ok(respond(&key, &meter, fetched, &request, &method)),
         Ok(Fetched::Answer(Ok((response, skip)))) => Ok(pass_through(response, &meter, skip)),
