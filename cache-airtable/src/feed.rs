@@ -33,7 +33,7 @@ use base64::Engine;
 use cache_core::{
     Cache, CacheError, RecordId,
     change::Change,
-    feed::{Backlog, ChangeCounts, FeedReporter, FeedResync, FeedState},
+    feed::{Backlog, ChangeCounts, FeedLock, FeedReporter, FeedResync, FeedState, Hold},
     keys,
     origin::SourceRecord,
     schema::EntitySchema,
@@ -78,6 +78,11 @@ pub enum FeedError {
     /// The configuration is unusable.
     #[error("invalid feed configuration: {0}")]
     Config(String),
+    /// This consumer's lock on the feed lapsed (it stalled longer than
+    /// [`FeedConfig::lock_ttl`]) and another consumer may hold the feed now: the round stopped
+    /// without moving the cursor, which stays where the feed's holder puts it.
+    #[error("the feed's lock lapsed and another consumer may hold it; this round stopped")]
+    LockLost,
 }
 
 /// How the feed runs.
@@ -312,11 +317,7 @@ impl WebhookFeed {
         result
     }
 
-    async fn consume(
-        &self,
-        lock: &cache_core::feed::FeedLock,
-        unapplied: &mut Option<SystemTime>,
-    ) -> Result<RoundReport, FeedError> {
+    async fn consume(&self, lock: &FeedLock, unapplied: &mut Option<SystemTime>) -> Result<RoundReport, FeedError> {
         let inner = &self.inner;
         let client = inner.origin.client();
         let mut report = RoundReport::default();
@@ -325,7 +326,7 @@ impl WebhookFeed {
         // cannot know what changed before its webhook's first payload.
         let mut unfollowed = stored.is_none();
         if unfollowed {
-            self.resync("no_cursor").await?;
+            self.resync_held("no_cursor", Some(lock)).await?;
             report.resynced = true;
         }
         let mut cursor = stored.and_then(|p| p.parse::<u64>().ok()).unwrap_or(1);
@@ -336,7 +337,7 @@ impl WebhookFeed {
                 Err(err) if err.status() == Some(404) => {
                     tracing::error!(webhook = %inner.config.webhook_id, "airtable_feed_webhook_gone");
                     if !inner.resynced_gone.load(Ordering::Acquire) {
-                        self.resync("webhook_gone").await?;
+                        self.resync_held("webhook_gone", Some(lock)).await?;
                         inner.resynced_gone.store(true, Ordering::Release);
                     }
                     return Err(FeedError::WebhookGone(inner.config.webhook_id.clone()));
@@ -353,7 +354,7 @@ impl WebhookFeed {
                     next = page.cursor,
                     "airtable_feed_payloads_lost"
                 );
-                self.resync("payloads_lost").await?;
+                self.resync_held("payloads_lost", Some(lock)).await?;
                 report.resynced = true;
             }
             let mut payloads = page.payloads;
@@ -390,7 +391,9 @@ impl WebhookFeed {
             report.refused += usize::try_from(counts.refused()).unwrap_or(usize::MAX);
             report.invalid += usize::try_from(counts.invalid).unwrap_or(usize::MAX);
             if page.cursor != cursor || unfollowed {
-                inner.state.set_position(lock, &page.cursor.to_string()).await?;
+                if inner.state.set_position(lock, &page.cursor.to_string()).await? == Hold::Lost {
+                    return Err(FeedError::LockLost);
+                }
                 cursor = page.cursor;
                 unfollowed = false;
             }
@@ -533,8 +536,15 @@ impl WebhookFeed {
     /// them. Reported to the feed status and logged as `airtable_feed_resync`.
     ///
     /// It reads about `cached records / 100` pages within the base's rate limit: 10,000 cached
-    /// records take some 20 s at 5 requests a second, within the default lock's 120 s.
+    /// records take some 20 s at 5 requests a second. Run by a round, it renews the feed's lock
+    /// before each request, so a longer resync keeps the feed (and stops with
+    /// [`FeedError::LockLost`] if it stalled past the lock). Called directly, it takes no lock.
     pub async fn resync(&self, reason: &str) -> Result<FeedResync, FeedError> {
+        self.resync_held(reason, None).await
+    }
+
+    /// [`WebhookFeed::resync`], renewing `lock` (the round's) before each request.
+    async fn resync_held(&self, reason: &str, lock: Option<&FeedLock>) -> Result<FeedResync, FeedError> {
         let inner = &self.inner;
         let started = Instant::now();
         let mut resync = FeedResync::new(reason);
@@ -551,6 +561,11 @@ impl WebhookFeed {
                 ids
             };
             for chunk in ids.chunks(RESYNC_BATCH) {
+                if let Some(lock) = lock
+                    && inner.state.extend(lock).await? == Hold::Lost
+                {
+                    return Err(FeedError::LockLost);
+                }
                 let fetched = cache_core::origin::Origin::fetch_many(&inner.origin, entity, chunk).await?;
                 let mut found: HashMap<RecordId, SourceRecord> =
                     fetched.into_iter().map(|r| (r.id.clone(), r)).collect();

@@ -8,8 +8,10 @@ use cache_airtable::{
 };
 use cache_core::{
     Cache, Cacheable, MemoryStore, RecordId,
+    clock::ManualClock,
     feed::{Backlog, FeedState, FeedStatus},
-    store::Lookup,
+    store::{Lookup, Store},
+    testing::FailingStore,
 };
 use hmac::{KeyInit, Mac};
 use serde_json::{Map, Value, json};
@@ -48,6 +50,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(MemoryStore::new()).await
+}
+
+/// [`setup`], over `store`.
+async fn setup_with(store: impl Store) -> Setup {
     let sim = Simulator::start().await.expect("the simulator starts");
     sim.create_table(BASE, "Notes");
     let config = AirtableConfig::new(BASE, sim.token())
@@ -55,7 +62,7 @@ async fn setup() -> Setup {
         .retries(3, Duration::from_millis(10));
     let client = AirtableClient::new(config).expect("valid");
     let origin = AirtableOrigin::new(client.clone());
-    let cache = Cache::builder(MemoryStore::new(), origin.clone())
+    let cache = Cache::builder(store, origin.clone())
         .register::<Note>()
         .build()
         .expect("the cache builds");
@@ -250,6 +257,66 @@ async fn one_consumer_at_a_time() {
     state.unlock(lock).await.expect("unlocks");
     assert!(!s.feed.round().await.expect("runs").busy);
     assert!(!status(&s).held_elsewhere);
+}
+
+/// A round that stalls in its resync past the feed's lock stops there: another consumer may
+/// hold the feed by then, and the stalled one neither applies what it read nor moves the cursor.
+#[tokio::test]
+async fn a_round_that_outlived_its_lock_stops_without_moving_the_cursor() {
+    let clock = ManualClock::new();
+    let store = FailingStore::new(MemoryStore::builder().clock(clock.clone()).build());
+    let s = setup_with(store.clone()).await;
+    let changed = s.sim.insert(BASE, "Notes", fields(json!({ "title": "old" })));
+    assert_eq!(title(&s.cache, &changed).await.as_deref(), Some("old"));
+    // A new webhook, nothing consumed: the feed's first round resyncs what the cache holds.
+    s.client.delete_webhook(&s.webhook.id).await.expect("deleted");
+    s.sim.update(BASE, "Notes", &changed, fields(json!({ "title": "new" })));
+    let replacement = s.client.create_webhook(None).await.expect("created");
+    let config = FeedConfig::new(replacement.id.clone(), replacement.mac_secret_base64);
+    let ttl = config.lock_ttl;
+    let feed = WebhookFeed::new(s.cache.clone(), AirtableOrigin::new(s.client.clone()), config).expect("valid");
+
+    // The round renews its lock before the resync's request: held there, it stalls.
+    let hold = store.hold("extend_computed");
+    let round = tokio::spawn({
+        let feed = feed.clone();
+        async move { feed.round().await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), hold.arrived(1))
+        .await
+        .expect("the round renews its lock before the resync's request");
+    // Stalled past its lock: another consumer takes the feed.
+    clock.advance(ttl + Duration::from_secs(1));
+    let other = FeedState::new(&s.cache, feed.name());
+    let taken = other
+        .try_lock(ttl)
+        .await
+        .expect("answers")
+        .expect("the lapsed lock is free");
+    hold.release();
+
+    let stopped = round.await.expect("the round's task");
+    assert!(matches!(stopped, Err(FeedError::LockLost)), "{stopped:?}");
+    assert_eq!(
+        held_title(held(&s.cache, &changed).await).as_deref(),
+        Some("old"),
+        "nothing read after the lock lapsed was applied"
+    );
+    assert_eq!(
+        other.position().await.expect("answers"),
+        None,
+        "the cursor did not move"
+    );
+    assert!(
+        other.try_lock(ttl).await.expect("answers").is_none(),
+        "the other consumer keeps the feed"
+    );
+    other.unlock(taken).await.expect("unlocks");
+    // The feed's next round, holding it, resyncs and follows the webhook.
+    let report = feed.round().await.expect("runs");
+    assert!(report.resynced, "{report:?}");
+    assert_eq!(held_title(held(&s.cache, &changed).await).as_deref(), Some("new"));
+    assert_eq!(other.position().await.expect("answers").as_deref(), Some("1"));
 }
 
 #[tokio::test]

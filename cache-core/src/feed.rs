@@ -87,11 +87,24 @@ pub struct FeedState {
     lock_key: String,
 }
 
-/// The right to consume a feed, until [`FeedState::unlock`] or its time to live.
+/// The right to consume a feed, until [`FeedState::unlock`] or its time to live, which
+/// [`FeedState::extend`] and [`FeedState::set_position`] renew.
 #[derive(Debug)]
 #[must_use = "a feed lock is released with FeedState::unlock"]
 pub struct FeedLock {
     lock: ComputeLock,
+    ttl: Duration,
+}
+
+/// Whether a consumer still held its feed when it renewed its lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a consumer that lost its feed stops: another may be consuming it"]
+pub enum Hold {
+    /// The lock was still this consumer's, and now lasts its time to live again.
+    Kept,
+    /// The lock lapsed (the consumer stalled longer than its time to live) and another
+    /// consumer may hold the feed now: this one stops, leaving the position alone.
+    Lost,
 }
 
 impl FeedState {
@@ -118,12 +131,29 @@ impl FeedState {
     }
 
     /// Takes the feed for `ttl`, unless another consumer holds it (`None`). A consumer that
-    /// dies holding it frees it when `ttl` passes: keep each batch well within it.
+    /// dies holding it frees it when `ttl` passes; one that lives renews it
+    /// ([`FeedState::extend`], [`FeedState::set_position`]) well within `ttl`.
     pub async fn try_lock(&self, ttl: Duration) -> StoreResult<Option<FeedLock>> {
         match self.cache.store().lock_computed(&self.lock_key, ttl).await? {
-            LockAttempt::Acquired(lock) => Ok(Some(FeedLock { lock })),
+            LockAttempt::Acquired(lock) => Ok(Some(FeedLock { lock, ttl })),
             LockAttempt::Held => Ok(None),
         }
+    }
+
+    /// Renews `lock` for the time to live it was taken with, if it still holds the feed: a
+    /// consumer calls it between the steps of work that may outlast that time (a resync), and
+    /// stops on [`Hold::Lost`].
+    pub async fn extend(&self, lock: &FeedLock) -> StoreResult<Hold> {
+        let kept = self
+            .cache
+            .store()
+            .extend_computed(&self.lock_key, lock.lock, lock.ttl)
+            .await?;
+        if kept {
+            return Ok(Hold::Kept);
+        }
+        tracing::warn!(feed = %self.name, "feed_lock_lost");
+        Ok(Hold::Lost)
     }
 
     /// Where the feed is: the position of the last change applied, `None` before the first.
@@ -136,13 +166,18 @@ impl FeedState {
         }
     }
 
-    /// Moves the feed to `position`, after its changes were applied.
-    pub async fn set_position(&self, lock: &FeedLock, position: &str) -> StoreResult<()> {
-        let _ = lock;
+    /// Moves the feed to `position`, after its changes were applied, if `lock` still holds
+    /// the feed (renewing it): a consumer whose lock lapsed gets [`Hold::Lost`] and the
+    /// position stays where the feed's current holder put it, never moved back.
+    pub async fn set_position(&self, lock: &FeedLock, position: &str) -> StoreResult<Hold> {
+        if self.extend(lock).await? == Hold::Lost {
+            return Ok(Hold::Lost);
+        }
         self.cache
             .store()
             .put_value(&self.position_key, Bytes::from(position.to_owned()), POSITION_TTL, &[])
-            .await
+            .await?;
+        Ok(Hold::Kept)
     }
 
     /// Releases the feed.
@@ -164,13 +199,45 @@ mod tests {
         assert_eq!(feed.position().await.unwrap(), None);
         let lock = feed.try_lock(Duration::from_secs(30)).await.unwrap().unwrap();
         assert!(other.try_lock(Duration::from_secs(30)).await.unwrap().is_none());
-        feed.set_position(&lock, "42").await.unwrap();
+        assert_eq!(feed.set_position(&lock, "42").await.unwrap(), Hold::Kept);
         feed.unlock(lock).await.unwrap();
         let lock = other.try_lock(Duration::from_secs(30)).await.unwrap().unwrap();
         assert_eq!(other.position().await.unwrap().as_deref(), Some("42"));
         other.unlock(lock).await.unwrap();
         assert_eq!(FeedState::new(&cache, "another").position().await.unwrap(), None);
     }
+    #[tokio::test]
+    async fn a_consumer_whose_lock_lapsed_never_moves_the_position_back() {
+        let clock = crate::clock::ManualClock::new();
+        let store = MemoryStore::builder().clock(clock.clone()).build();
+        let cache = Cache::builder(store, MemoryOrigin::new()).build().unwrap();
+        let (a, b) = (FeedState::new(&cache, "test"), FeedState::new(&cache, "test"));
+        let ttl = Duration::from_secs(30);
+        let slow = a.try_lock(ttl).await.unwrap().unwrap();
+        assert_eq!(a.set_position(&slow, "10").await.unwrap(), Hold::Kept);
+
+        // Renewed within its time to live, the lock outlasts it.
+        clock.advance(Duration::from_secs(20));
+        assert_eq!(a.extend(&slow).await.unwrap(), Hold::Kept);
+        clock.advance(Duration::from_secs(20));
+        assert!(b.try_lock(ttl).await.unwrap().is_none(), "held 40 s after it was taken");
+
+        // Stalled past it: another consumer takes the feed and moves it on.
+        clock.advance(Duration::from_secs(11));
+        let fresh = b.try_lock(ttl).await.unwrap().expect("the lapsed lock is free");
+        assert_eq!(b.set_position(&fresh, "20").await.unwrap(), Hold::Kept);
+
+        // The stalled consumer wakes: it lost the feed, and the position stays at 20.
+        assert_eq!(a.extend(&slow).await.unwrap(), Hold::Lost);
+        assert_eq!(a.set_position(&slow, "11").await.unwrap(), Hold::Lost);
+        assert_eq!(a.position().await.unwrap().as_deref(), Some("20"));
+        assert!(
+            a.try_lock(ttl).await.unwrap().is_none(),
+            "the new holder keeps the feed"
+        );
+        b.unlock(fresh).await.unwrap();
+    }
+
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
     }

@@ -610,6 +610,16 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Keeps the lock on `key` for another `ttl` from now if `lock` still holds it, and
+    /// answers whether it did: `false` when the lock lapsed (someone else may hold it now),
+    /// and it is then left as it is. For work that outlasts the lock's first time to live (a
+    /// feed's consumer), and for a step only the holder may take. Without locks (the default)
+    /// every lock holds.
+    async fn extend_computed(&self, key: &str, lock: ComputeLock, ttl: Duration) -> StoreResult<bool> {
+        let _ = (key, lock, ttl);
+        Ok(true)
+    }
+
     /// Waits, at most `timeout`, for the holder of the lock on `key` to store the value or
     /// release the lock, without polling: answers at once when the value is there or nobody
     /// holds the lock.

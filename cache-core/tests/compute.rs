@@ -153,6 +153,10 @@ impl Store for CountingStore {
         self.count("unlock_computed");
         self.inner.unlock_computed(key, lock).await
     }
+    async fn extend_computed(&self, key: &str, lock: ComputeLock, ttl: Duration) -> StoreResult<bool> {
+        self.count("extend_computed");
+        self.inner.extend_computed(key, lock, ttl).await
+    }
     async fn wait_computed(&self, key: &str, timeout: Duration) -> StoreResult<LockWait> {
         self.count("wait_computed");
         self.inner.wait_computed(key, timeout).await

@@ -1280,6 +1280,10 @@ impl Store for RedisStore {
         self.computed_unlock(key, lock).await
     }
 
+    async fn extend_computed(&self, key: &str, lock: ComputeLock, ttl: Duration) -> StoreResult<bool> {
+        self.computed_extend(key, lock, ttl).await
+    }
+
     async fn wait_computed(&self, key: &str, timeout: Duration) -> StoreResult<LockWait> {
         self.computed_wait(key, timeout).await
     }

@@ -275,6 +275,11 @@ pub enum SqlError {
     /// The feed's position or lock in the store failed.
     #[error("outbox feed state: {0}")]
     Feed(#[source] cache_core::store::StoreError),
+    /// This listener's lock on the outbox feed lapsed (it stalled longer than its time to
+    /// live) and another listener may hold the feed now: the round stopped without moving the
+    /// feed's position.
+    #[error("the outbox feed's lock lapsed and another listener may hold it; this round stopped")]
+    FeedLost,
     /// The cache refused a batch (an entity not registered with it).
     #[error("applying outbox changes: {0}")]
     Cache(#[source] cache_core::CacheError),

@@ -43,7 +43,7 @@ use std::{
 use cache_core::{
     Cache, RecordId,
     change::{Change, ChangeOutcome},
-    feed::{Backlog, ChangeCounts, FeedReporter, FeedState},
+    feed::{Backlog, ChangeCounts, FeedReporter, FeedState, Hold},
     origin::Origin,
     schema::EntitySchema,
 };
@@ -490,7 +490,9 @@ impl OutboxListener {
                 self.prune(&rows).await?;
                 unapplied = None;
                 let position = last.to_string();
-                self.feed.set_position(&lock, &position).await.map_err(SqlError::Feed)?;
+                if self.feed.set_position(&lock, &position).await.map_err(SqlError::Feed)? == Hold::Lost {
+                    return Err(SqlError::FeedLost);
+                }
                 self.status
                     .applied(&outcomes, Some(&position), rows.iter().map(|r| r.at).max());
                 if let Some(observer) = &self.observer {

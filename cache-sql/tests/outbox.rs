@@ -11,7 +11,8 @@ use std::{
 
 use cache_core::{
     Cache, Cacheable, MemoryStore, RecordId,
-    feed::{Backlog, FeedStatus},
+    clock::ManualClock,
+    feed::{Backlog, FeedState, FeedStatus},
     store::Lookup,
     testing::FailingStore,
 };
@@ -407,6 +408,50 @@ async fn the_listener_reports_its_position_lag_backlog_and_outcomes(db: TestDb) 
     );
 }
 
+/// A listener that stalls past its lock stops where it would move the position: another
+/// listener may hold the feed by then, and the position stays where that one puts it.
+async fn a_listener_that_outlived_its_lock_stops_without_moving_the_position(db: TestDb) {
+    let s = setup(db).await;
+    let clock = ManualClock::new();
+    let store = FailingStore::new(MemoryStore::builder().clock(clock.clone()).build());
+    let cache = Cache::builder(store.clone(), s.gated.clone())
+        .register::<Person>()
+        .build()
+        .expect("a cache");
+    let ttl = Duration::from_secs(30);
+    let listener = OutboxListener::new(&s.origin, &cache).lock_ttl(ttl);
+    s.db.execute("UPDATE people SET name = 'Ada 2', version = 2 WHERE id = 'ada'")
+        .await;
+
+    // The round renews its lock as it moves the position after its batch: held there, it stalls.
+    let hold = store.hold("extend_computed");
+    let round = tokio::spawn(async move { listener.run_once().await });
+    timeout(Duration::from_secs(10), hold.arrived(1))
+        .await
+        .expect("the round renews its lock before it moves the position");
+    clock.advance(ttl + Duration::from_secs(1));
+    let other = FeedState::new(&cache, OUTBOX_FEED);
+    let taken = other
+        .try_lock(ttl)
+        .await
+        .expect("answers")
+        .expect("the lapsed lock is free");
+    hold.release();
+
+    let stopped = round.await.expect("the round's task");
+    assert!(matches!(stopped, Err(SqlError::FeedLost)), "{stopped:?}");
+    assert_eq!(
+        other.position().await.expect("answers"),
+        None,
+        "the position did not move"
+    );
+    assert!(
+        other.try_lock(ttl).await.expect("answers").is_none(),
+        "the other listener keeps the feed"
+    );
+    other.unlock(taken).await.expect("unlocks");
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -435,6 +480,7 @@ both!(
     two_listeners_never_apply_out_of_order,
     the_triggers_print_install_and_remove,
     the_listener_reports_its_position_lag_backlog_and_outcomes,
+    a_listener_that_outlived_its_lock_stops_without_moving_the_position,
 );
 
 /// PostgreSQL hands out `seq` at the write, not at the commit: a transaction holding a smaller

@@ -153,6 +153,19 @@ impl MemoryStore {
         Ok(())
     }
 
+    pub(super) async fn computed_extend(&self, key: &str, lock: ComputeLock, ttl: Duration) -> StoreResult<bool> {
+        let inner = &self.inner;
+        let mut state = inner.lock().await;
+        let now = inner.now();
+        Ok(match state.computed.locks.get_mut(key) {
+            Some(held) if held.token == lock.0 && held.expires_at > now => {
+                held.expires_at = now + ttl;
+                true
+            }
+            _ => false,
+        })
+    }
+
     pub(super) async fn computed_wait(&self, key: &str, timeout: Duration) -> StoreResult<LockWait> {
         let inner = &self.inner;
         let mut released = {

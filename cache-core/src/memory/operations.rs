@@ -443,6 +443,10 @@ impl Store for MemoryStore {
         self.computed_unlock(key, lock).await
     }
 
+    async fn extend_computed(&self, key: &str, lock: crate::store::ComputeLock, ttl: Duration) -> StoreResult<bool> {
+        self.computed_extend(key, lock, ttl).await
+    }
+
     async fn wait_computed(&self, key: &str, timeout: Duration) -> StoreResult<crate::store::LockWait> {
         self.computed_wait(key, timeout).await
     }

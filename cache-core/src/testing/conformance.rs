@@ -95,6 +95,7 @@ macro_rules! store_conformance_tests {
             computed_value_refused_after_a_purge_of_its_tags,
             compute_lock_is_exclusive_until_released,
             compute_lock_expires,
+            compute_lock_extends_for_its_holder_only,
             waiter_is_woken_by_the_value,
             waiter_is_released_by_a_failed_owner,
             wait_ends_at_its_bound,

@@ -364,6 +364,11 @@ impl<S: Store> Store for FailingStore<S> {
         self.inner.unlock_computed(key, lock).await
     }
 
+    async fn extend_computed(&self, key: &str, lock: ComputeLock, ttl: Duration) -> StoreResult<bool> {
+        self.enter("extend_computed").await?;
+        self.inner.extend_computed(key, lock, ttl).await
+    }
+
     async fn wait_computed(&self, key: &str, timeout: Duration) -> StoreResult<LockWait> {
         self.enter("wait_computed").await?;
         self.inner.wait_computed(key, timeout).await

@@ -170,6 +170,33 @@ impl ScriptCall for ComputedUnlock<'_> {
     }
 }
 
+/// `computed_extend.lua`: the holder of a lock keeps it for another time to live.
+pub(crate) struct ComputedExtend<'a> {
+    pub(crate) lock: &'a str,
+    pub(crate) token: &'a str,
+    /// The lock's new time to live (ms).
+    pub(crate) ttl: u64,
+}
+
+impl ScriptCall for ComputedExtend<'_> {
+    /// Whether the token held the lock (and now holds it for `ttl`).
+    type Reply = bool;
+
+    fn script(scripts: &Scripts) -> &Script {
+        &scripts.computed_extend
+    }
+
+    fn prepare(&self, invocation: &mut ScriptInvocation<'_>) {
+        invocation.key(self.lock).arg(self.token).arg(self.ttl);
+    }
+
+    fn decode(&self, reply: Value) -> StoreResult<bool> {
+        as_u64(&reply)
+            .map(|held| held == 1)
+            .ok_or_else(|| backend("extend_computed: reply is not 0 or 1"))
+    }
+}
+
 /// `computed_wait.lua`: starts waiting for the holder of a lock.
 pub(crate) struct ComputedWait<'a> {
     pub(crate) value_key: &'a str,

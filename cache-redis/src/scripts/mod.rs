@@ -61,6 +61,7 @@ pub(crate) struct Scripts {
     pub(crate) computed_tag: Script,
     pub(crate) computed_drop: Script,
     pub(crate) computed_unlock: Script,
+    pub(crate) computed_extend: Script,
     pub(crate) computed_wait: Script,
     pub(crate) computed_unwait: Script,
     pub(crate) watermark: Script,
@@ -83,6 +84,7 @@ impl Scripts {
             computed_tag: Script::new(value_script!("computed_tag.lua")),
             computed_drop: Script::new(value_script!("computed_drop.lua")),
             computed_unlock: Script::new(computed_script!("computed_unlock.lua")),
+            computed_extend: Script::new(value_script!("computed_extend.lua")),
             computed_wait: Script::new(value_script!("computed_wait.lua")),
             computed_unwait: Script::new(value_script!("computed_unwait.lua")),
             watermark: Script::new(value_script!("watermark.lua")),
@@ -90,7 +92,7 @@ impl Scripts {
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 17] {
+    pub(crate) fn all(&self) -> [&Script; 18] {
         [
             &self.put,
             &self.remove,
@@ -105,6 +107,7 @@ impl Scripts {
             &self.computed_tag,
             &self.computed_drop,
             &self.computed_unlock,
+            &self.computed_extend,
             &self.computed_wait,
             &self.computed_unwait,
             &self.watermark,

@@ -24,8 +24,8 @@ use crate::{
     layout::{lock_key, purge_mark_key, tag_set_key, value_key, wake_key},
     scripts::{
         computed::{
-            ComputedDrop, ComputedGet, ComputedPut, ComputedTag, ComputedUnlock, ComputedUnwait, ComputedWait,
-            WaitStart,
+            ComputedDrop, ComputedExtend, ComputedGet, ComputedPut, ComputedTag, ComputedUnlock, ComputedUnwait,
+            ComputedWait, WaitStart,
         },
         ms, re,
         value::PurgeTag,
@@ -161,6 +161,18 @@ impl RedisStore {
     pub(super) async fn computed_unlock(&self, key: &str, lock: ComputeLock) -> StoreResult<()> {
         let lock_key = lock_key(&self.inner.namespace, key);
         self.guarded("unlock_computed", self.release(&lock_key, &lock.0.to_string()))
+            .await
+    }
+
+    pub(super) async fn computed_extend(&self, key: &str, lock: ComputeLock, ttl: Duration) -> StoreResult<bool> {
+        let lock_key = lock_key(&self.inner.namespace, key);
+        let token = lock.0.to_string();
+        let call = ComputedExtend {
+            lock: &lock_key,
+            token: &token,
+            ttl: ms(ttl),
+        };
+        self.guarded("extend_computed", self.inner.scripts.call(&mut self.conn(), &call))
             .await
     }
 

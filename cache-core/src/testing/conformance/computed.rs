@@ -136,6 +136,42 @@ where
     eventually("the lock expires", || async move { !is_held(s, "k").await }).await;
 }
 
+/// Only the holder's token renews a lock, for the time to live it gives from now; a lock that
+/// lapsed is not brought back.
+pub async fn compute_lock_extends_for_its_holder_only<F, Fut, S>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+    S: IntoStore,
+{
+    let store = fresh(&factory).await;
+    let lock = acquire(&*store, "k", LONG).await;
+    let another = ComputeLock(lock.0.wrapping_add(1));
+    let short = Duration::from_millis(5);
+    assert!(
+        !store.extend_computed("k", another, short).await.expect("extend"),
+        "another token does not"
+    );
+    assert!(
+        !store.extend_computed("other", lock, LONG).await.expect("extend"),
+        "locks are per key"
+    );
+    assert!(!is_held(&*store, "other").await, "extending takes no free lock");
+    assert!(is_held(&*store, "k").await);
+    // The holder's time to live counts from now: 5 ms here, after which the lock is free.
+    assert!(
+        store.extend_computed("k", lock, short).await.expect("extend"),
+        "the holder's does"
+    );
+    let s = &*store;
+    eventually("the renewed lock expires", || async move { !is_held(s, "k").await }).await;
+    assert!(
+        !store.extend_computed("k", lock, LONG).await.expect("extend"),
+        "a lapsed lock is not brought back"
+    );
+    assert!(!is_held(&*store, "k").await);
+}
+
 /// A waiter gets the value its holder stores.
 pub async fn waiter_is_woken_by_the_value<F, Fut, S>(factory: F)
 where
