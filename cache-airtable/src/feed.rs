@@ -96,7 +96,9 @@ pub struct FeedConfig {
     pub poll_interval: Duration,
     /// How often to refresh the webhook: well within Airtable's 7-day expiry.
     pub refresh_interval: Duration,
-    /// How long one consumer holds the feed at most per round.
+    /// How long a consumer's lock on the feed lasts without being renewed: a round renews it
+    /// each time it moves the cursor and around each request of a resync, and a consumer that
+    /// dies frees the feed after it.
     pub lock_ttl: Duration,
     /// Payload pages read per round at most (the rest waits for the next round).
     pub max_pages_per_round: usize,
@@ -537,8 +539,9 @@ impl WebhookFeed {
     ///
     /// It reads about `cached records / 100` pages within the base's rate limit: 10,000 cached
     /// records take some 20 s at 5 requests a second. Run by a round, it renews the feed's lock
-    /// before each request, so a longer resync keeps the feed (and stops with
-    /// [`FeedError::LockLost`] if it stalled past the lock). Called directly, it takes no lock.
+    /// before each request and before applying what it read, so a longer resync keeps the feed
+    /// (and stops with [`FeedError::LockLost`] if it stalled past the lock). Called directly, it
+    /// takes no lock.
     pub async fn resync(&self, reason: &str) -> Result<FeedResync, FeedError> {
         self.resync_held(reason, None).await
     }
@@ -567,6 +570,13 @@ impl WebhookFeed {
                     return Err(FeedError::LockLost);
                 }
                 let fetched = cache_core::origin::Origin::fetch_many(&inner.origin, entity, chunk).await?;
+                // Again before applying: the request may have waited out rate limits and
+                // retries for longer than the lock, and what it read is applied unordered.
+                if let Some(lock) = lock
+                    && inner.state.extend(lock).await? == Hold::Lost
+                {
+                    return Err(FeedError::LockLost);
+                }
                 let mut found: HashMap<RecordId, SourceRecord> =
                     fetched.into_iter().map(|r| (r.id.clone(), r)).collect();
                 let mut changes = Vec::with_capacity(chunk.len() * 2);

@@ -16,7 +16,7 @@
 //!
 //! ```no_run
 //! # use std::time::{Duration, SystemTime};
-//! # use cache_core::{Cache, feed::{Backlog, FeedState}};
+//! # use cache_core::{Cache, feed::{Backlog, FeedState, Hold}};
 //! # async fn consume(cache: Cache) -> Result<(), Box<dyn std::error::Error>> {
 //! let feed = FeedState::new(&cache, "sql:outbox");
 //! let status = feed.reporter();
@@ -25,7 +25,9 @@
 //!     let looked = SystemTime::now();
 //!     // ... read the changes after `after`, apply them, then:
 //!     # let outcomes: Vec<cache_core::change::ChangeOutcome> = Vec::new(); let newest = None;
-//!     feed.set_position(&lock, "1042").await?;
+//!     if feed.set_position(&lock, "1042").await? == Hold::Lost {
+//!         return Ok(()); // stalled past the lock: another consumer may have the feed now
+//!     }
 //!     status.applied(&outcomes, Some("1042"), newest);
 //!     status.checked(Backlog::Exactly(0), None, looked);
 //!     feed.unlock(lock).await?;
@@ -103,7 +105,7 @@ pub enum Hold {
     /// The lock was still this consumer's, and now lasts its time to live again.
     Kept,
     /// The lock lapsed (the consumer stalled longer than its time to live) and another
-    /// consumer may hold the feed now: this one stops, leaving the position alone.
+    /// consumer may hold the feed now: this one stops, leaving the position to it.
     Lost,
 }
 
@@ -167,8 +169,11 @@ impl FeedState {
     }
 
     /// Moves the feed to `position`, after its changes were applied, if `lock` still holds
-    /// the feed (renewing it): a consumer whose lock lapsed gets [`Hold::Lost`] and the
-    /// position stays where the feed's current holder put it, never moved back.
+    /// the feed (renewing it first): a consumer whose lock lapsed gets [`Hold::Lost`] and
+    /// leaves the position to the feed's current holder. The renewal and the write are two
+    /// calls: a consumer that stalls between them for longer than the lock's time to live can
+    /// still write once after losing it (the position key and the lock key may live on
+    /// different nodes of a cluster, so no single script can check and write both).
     pub async fn set_position(&self, lock: &FeedLock, position: &str) -> StoreResult<Hold> {
         if self.extend(lock).await? == Hold::Lost {
             return Ok(Hold::Lost);
