@@ -282,18 +282,8 @@ async fn a_round_that_outlived_its_lock_stops_without_moving_the_cursor() {
         let feed = feed.clone();
         async move { feed.round().await }
     });
-    tokio::time::timeout(Duration::from_secs(10), hold.arrived(1))
-        .await
-        .expect("the round renews its lock before the resync's request");
     // Stalled past its lock: another consumer takes the feed.
-    clock.advance(ttl + Duration::from_secs(1));
-    let other = FeedState::new(&s.cache, feed.name());
-    let taken = other
-        .try_lock(ttl)
-        .await
-        .expect("answers")
-        .expect("the lapsed lock is free");
-    hold.release();
+    let (other, taken) = hold.take_over_feed(&clock, &s.cache, feed.name(), ttl).await;
 
     let stopped = round.await.expect("the round's task");
     assert!(matches!(stopped, Err(FeedError::LockLost)), "{stopped:?}");

@@ -16,7 +16,9 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use super::{Gate, lock};
 use crate::{
-    MemoryStore, RecordId,
+    Cache, MemoryStore, RecordId,
+    clock::ManualClock,
+    feed::{FeedLock, FeedState},
     query::IndexQuery,
     schema::{EntitySchema, IndexEntries},
     store::{
@@ -93,6 +95,36 @@ impl StoreHold {
     /// Lets the held calls (and every later one) through.
     pub fn release(self) {
         drop(self);
+    }
+
+    /// Makes a feed's consumer lose its feed while it is held here, at its next lock renewal
+    /// (a hold of `"extend_computed"`): waits for it (10 s at most), moves `clock` (the
+    /// store's) past `ttl`, the consumer's lock time to live, takes the feed named `feed` as
+    /// another consumer, then lets the held one go on. Answers the other consumer's state and
+    /// lock.
+    ///
+    /// # Panics
+    ///
+    /// When no call arrives within 10 s, the store fails, or the lock is not free after `ttl`.
+    pub async fn take_over_feed(
+        self,
+        clock: &ManualClock,
+        cache: &Cache,
+        feed: &str,
+        ttl: Duration,
+    ) -> (FeedState, FeedLock) {
+        tokio::time::timeout(Duration::from_secs(10), self.arrived(1))
+            .await
+            .expect("the consumer renews its lock");
+        clock.advance(ttl + Duration::from_secs(1));
+        let other = FeedState::new(cache, feed);
+        let taken = other
+            .try_lock(ttl)
+            .await
+            .expect("the store answers")
+            .expect("the lapsed lock is free");
+        self.release();
+        (other, taken)
     }
 }
 
