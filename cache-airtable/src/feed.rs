@@ -546,7 +546,17 @@ impl WebhookFeed {
         self.resync_held(reason, None).await
     }
 
-    /// [`WebhookFeed::resync`], renewing `lock` (the round's) before each request.
+    /// Renews `lock` (a round's; `None` outside a round: nothing to renew), or stops with
+    /// [`FeedError::LockLost`] when it lapsed.
+    async fn keep(&self, lock: Option<&FeedLock>) -> Result<(), FeedError> {
+        match lock {
+            Some(lock) if self.inner.state.extend(lock).await? == Hold::Lost => Err(FeedError::LockLost),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`WebhookFeed::resync`], renewing `lock` (the round's) before each request and before
+    /// applying what it read.
     async fn resync_held(&self, reason: &str, lock: Option<&FeedLock>) -> Result<FeedResync, FeedError> {
         let inner = &self.inner;
         let started = Instant::now();
@@ -564,19 +574,11 @@ impl WebhookFeed {
                 ids
             };
             for chunk in ids.chunks(RESYNC_BATCH) {
-                if let Some(lock) = lock
-                    && inner.state.extend(lock).await? == Hold::Lost
-                {
-                    return Err(FeedError::LockLost);
-                }
+                self.keep(lock).await?;
                 let fetched = cache_core::origin::Origin::fetch_many(&inner.origin, entity, chunk).await?;
                 // Again before applying: the request may have waited out rate limits and
                 // retries for longer than the lock, and what it read is applied unordered.
-                if let Some(lock) = lock
-                    && inner.state.extend(lock).await? == Hold::Lost
-                {
-                    return Err(FeedError::LockLost);
-                }
+                self.keep(lock).await?;
                 let mut found: HashMap<RecordId, SourceRecord> =
                     fetched.into_iter().map(|r| (r.id.clone(), r)).collect();
                 let mut changes = Vec::with_capacity(chunk.len() * 2);

@@ -243,10 +243,11 @@ fn start_sampler(state: &Arc<DashboardState>) {
     let weak: Weak<DashboardState> = Arc::downgrade(state);
     let every = state.sample_every;
     runtime.spawn(async move {
-        match weak.upgrade() {
-            Some(state) => state.sampler.check_store().await,
-            None => return,
+        let Some(state) = weak.upgrade() else {
+            return;
         };
+        state.sampler.check_store().await;
+        drop(state);
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
